@@ -1,0 +1,22 @@
+"""Lazy imports of optional dependencies with a one-line install hint."""
+
+import importlib
+from types import ModuleType
+
+from edgekit.errors import MissingDependencyError
+
+# module name -> the extra that installs it
+_EXTRA_FOR = {
+    "h5py": "datasets",
+    "scipy": "datasets",
+}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import `module` or raise MissingDependencyError saying what needs it and how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra = _EXTRA_FOR.get(module.split(".")[0])
+        hint = f"pip install 'edgekit[{extra}]'" if extra else f"pip install {module.split('.')[0]}"
+        raise MissingDependencyError(f"{purpose} needs {module}, which is not installed ({exc}); fix: {hint}") from None

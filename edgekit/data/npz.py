@@ -1,0 +1,165 @@
+"""The calibration / evaluation set format: one `.npz` readable without edgekit.
+
+Keys: `images` uint8 (N,H,W) or (N,H,W,C); `gaze` float32 (N,3) unit vectors in the convention of
+`edgekit.data.gaze`; optional `pitchyaw` float32 (N,2), `head_pose` float32 (N,2), `seq_id` int32,
+`frame_idx` int32, `timestamp_s` float64; `meta` a JSON string (format_version, layout, color,
+gaze_convention, source, fps, preprocessing). Loaders for real datasets convert into this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.data.gaze import CONVENTION, vector_to_pitchyaw
+from edgekit.errors import BadInputError
+from edgekit.fileio import atomic_write
+
+FORMAT_VERSION = 1
+UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for stored gaze vectors
+_OPTIONAL = {"pitchyaw": (np.float32, 2), "head_pose": (np.float32, 2), "seq_id": (np.int32, 1),
+             "frame_idx": (np.int32, 1), "timestamp_s": (np.float64, 1)}
+_REQUIRED_META = ("format_version", "layout", "color", "gaze_convention", "source")
+
+
+@dataclass(frozen=True, eq=False)
+class GazeSet:
+    """Eye images with their gaze labels; the in-memory form of the `.npz` format."""
+
+    images: np.ndarray
+    gaze: np.ndarray
+    meta: dict = field(default_factory=dict)
+    pitchyaw: np.ndarray | None = None
+    head_pose: np.ndarray | None = None
+    seq_id: np.ndarray | None = None
+    frame_idx: np.ndarray | None = None
+    timestamp_s: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, index) -> GazeSet:
+        """Rows selected by a slice, boolean mask or integer index array."""
+        pick = {k: (v[index] if v is not None else None) for k, v in self._arrays().items()}
+        return replace(self, **pick)
+
+    def digest(self) -> str:
+        """sha256 over the arrays and meta: identifies the set in cache keys and reports."""
+        h = hashlib.sha256()
+        for name, arr in sorted(self._arrays().items()):
+            if arr is not None:
+                h.update(name.encode())
+                h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+                h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(json.dumps(self.meta, sort_keys=True).encode())
+        return h.hexdigest()
+
+    def _arrays(self) -> dict[str, np.ndarray | None]:
+        return {"images": self.images, "gaze": self.gaze, **{k: getattr(self, k) for k in _OPTIONAL}}
+
+
+def make_meta(source: str, *, layout: str = "NHW", color: str = "gray", fps: float | None = None,
+              preprocessing: str = "none", **extra) -> dict:
+    """Metadata with every required key filled in."""
+    meta = {"format_version": FORMAT_VERSION, "layout": layout, "color": color,
+            "gaze_convention": CONVENTION, "source": source, "fps": fps, "preprocessing": preprocessing}
+    meta.update(extra)
+    return meta
+
+
+def write_gazeset(gazeset: GazeSet, path: str | os.PathLike) -> Path:
+    """Validate and write atomically (a temporary file renamed into place); returns the path."""
+    validate(gazeset, where=str(path))
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise BadInputError(f"{path}: gaze sets are written as .npz; fix: give a path ending in .npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v for k, v in gazeset._arrays().items() if v is not None}
+    if "pitchyaw" not in arrays:
+        arrays["pitchyaw"] = vector_to_pitchyaw(gazeset.gaze).astype(np.float32)
+    meta = np.array(json.dumps(gazeset.meta, sort_keys=True))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: given a name, numpy would append ".npz"
+            np.savez_compressed(fh, meta=meta, **arrays)
+
+    return atomic_write(path, write)
+
+
+def read_gazeset(path: str | os.PathLike) -> GazeSet:
+    """Read and validate a gaze-set `.npz`; every problem is one BadInputError naming the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such gaze-set file; fix: check the path (make one with `edgekit demo dataset`)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            contents = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise BadInputError(f"{path}: not a readable .npz ({exc}); fix: rewrite it with edgekit.data.write_gazeset") from None
+    for key in ("images", "gaze", "meta"):
+        if key not in contents:
+            raise BadInputError(f"{path}: missing key '{key}' (has {sorted(contents)}); fix: write it with edgekit.data.write_gazeset")
+    try:
+        meta = json.loads(str(contents.pop("meta")))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path}: 'meta' is not valid JSON ({exc}); fix: store meta as a JSON string") from None
+    unknown = set(contents) - {"images", "gaze", *_OPTIONAL}
+    if unknown:
+        raise BadInputError(f"{path}: unknown keys {sorted(unknown)}; fix: keep only images, gaze, meta and {sorted(_OPTIONAL)}")
+    gazeset = GazeSet(meta=meta, **contents)
+    validate(gazeset, where=str(path))
+    return gazeset
+
+
+def validate(gs: GazeSet, where: str = "gaze set") -> None:
+    """Raise BadInputError on the first problem: shapes, dtypes, NaN, non-unit gaze, meta keys."""
+    def fail(problem: str, fix: str) -> None:
+        raise BadInputError(f"{where}: {problem}; fix: {fix}")
+
+    images, gaze = gs.images, gs.gaze
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        fail(f"'images' must be uint8, got {getattr(images, 'dtype', type(images).__name__)}", "convert images to uint8 0-255")
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        fail(f"'images' must be (N,H,W) or (N,H,W,C) with C in 1 or 3, got shape {images.shape}", "store one image per row")
+    n = images.shape[0]
+    if n == 0:
+        fail("the set is empty", "store at least one image")
+    if not isinstance(gaze, np.ndarray) or gaze.shape != (n, 3):
+        fail(f"'gaze' must have shape ({n}, 3) to match {n} images, got {getattr(gaze, 'shape', None)}", "store one 3-D gaze vector per image")
+    if gaze.dtype != np.float32:
+        fail(f"'gaze' must be float32, got {gaze.dtype}", "store gaze as float32")
+    if not np.isfinite(gaze).all():
+        bad = int(np.flatnonzero(~np.isfinite(gaze).all(axis=1))[0])
+        fail(f"'gaze' has NaN or inf (first at row {bad})", "drop or relabel those rows")
+    norms = np.linalg.norm(gaze.astype(np.float64), axis=1)
+    off = np.abs(norms - 1.0) > UNIT_TOLERANCE
+    if off.any():
+        bad = int(np.flatnonzero(off)[0])
+        fail(f"'gaze' row {bad} has norm {norms[bad]:.4f}, not a unit vector", "normalise gaze vectors (g / |g|)")
+    for key, (dtype, width) in _OPTIONAL.items():
+        arr = getattr(gs, key)
+        if arr is None:
+            continue
+        want = (n, width) if width > 1 else (n,)
+        if arr.shape != want:
+            fail(f"'{key}' must have shape {want}, got {arr.shape}", f"store one {key} entry per image")
+        if arr.dtype != dtype:
+            fail(f"'{key}' must be {np.dtype(dtype).name}, got {arr.dtype}", f"cast {key} to {np.dtype(dtype).name}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            fail(f"'{key}' has NaN or inf", "drop or fix those rows")
+    missing = [k for k in _REQUIRED_META if k not in gs.meta]
+    if missing:
+        fail(f"meta lacks {missing}", "build meta with edgekit.data.make_meta")
+    layout = "NHW" if images.ndim == 3 else "NHWC"
+    if gs.meta["layout"] != layout:
+        fail(f"meta says layout {gs.meta['layout']!r} but images are {layout}", f"set meta layout to {layout!r}")

@@ -1,0 +1,131 @@
+"""Synthetic gaze sets from the renderer: deterministic per seed, independent of the worker count.
+
+Images are rendered in fixed-size chunks, chunk i drawing from `default_rng([seed, i])`, so the same
+(seed, n, size) gives the same bytes whether one or many processes render it. Calibration and
+evaluation sets use different seeds (recorded in the metadata) and so never share an image.
+Rendered sets are cached as `.npz` under the user cache directory (EDGEKIT_CACHE_DIR overrides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.data.gaze import pitchyaw_to_vector
+from edgekit.data.npz import GazeSet, make_meta, read_gazeset, write_gazeset
+from edgekit.data.render import RENDERER_VERSION, render_eye, sample_appearance, sample_gaze
+from edgekit.data.sequences import gaze_trajectory
+
+CHUNK = 256
+# Seeds of the standard synthetic sets; each role has its own, so the sets are disjoint.
+SEEDS = {"train": 0, "val": 1, "calib": 2, "eval": 3}
+DEFAULT_FPS = 60.0
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEKIT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "edgekit")
+    return Path(root)
+
+
+def _render_chunk(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seed, chunk, count, height, width, head_pose = args
+    rng = np.random.default_rng([seed, chunk])
+    images = np.empty((count, height, width), np.uint8)
+    pitchyaw = sample_gaze(rng, count)
+    heads = np.zeros((count, 2))
+    for i in range(count):
+        app = sample_appearance(rng, width, head_pose=head_pose)
+        heads[i] = app.head_pitchyaw
+        images[i] = render_eye(app, pitchyaw[i], height, width, rng)
+    return images, pitchyaw, heads
+
+
+def _render_sequence(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seed, seq, length, height, width, head_pose, fps = args
+    rng = np.random.default_rng([seed, 1_000_000 + seq])
+    pitchyaw, _ = gaze_trajectory(rng, length, fps)
+    app = sample_appearance(rng, width, head_pose=head_pose)  # frozen for the whole sequence
+    images = np.stack([render_eye(app, py, height, width, rng) for py in pitchyaw])
+    return images, pitchyaw, np.repeat(app.head_pitchyaw[None], length, axis=0)
+
+
+def _run(fn, jobs: list, workers: int, progress: bool, label: str) -> list:
+    from edgekit.progress import track
+
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(track(pool.map(fn, jobs), total=len(jobs), description=label, enabled=progress))
+    return [fn(job) for job in track(jobs, total=len(jobs), description=label, enabled=progress)]
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def synthetic_set(n: int, seed: int, size: tuple[int, int] = (40, 64), *, head_pose: bool = False,
+                  workers: int | None = None, cache: bool = True, progress: bool = False,
+                  role: str = "custom") -> GazeSet:
+    """`n` independent eye images of `size` (H, W) with uniform gaze; cached by (version, seed, n, size)."""
+    height, width = size
+    spec = {"kind": "images", "renderer": RENDERER_VERSION, "seed": seed, "n": n, "size": [height, width], "head_pose": head_pose}
+    return _cached(spec, role, cache, lambda: _build_images(spec, workers, progress, role))
+
+
+def _build_images(spec: dict, workers: int | None, progress: bool, role: str) -> GazeSet:
+    n, seed, (height, width), head_pose = spec["n"], spec["seed"], spec["size"], spec["head_pose"]
+    jobs = [(seed, c, min(CHUNK, n - c * CHUNK), height, width, head_pose) for c in range((n + CHUNK - 1) // CHUNK)]
+    parts = _run(_render_chunk, jobs, workers or default_workers(), progress, f"rendering {n} eye images")
+    images, pitchyaw, heads = (np.concatenate(p) for p in zip(*parts))
+    return GazeSet(
+        images=images, gaze=pitchyaw_to_vector(pitchyaw).astype(np.float32), pitchyaw=pitchyaw.astype(np.float32),
+        head_pose=heads.astype(np.float32) if head_pose else None,
+        meta=make_meta(f"synthetic:v{RENDERER_VERSION}:seed={seed}", preprocessing="none", seed=seed, role=role, renderer=spec))
+
+
+def synthetic_sequences(n_sequences: int, length: int, seed: int, size: tuple[int, int] = (40, 64), *,
+                        fps: float = DEFAULT_FPS, head_pose: bool = False, workers: int | None = None,
+                        cache: bool = True, progress: bool = False, role: str = "custom") -> GazeSet:
+    """`n_sequences` sequences of `length` frames at `fps`; appearance frozen per sequence."""
+    height, width = size
+    spec = {"kind": "sequences", "renderer": RENDERER_VERSION, "seed": seed, "n_sequences": n_sequences,
+            "length": length, "size": [height, width], "fps": fps, "head_pose": head_pose}
+    return _cached(spec, role, cache, lambda: _build_sequences(spec, workers, progress, role))
+
+
+def _build_sequences(spec: dict, workers: int | None, progress: bool, role: str) -> GazeSet:
+    n_seq, length, seed, fps = spec["n_sequences"], spec["length"], spec["seed"], spec["fps"]
+    height, width = spec["size"]
+    jobs = [(seed, s, length, height, width, spec["head_pose"], fps) for s in range(n_seq)]
+    parts = _run(_render_sequence, jobs, workers or default_workers(), progress, f"rendering {n_seq} sequences")
+    images, pitchyaw, heads = (np.concatenate(p) for p in zip(*parts))
+    frame = np.tile(np.arange(length, dtype=np.int32), n_seq)
+    return GazeSet(
+        images=images, gaze=pitchyaw_to_vector(pitchyaw).astype(np.float32), pitchyaw=pitchyaw.astype(np.float32),
+        head_pose=heads.astype(np.float32) if spec["head_pose"] else None,
+        seq_id=np.repeat(np.arange(n_seq, dtype=np.int32), length), frame_idx=frame, timestamp_s=frame / fps,
+        meta=make_meta(f"synthetic-seq:v{RENDERER_VERSION}:seed={seed}", fps=fps, seed=seed, role=role, renderer=spec))
+
+
+def _cached(spec: dict, role: str, cache: bool, build) -> GazeSet:
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "synthetic" / f"{spec['kind']}-{key}.npz"
+    if cache and path.is_file():
+        try:
+            gs = read_gazeset(path)
+            return GazeSet(**{**gs.__dict__, "meta": {**gs.meta, "role": role}})
+        except Exception:  # a damaged cache entry is re-rendered, never trusted
+            path.unlink(missing_ok=True)
+    gs = build()
+    if cache:
+        write_gazeset(gs, path)
+    return gs
+
+
+def standard_set(role: str, n: int, size: tuple[int, int] = (40, 64), **kwargs) -> GazeSet:
+    """The synthetic set for a role (train, val, calib, eval): each role has its own seed."""
+    return synthetic_set(n, SEEDS[role], size, role=role, **kwargs)

@@ -1,0 +1,43 @@
+"""TemporalGaze: a window of frames through TinyGaze features and a GRU or LSTM, predicting t+1..t+5.
+
+Input (B, 10, 1, 40, 64); output (B, 5, 3) unit gaze vectors for the next 5 frames. The recurrent
+cell sees each frame's features and its per-frame gaze estimate, and predicts offsets from the last
+frame's estimate, so it starts from hold-last and learns motion and smoothing on top of it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgekit.models.tinygaze import TinyGaze
+
+
+class TemporalGaze(nn.Module):
+    def __init__(self, width: int = 16, cell: str = "gru", hidden: int = 64, window: int = 10, horizons: int = 5,
+                 input_size: tuple[int, int] = (40, 64)):
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        self.window, self.horizons = window, horizons
+        self.backbone = TinyGaze(width=width, input_size=input_size)
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn(self.backbone.head.in_features + 3, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, 3 * horizons)
+
+    def per_frame(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, H, W) -> features (N, F) and unit per-frame gaze (N, 3)."""
+        feats = self.backbone.features(frames)
+        return feats, F.normalize(self.backbone.head(feats), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        feats, gaze = self.per_frame(x.flatten(0, 1))
+        return self.forecast(feats.view(b, t, -1), gaze.view(b, t, 3))
+
+    def forecast(self, feats: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) features and (B, T, 3) per-frame gaze -> (B, horizons, 3)."""
+        seq, _ = self.rnn(torch.cat([feats, gaze], dim=-1))
+        delta = self.out(seq[:, -1]).view(-1, self.horizons, 3)
+        return F.normalize(gaze[:, -1:, :] + delta, dim=-1)

@@ -1,0 +1,1 @@
+"""Reports: accuracy reports of models and artifacts."""
