@@ -24,23 +24,24 @@ app.add_typer(data_app, name="data")
 app.command()(doctor)
 
 
-def main() -> None:
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI in-process and return its exit code; errors become one line on stderr."""
     try:
-        app(standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="edgekit")
+        return 0
     except EdgekitError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        return exc.exit_code
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument, no arguments
+        show = getattr(exc, "show", None)
+        show() if show else typer.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        return 130
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

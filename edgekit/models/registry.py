@@ -41,9 +41,9 @@ BUILTINS: dict[str, Builtin] = {
                             "GazeResNet18: standard ResNet-18 widths and blocks, 512-d features, 3-D out; 1x64x96 gray",
                             defaults={"n_train": 80000, "epochs": 15, "batch": 128, "lr": 2e-3}),
     "temporalgaze": Builtin(TemporalGaze, {"width": 16, "cell": "gru", "hidden": 64, "window": 10, "horizons": 5,
-                                           "input_size": [40, 64]},
+                                           "input_size": [40, 64], "feature_dim": 0},
                             "TemporalGaze: TinyGaze features + GRU over 10 frames, gaze at t+1..t+5",
-                            temporal=True, defaults={"n_sequences": 600, "length": 120, "epochs": 30, "batch": 64, "lr": 3e-3}),
+                            temporal=True, defaults={"n_sequences": 800, "length": 120, "epochs": 20, "batch": 128, "lr": 1e-2}),
 }
 
 

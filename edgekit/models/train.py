@@ -49,50 +49,49 @@ def _renderer_info() -> dict:
             "head_pose_deg": HEAD_RANGE_DEG, "seeds": synthetic.SEEDS}
 
 
-def _fit(model, batches_per_epoch: int, epochs: int, lr: float, step_fn, progress: bool, label: str) -> list[float]:
+def _fit(model, n_items: int, batch: int, epochs: int, lr: float, seed: int, device: str, loss_of, progress: bool,
+         label: str) -> list[float]:
+    """AdamW + one-cycle over shuffled mini-batches; `loss_of(index_tensor)` gives a batch's loss. Returns epoch losses."""
     params = [p for p in model.parameters() if p.requires_grad]
+    steps = n_items // batch
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * batches_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
+    gen = torch.Generator().manual_seed(seed)
     losses = []
     for epoch in range(epochs):
         model.train()
+        order = torch.randperm(n_items, generator=gen).to(device)
         total = 0.0
-        for b in track(range(batches_per_epoch), total=batches_per_epoch, description=f"{label} epoch {epoch + 1}/{epochs}",
-                       enabled=progress):
-            loss = step_fn(b)
+        for b in track(range(steps), total=steps, description=f"{label} epoch {epoch + 1}/{epochs}", enabled=progress):
+            loss = loss_of(order[b * batch:(b + 1) * batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach())
-        losses.append(total / batches_per_epoch)
+        losses.append(total / steps)
     return losses
 
 
 def train_image_model(arch: str, out_dir: Path, *, n_train: int | None = None, epochs: int | None = None,
                       batch: int | None = None, lr: float | None = None, seed: int = 0, device: str = "cpu",
-                      weights_dtype: str = "float32", n_val: int = VAL_IMAGES, progress: bool = True) -> ModelCard:
+                      weights_dtype: str = "float32", n_val: int = VAL_IMAGES, progress: bool = True,
+                      config: dict | None = None) -> ModelCard:
+    """Train an image model; `config` overrides constructor arguments (e.g. a narrower TinyGaze for tests)."""
     spec = builtin(arch)
+    arch_config = {**spec.config, **(config or {})}
     d = spec.defaults
     n_train, epochs, batch, lr = n_train or d["n_train"], epochs or d["epochs"], batch or d["batch"], lr or d["lr"]
     started = time.time()
     torch.manual_seed(seed)
-    model = build(arch).to(device)
-    card = ModelCard(name=arch, arch=arch, arch_config=spec.config, description=spec.description,
-                     inputs=[spec.input_spec(spec.config)], output=spec.output_spec(spec.config))
+    model = build(arch, arch_config).to(device)
+    card = ModelCard(name=arch, arch=arch, arch_config=arch_config, description=spec.description,
+                     inputs=[spec.input_spec(arch_config)], output=spec.output_spec(arch_config))
     train = synthetic.standard_set("train", n_train, card.image_size, progress=progress)
     x = torch.from_numpy(model_inputs(card, train)).to(device)
     y = torch.from_numpy(train.gaze).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    order = [None]
-
-    def step(b: int) -> torch.Tensor:
-        if b == 0:
-            order[0] = torch.randperm(len(x), generator=gen).to(device)
-        idx = order[0][b * batch:(b + 1) * batch]
-        return gaze_loss(model.raw(x[idx]), y[idx])
-
-    losses = _fit(model, len(x) // batch, epochs, lr, step, progress, f"training {arch}")
+    losses = _fit(model, len(x), batch, epochs, lr, seed, device, lambda idx: gaze_loss(model.raw(x[idx]), y[idx]),
+                  progress, f"training {arch}")
     return _finish(model.cpu().eval(), card, out_dir, weights_dtype, started, device, {
         "optimizer": "AdamW(weight_decay=1e-4)", "schedule": "OneCycleLR", "lr": lr, "batch": batch, "epochs": epochs,
         "loss": "1 - cos(raw, g) + 0.01 (|raw| - 1)^2", "n_train": n_train, "train_seed": synthetic.SEEDS["train"],
@@ -119,23 +118,19 @@ def train_temporal(arch: str, out_dir: Path, *, n_sequences: int | None = None, 
                      inputs=[spec.input_spec(spec.config)], output=spec.output_spec(spec.config))
     seqs = synthetic.synthetic_sequences(n_sequences, length, synthetic.SEEDS["train"], card.image_size, role="train",
                                          progress=progress)
+    model.eval()  # BN must use the backbone's running statistics, and must not update them
     with torch.inference_mode():
         x = torch.from_numpy(model_inputs(card, seqs))
         parts = [model.per_frame(x[i:i + 1024].to(device)) for i in range(0, len(x), 1024)]
     feats, gaze = (torch.cat(p).clone() for p in zip(*parts))
     obs, fut = (torch.from_numpy(a).to(device) for a in sequence_windows(seqs, model.window, model.horizons, stride=1))
     target = torch.from_numpy(seqs.gaze).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    order = [None]
 
-    def step(b: int) -> torch.Tensor:
-        if b == 0:
-            order[0] = torch.randperm(len(obs), generator=gen).to(device)
-        idx = order[0][b * batch:(b + 1) * batch]
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
         pred = model.forecast(feats[obs[idx]], gaze[obs[idx]])
         return (1 - F.cosine_similarity(pred, target[fut[idx]], dim=-1)).mean()
 
-    losses = _fit(model, len(obs) // batch, epochs, lr, step, progress, f"training {arch}")
+    losses = _fit(model, len(obs), batch, epochs, lr, seed, device, loss_of, progress, f"training {arch}")
     return _finish(model.cpu().eval(), card, out_dir, "float32", started, device, {
         "optimizer": "AdamW(weight_decay=1e-4)", "schedule": "OneCycleLR", "lr": lr, "batch": batch, "epochs": epochs,
         "loss": "mean over horizons of 1 - cos(pred, g)", "backbone": f"shipped {backbone} (frozen), sha256 {base_card.weights['sha256']}",

@@ -1,0 +1,31 @@
+# Two entry points, each doing all set-up from a fresh clone:
+#   make demo   set up, then run edgekit's main job on the built-in demo model
+#   make test   set up, then run the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup demo test lava clean
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; fix: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# Lava needs Python 3.10 and numpy<2: its own environment, made by a script (optional; doctor reports it)
+lava:
+	@bash scripts/setup-lava.sh
+
+setup: $(BIN)/.installed lava
+
+demo: setup
+	$(BIN)/edgekit demo evaluate tinygaze
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .venv-lava build dist
