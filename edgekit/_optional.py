@@ -9,6 +9,10 @@ from edgekit.errors import MissingDependencyError
 _EXTRA_FOR = {
     "h5py": "datasets",
     "scipy": "datasets",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxslim": "onnx",
+    "onnxconverter_common": "onnx",
 }
 
 

@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from edgekit.cli.catalog import passes, schema, targets
+from edgekit.cli.compile import compile_command, report_command
 from edgekit.cli.data import data_app
 from edgekit.cli.demo import demo_app
 from edgekit.cli.doctor import doctor
@@ -19,6 +21,11 @@ from edgekit.errors import EdgekitError
 app = typer.Typer(name="edgekit", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile trained PyTorch gaze models into verified edge artifacts, with accuracy reports in degrees.\n\n"
                        "Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency.")
+app.command("compile")(compile_command)
+app.command("report")(report_command)
+app.command()(targets)
+app.command()(passes)
+app.command()(schema)
 app.add_typer(demo_app, name="demo")
 app.add_typer(data_app, name="data")
 app.command()(doctor)

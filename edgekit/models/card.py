@@ -19,12 +19,15 @@ CARD_SCHEMA_VERSION = 1
 
 
 class InputSpec(BaseModel):
+    """One model input. `source` says what feeds it: the eye image (preprocessed) or the head-pose vector."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str = "image"
     shape: list[int]  # with batch 1, e.g. [1, 1, 40, 64]
     dtype: Literal["float32"] = "float32"
     layout: str = "NCHW"
     color: Literal["gray", "rgb", "bgr", "none"] = "gray"
+    source: Literal["image", "head_pose"] = "image"
 
 
 class OutputSpec(BaseModel):

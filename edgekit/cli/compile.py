@@ -1,0 +1,74 @@
+"""`edgekit compile` and `edgekit report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgekit.cli.options import FormatOpt, OutputFormat
+
+
+def compile_command(
+    model: Annotated[str | None, typer.Argument(help="Built-in name, weights (.safetensors/.pt with --arch), TorchScript, "
+                                                     "torch.export .pt2 or .onnx. Omitted: the shipped demo (tinygaze).")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgekit targets`) or a recipe .yaml.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default build/<model>/<target>).")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture for a weights file: built-in name or package.module:Class.")] = None,
+    arch_config: Annotated[str | None, typer.Option(help="JSON constructor arguments for --arch.")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option(help="Input shape, e.g. 1x1x40x64 or head_pose=1x2 (repeat per input).")] = None,
+    output_convention: Annotated[str | None, typer.Option(help="What the model outputs: vector (3-D gaze) or pitchyaw (radians).")] = None,
+    card: Annotated[Path | None, typer.Option(help="Model card JSON (input spec, preprocessing, output convention).")] = None,
+    calib_set: Annotated[Path | None, typer.Option(help="Calibration .npz (default: synthetic, its own seed).")] = None,
+    eval_set: Annotated[Path | None, typer.Option(help="Evaluation .npz (default: synthetic, its own seed).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every pass, ignoring the pass cache.")] = False,
+    output_format: FormatOpt = OutputFormat.human,
+) -> None:
+    """Compile a gaze model for a target, verify the artifact against the model on eye images, and write its report.
+
+    Exit codes: 0 ok, 1 a gate failed (artifact and report are kept), 2 bad input or config, 3 missing dependency.
+    """
+    from edgekit.compile import compile as run_compile
+    from edgekit.errors import BadInputError, GateFailedError
+
+    config = None
+    if arch_config:
+        try:
+            config = json.loads(arch_config)
+            assert isinstance(config, dict)
+        except (json.JSONDecodeError, AssertionError):
+            raise BadInputError(f"--arch-config {arch_config!r} is not a JSON object; fix: e.g. '{{\"width\": 8}}'") from None
+    human = output_format == OutputFormat.human
+    result = run_compile(model, target, calib=calib_set, eval=eval_set, out=out, arch=arch, arch_config=config,
+                         input_shape=input_shape, output_convention=output_convention, card=card, cache=not no_cache,
+                         progress=human, log=(lambda msg: typer.echo(msg, err=True)) if human else (lambda msg: None))
+    if human:
+        from edgekit.report.summary import summary
+
+        typer.echo(summary(result.report, result.out_dir))
+    else:
+        typer.echo(json.dumps({"artifact": str(result.artifact), "report": str(result.out_dir / "report.json"),
+                               "passed": result.passed, **json.loads(result.report.model_dump_json(by_alias=True))}, indent=2))
+    if not result.passed:
+        failed = [g.name for g in result.report.gates if not g.passed]
+        raise GateFailedError(f"gate(s) {', '.join(failed)} failed for {result.report.target['name']}; artifact and report "
+                              f"kept in {result.out_dir}")
+
+
+def report_command(
+    path: Annotated[Path, typer.Argument(help="A report.json written by edgekit compile.")],
+    html: Annotated[bool, typer.Option("--html", help="Write report.html beside it.")] = False,
+    markdown: Annotated[bool, typer.Option("--md", help="Write report.md beside it.")] = False,
+) -> None:
+    """Re-render a report without recompiling (validates it against the schema)."""
+    from edgekit.report.render import load_report, write_reports
+    from edgekit.report.summary import summary
+
+    report = load_report(path)
+    formats = tuple(f for f, on in (("html", html), ("md", markdown)) if on)
+    for written in write_reports(report, path.parent, formats):
+        typer.echo(f"wrote {written}")
+    if not formats:
+        typer.echo(summary(report, path.parent))

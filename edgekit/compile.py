@@ -1,0 +1,150 @@
+"""`edgekit.compile`: model in, verified artifact and report out. The CLI is a thin layer over this.
+
+Steps: load the model (the reference), run the target's pipeline (cached), verify the artifact in its
+runtime on the evaluation set against the reference, check the gates, and write the artifact, its I/O
+sidecar and the report into the output folder atomically (a staging folder renamed into place).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.artifact import Artifact, Format
+from edgekit.context import Context
+from edgekit.data import synthetic
+from edgekit.data.npz import GazeSet, read_gazeset
+from edgekit.errors import BadInputError
+from edgekit.evalset import is_temporal, model_inputs
+from edgekit.models.card import ModelCard
+from edgekit.recipe import Recipe, load_recipe
+from edgekit.report.model import Report
+
+EVAL_SEQUENCE_LENGTH = 120
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    artifact: Path  # the artifact in the output folder
+    report: Report
+    out_dir: Path
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+
+def _as_set(value: GazeSet | str | Path | None) -> GazeSet | None:
+    if value is None or isinstance(value, GazeSet):
+        return value
+    return read_gazeset(value)
+
+
+def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
+    """Synthetic images (or sequences for temporal models) of the model's input size, with the role's own seed."""
+    head_pose = any(s.source == "head_pose" for s in card.inputs)
+    if is_temporal(card):
+        window, horizons = card.image_input.shape[1], card.output.shape[1]
+        per_seq = (EVAL_SEQUENCE_LENGTH - window - horizons) // horizons + 1
+        return synthetic.synthetic_sequences(-(-n // per_seq), EVAL_SEQUENCE_LENGTH, synthetic.SEEDS[role], card.image_size,
+                                             head_pose=head_pose, role=role)
+    return synthetic.standard_set(role, n, card.image_size, head_pose=head_pose)
+
+
+def default_out_dir(model: str | None, recipe: Recipe) -> Path:
+    name = Path(model).stem if model else "tinygaze"
+    return Path("build") / name / recipe.name
+
+
+def compile(model: str | None = None, target: str | Path = "onnx", *, calib: GazeSet | str | Path | None = None,
+            eval: GazeSet | str | Path | None = None, out: str | Path | None = None, arch: str | None = None,
+            arch_config: dict | None = None, input_shape: list[str] | None = None, output_convention: str | None = None,
+            card: str | Path | None = None, cache: bool = True, progress: bool = False, log=lambda msg: None) -> CompileResult:
+    """Compile MODEL (None = the shipped demo) for TARGET; returns the artifact path and its report."""
+    from edgekit.source import load_source
+    from edgekit.verify_artifact import verify
+
+    recipe = load_recipe(target)
+    out_dir = Path(out) if out else default_out_dir(model, recipe)
+    work = Path(tempfile.mkdtemp(prefix="edgekit-work-"))
+    staging = None
+    try:
+        src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
+                          output_convention=output_convention, card=Path(card) if card else None)
+        pipeline = recipe.pipeline()
+        pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
+        eval_set = _as_set(eval) or default_eval_set(src.card, recipe.verify.eval_images)
+        calib_set = _as_set(calib)
+        if calib_set is not None and calib_set.digest() == eval_set.digest():
+            raise BadInputError("the calibration set is the evaluation set; fix: pass disjoint --calib-set and --eval-set")
+        inputs = model_inputs(src.card, eval_set)
+        ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
+                      cache_dir=synthetic.cache_dir() / "passes" if cache else None, progress=progress, log=log)
+        log(f"pipeline: {pipeline}")
+        steps = pipeline.run(src.artifact, ctx)
+        final = steps[-1].artifact if steps else src.artifact
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
+        shipped = _place_artifact(final, staging)
+        log("verifying the artifact against the reference")
+        report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, staging, work)
+        _write_sidecar(src.card, shipped, staging, str(pipeline))
+        from edgekit.report.render import write_reports
+
+        write_reports(report, staging)
+        _swap_into_place(staging, out_dir)
+        staging = None
+        return CompileResult(artifact=out_dir / shipped.path.name, report=report, out_dir=out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _place_artifact(art: Artifact, staging: Path) -> Artifact:
+    name = {Format.onnx: "model.onnx"}.get(art.format, art.path.name)
+    dest = staging / name
+    if art.path.is_dir():
+        shutil.copytree(art.path, dest)
+    else:
+        shutil.copyfile(art.path, dest)
+    return art.model_copy(update={"path": dest})
+
+
+def sidecar(card: ModelCard, art: Artifact, pipeline: str) -> dict:
+    """The machine-readable I/O contract of an artifact: what a caller must feed and what comes back."""
+    import edgekit
+
+    pre = card.preprocessing
+    return {
+        "artifact": art.path.name, "format": art.format.value, "sha256": art.sha256, "pipeline": pipeline,
+        "edgekit": edgekit.__version__,
+        "inputs": [{"name": s.name, "shape": s.shape, "dtype": s.dtype, "layout": s.layout, "source": s.source,
+                    "normalization": ({"formula": "x = pixel * scale + offset", "scale": pre.scale, "offset": pre.offset,
+                                       "equalize_hist": pre.equalize_hist, "color": s.color, "pixel_range": [0, 255]}
+                                      if s.source == "image" else {"formula": "head pitch, yaw in radians (gaze convention)"}),
+                    "quantization": None} for s in card.inputs],
+        "outputs": [{"name": card.output.name, "shape": card.output.shape, "dtype": "float32",
+                     "convention": card.output.convention,
+                     "gaze_frame": "x right, y down, z forward; (0,0) -> (0,0,-1)", "quantization": None}],
+        "precision": art.meta.get("precision", "fp32"),
+    }
+
+
+def _write_sidecar(card: ModelCard, art: Artifact, staging: Path, pipeline: str) -> None:
+    (staging / "io.json").write_text(json.dumps(sidecar(card, art, pipeline), indent=2) + "\n")
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Replace out_dir by the complete staging folder; the old one is removed only after the rename."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{datetime.datetime.now().strftime('%H%M%S%f')}")
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

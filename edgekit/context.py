@@ -1,0 +1,27 @@
+"""What a pipeline run needs besides its input artifact: explicit, no globals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.data.npz import GazeSet
+from edgekit.models.card import ModelCard
+
+
+@dataclass
+class Context:
+    work_dir: Path
+    card: ModelCard
+    calib: GazeSet | None = None
+    eval: GazeSet | None = None
+    device_profile: dict = field(default_factory=dict)
+    seed: int = 0
+    cache_dir: Path | None = None  # None: no caching
+    progress: bool = False
+    log: Callable[[str], None] = lambda message: None
+
+    @property
+    def calib_digest(self) -> str | None:
+        return self.calib.digest() if self.calib is not None else None

@@ -1,0 +1,181 @@
+"""Target recipes: data in YAML (`edgekit/targets/<name>.yaml` or any path) validated against one schema.
+
+A recipe names a backend, its passes with options, gates and verification settings. Errors name the
+file, the key path and its line: `onnx.yaml: passes[1].export_onnx.opsett (line 7): extra inputs are not permitted`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekit.errors import BadInputError
+from edgekit.passes import REGISTRY, Pass
+
+TARGETS_DIR = Path(__file__).parent / "targets"
+
+
+class Gates(BaseModel):
+    """Limits a target must meet; None = not checked. Differences are from the reference, per sample."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_error_deg: float | None = Field(None, gt=0, description="mean angular error of the artifact")
+    max_error_increase_deg: float | None = Field(None, description="artifact mean error minus reference mean error")
+    max_diff_deg: float | None = Field(None, gt=0, description="largest per-sample difference from the reference")
+    p95_diff_deg: float | None = Field(None, gt=0, description="95th percentile of the per-sample difference")
+    max_size_mb: float | None = Field(None, gt=0, description="artifact size on disk, all files")
+
+
+class Verify(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eval_images: int = Field(512, ge=1, description="synthetic evaluation images when no --eval-set is given")
+    latency_runs: int = Field(200, ge=1)
+    warmup_runs: int = Field(20, ge=0)
+    threads: int = Field(1, ge=1, description="runtime threads for latency (accuracy runs use the same)")
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    backend: str
+    passes: list[Any]
+    gates: Gates = Gates()
+    verify: Verify = Verify()
+    device: str = Field("host-cpu", description="device profile the artifact is meant for")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from edgekit.backends import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r} (known: {', '.join(BACKENDS)})")
+        return v
+
+    @field_validator("passes")
+    @classmethod
+    def _build_passes(cls, entries: list) -> list[Pass]:
+        return [_pass_from_entry(e, i) for i, e in enumerate(entries)]
+
+    def pipeline(self):
+        from edgekit.pipeline import Pipeline
+
+        return Pipeline(self.passes)
+
+    def resolved(self) -> dict:
+        """The recipe as run: every pass with all its options, defaults included."""
+        data = self.model_dump(mode="json", exclude={"passes"})
+        data["passes"] = [{p.name: p.model_dump(mode="json")} for p in self.passes]
+        return data
+
+
+class _PassEntryError(ValueError):
+    def __init__(self, index: int, sub: list, message: str):
+        super().__init__(message)
+        self.loc = [index, *sub]
+
+
+def _pass_from_entry(entry, index: int) -> Pass:
+    if isinstance(entry, Pass):
+        return entry
+    if isinstance(entry, str):
+        name, options = entry, {}
+    elif isinstance(entry, dict) and len(entry) == 1:
+        name, options = next(iter(entry.items()))
+        options = options or {}
+    else:
+        raise ValueError(f"passes[{index}] must be a pass name or {{name: {{options}}}}")
+    if name not in REGISTRY:
+        raise ValueError(f"passes[{index}]: unknown pass {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    try:
+        return REGISTRY[name](**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"passes[{index}].{name}.{path}: {err['msg']}") from None
+
+
+def _line_of(text: str, loc: list) -> int | None:
+    """Line number (1-based) of the YAML node at a key path, or of its deepest existing parent."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def load_recipe(target: str | Path) -> Recipe:
+    """A target name (shipped recipe) or a path to a YAML recipe."""
+    path = Path(target)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        path = TARGETS_DIR / f"{target}.yaml"
+        if not path.is_file():
+            raise BadInputError(f"unknown target {target!r}; fix: use one of {', '.join(list_targets())} or a recipe .yaml path")
+    if not path.is_file():
+        raise BadInputError(f"{path}: recipe file not found; fix: check the path")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise BadInputError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}; fix: correct the syntax") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path}: a recipe is a mapping (name, backend, passes, ...); fix: see edgekit schema")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc and loc[0] == "passes" and msg.startswith("passes["):
+            key_path = msg.split(":", 1)[0]
+            msg = msg.split(":", 1)[1].strip()
+            loc = _loc_from_path(key_path)
+        else:
+            key_path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        line = _line_of(text, loc)
+        raise BadInputError(f"{path}: {key_path}{f' (line {line})' if line else ''}: {msg}; fix: see `edgekit schema`") from None
+
+
+def _loc_from_path(key_path: str) -> list:
+    loc: list = []
+    for part in key_path.replace("]", "").replace("[", ".").split("."):
+        if part:
+            loc.append(int(part) if part.isdigit() else part)
+    return loc
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def recipe_schema() -> dict:
+    """JSON Schema of a recipe, with each pass's options spelled out."""
+    schema = Recipe.model_json_schema()
+    entries = []
+    for name, cls in sorted(REGISTRY.items()):
+        opts = cls.model_json_schema()
+        opts.pop("title", None)
+        entries.append({"const": name, "description": cls.summary})
+        entries.append({"type": "object", "properties": {name: {**opts, "type": ["object", "null"]}},
+                        "required": [name], "additionalProperties": False, "description": cls.summary})
+    schema["properties"]["passes"] = {"type": "array", "minItems": 1, "items": {"anyOf": entries}}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

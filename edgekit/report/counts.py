@@ -1,0 +1,58 @@
+"""Static counts read from an ONNX graph: parameters and multiply-accumulates per op (batch 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit._optional import require
+
+
+def _dims(vi) -> list[int] | None:
+    dims = [d.dim_value if d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim]  # symbolic batch -> 1
+    return dims or None
+
+
+def onnx_counts(path: Path) -> dict:
+    """{'params': int, 'macs': int, 'macs_by_op': {op: int}} for Conv, Gemm, MatMul, GRU and LSTM nodes."""
+    onnx = require("onnx", "counting ONNX parameters and MACs")
+    model = onnx.load(str(path))
+    for inp in model.graph.input:  # pin symbolic dims (batch) to 1 so shapes propagate through reshapes
+        for d in inp.type.tensor_type.shape.dim:
+            if not d.dim_value:
+                d.dim_value = 1
+    model = onnx.shape_inference.infer_shapes(model)
+    graph = model.graph
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    shapes = {vi.name: _dims(vi) for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    shapes.update(inits)
+    params = int(sum(np.prod(d) if d else 1 for d in inits.values()))
+    by_op: dict[str, int] = {}
+    for node in graph.node:
+        macs = _node_macs(node, shapes)
+        if macs:
+            by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
+    return {"params": params, "macs": int(sum(by_op.values())), "macs_by_op": by_op}
+
+
+def _node_macs(node, shapes: dict) -> int:
+    get = lambda name: shapes.get(name)  # noqa: E731
+    if node.op_type == "Conv":
+        w, out = get(node.input[1]), get(node.output[0])
+        if w and out:
+            return int(np.prod(out)) * int(np.prod(w[1:]))  # each output: Cin/groups * kh * kw
+    elif node.op_type in ("Gemm", "MatMul"):
+        a, out = get(node.input[0]), get(node.output[0])
+        if a and out:
+            return int(np.prod(out)) * int(a[-1] if node.op_type == "MatMul" or not _attr(node, "transA") else a[-2])
+    elif node.op_type in ("GRU", "LSTM"):
+        x, w, r = get(node.input[0]), get(node.input[1]), get(node.input[2])
+        if x and w and r:
+            steps = x[0]  # layout 0: (seq, batch, input)
+            return int(steps * x[1] * (np.prod(w[1:]) + np.prod(r[1:])) * w[0])
+    return 0
+
+
+def _attr(node, name: str) -> int:
+    return next((a.i for a in node.attribute if a.name == name), 0)

@@ -1,0 +1,127 @@
+"""Render a Report as report.json, report.md and one self-contained report.html (no external resources)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from edgekit.fileio import atomic_write_text
+from edgekit.report.model import Measurement, Report
+
+
+def _fmt(m: Measurement | None) -> str:
+    if m is None or m.value is None:
+        return "not measured"
+    v = m.value
+    if m.unit == "bytes":
+        return f"{v / 1e6:.3f} MB"
+    if m.unit in ("count", "MAC"):
+        return f"{v / 1e6:.3f} M" if v >= 1e5 else f"{v:.0f}"
+    return f"{v:.3f} {m.unit}"
+
+
+def _rows(report: Report) -> list[tuple[str, str, str, str]]:
+    """(section, quantity, value, method + how) for every number in the report."""
+    rows = []
+    acc = report.accuracy
+    if acc:
+        n = acc.set.get("n_images")
+        for label, s in (("reference", acc.reference), ("artifact", acc.artifact), ("predict-the-mean", acc.predict_mean_baseline)):
+            rows.append(("accuracy", f"{label} error mean / median / p95 / max",
+                         f"{s.mean_deg:.3f} / {s.median_deg:.3f} / {s.p95_deg:.3f} / {s.max_deg:.3f} deg",
+                         f"measured on {n} images of {acc.set.get('source')} against {acc.truth}"))
+        d = acc.diff_from_reference
+        rows.append(("accuracy", "difference from reference mean / p95 / max", f"{d.mean_deg:.5f} / {d.p95_deg:.5f} / {d.max_deg:.5f} deg",
+                     f"measured: {acc.how}"))
+        rows.append(("accuracy", "error increase over reference", f"{acc.error_increase_deg:+.4f} deg", "measured"))
+    for section, group in (("latency", report.latency), ("memory", report.memory), ("size", report.size), ("compute", report.compute)):
+        for key, m in group.items():
+            rows.append((section, key, _fmt(m), f"{m.method}: {m.how}"))
+    return rows
+
+
+def to_markdown(report: Report) -> str:
+    status = "PASSED" if report.passed else "FAILED"
+    lines = [f"# edgekit report: {report.model['name']} -> {report.target['name']} ({status})", "",
+             f"- pipeline: `{report.pipeline}`",
+             f"- artifact: `{report.artifact['path']}` ({report.artifact['format']}, {report.artifact['precision']}), "
+             f"sha256 `{report.artifact['sha256'][:16]}`, I/O contract `{report.artifact['sidecar']}`",
+             f"- model: {report.model['source']} ({report.model['kind']}), inputs "
+             + ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in report.model["inputs"])
+             + f", output {report.model['output']['convention']}",
+             f"- runtime: {report.runtime.get('runtime', 'n/a')}",
+             f"- host: {report.host.get('cpu')} ({', '.join(report.host.get('isa_flags', []))})", "",
+             "## Gates", "", "| gate | limit | value | result |", "|---|---|---|---|"]
+    for g in report.gates:
+        lines.append(f"| {g.name} ({g.detail}) | {g.limit:g} | {'n/a' if g.value is None else f'{g.value:.5f}'} | {'pass' if g.passed else 'FAIL'} |")
+    if not report.gates:
+        lines.append("| (none declared) | | | |")
+    if report.parity:
+        lines += ["", f"Per-layer parity: {json.dumps(report.parity)}"]
+    lines += ["", "## Measurements", "", "| section | quantity | value | how |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(report)]
+    lines += ["", "## Pipeline steps", "", "| pass | format | sha256 | cached | seconds | notes |", "|---|---|---|---|---|---|"]
+    lines += [f"| {s.pass_} | {s.format} | `{s.sha256[:12]}` | {s.cached} | {s.seconds:.2f} | {'; '.join(s.notes)} |" for s in report.steps]
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    lines += ["", "## Provenance", "", f"- tools: {', '.join(f'{k} {v}' for k, v in report.tools.items())}",
+              f"- input digests: {', '.join(f'{k} `{v[:16]}`' for k, v in report.inputs_digest.items())}",
+              f"- created {report.created}, report schema v{report.schema_version}", "",
+              "Resolved recipe:", "", "```json", json.dumps(report.recipe, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0;width:100%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}
+th{background:#f3f3f3}.pass{color:#176b1f;font-weight:bold}.fail{color:#b00020;font-weight:bold}code,pre{background:#f6f6f6}
+pre{padding:8px;overflow:auto}"""
+
+
+def to_html(report: Report) -> str:
+    e = html.escape
+    status = '<span class="pass">PASSED</span>' if report.passed else '<span class="fail">FAILED</span>'
+    gates = "".join(f"<tr><td>{e(g.name)}</td><td>{e(g.detail)}</td><td>{g.limit:g}</td><td>{'n/a' if g.value is None else f'{g.value:.5f}'}</td>"
+                    f"<td class=\"{'pass' if g.passed else 'fail'}\">{'pass' if g.passed else 'FAIL'}</td></tr>" for g in report.gates)
+    rows = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(d)}</td></tr>" for a, b, c, d in _rows(report))
+    steps = "".join(f"<tr><td>{e(s.pass_)}</td><td>{e(s.format)}</td><td><code>{s.sha256[:12]}</code></td><td>{s.cached}</td>"
+                    f"<td>{s.seconds:.2f}</td><td>{e('; '.join(s.notes))}</td></tr>" for s in report.steps)
+    notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
+    parity = f"<p>Per-layer parity: <code>{e(json.dumps(report.parity))}</code></p>" if report.parity else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit report: {e(report.model['name'])} -> {e(report.target['name'])}</title>
+<style>{_CSS}</style></head><body>
+<h1>{e(report.model['name'])} &rarr; {e(report.target['name'])} {status}</h1>
+<p>Pipeline <code>{e(report.pipeline)}</code>; artifact <code>{e(report.artifact['path'])}</code> ({e(report.artifact['format'])},
+{e(report.artifact['precision'])}), sha256 <code>{report.artifact['sha256'][:16]}</code>; runtime {e(str(report.runtime.get('runtime', 'n/a')))};
+host {e(str(report.host.get('cpu')))}.</p>
+<h2>Gates</h2><table><tr><th>gate</th><th>what</th><th>limit</th><th>value</th><th>result</th></tr>{gates or '<tr><td colspan=5>none declared</td></tr>'}</table>{parity}
+<h2>Measurements</h2><table><tr><th>section</th><th>quantity</th><th>value</th><th>how</th></tr>{rows}</table>
+<h2>Pipeline steps</h2><table><tr><th>pass</th><th>format</th><th>sha256</th><th>cached</th><th>seconds</th><th>notes</th></tr>{steps}</table>
+<h2>Notes</h2><ul>{notes}</ul>
+<h2>Provenance</h2><p>Tools: {e(', '.join(f'{k} {v}' for k, v in report.tools.items()))}</p>
+<pre>{e(json.dumps(report.recipe, indent=2))}</pre>
+<p>Created {e(report.created)}, report schema v{report.schema_version}.</p></body></html>
+"""
+
+
+def write_reports(report: Report, folder: Path, formats: tuple[str, ...] = ("json", "md", "html")) -> list[Path]:
+    folder = Path(folder)
+    written = []
+    if "json" in formats:
+        written.append(atomic_write_text(folder / "report.json", report.model_dump_json(indent=2, by_alias=True) + "\n"))
+    if "md" in formats:
+        written.append(atomic_write_text(folder / "report.md", to_markdown(report)))
+    if "html" in formats:
+        written.append(atomic_write_text(folder / "report.html", to_html(report)))
+    return written
+
+
+def load_report(path: Path) -> Report:
+    from edgekit.errors import BadInputError
+
+    try:
+        return Report.model_validate_json(Path(path).read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: report not found; fix: pass the report.json written by edgekit compile") from None
+    except ValueError as exc:
+        raise BadInputError(f"{path}: not an edgekit report ({str(exc).splitlines()[0]}); fix: pass a report.json") from None

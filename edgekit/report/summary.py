@@ -1,0 +1,34 @@
+"""The few lines `edgekit compile` prints: where things are, the error, the gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.report.model import Report
+
+
+def summary(report: Report, out_dir: Path) -> str:
+    lines = [f"{report.model['name']} -> {report.target['name']}: {'PASSED' if report.passed else 'FAILED'}   "
+             f"[{report.pipeline}]"]
+    acc = report.accuracy
+    if acc:
+        d = acc.diff_from_reference
+        lines.append(f"  error    {acc.artifact.mean_deg:.3f} deg mean (reference {acc.reference.mean_deg:.3f}, "
+                     f"predict-the-mean {acc.predict_mean_baseline.mean_deg:.2f}) on {acc.set.get('n_samples')} samples of {acc.set.get('source')}")
+        lines.append(f"  diff     mean {d.mean_deg:.5f} / p95 {d.p95_deg:.5f} / max {d.max_deg:.5f} deg from the reference")
+    lat = report.latency.get("p50")
+    if lat and lat.value is not None:
+        lines.append(f"  latency  p50 {lat.value:.3f} ms, p99 {report.latency['p99'].value:.3f} ms ({report.runtime.get('runtime')})")
+    size = report.size.get("artifact")
+    if size:
+        lines.append(f"  size     {size.value / 1e6:.2f} MB; {report.compute['macs'].value / 1e6:.2f} M MACs" if "macs" in report.compute
+                     else f"  size     {size.value / 1e6:.2f} MB")
+    for g in report.gates:
+        lines.append(f"  gate     {g.name} {'<=' if g.passed else 'EXCEEDED'} {g.limit:g}: "
+                     f"{'n/a' if g.value is None else f'{g.value:.5f}'} {'ok' if g.passed else 'FAILED'}")
+    if report.parity and report.parity.get("first_divergent_layer"):
+        lines.append(f"  parity   first diverging layer: {report.parity['first_divergent_layer']} "
+                     f"(relative error {report.parity['relative_error']:.2e})")
+    lines.append(f"  artifact {out_dir / report.artifact['path']}  (I/O contract {out_dir / 'io.json'})")
+    lines.append(f"  report   {out_dir / 'report.json'} | report.md | report.html")
+    return "\n".join(lines)

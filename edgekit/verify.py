@@ -1,0 +1,108 @@
+"""Verify an artifact on this machine against the reference: accuracy, per-sample difference, latency,
+memory. Every number comes back as a Measurement saying how it was obtained."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edgekit.data.metrics import AngularSummary, angular_error_deg
+from edgekit.evalset import ModelInputs, to_vectors
+from edgekit.models.card import ModelCard
+from edgekit.report.model import Accuracy, DiffSummary, Measurement
+
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd")
+
+
+def host_info() -> dict:
+    model, flags = platform.processor() or "unknown", []
+    try:
+        text = open("/proc/cpuinfo").read()
+        for line in text.splitlines():
+            if line.startswith("model name") and model in ("unknown", "", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith(("flags", "Features")):
+                present = set(line.split(":", 1)[1].split())
+                flags = [f for f in _FLAGS if f in present]
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "isa_flags": flags, "cores": os.cpu_count(), "machine": platform.machine(),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:
+    """Outputs for every sample, in batches where the model allows it, else one by one."""
+    n = len(inputs)
+    try:
+        parts = [run({k: v[i:i + batch] for k, v in inputs.arrays.items()}) for i in range(0, n, batch)]
+        out = np.concatenate(parts)
+        if len(out) == n:
+            return out
+    except Exception:  # static batch-1 graphs refuse bigger batches
+        pass
+    return np.concatenate([run(inputs.sample(i)) for i in range(n)])
+
+
+def _flat(v: np.ndarray) -> np.ndarray:
+    return v.reshape(-1, 3)
+
+
+def compare(ref_out: np.ndarray, art_out: np.ndarray, inputs: ModelInputs, card: ModelCard, set_info: dict,
+            how: str) -> Accuracy:
+    ref, art, truth = (_flat(to_vectors(ref_out, card)), _flat(to_vectors(art_out, card)), _flat(inputs.truth))
+    diff = angular_error_deg(art, ref)
+    per_sample = diff.reshape(len(inputs), -1).max(axis=1)
+    mean_truth = np.broadcast_to(truth.mean(axis=0) / np.linalg.norm(truth.mean(axis=0)), truth.shape)
+    ref_sum, art_sum = AngularSummary.of(ref, truth), AngularSummary.of(art, truth)
+    return Accuracy(
+        set={**set_info, "n_samples": len(inputs)}, truth="future gaze t+1..t+H" if inputs.truth.ndim == 3 else "labelled gaze",
+        reference=ref_sum, artifact=art_sum, predict_mean_baseline=AngularSummary.of(mean_truth, truth),
+        error_increase_deg=art_sum.mean_deg - ref_sum.mean_deg,
+        diff_from_reference=DiffSummary(mean_deg=float(diff.mean()), p95_deg=float(np.percentile(diff, 95)),
+                                        max_deg=float(diff.max()), worst_sample=int(per_sample.argmax())),
+        how=how)
+
+
+def latency(run: Runner, sample: dict[str, np.ndarray], runs: int, warmup: int, how: str) -> dict[str, Measurement]:
+    for _ in range(warmup):
+        run(sample)
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        run(sample)
+        times[i] = (time.perf_counter() - start) * 1e3
+    detail = f"{how}; batch 1, {runs} runs after {warmup} warm-up, wall clock around run() (includes I/O copies)"
+    return {f"p{q}": Measurement(value=float(np.percentile(times, q)), unit="ms", method="measured", how=f"{detail}, p{q}")
+            for q in (50, 90, 99)}
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory(load_and_run: Callable[[], object]) -> Measurement:
+    """Peak resident memory added while loading and running an artifact (Linux: VmHWM reset via clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return Measurement(value=None, unit="MiB", method="not_measured", how="needs Linux /proc/self/clear_refs")
+    base = _status_kb("VmRSS:")
+    load_and_run()
+    peak = _status_kb("VmHWM:")
+    if base is None or peak is None:
+        return Measurement(value=None, unit="MiB", method="not_measured", how="/proc/self/status unreadable")
+    return Measurement(value=max(peak - base, 0) / 1024, unit="MiB", method="measured",
+                       how="process peak RSS (VmHWM, reset before loading) minus RSS before loading; includes the runtime's arenas")
