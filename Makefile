@@ -22,7 +22,7 @@ lava:
 setup: $(BIN)/.installed lava
 
 demo: setup
-	$(BIN)/edgekit demo evaluate tinygaze
+	$(BIN)/edgekit compile --target onnx
 
 test: setup
 	$(BIN)/python -m pytest

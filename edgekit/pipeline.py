@@ -41,16 +41,18 @@ class Pipeline:
         return self.passes[-1].produces
 
     def runnable_from(self, fmt: Format) -> list[Pass]:
-        """The passes that apply to an input of format `fmt`: leading passes that need a PyTorch module are
-        skipped for inputs that have none (TorchScript, .pt2, .onnx); raises if the rest cannot start."""
+        """The passes that apply to an input of format `fmt`. Leading passes that cannot take it are skipped when
+        a later pass can (a TorchScript, .pt2 or .onnx input has no module for fold_bn; an .onnx input is already
+        exported); an input already in the final format runs what remains. Raises when the target is out of reach."""
         passes = list(self.passes)
-        while passes and fmt not in passes[0].consumes and passes[0].consumes <= {Format.torch}:
+        while passes and fmt not in passes[0].consumes:
             passes.pop(0)
-        if not passes or fmt not in passes[0].consumes:
-            first = self.passes[0]
-            raise BadInputError(f"pipeline '{self}' cannot start from a {fmt.value} input ({first.name} consumes "
-                                f"{', '.join(sorted(f.value for f in first.consumes))}); fix: pick a target this input "
-                                "kind can reach (see the README's table)")
+        if not passes and fmt == self.produces:
+            return []
+        if not passes:
+            raise BadInputError(f"pipeline '{self}' cannot take a {fmt.value} input: none of its passes consumes "
+                                f"{fmt.value} (an .onnx input has no PyTorch module); fix: give the PyTorch model, or pick a "
+                                "target this input kind can reach (README: which inputs reach which targets)")
         return passes
 
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
@@ -58,7 +60,11 @@ class Pipeline:
         tools = tool_versions()
         card = json.loads(ctx.card.model_dump_json(include={"inputs", "output", "arch", "arch_config"}))
         steps, art, done = [], src, []
-        for p in self.runnable_from(src.format):
+        runnable = self.runnable_from(src.format)
+        skipped = [p.name for p in self.passes[:len(self.passes) - len(runnable)]]
+        if skipped:
+            ctx.log(f"skipping {', '.join(skipped)}: they do not apply to a {src.format.value} input")
+        for p in runnable:
             key = cache_key(p.name, p.version, p.model_dump(mode="json"), art.sha256, ctx.calib_digest, card, tools)
             started = time.perf_counter()
             hit = cache.get(key) if cache else None
@@ -70,8 +76,8 @@ class Pipeline:
                 try:
                     result = p.run(art, ctx, out_dir)
                 except EdgekitError as exc:
-                    after = f" after {', '.join(done)}" if done else ""
-                    raise type(exc)(f"{exc}{'' if not after else ' (pass ' + p.name + after + ')'}") from None
+                    after = f", after {', '.join(done)}" if done else ""
+                    raise type(exc)(f"{exc} [in pass {p.name}{after}]") from None
                 art = cache.put(key, result, out_dir) if cache else result
             else:
                 art = hit

@@ -53,6 +53,9 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     counts = onnx_counts(art.path)
     runtime = {"runtime": runner.describe(), "executed_here": True}
     notes = [n for s in steps for n in s.artifact.meta.get("notes", [])]
+    skipped = pipeline.passes[:len(pipeline.passes) - len(steps)]
+    if skipped:
+        notes.insert(0, f"skipped {', '.join(p.name for p in skipped)}: not applicable to a {src.artifact.format.value} input")
     if art.meta.get("precision") == "fp16":
         fp16 = backend.fp16_execution(art.path, work)
         runtime["fp16_execution"] = fp16

@@ -30,7 +30,7 @@ def compile_command(
 
     Exit codes: 0 ok, 1 a gate failed (artifact and report are kept), 2 bad input or config, 3 missing dependency.
     """
-    from edgekit.compile import compile as run_compile
+    from edgekit.compiler import compile as run_compile
     from edgekit.errors import BadInputError, GateFailedError
 
     config = None
@@ -49,8 +49,9 @@ def compile_command(
 
         typer.echo(summary(result.report, result.out_dir))
     else:
-        typer.echo(json.dumps({"artifact": str(result.artifact), "report": str(result.out_dir / "report.json"),
-                               "passed": result.passed, **json.loads(result.report.model_dump_json(by_alias=True))}, indent=2))
+        typer.echo(json.dumps({"passed": result.passed, "artifact_path": str(result.artifact),
+                               "report_path": str(result.out_dir / "report.json"),
+                               "report": json.loads(result.report.model_dump_json(by_alias=True))}, indent=2))
     if not result.passed:
         failed = [g.name for g in result.report.gates if not g.passed]
         raise GateFailedError(f"gate(s) {', '.join(failed)} failed for {result.report.target['name']}; artifact and report "

@@ -17,7 +17,7 @@ from edgekit.cli.options import OutputFormat
 _COMPONENTS = [
     ("core (torch, renderer)", ["torch", "cv2", "safetensors", "pydantic"], "pip install -e ."),
     ("dataset loaders", ["h5py", "scipy"], "pip install 'edgekit[datasets]'"),
-    ("onnx backend", ["onnx", "onnxruntime"], "pip install 'edgekit[onnx]'"),
+    ("onnx backend", ["onnx", "onnxruntime", "onnxslim", "onnxconverter_common"], "pip install 'edgekit[onnx]'"),
     ("coreml backend", ["coremltools"], "pip install 'edgekit[coreml]'"),
     ("tflite backend", ["ai_edge_litert"], "pip install 'edgekit[tflite]'"),
 ]

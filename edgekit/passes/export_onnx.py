@@ -7,7 +7,11 @@ is simplified with onnxslim only when that changes it, and passes the ONNX check
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -30,7 +34,39 @@ def load_torch_artifact(art: Artifact):
         return load_module(art.path)[0]
     if art.format == Format.torchscript:
         return torch.jit.load(str(art.path), map_location="cpu").eval()
-    return torch.export.load(str(art.path)).module()
+    module = torch.export.load(str(art.path)).module().requires_grad_(False)
+
+    class Opaque(torch.nn.Module):
+        """Hides the torch.export module from train()/eval(), which it refuses, so the TorchScript exporter can trace it."""
+
+        def __init__(self, fn):
+            super().__init__()
+            object.__setattr__(self, "fn", fn)  # deliberately not registered as a submodule
+
+        def forward(self, *args):
+            return self.fn(*args)
+
+    return Opaque(module)
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence stdout/stderr at the file-descriptor level: on failure the exporter prints whole graphs there."""
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def unsupported_op_location(module, args, op: str) -> str:
@@ -74,7 +110,7 @@ class ExportOnnx(Pass):
         path = out_dir / "model.onnx"
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_fds():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(module, args, str(path), dynamo=False, opset_version=self.opset, input_names=names,
                                   output_names=[out_name], dynamic_axes=axes, do_constant_folding=True)
