@@ -128,3 +128,19 @@ def test_catalog_commands(capsys):
     assert run(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "passes" in schema["properties"]
+
+
+def test_missing_dependency_is_exit_3_with_the_install_command(monkeypatch, capsys):
+    import edgekit.compiler
+    from edgekit._optional import require
+    from edgekit.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match=r"needs onnxruntime.no_such_module.*fix: pip install 'edgekit\[onnx\]'"):
+        require("onnxruntime.no_such_module", "running ONNX artifacts")
+
+    def recipe_needing_a_missing_package(target):
+        return require("onnx.no_such_module", "loading this recipe")
+
+    # the CLI maps the error to exit 3 and one line, wherever it is raised
+    monkeypatch.setattr(edgekit.compiler, "load_recipe", recipe_needing_a_missing_package)
+    _fails(["compile"], "fix: pip install 'edgekit[onnx]'", capsys, code=3)
