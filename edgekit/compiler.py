@@ -78,9 +78,8 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
         pipeline = recipe.pipeline()
         pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
         eval_set = _as_set(eval) or default_eval_set(src.card, recipe.verify.eval_images)
-        calib_set = _as_set(calib)
-        if calib_set is not None and calib_set.digest() == eval_set.digest():
-            raise BadInputError("the calibration set is the evaluation set; fix: pass disjoint --calib-set and --eval-set")
+        calib_set = _as_set(calib) or _recipe_calibration(recipe, src.card)
+        _refuse_overlap(calib_set, eval_set)
         inputs = model_inputs(src.card, eval_set)
         ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
                       cache_dir=synthetic.cache_dir() / "passes" if cache else None, progress=progress, log=log)
@@ -103,6 +102,31 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
         shutil.rmtree(work, ignore_errors=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _recipe_calibration(recipe: Recipe, card: ModelCard) -> GazeSet | None:
+    if recipe.calibration is None:
+        return None
+    from edgekit.quant.calibration import load_calibration_spec, resolve_calibration
+
+    return resolve_calibration(load_calibration_spec(recipe.calibration), card)
+
+
+def _refuse_overlap(calib: GazeSet | None, eval_set: GazeSet) -> None:
+    """Calibration and evaluation must not share images: same digest, same synthetic seed, or any identical image."""
+    if calib is None:
+        return
+    if calib.digest() == eval_set.digest():
+        raise BadInputError("the calibration set is the evaluation set; fix: pass disjoint --calib-set and --eval-set")
+    synthetic_seed = lambda gs: gs.meta.get("seed") if str(gs.meta.get("source", "")).startswith("synthetic") else None  # noqa: E731
+    if synthetic_seed(calib) is not None and synthetic_seed(calib) == synthetic_seed(eval_set):
+        raise BadInputError(f"calibration and evaluation sets share renderer seed {synthetic_seed(calib)}; fix: use disjoint seeds")
+    import hashlib
+
+    seen = {hashlib.sha256(im.tobytes()).digest() for im in eval_set.images}
+    shared = sum(hashlib.sha256(im.tobytes()).digest() in seen for im in calib.images)
+    if shared:
+        raise BadInputError(f"{shared} calibration images also appear in the evaluation set; fix: use disjoint sets")
 
 
 def _place_artifact(art: Artifact, staging: Path) -> Artifact:

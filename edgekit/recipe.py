@@ -27,6 +27,7 @@ class Gates(BaseModel):
     max_diff_deg: float | None = Field(None, gt=0, description="largest per-sample difference from the reference")
     p95_diff_deg: float | None = Field(None, gt=0, description="95th percentile of the per-sample difference")
     max_size_mb: float | None = Field(None, gt=0, description="artifact size on disk, all files")
+    min_int8_mac_fraction: float | None = Field(None, ge=0, le=1, description="share of MACs executed in INT8")
 
 
 class Verify(BaseModel):
@@ -46,6 +47,7 @@ class Recipe(BaseModel):
     gates: Gates = Gates()
     verify: Verify = Verify()
     device: str = Field("host-cpu", description="device profile the artifact is meant for")
+    calibration: str | None = Field(None, description="calibration set (edgekit/calibration/<name>.yaml or a path)")
 
     @field_validator("backend")
     @classmethod

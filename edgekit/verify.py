@@ -82,6 +82,23 @@ def latency(run: Runner, sample: dict[str, np.ndarray], runs: int, warmup: int, 
             for q in (50, 90, 99)}
 
 
+def interleaved_latency(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int,
+                        how: str) -> dict[str, dict[str, Measurement]]:
+    """Latency of several runners measured alternately in one loop, so machine noise hits them alike."""
+    for _ in range(warmup):
+        for run in runs_by_label.values():
+            run(sample)
+    times = {label: np.empty(runs) for label in runs_by_label}
+    for i in range(runs):
+        for label, run in runs_by_label.items():
+            start = time.perf_counter()
+            run(sample)
+            times[label][i] = (time.perf_counter() - start) * 1e3
+    detail = f"{how}; batch 1, {runs} runs after {warmup} warm-up, interleaved with {', '.join(runs_by_label)}"
+    return {label: {f"p{q}": Measurement(value=float(np.percentile(t, q)), unit="ms", method="measured", how=f"{detail}, p{q}")
+                    for q in (50, 90, 99)} for label, t in times.items()}
+
+
 def _status_kb(field: str) -> int | None:
     try:
         for line in open("/proc/self/status"):

@@ -32,8 +32,51 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
         ("p95_diff_deg", g.p95_diff_deg, acc.diff_from_reference.p95_deg if acc else None, "p95 per-sample difference"),
         ("max_size_mb", g.max_size_mb, size_mb, "artifact size on disk (MB, all files)"),
     ]
+    if g.min_int8_mac_fraction is not None:
+        frac = (report.quantization or {}).get("int8_mac_fraction")
+        ok = frac is not None and frac >= g.min_int8_mac_fraction
+        gates = [Gate(name=n, limit=lim, value=v, passed=v is not None and v <= lim, detail=d) for n, lim, v, d in checks if lim is not None]
+        return gates + [Gate(name="min_int8_mac_fraction", limit=g.min_int8_mac_fraction, value=frac, passed=ok,
+                             detail="share of MACs in INT8 (at least)")]
     return [Gate(name=name, limit=limit, value=value, passed=value is not None and value <= limit, detail=detail)
             for name, limit, value, detail in checks if limit is not None]
+
+
+def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner) -> dict:
+    """Plan summary with its per-layer table, and size/latency against the FP32 artifact the plan was applied to."""
+    from edgekit.backends.onnx import OnnxRunner
+    from edgekit.quant.plan import ISA_PROFILES
+    from edgekit.verify import interleaved_latency
+
+    plan = art.meta["quant_plan"]
+    macs = sum(lp["macs"] for lp in plan["layers"]) or 1
+    weights = sum(lp["weights"] for lp in plan["layers"]) or 1
+    host = host_info()
+    vnni = any(f in host["isa_flags"] for f in ("avx512_vnni", "avx_vnni"))
+    profile = plan["isa_profile"]
+    host_note = (f"deployment profile {profile} ({ISA_PROFILES[profile]['why']}); this host "
+                 f"{'has' if vnni else 'lacks'} VNNI ({host['cpu']})")
+    if profile in ("x86-vnni",) and not vnni and host["machine"] == "x86_64":
+        host_note += ": the host differs from the profile, so its kernels may saturate where the device's would not"
+    quant = {
+        "plan": {k: plan[k] for k in ("weights", "activations", "isa_profile", "calibration", "decisions")},
+        "int8_mac_fraction": sum(lp["macs"] for lp in plan["layers"] if lp["int8"]) / macs,
+        "int8_weight_fraction": sum(lp["weights"] for lp in plan["layers"] if lp["int8"]) / weights,
+        "float_layers": [{"name": lp["name"], "reason": lp["reason"]} for lp in plan["layers"] if not lp["int8"]],
+        "layers": plan["layers"], "host_vs_profile": host_note,
+    }
+    ptq_index = next((i for i, s in enumerate(steps) if s.pass_.startswith("ptq")), None)
+    comparison = {}
+    if ptq_index:
+        fp32 = steps[ptq_index - 1].artifact
+        lat = interleaved_latency({"fp32": OnnxRunner(fp32.path, threads=recipe.verify.threads).run, "int8": runner.run},
+                                  sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())
+        comparison = {"fp32_sha256": fp32.sha256, "size_fp32_bytes": fp32.size_bytes(), "size_int8_bytes": art.size_bytes(),
+                      "size_ratio": fp32.size_bytes() / max(art.size_bytes(), 1),
+                      "latency_fp32": {k: m.model_dump() for k, m in lat["fp32"].items()},
+                      "latency_int8": {k: m.model_dump() for k, m in lat["int8"].items()},
+                      "speedup_p50": lat["fp32"]["p50"].value / lat["int8"]["p50"].value}
+    return {"quantization": quant, "comparison": comparison}
 
 
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
@@ -85,8 +128,15 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
         inputs_digest={k: v for k, v in {"model": src.artifact.sha256, "eval_set": eval_set.digest(),
                                          "calib_set": calib_set.digest() if calib_set else None}.items() if v},
         notes=notes)
+    if art.meta.get("quant_plan"):
+        report = report.model_copy(update=_quantization_sections(art, steps, sample, recipe, runner))
     gates = check_gates(recipe, report)
     report = report.model_copy(update={"gates": gates, "passed": all(g.passed for g in gates)})
+    if not report.passed and report.quantization:
+        costly = sorted(report.quantization["layers"], key=lambda lp: -(lp["sensitivity_deg"] or 0))[:3]
+        report = report.model_copy(update={"notes": report.notes + [
+            "layers that cost the most accuracy in INT8 (alone, calibration set): " +
+            ", ".join(f"{lp['name']} {lp['sensitivity_deg']:+.3f} deg" for lp in costly)]})
     if not report.passed and src.module is not None:
         from edgekit.parity import first_divergence
 

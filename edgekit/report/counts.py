@@ -15,7 +15,8 @@ def _dims(vi) -> list[int] | None:
 
 
 def onnx_counts(path: Path) -> dict:
-    """{'params': int, 'macs': int, 'macs_by_op': {op: int}} for Conv, Gemm, MatMul, GRU and LSTM nodes."""
+    """{'params', 'macs', 'macs_by_op': {op: MACs}, 'macs_by_node': {node name: MACs}} for Conv, Gemm, MatMul,
+    GRU and LSTM nodes (QDQ models count the same: DequantizeLinear'd weights are traced back)."""
     onnx = require("onnx", "counting ONNX parameters and MACs")
     model = onnx.load(str(path))
     for inp in model.graph.input:  # pin symbolic dims (batch) to 1 so shapes propagate through reshapes
@@ -28,12 +29,18 @@ def onnx_counts(path: Path) -> dict:
     shapes = {vi.name: _dims(vi) for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
     shapes.update(inits)
     params = int(sum(np.prod(d) if d else 1 for d in inits.values()))
+    # a QDQ weight reaches its Conv through DequantizeLinear: give the DQ output the initializer's shape
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            shapes[node.output[0]] = inits[node.input[0]]
     by_op: dict[str, int] = {}
+    by_node: dict[str, int] = {}
     for node in graph.node:
         macs = _node_macs(node, shapes)
         if macs:
             by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
-    return {"params": params, "macs": int(sum(by_op.values())), "macs_by_op": by_op}
+            by_node[node.name] = macs
+    return {"params": params, "macs": int(sum(by_op.values())), "macs_by_op": by_op, "macs_by_node": by_node}
 
 
 def _node_macs(node, shapes: dict) -> int:

@@ -77,6 +77,8 @@ class Report(BaseModel):
     compute: dict[str, Measurement] = Field(default_factory=dict)  # params, MACs
     runtime: dict = Field(default_factory=dict)  # how the artifact ran here (or why it could not)
     parity: dict | None = None  # first diverging layer when a gate fails
+    quantization: dict | None = None  # plan summary, per-layer table, INT8 fractions, calibration
+    comparison: dict = Field(default_factory=dict)  # against the FP32 artifact of the same pipeline, measured in one run
     gates: list[Gate] = Field(default_factory=list)
     passed: bool = True
     host: dict = Field(default_factory=dict)

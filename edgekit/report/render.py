@@ -61,6 +61,7 @@ def to_markdown(report: Report) -> str:
         lines += ["", f"Per-layer parity: {json.dumps(report.parity)}"]
     lines += ["", "## Measurements", "", "| section | quantity | value | how |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(report)]
+    lines += _quant_markdown(report)
     lines += ["", "## Pipeline steps", "", "| pass | format | sha256 | cached | seconds | notes |", "|---|---|---|---|---|---|"]
     lines += [f"| {s.pass_} | {s.format} | `{s.sha256[:12]}` | {s.cached} | {s.seconds:.2f} | {'; '.join(s.notes)} |" for s in report.steps]
     if report.notes:
@@ -70,6 +71,38 @@ def to_markdown(report: Report) -> str:
               f"- created {report.created}, report schema v{report.schema_version}", "",
               "Resolved recipe:", "", "```json", json.dumps(report.recipe, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _quant_rows(report: Report) -> list[list[str]]:
+    return [[lp["name"], lp["op"], f"{lp['macs'] / 1e6:.3f}", f"{lp['weights']}", "INT8" if lp["int8"] else "float",
+             "" if lp["sensitivity_deg"] is None else f"{lp['sensitivity_deg']:+.4f}",
+             "" if lp["weight_error"] is None else f"{lp['weight_error']:.4f}", lp["reason"]]
+            for lp in report.quantization["layers"]]
+
+
+_QUANT_HEAD = ["layer", "op", "MMACs", "weights", "precision", "error increase alone (deg)", "weight rel. RMS error", "why"]
+
+
+def _quant_markdown(report: Report) -> list[str]:
+    q, c = report.quantization, report.comparison
+    if not q:
+        return []
+    plan = q["plan"]
+    lines = ["", "## Quantization", "",
+             f"- INT8 share: {q['int8_mac_fraction']:.1%} of MACs, {q['int8_weight_fraction']:.1%} of weights; "
+             f"float layers: {', '.join(f['name'] + ' (' + f['reason'] + ')' for f in q['float_layers']) or 'none'}",
+             f"- weights {plan['weights']}; activations {plan['activations']}",
+             f"- calibration: {plan['calibration'].get('source')}, {plan['calibration'].get('n')} samples, digest "
+             f"`{str(plan['calibration'].get('digest'))[:16]}`", f"- {q['host_vs_profile']}"]
+    lines += [f"- mixed precision: {d}" for d in plan["decisions"]]
+    if c:
+        lines.append(f"- against FP32 (same pipeline, measured interleaved in one run): size {c['size_fp32_bytes'] / 1e6:.2f} -> "
+                     f"{c['size_int8_bytes'] / 1e6:.2f} MB ({c['size_ratio']:.2f}x smaller); latency p50 "
+                     f"{c['latency_fp32']['p50']['value']:.3f} -> {c['latency_int8']['p50']['value']:.3f} ms "
+                     f"({c['speedup_p50']:.2f}x)")
+    lines += ["", "| " + " | ".join(_QUANT_HEAD) + " |", "|" + "---|" * len(_QUANT_HEAD)]
+    lines += ["| " + " | ".join(r) + " |" for r in _quant_rows(report)]
+    return lines
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -96,12 +129,23 @@ def to_html(report: Report) -> str:
 host {e(str(report.host.get('cpu')))}.</p>
 <h2>Gates</h2><table><tr><th>gate</th><th>what</th><th>limit</th><th>value</th><th>result</th></tr>{gates or '<tr><td colspan=5>none declared</td></tr>'}</table>{parity}
 <h2>Measurements</h2><table><tr><th>section</th><th>quantity</th><th>value</th><th>how</th></tr>{rows}</table>
+{_quant_html(report)}
 <h2>Pipeline steps</h2><table><tr><th>pass</th><th>format</th><th>sha256</th><th>cached</th><th>seconds</th><th>notes</th></tr>{steps}</table>
 <h2>Notes</h2><ul>{notes}</ul>
 <h2>Provenance</h2><p>Tools: {e(', '.join(f'{k} {v}' for k, v in report.tools.items()))}</p>
 <pre>{e(json.dumps(report.recipe, indent=2))}</pre>
 <p>Created {e(report.created)}, report schema v{report.schema_version}.</p></body></html>
 """
+
+
+def _quant_html(report: Report) -> str:
+    if not report.quantization:
+        return ""
+    e = html.escape
+    items = "".join(f"<li>{e(line[2:])}</li>" for line in _quant_markdown(report) if line.startswith("- "))
+    head = "".join(f"<th>{e(h)}</th>" for h in _QUANT_HEAD)
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _quant_rows(report))
+    return f"<h2>Quantization</h2><ul>{items}</ul><table><tr>{head}</tr>{rows}</table>"
 
 
 def write_reports(report: Report, folder: Path, formats: tuple[str, ...] = ("json", "md", "html")) -> list[Path]:

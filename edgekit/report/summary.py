@@ -23,8 +23,13 @@ def summary(report: Report, out_dir: Path) -> str:
     if size:
         lines.append(f"  size     {size.value / 1e6:.2f} MB; {report.compute['macs'].value / 1e6:.2f} M MACs" if "macs" in report.compute
                      else f"  size     {size.value / 1e6:.2f} MB")
+    q, c = report.quantization, report.comparison
+    if q:
+        lines.append(f"  int8     {q['int8_mac_fraction']:.1%} of MACs; float: {', '.join(f['name'] for f in q['float_layers']) or 'none'}"
+                     + (f"; vs FP32 {c['size_ratio']:.2f}x smaller, {c['speedup_p50']:.2f}x faster (p50, interleaved)" if c else ""))
     for g in report.gates:
-        lines.append(f"  gate     {g.name} {'<=' if g.passed else 'EXCEEDED'} {g.limit:g}: "
+        bound = ">=" if g.name.startswith("min_") else "<="
+        lines.append(f"  gate     {g.name} {bound if g.passed else 'MISSED'} {g.limit:g}: "
                      f"{'n/a' if g.value is None else f'{g.value:.5f}'} {'ok' if g.passed else 'FAILED'}")
     if report.parity and report.parity.get("first_divergent_layer"):
         lines.append(f"  parity   first diverging layer: {report.parity['first_divergent_layer']} "

@@ -1,0 +1,143 @@
+"""ptq: post-training INT8 with a backend-independent plan, mixed precision by measured sensitivity.
+
+1. One calibration run collects every tensor's range and histograms; the chosen observer turns them
+   into activation ranges. Weights: symmetric per output channel (7-bit on ISA profiles whose u8s8
+   kernels can saturate).
+2. Every Conv/Gemm/MatMul goes INT8 except layers matched by `keep_float` (module-name patterns).
+3. Sensitivity: each layer quantized alone, its effect on angular error measured in onnxruntime on the
+   calibration set (never the evaluation set). While the whole model misses `target_error_increase_deg`,
+   the most sensitive INT8 layer goes back to float, as long as the INT8 share of MACs stays at or above
+   `min_int8_mac_fraction`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from edgekit.artifact import Artifact, Format
+from edgekit.errors import BadInputError
+from edgekit.passes.base import Pass
+
+
+class CalibEval:
+    """Scores candidate QDQ models in onnxruntime against the FP32 model on calibration inputs."""
+
+    def __init__(self, fp32: Path, inputs, card, n: int):
+        from edgekit.backends.onnx import OnnxRunner
+        from edgekit.data.metrics import angular_error_deg
+        from edgekit.evalset import to_vectors
+        from edgekit.verify import run_all
+
+        self.inputs, self.card, self._angle = inputs.take(n), card, angular_error_deg
+        self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
+        self._run_all = run_all
+        self.truth = self.inputs.truth.reshape(-1, 3)
+        self.ref = self._vec(run_all(OnnxRunner(fp32).run, self.inputs))
+        self.ref_error = float(angular_error_deg(self.ref, self.truth).mean())
+
+    def score(self, path: Path) -> tuple[float, float]:
+        """(mean error increase over FP32, p95 difference from FP32), degrees."""
+        from edgekit.backends.onnx import OnnxRunner
+
+        out = self._vec(self._run_all(OnnxRunner(path).run, self.inputs))
+        increase = float(self._angle(out, self.truth).mean()) - self.ref_error
+        return increase, float(np.percentile(self._angle(out, self.ref), 95))
+
+
+class PTQ(Pass):
+    name: ClassVar[str] = "ptq"
+    version: ClassVar[int] = 1
+    consumes: ClassVar[frozenset[Format]] = frozenset({Format.onnx})
+    produces: ClassVar[Format] = Format.onnx
+    summary: ClassVar[str] = "INT8 post-training quantization (per-channel weights, calibrated activations, mixed precision)"
+
+    observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
+    percentile: float = Field(99.99, gt=50, le=100, description="for observer=percentile")
+    isa_profile: Literal["portable", "x86-avx2", "x86-vnni", "arm64"] = Field(
+        "portable", description="deployment ISA class; portable is safe on every x86 and ARM CPU")
+    keep_float: list[str] = Field(default_factory=list, description="module-name patterns (fnmatch) kept in float")
+    mixed_precision: bool = Field(True, description="return the most sensitive layers to float until the target holds")
+    target_error_increase_deg: float = Field(0.3, gt=0, description="mixed precision aims at this mean increase")
+    min_int8_mac_fraction: float = Field(0.9, ge=0, le=1, description="mixed precision keeps at least this INT8 MAC share")
+    sensitivity_samples: int = Field(256, ge=16, description="calibration samples used to score candidates")
+
+    def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
+        from edgekit.evalset import model_inputs
+        from edgekit.quant.calibration import collect
+        from edgekit.quant.observers import observe
+        from edgekit.quant.onnx_qdq import apply_plan, quantizable_layers, weight_error
+        from edgekit.quant.plan import ISA_PROFILES, QuantPlan, tensor_key
+
+        if ctx.calib is None:
+            raise BadInputError("ptq needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
+        if src.meta.get("precision") not in (None, "fp32"):
+            raise BadInputError(f"ptq needs an FP32 ONNX model, got {src.meta.get('precision')}; fix: put ptq before onnx_fp16")
+        inputs = model_inputs(ctx.card, ctx.calib)
+        ctx.log(f"ptq: calibrating on {len(inputs)} samples ({self.observer})")
+        stats = collect(src.path, inputs.arrays)
+        ranges = {}
+        import onnx
+
+        graph = onnx.load(str(src.path)).graph
+        producers = {out: tensor_key(node.name, i) for node in graph.node for i, out in enumerate(node.output)}
+        for tensor, s in stats.items():
+            key = producers.get(tensor, f"input:{tensor}")
+            ranges[key] = [float(v) for v in observe(s, self.observer, self.percentile)]
+        bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
+        layers = [lp.model_copy(update={"weight_error": weight_error(src.path, lp, bits)}) for lp in quantizable_layers(src.path)]
+        plan = QuantPlan(weights={"dtype": "int8", "bits": bits, "scheme": "symmetric", "granularity": "per_output_channel"},
+                         activations={"dtype": "uint8", "scheme": "asymmetric", "granularity": "per_tensor",
+                                      "observer": self.observer, **({"percentile": self.percentile} if self.observer == "percentile" else {})},
+                         isa_profile=self.isa_profile, layers=layers, ranges=ranges,
+                         calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
+        overrides = {lp.name for lp in layers if any(fnmatch.fnmatch(lp.name, pat) for pat in self.keep_float)}
+        if overrides:
+            plan = plan.with_float(overrides, f"kept float by keep_float {self.keep_float}")
+        plan = self._mixed_precision(plan, src.path, inputs, ctx, out_dir)
+        final = apply_plan(src.path, plan, out_dir / "model.onnx")
+        meta = {k: v for k, v in src.meta.items() if k not in ("notes", "precision")}
+        notes = [f"ptq: {plan.int8_fraction('macs'):.1%} of MACs and {plan.int8_fraction('weights'):.1%} of weights in INT8 "
+                 f"({bits}-bit weights, profile {self.isa_profile}); observer {self.observer}"] + plan.decisions
+        (out_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
+        return Artifact.create(final, Format.onnx, src, **meta, precision="int8", quant_plan=json.loads(plan.model_dump_json()),
+                               notes=notes)
+
+    def _mixed_precision(self, plan, fp32: Path, inputs, ctx, out_dir: Path):
+        from edgekit.quant.onnx_qdq import apply_plan
+
+        scratch = out_dir / "candidates"
+        scratch.mkdir(parents=True, exist_ok=True)
+        judge = CalibEval(fp32, inputs, ctx.card, self.sensitivity_samples)
+        # per-layer sensitivity: each layer alone in INT8
+        names = [lp.name for lp in plan.layers]
+        sens = {}
+        for lp in plan.layers:
+            alone = plan.with_float(set(names) - {lp.name}, "scratch")
+            sens[lp.name] = judge.score(apply_plan(fp32, alone, scratch / "alone.onnx"))[0]
+        plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
+                                                  for lp in plan.layers]})
+        increase, p95 = judge.score(apply_plan(fp32, plan, scratch / "full.onnx"))
+        decisions = [f"all quantizable layers in INT8: error increase {increase:+.3f} deg, p95 difference {p95:.3f} deg "
+                     f"on {len(judge.inputs)} calibration samples"]
+        while self.mixed_precision and increase > self.target_error_increase_deg:
+            candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
+            if not candidates:
+                break
+            worst = candidates[0]
+            trial = plan.with_float({worst.name}, f"kept float: most sensitive layer left ({sens[worst.name]:+.3f} deg alone)")
+            if trial.int8_fraction("macs") < self.min_int8_mac_fraction:
+                decisions.append(f"stopped: moving {worst.name} to float would leave {trial.int8_fraction('macs'):.1%} of MACs in "
+                                 f"INT8, below {self.min_int8_mac_fraction:.0%}")
+                break
+            plan = trial
+            increase, p95 = judge.score(apply_plan(fp32, plan, scratch / "full.onnx"))
+            decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg, p95 difference {p95:.3f} deg")
+        shutil.rmtree(scratch, ignore_errors=True)
+        return plan.model_copy(update={"decisions": decisions})

@@ -1,0 +1,97 @@
+"""Calibration: resolve the declared set, and collect every tensor's statistics in one calibration run.
+
+The run exposes every intermediate tensor of the FP32 ONNX model, sweeps the calibration inputs once
+for ranges and once for 2048-bin histograms, and keeps all observers' inputs, so min-max, percentile,
+entropy and MSE ranges all come from the same collection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit._optional import require
+from edgekit.data.npz import GazeSet
+from edgekit.errors import BadInputError
+from edgekit.quant.observers import TensorStats
+
+CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "calibration"
+
+
+class CalibrationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    source: Literal["synthetic", "npz"]
+    seed_role: Literal["calib", "train", "val"] = "calib"
+    size: int = Field(512, ge=16)
+    path: str | None = None
+    preprocessing: Literal["model-card"] = "model-card"
+
+
+def load_calibration_spec(name_or_path: str) -> CalibrationSpec:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = CALIBRATION_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CALIBRATION_DIR.glob("*.yaml")))
+        raise BadInputError(f"unknown calibration set {name_or_path!r}; fix: use one of {known} or a .yaml path")
+    try:
+        spec = CalibrationSpec.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise BadInputError(f"{path}: invalid calibration spec ({str(exc).splitlines()[0]}); fix: see calibration/README.md") from None
+    if spec.source == "npz" and spec.path and not Path(spec.path).is_absolute():
+        spec = spec.model_copy(update={"path": str(path.parent / spec.path)})
+    return spec
+
+
+def resolve_calibration(spec: CalibrationSpec, card) -> GazeSet:
+    from edgekit.compiler import default_eval_set
+    from edgekit.data.npz import read_gazeset
+
+    if spec.source == "npz":
+        if not spec.path:
+            raise BadInputError(f"calibration {spec.name}: source npz needs a path; fix: add path: file.npz")
+        gs = read_gazeset(spec.path)
+        return gs.subset(slice(0, spec.size))
+    return default_eval_set(card, spec.size, role=spec.seed_role)
+
+
+def exposed_model(path: Path):
+    """The ONNX model with every typed intermediate tensor added as a graph output."""
+    onnx = require("onnx", "calibration")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    typed = {vi.name: vi for vi in model.graph.value_info}
+    present = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for out in node.output:
+            if out in typed and out not in present:
+                model.graph.output.append(typed[out])
+                present.add(out)
+    return model
+
+
+def collect(path: Path, arrays: dict[str, np.ndarray], batch: int = 64) -> dict[str, TensorStats]:
+    """Statistics of every graph input and intermediate float tensor over the calibration inputs."""
+    ort = require("onnxruntime", "calibration")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(exposed_model(path).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    input_names = [i.name for i in session.get_inputs()]
+    stats: dict[str, TensorStats] = {}
+    n = len(next(iter(arrays.values())))
+    for sweep in ("range", "hist"):
+        for start in range(0, n, batch):
+            feed = {k: v[start:start + batch] for k, v in zip(input_names, arrays.values())}
+            values = session.run(None, feed)
+            for name, value in [*zip(names, values), *feed.items()]:
+                if value.dtype.kind != "f":
+                    continue
+                s = stats.setdefault(name, TensorStats())
+                s.update_range(value) if sweep == "range" else s.update_hist(value)
+    return stats

@@ -1,0 +1,108 @@
+"""Activation-range observers computed from one calibration collection (min/max plus 2048-bin histograms).
+
+- minmax: the observed range.
+- percentile: clip at the p-th percentile (and 100-p for signed tensors).
+- entropy: the clip threshold minimising KL(P || Q) between the histogram and its quantised version
+  (the TensorRT calibration recipe), over the |x| histogram with 2048 bins.
+- mse: the clip threshold minimising expected squared quantise-dequantise error (clipping + rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BINS = 2048
+OBSERVERS = ("minmax", "percentile", "entropy", "mse")
+
+
+@dataclass
+class TensorStats:
+    """Range and histograms of one tensor over the calibration set."""
+
+    lo: float = np.inf
+    hi: float = -np.inf
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS))  # of x over [lo, hi]
+    abs_hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS))  # of |x| over [0, amax]
+
+    @property
+    def amax(self) -> float:
+        return max(abs(self.lo), abs(self.hi), 1e-12)
+
+    def update_range(self, x: np.ndarray) -> None:
+        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+
+    def update_hist(self, x: np.ndarray) -> None:
+        x = x.ravel().astype(np.float64)
+        if self.hi > self.lo:
+            self.hist += np.histogram(x, BINS, (self.lo, self.hi))[0]
+        self.abs_hist += np.histogram(np.abs(x), BINS, (0.0, self.amax))[0]
+
+
+def _clip_symmetric(stats: TensorStats, t: float) -> tuple[float, float]:
+    return max(stats.lo, -t), min(stats.hi, t)
+
+
+def percentile_range(stats: TensorStats, p: float) -> tuple[float, float]:
+    cdf = np.cumsum(stats.hist) / max(stats.hist.sum(), 1)
+    edges = np.linspace(stats.lo, stats.hi, BINS + 1)
+    hi = edges[min(np.searchsorted(cdf, p / 100.0) + 1, BINS)]
+    lo = edges[np.searchsorted(cdf, 1 - p / 100.0)] if stats.lo < 0 else stats.lo
+    return float(lo), float(hi)
+
+
+def entropy_threshold(abs_hist: np.ndarray, amax: float, levels: int) -> float:
+    """KL-optimal clip threshold on a |x| histogram; `levels` quantisation bins on [0, t]."""
+    total = abs_hist.sum()
+    if total == 0:
+        return amax
+    best, best_i = np.inf, BINS
+    for i in range(levels, BINS + 1, 16):
+        # P: the first i bins with every outlier clipped into the last one; Q: the same bins without the
+        # outliers, merged into `levels` groups and spread back over each group's non-empty bins
+        p = abs_hist[:i].astype(np.float64).copy()
+        p[-1] += abs_hist[i:].sum()
+        candidate = abs_hist[:i].astype(np.float64)
+        q = np.zeros(i)
+        for g in np.array_split(np.arange(i), levels):
+            nonzero = candidate[g] > 0
+            if nonzero.any():
+                q[g[nonzero]] = candidate[g].sum() / nonzero.sum()
+        ps, qs = p / p.sum(), q / max(q.sum(), 1e-30)
+        support = ps > 0
+        if np.any(qs[support] == 0):
+            qs = np.where(support, np.maximum(qs, 1e-12), qs)  # P mass where Q has none: heavily penalised
+        kl = float(np.sum(ps[support] * np.log(ps[support] / qs[support])))
+        if kl < best:
+            best, best_i = kl, i
+    return amax * best_i / BINS
+
+
+def mse_threshold(abs_hist: np.ndarray, amax: float, levels: int, candidates: int = 128) -> float:
+    centers = (np.arange(BINS) + 0.5) * amax / BINS
+    best, best_t = np.inf, amax
+    for t in np.linspace(16 / BINS, 1.0, candidates) * amax:
+        step = t / levels
+        err = np.where(centers > t, (centers - t) ** 2, step**2 / 12.0)
+        total = float(np.sum(abs_hist * err))
+        if total < best:
+            best, best_t = total, t
+    return float(best_t)
+
+
+def observe(stats: TensorStats, method: str, percentile: float = 99.99) -> tuple[float, float]:
+    """Quantisation range [lo, hi] for uint8 activations (levels: 255 one-sided, 127 per side if signed)."""
+    if not np.isfinite(stats.lo) or stats.hi <= stats.lo:
+        return float(min(stats.lo, 0.0)) if np.isfinite(stats.lo) else 0.0, float(max(stats.hi, 1e-6))
+    signed = stats.lo < 0
+    levels = 127 if signed else 255
+    if method == "minmax":
+        return stats.lo, stats.hi
+    if method == "percentile":
+        return percentile_range(stats, percentile)
+    if method == "entropy":
+        return _clip_symmetric(stats, entropy_threshold(stats.abs_hist, stats.amax, levels))
+    if method == "mse":
+        return _clip_symmetric(stats, mse_threshold(stats.abs_hist, stats.amax, levels))
+    raise ValueError(f"unknown observer {method!r} (known: {', '.join(OBSERVERS)})")

@@ -1,0 +1,67 @@
+"""The quantization plan: which layers run in INT8, how weights and activations are quantized, and the
+activation ranges. It is backend-independent: layers are named by their PyTorch module path and ranges
+by the producing layer and op (`features/features.0/features.0.2/Relu`, `input:image`); each backend
+applies it natively (ONNX: QDQ; TFLite and Core ML reuse it).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+PLAN_VERSION = 1
+QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
+# Deployment ISA classes. u8s8 kernels built on VPMADDUBSW (x86 AVX2 without VNNI) add two u8*s8 products
+# into 16 bits and saturate with full 8-bit weights (12 degrees measured on a trained model, shared
+# reference/dependencies.md); 7-bit weights (255*64*2 < 32767) cannot saturate.
+ISA_PROFILES = {
+    "portable": {"weight_bits": 7, "why": "safe on every x86 (with or without VNNI) and ARM CPU: 7-bit weights cannot saturate u8s8 kernels"},
+    "x86-avx2": {"weight_bits": 7, "why": "x86 AVX2 without VNNI: u8s8 kernels saturate with 8-bit weights"},
+    "x86-vnni": {"weight_bits": 8, "why": "x86 with AVX512-VNNI or AVX-VNNI: 32-bit accumulation, no saturation"},
+    "arm64": {"weight_bits": 8, "why": "ARMv8.2+ dot product: no saturation"},
+}
+
+
+def layer_name(node_name: str) -> str:
+    """`/features/features.0/features.0.0/Conv` -> `features.0.0` (the module that produced the node)."""
+    parts = [p for p in node_name.split("/") if p]
+    return parts[-2] if len(parts) >= 2 else (parts[0] if parts else node_name)
+
+
+def tensor_key(node_name: str, index: int = 0) -> str:
+    return node_name.strip("/") + (f":{index}" if index else "")
+
+
+class LayerPlan(BaseModel):
+    name: str
+    op: str
+    node: str
+    macs: int
+    weights: int
+    int8: bool = True
+    reason: str = "quantized"
+    sensitivity_deg: float | None = None  # error increase with only this layer in INT8 (calibration set)
+    weight_error: float | None = None  # relative RMS error of its INT8 weights
+
+
+class QuantPlan(BaseModel):
+    version: int = PLAN_VERSION
+    weights: dict = Field(default_factory=dict)
+    activations: dict = Field(default_factory=dict)
+    isa_profile: str = "portable"
+    calibration: dict = Field(default_factory=dict)
+    layers: list[LayerPlan] = Field(default_factory=list)
+    ranges: dict[str, list[float]] = Field(default_factory=dict)
+    decisions: list[str] = Field(default_factory=list)  # how mixed precision got here, step by step
+
+    @property
+    def float_layers(self) -> list[LayerPlan]:
+        return [lp for lp in self.layers if not lp.int8]
+
+    def int8_fraction(self, attr: str) -> float:
+        total = sum(getattr(lp, attr) for lp in self.layers)
+        return sum(getattr(lp, attr) for lp in self.layers if lp.int8) / total if total else 0.0
+
+    def with_float(self, names: set[str], reason: str) -> QuantPlan:
+        layers = [lp.model_copy(update={"int8": False, "reason": reason}) if lp.name in names and lp.int8 else lp
+                  for lp in self.layers]
+        return self.model_copy(update={"layers": layers})
