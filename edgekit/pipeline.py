@@ -57,7 +57,10 @@ class Pipeline:
 
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
         cache = Cache(ctx.cache_dir) if ctx.cache_dir else None
-        tools = tool_versions()
+        from edgekit.verify import host_info
+
+        # quantized kernels and their saturation depend on the ISA, so it is part of every key
+        tools = {**tool_versions(), "host_isa": ",".join(host_info()["isa_flags"])}
         card = json.loads(ctx.card.model_dump_json(include={"inputs", "output", "arch", "arch_config"}))
         steps, art, done = [], src, []
         runnable = self.runnable_from(src.format)

@@ -1,0 +1,104 @@
+"""qat: quantization-aware fine-tuning, run only when post-training quantization misses its target.
+
+The pass first measures what PTQ would give (export, calibrate, quantize, score in onnxruntime on the
+calibration set). If the mean error increase is within `target_error_increase_deg` the model passes
+through unchanged. Otherwise it fine-tunes the (BatchNorm-folded) PyTorch module with fake-quantized
+weights and inputs for `steps` steps on synthetic training eyes (a seed no calibration or evaluation set
+uses), and hands the adapted float module on to export_onnx and ptq, which quantize it for real.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from edgekit.artifact import Artifact, Format
+from edgekit.errors import BadInputError
+from edgekit.passes.base import Pass
+
+
+class QAT(Pass):
+    name: ClassVar[str] = "qat"
+    version: ClassVar[int] = 1
+    consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
+    produces: ClassVar[Format] = Format.torch
+    summary: ClassVar[str] = "quantization-aware fine-tuning with fake quantization, only when PTQ misses its target"
+
+    steps: int = Field(300, ge=1, description="optimizer steps")
+    batch: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (fine-tuning: small)")
+    observer: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
+    isa_profile: Literal["portable", "x86-avx2", "x86-vnni", "arm64"] = "portable"
+    target_error_increase_deg: float = Field(0.3, gt=0, description="PTQ within this needs no QAT")
+    always: bool = Field(False, description="fine-tune even when PTQ meets the target")
+
+    def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
+        from edgekit.passes.ptq import PTQ
+        from edgekit.torch_module import load_module, save_module
+
+        if ctx.calib is None:
+            raise BadInputError("qat needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
+        if ctx.card.image_input.layout != "NCHW" or len(ctx.card.inputs) != 1:
+            raise BadInputError("qat supports single-image models; fix: drop qat from the recipe for this model")
+        ptq = PTQ(observer=self.observer, isa_profile=self.isa_profile, mixed_precision=False)
+        before = self._ptq_increase(src, ctx, out_dir / "check-before", ptq)
+        if before <= self.target_error_increase_deg and not self.always:
+            shutil.copytree(src.path, out_dir / "module")
+            return Artifact.create(out_dir / "module", Format.torch, src,
+                                   notes=[f"qat: not needed, PTQ error increase {before:+.3f} deg <= {self.target_error_increase_deg}"])
+        module, spec = load_module(src.path)
+        tuned = self._fine_tune(copy.deepcopy(module), ctx)
+        save_module(tuned, out_dir / "module", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))
+        result = Artifact.create(out_dir / "module", Format.torch, src)
+        after = self._ptq_increase(result, ctx, out_dir / "check-after", ptq)
+        note = (f"qat: {self.steps} steps (batch {self.batch}, lr {self.lr}) with fake quantization; PTQ error increase on "
+                f"the calibration set {before:+.3f} -> {after:+.3f} deg")
+        return result.model_copy(update={"meta": {"notes": [note], "qat_before_deg": before, "qat_after_deg": after}})
+
+    def _ptq_increase(self, art: Artifact, ctx, scratch: Path, ptq) -> float:
+        from edgekit.evalset import model_inputs
+        from edgekit.passes.export_onnx import ExportOnnx
+        from edgekit.passes.ptq import CalibEval
+
+        scratch.mkdir(parents=True, exist_ok=True)
+        fp32 = ExportOnnx().run(art, ctx, scratch / "fp32")
+        int8 = ptq.run(fp32, ctx, scratch / "int8")
+        increase = CalibEval(fp32.path, model_inputs(ctx.card, ctx.calib), ctx.card, ptq.sensitivity_samples).score(int8.path)[0]
+        shutil.rmtree(scratch, ignore_errors=True)
+        return increase
+
+    def _fine_tune(self, module, ctx):
+        import torch
+
+        from edgekit.data import synthetic
+        from edgekit.evalset import model_inputs, to_vectors  # noqa: F401  (to_vectors documents the convention)
+        from edgekit.progress import track
+        from edgekit.quant.fake_quant import fake_quantized, input_ranges
+        from edgekit.quant.plan import ISA_PROFILES
+
+        card = ctx.card
+        calib = torch.from_numpy(model_inputs(card, ctx.calib).arrays[card.image_input.name])
+        ranges = input_ranges(module, [(calib[i:i + 64],) for i in range(0, len(calib), 64)], self.observer)
+        train = synthetic.standard_set("train", self.steps * self.batch, card.image_size, head_pose=False)
+        x = torch.from_numpy(model_inputs(card, train).arrays[card.image_input.name])
+        y = torch.from_numpy(train.gaze.astype("float32"))
+        gen = torch.Generator().manual_seed(ctx.seed)
+        order = torch.randperm(len(x), generator=gen)
+        opt = torch.optim.AdamW(module.parameters(), lr=self.lr, weight_decay=0.0)
+        module.train()
+        with fake_quantized(module, ranges, ISA_PROFILES[self.isa_profile]["weight_bits"]):
+            for step in track(range(self.steps), total=self.steps, description="qat fine-tuning", enabled=ctx.progress):
+                idx = order[step * self.batch:(step + 1) * self.batch]
+                out = module(x[idx])
+                if card.output.convention == "pitchyaw_rad":
+                    p, q = out[:, 0], out[:, 1]
+                    out = torch.stack([-torch.cos(p) * torch.sin(q), -torch.sin(p), -torch.cos(p) * torch.cos(q)], dim=1)
+                loss = (1 - torch.nn.functional.cosine_similarity(out, y[idx], dim=-1)).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return module.eval()

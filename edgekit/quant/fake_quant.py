@@ -1,0 +1,70 @@
+"""Fake quantization for QAT, with torch's own fake-quantize ops (straight-through gradients).
+
+Each Conv/Linear gets per-output-channel symmetric weight fake quantization (the plan's weight bits)
+through a parametrization, and uint8 fake quantization of its input with the calibrated range through
+a forward pre-hook: the same arithmetic the INT8 artifact will run, so fine-tuning adapts to it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from edgekit.quant.observers import TensorStats, observe
+
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+class WeightFakeQuant(nn.Module):
+    def __init__(self, bits: int):
+        super().__init__()
+        self.qmax = 2 ** (bits - 1) - 1
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
+        scale = (amax / self.qmax).float()
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -self.qmax, self.qmax)
+
+
+def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str) -> dict[str, tuple[float, float]]:
+    """Observer ranges of every quantizable layer's input over calibration batches (two sweeps, as for ONNX)."""
+    stats = {name: TensorStats() for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+    for sweep in ("range", "hist"):
+        hooks = [m.register_forward_pre_hook(lambda _m, args, name=name, sweep=sweep: (
+            stats[name].update_range if sweep == "range" else stats[name].update_hist)(args[0].detach().numpy()))
+            for name, m in model.named_modules() if name in stats]
+        with torch.no_grad():
+            for batch in batches:
+                model(*batch)
+        for h in hooks:
+            h.remove()
+    return {name: observe(s, observer) for name, s in stats.items()}
+
+
+@contextmanager
+def fake_quantized(model: nn.Module, ranges: dict[str, tuple[float, float]], weight_bits: int):
+    """Within the block, `model` computes as its INT8 artifact will; on exit the float weights are kept."""
+    hooks = []
+    for name, m in model.named_modules():
+        if name not in ranges:
+            continue
+        lo, hi = ranges[name]
+        lo, hi = min(lo, 0.0), max(hi, lo + 1e-6)
+        scale = float((hi - lo) / 255.0)
+        zero = int(np.clip(round(-lo / scale), 0, 255))
+        hooks.append(m.register_forward_pre_hook(
+            lambda _m, args, s=scale, z=zero: (torch.fake_quantize_per_tensor_affine(args[0], s, z, 0, 255), *args[1:])))
+        parametrize.register_parametrization(m, "weight", WeightFakeQuant(weight_bits))
+    try:
+        yield model
+    finally:
+        for h in hooks:
+            h.remove()
+        for name, m in model.named_modules():
+            if parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
