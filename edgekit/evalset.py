@@ -39,7 +39,9 @@ def model_inputs(card: ModelCard, gs: GazeSet) -> ModelInputs:
     from edgekit.evaluate import sequence_windows
 
     spec = card.image_input
-    images = card.preprocessing.apply(gs.images, card.channels, card.image_size)
+    from edgekit.evaluate import preprocessed_images
+
+    images = preprocessed_images(card, gs)
     if is_temporal(card):
         window, horizons = spec.shape[1], card.output.shape[1]
         obs, fut = sequence_windows(gs, window, horizons, stride=max(1, horizons))

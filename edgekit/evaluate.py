@@ -20,13 +20,14 @@ def predict(model: nn.Module, x: np.ndarray, batch: int = 256, device: str = "cp
     return np.concatenate(outs)
 
 
-def model_inputs(card: ModelCard, gazeset: GazeSet) -> np.ndarray:
-    """The float32 tensor the model takes for each image of the set (preprocessing from the card)."""
+def preprocessed_images(card: ModelCard, gazeset: GazeSet) -> np.ndarray:
+    """The float32 image tensor for every image of the set (preprocessing from the card); edgekit.evalset
+    builds the full input dict (extra inputs, sequence windows) on top of this for compiled artifacts."""
     return card.preprocessing.apply(gazeset.images, card.channels, card.image_size)
 
 
 def evaluate_images(model: nn.Module, card: ModelCard, gazeset: GazeSet, device: str = "cpu") -> AccuracyReport:
-    return accuracy(predict(model, model_inputs(card, gazeset), device=device), gazeset.gaze)
+    return accuracy(predict(model, preprocessed_images(card, gazeset), device=device), gazeset.gaze)
 
 
 def sequence_windows(gazeset: GazeSet, window: int, horizons: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +54,7 @@ def evaluate_temporal(model: nn.Module, card: ModelCard, seqset: GazeSet, stride
     applied to the true gaze, are reported beside them for context.
     """
     model = model.eval().to(device)
-    x = torch.from_numpy(model_inputs(card, seqset))
+    x = torch.from_numpy(preprocessed_images(card, seqset))
     feats, gaze = zip(*(model.per_frame(x[i:i + 512].to(device)) for i in range(0, len(x), 512)))
     feats, gaze = torch.cat(feats), torch.cat(gaze)
     obs, fut = sequence_windows(seqset, model.window, model.horizons, stride)

@@ -42,9 +42,8 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
             for name, limit, value, detail in checks if limit is not None]
 
 
-def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner) -> dict:
+def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner, runner_for) -> dict:
     """Plan summary with its per-layer table, and size/latency against the FP32 artifact the plan was applied to."""
-    from edgekit.backends.onnx import OnnxRunner
     from edgekit.quant.plan import ISA_PROFILES
     from edgekit.verify import interleaved_latency
 
@@ -69,7 +68,7 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner)
     comparison = {}
     if ptq_index:
         fp32 = steps[ptq_index - 1].artifact
-        lat = interleaved_latency({"fp32": OnnxRunner(fp32.path, threads=recipe.verify.threads).run, "int8": runner.run},
+        lat = interleaved_latency({"fp32": runner_for(fp32.path).run, "int8": runner.run},
                                   sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())
         comparison = {"fp32_sha256": fp32.sha256, "size_fp32_bytes": fp32.size_bytes(), "size_int8_bytes": art.size_bytes(),
                       "size_ratio": fp32.size_bytes() / max(art.size_bytes(), 1),
@@ -86,13 +85,13 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
 
     backend = load_backend(recipe.backend)
     threads = recipe.verify.threads
-    runner = backend.OnnxRunner(art.path, threads=threads)
+    runner = backend.runner(art.path, threads=threads)
     ref_out = run_all(src.reference, inputs)
     art_out = run_all(runner.run, inputs)
     how = f"artifact: {runner.describe()}; reference: the model as loaded ({src.kind}) before any pass"
     accuracy = compare(ref_out, art_out, inputs, src.card, _set_info(eval_set), how)
     sample = inputs.sample(0)
-    memory = peak_memory(lambda: backend.OnnxRunner(art.path, threads=threads).run(sample))
+    memory = peak_memory(lambda: backend.runner(art.path, threads=threads).run(sample))
     counts = onnx_counts(art.path)
     runtime = {"runtime": runner.describe(), "executed_here": True}
     notes = [n for s in steps for n in s.artifact.meta.get("notes", [])]
@@ -129,7 +128,8 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
                                          "calib_set": calib_set.digest() if calib_set else None}.items() if v},
         notes=notes)
     if art.meta.get("quant_plan"):
-        report = report.model_copy(update=_quantization_sections(art, steps, sample, recipe, runner))
+        report = report.model_copy(update=_quantization_sections(
+            art, steps, sample, recipe, runner, lambda path: backend.runner(path, threads=threads)))
     gates = check_gates(recipe, report)
     report = report.model_copy(update={"gates": gates, "passed": all(g.passed for g in gates)})
     if not report.passed and report.quantization:

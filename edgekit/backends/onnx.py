@@ -42,6 +42,11 @@ class OnnxRunner:
         return f"onnxruntime {runtime_version()} {PROVIDER}, {self.threads} intra-op thread(s)"
 
 
+def runner(path: Path, threads: int = 1) -> OnnxRunner:
+    """The backend contract: something with run(inputs) -> outputs and describe()."""
+    return OnnxRunner(path, threads=threads)
+
+
 def fp16_execution(path: Path, work: Path) -> dict:
     """How the CPU provider really executes an FP16 model: the float16 share of weights left after its graph
     optimisations (it inserts casts and runs ops without FP16 kernels in FP32)."""

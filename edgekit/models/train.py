@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from edgekit.data import synthetic
 from edgekit.data.render import HEAD_RANGE_DEG, PITCH_RANGE_DEG, RENDERER_VERSION, YAW_RANGE_DEG
-from edgekit.evaluate import evaluate_images, evaluate_temporal, model_inputs, reports_to_dict, sequence_windows
+from edgekit.evaluate import evaluate_images, evaluate_temporal, preprocessed_images, reports_to_dict, sequence_windows
 from edgekit.models.card import ModelCard
 from edgekit.models.io import load_shipped, save_weights, sha256_file
 from edgekit.models.registry import build, builtin
@@ -88,7 +88,7 @@ def train_image_model(arch: str, out_dir: Path, *, n_train: int | None = None, e
     card = ModelCard(name=arch, arch=arch, arch_config=arch_config, description=spec.description,
                      inputs=[spec.input_spec(arch_config)], output=spec.output_spec(arch_config))
     train = synthetic.standard_set("train", n_train, card.image_size, progress=progress)
-    x = torch.from_numpy(model_inputs(card, train)).to(device)
+    x = torch.from_numpy(preprocessed_images(card, train)).to(device)
     y = torch.from_numpy(train.gaze).to(device)
     losses = _fit(model, len(x), batch, epochs, lr, seed, device, lambda idx: gaze_loss(model.raw(x[idx]), y[idx]),
                   progress, f"training {arch}")
@@ -120,7 +120,7 @@ def train_temporal(arch: str, out_dir: Path, *, n_sequences: int | None = None, 
                                          progress=progress)
     model.eval()  # BN must use the backbone's running statistics, and must not update them
     with torch.inference_mode():
-        x = torch.from_numpy(model_inputs(card, seqs))
+        x = torch.from_numpy(preprocessed_images(card, seqs))
         parts = [model.per_frame(x[i:i + 1024].to(device)) for i in range(0, len(x), 1024)]
     feats, gaze = (torch.cat(p).clone() for p in zip(*parts))
     obs, fut = (torch.from_numpy(a).to(device) for a in sequence_windows(seqs, model.window, model.horizons, stride=1))

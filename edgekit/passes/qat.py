@@ -75,7 +75,7 @@ class QAT(Pass):
         import torch
 
         from edgekit.data import synthetic
-        from edgekit.evalset import model_inputs, to_vectors  # noqa: F401  (to_vectors documents the convention)
+        from edgekit.evalset import model_inputs
         from edgekit.progress import track
         from edgekit.quant.fake_quant import fake_quantized, input_ranges
         from edgekit.quant.plan import ISA_PROFILES
