@@ -13,12 +13,18 @@ _EXTRA_FOR = {
     "onnxruntime": "onnx",
     "onnxslim": "onnx",
     "onnxconverter_common": "onnx",
+    "coremltools": "coreml",
 }
 
 
 def require(module: str, purpose: str) -> ModuleType:
     """Import `module` or raise MissingDependencyError saying what needs it and how to install it."""
     try:
+        if module.split(".")[0] == "coremltools":
+            from edgekit.quiet import quiet
+
+            with quiet():  # its import logs a torch-version warning and "Failed to load" lines off macOS
+                return importlib.import_module(module)
         return importlib.import_module(module)
     except ImportError as exc:
         extra = _EXTRA_FOR.get(module.split(".")[0])

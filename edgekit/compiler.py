@@ -130,7 +130,7 @@ def _refuse_overlap(calib: GazeSet | None, eval_set: GazeSet) -> None:
 
 
 def _place_artifact(art: Artifact, staging: Path) -> Artifact:
-    name = {Format.onnx: "model.onnx"}.get(art.format, art.path.name)
+    name = {Format.onnx: "model.onnx", Format.coreml: "model.mlpackage"}.get(art.format, art.path.name)
     dest = staging / name
     if art.path.is_dir():
         shutil.copytree(art.path, dest)

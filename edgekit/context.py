@@ -20,6 +20,7 @@ class Context:
     seed: int = 0
     cache_dir: Path | None = None  # None: no caching
     progress: bool = False
+    pipeline: str = ""  # the one-line pipeline, for artifact metadata
     log: Callable[[str], None] = lambda message: None
 
     @property

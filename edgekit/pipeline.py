@@ -57,6 +57,7 @@ class Pipeline:
 
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
         cache = Cache(ctx.cache_dir) if ctx.cache_dir else None
+        ctx.pipeline = str(self)
         from edgekit.verify import host_info
 
         # quantized kernels and their saturation depend on the ISA, so it is part of every key

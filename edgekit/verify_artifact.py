@@ -81,7 +81,6 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
            calib_set: GazeSet | None, staging: Path, work: Path) -> Report:
     from edgekit.backends import load_backend
-    from edgekit.report.counts import onnx_counts
 
     backend = load_backend(recipe.backend)
     threads = recipe.verify.threads
@@ -91,17 +90,18 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     how = f"artifact: {runner.describe()}; reference: the model as loaded ({src.kind}) before any pass"
     accuracy = compare(ref_out, art_out, inputs, src.card, _set_info(eval_set), how)
     sample = inputs.sample(0)
-    memory = peak_memory(lambda: backend.runner(art.path, threads=threads).run(sample))
-    counts = onnx_counts(art.path)
-    runtime = {"runtime": runner.describe(), "executed_here": True}
-    notes = [n for s in steps for n in s.artifact.meta.get("notes", [])]
+    counts = backend.counts(art.path, runner, sample)
+    runtime, extra_notes = backend.runtime_details(art, runner, work)
+    notes = [n for s in steps for n in s.artifact.meta.get("notes", [])] + extra_notes
     skipped = pipeline.passes[:len(pipeline.passes) - len(steps)]
     if skipped:
         notes.insert(0, f"skipped {', '.join(p.name for p in skipped)}: not applicable to a {src.artifact.format.value} input")
-    if art.meta.get("precision") == "fp16":
-        fp16 = backend.fp16_execution(art.path, work)
-        runtime["fp16_execution"] = fp16
-        notes.append(fp16["note"])
+    if backend.MEASURES_SPEED:
+        lat = latency(runner.run, sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())
+        memory = peak_memory(lambda: backend.runner(art.path, threads=threads).run(sample))
+    else:
+        lat = {q: Measurement(value=None, unit="ms", method="not_measured", how=backend.WHY_NO_SPEED) for q in ("p50", "p90", "p99")}
+        memory = Measurement(value=None, unit="MiB", method="not_measured", how=backend.WHY_NO_SPEED)
     report = Report(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         model={"source": src.source, "kind": src.kind, "name": src.card.name, "arch": src.card.arch,
@@ -115,14 +115,12 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
         steps=[Step(pass_=s.pass_, format=s.artifact.format.value, sha256=s.artifact.sha256, cached=s.cached,
                     seconds=round(s.seconds, 3), notes=s.artifact.meta.get("notes", [])) for s in steps],
         accuracy=accuracy,
-        latency=latency(runner.run, sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe()),
+        latency=lat,
         memory={"peak_rss_increase": memory},
         size={"artifact": Measurement(value=art.size_bytes(), unit="bytes", method="static",
                                       how=f"sum of file sizes: {', '.join(f.name for f in art.files())}")},
-        compute={"params": Measurement(value=counts["params"], unit="count", method="static", how="ONNX initializer elements"),
-                 "macs": Measurement(value=counts["macs"], unit="MAC", method="static",
-                                     how="from the ONNX graph with inferred shapes, batch 1: " +
-                                         ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in counts["macs_by_op"].items()))},
+        compute={"params": Measurement(value=counts["params"], unit="count", method="static", how=counts["params_how"]),
+                 "macs": Measurement(value=counts["macs"], unit="MAC", method="static", how=counts["macs_how"])},
         runtime=runtime, host=host_info(), tools=tool_versions(),
         inputs_digest={k: v for k, v in {"model": src.artifact.sha256, "eval_set": eval_set.digest(),
                                          "calib_set": calib_set.digest() if calib_set else None}.items() if v},

@@ -62,7 +62,7 @@ def test_wrong_input_shape(tmp_path, capsys):
 
 
 def test_unknown_target(capsys):
-    _fails(["compile", "--target", "pdp11"], "unknown target 'pdp11'; fix: use one of onnx", capsys)
+    _fails(["compile", "--target", "pdp11"], "unknown target 'pdp11'; fix: use one of coreml, coreml-fp32, onnx", capsys)
 
 
 def test_recipe_with_unknown_key_names_file_key_path_and_line(tmp_path, capsys):

@@ -11,7 +11,7 @@ import importlib
 from edgekit.errors import BadInputError
 
 # backend name -> (module, the extra that installs its runtime)
-BACKENDS = {"onnx": ("edgekit.backends.onnx", "onnx")}
+BACKENDS = {"onnx": ("edgekit.backends.onnx", "onnx"), "coreml": ("edgekit.backends.coreml", "coreml")}
 
 
 def load_backend(name: str):

@@ -9,6 +9,8 @@ import numpy as np
 from edgekit._optional import require
 
 PROVIDER = "CPUExecutionProvider"
+MEASURES_SPEED = True
+WHY_NO_SPEED = ""
 
 
 def _ort():
@@ -45,6 +47,23 @@ class OnnxRunner:
 def runner(path: Path, threads: int = 1) -> OnnxRunner:
     """The backend contract: something with run(inputs) -> outputs and describe()."""
     return OnnxRunner(path, threads=threads)
+
+
+def counts(path: Path, runner, sample) -> dict:
+    from edgekit.report.counts import onnx_counts
+
+    c = onnx_counts(path)
+    return {**c, "params_how": "ONNX initializer elements",
+            "macs_how": "from the ONNX graph with inferred shapes, batch 1: " +
+                        ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in c["macs_by_op"].items())}
+
+
+def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
+    details = {"runtime": runner.describe(), "executed_here": True}
+    if art.meta.get("precision") != "fp16":
+        return details, []
+    fp16 = fp16_execution(art.path, work)
+    return {**details, "fp16_execution": fp16}, [fp16["note"]]
 
 
 def fp16_execution(path: Path, work: Path) -> dict:

@@ -7,11 +7,7 @@ is simplified with onnxslim only when that changes it, and passes the ONNX check
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -22,6 +18,7 @@ from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
 from edgekit.passes.base import Pass
+from edgekit.quiet import quiet
 
 
 def load_torch_artifact(art: Artifact):
@@ -47,26 +44,6 @@ def load_torch_artifact(art: Artifact):
             return self.fn(*args)
 
     return Opaque(module)
-
-
-@contextlib.contextmanager
-def _quiet_fds():
-    """Silence stdout/stderr at the file-descriptor level: on failure the exporter prints whole graphs there."""
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def unsupported_op_location(module, args, op: str) -> str:
@@ -110,8 +87,7 @@ class ExportOnnx(Pass):
         path = out_dir / "model.onnx"
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            with warnings.catch_warnings(), _quiet_fds():
-                warnings.simplefilter("ignore")
+            with quiet():
                 torch.onnx.export(module, args, str(path), dynamo=False, opset_version=self.opset, input_names=names,
                                   output_names=[out_name], dynamic_axes=axes, do_constant_folding=True)
         except Exception as exc:

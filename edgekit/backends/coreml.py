@@ -1,0 +1,60 @@
+"""Core ML backend: verify .mlpackage artifacts on any OS with edgekit's MIL reference interpreter.
+
+Core ML's own runtime (MLModel.predict) exists only on macOS. Off macOS the report says so: latency and
+memory are not measured, and accuracy is measured with the interpreter and labelled as such. On macOS
+the runtime's output on one sample is also compared with the interpreter's.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.backends.mil_interpreter import MilInterpreter
+
+MEASURES_SPEED = False
+WHY_NO_SPEED = "not measured: Core ML predicts only on macOS/iOS, and the numpy reference interpreter's speed says nothing about a device"
+
+
+def runner(path: Path, threads: int = 1) -> MilInterpreter:
+    return MilInterpreter(path)
+
+
+def counts(path: Path, interp: MilInterpreter, sample) -> dict:
+    interp.run(sample)
+    weights = interp.weight_precisions()
+    params = sum(w["elements"] for w in weights)
+    return {"params": params, "macs": interp.macs,
+            "params_how": "elements of the ML program's constant tensors with more than 16 elements (weights)",
+            "macs_how": "counted by the MIL interpreter from the conv/linear/matmul shapes it executed, batch 1"}
+
+
+def runtime_details(art, interp: MilInterpreter, work: Path) -> tuple[dict, list[str]]:
+    weights = interp.weight_precisions()
+    total = sum(w["elements"] for w in weights) or 1
+    by_dtype: dict[str, int] = {}
+    for w in weights:
+        by_dtype[w["dtype"]] = by_dtype.get(w["dtype"], 0) + w["elements"]
+    details = {"runtime": interp.describe(), "executed_here": True, "core_ml_runtime": _macos_check(art.path, interp),
+               "op_histogram": interp.op_histogram(), "weight_dtypes": {k: v / total for k, v in by_dtype.items()},
+               "int8_weight_fraction": (by_dtype.get("int8", 0) + by_dtype.get("uint8", 0)) / total,
+               "weights": weights}
+    note = ("Core ML outputs measured with edgekit's MIL reference interpreter (numpy, FP32 accumulation); "
+            + details["core_ml_runtime"]["status"])
+    return details, [note]
+
+
+def _macos_check(path: Path, interp: MilInterpreter) -> dict:
+    if platform.system() != "Darwin":
+        return {"status": "Core ML runtime not run: MLModel.predict needs macOS, so the artifact is unverified on Core ML itself"}
+    from edgekit._optional import require
+
+    ct = require("coremltools", "running Core ML on macOS")
+    model = ct.models.MLModel(str(path))
+    spec = model.get_spec()
+    feed = {i.name: np.zeros(tuple(i.type.multiArrayType.shape), np.float32) for i in spec.description.input}
+    got = np.asarray(next(iter(model.predict(feed).values())), np.float64)
+    ref = interp.run(feed)
+    return {"status": f"MLModel.predict on this Mac: max |difference| from the interpreter {float(np.abs(got - ref).max()):.2e}"}

@@ -1,0 +1,292 @@
+"""A reference interpreter for the Core ML ML programs edgekit emits, in numpy, so Core ML artifacts are
+verified on Linux, where Core ML itself cannot predict.
+
+The package's MIL program and weights are read with coremltools' own MIL-proto reader; execution is
+edgekit's. Precision: tensors keep their declared dtype (float16 programs store every op output as
+float16); each op computes from its inputs in float32 (products and sums accumulate in float32) and its
+output is rounded to the declared dtype. Core ML on a device may accumulate FP16 in FP16 on the GPU or
+Neural Engine: this interpreter is a reference, not a bit-exact device model.
+
+Unknown ops, and attribute values an op here does not implement (dilations other than 1, ceil_mode,
+interleaved concat, ...), raise UnsupportedMilError naming the op: nothing is silently approximated.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgekit._optional import require
+from edgekit.errors import BadInputError
+
+
+class UnsupportedMilError(BadInputError):
+    pass
+
+
+_NP = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_,
+       "int16": np.int16, "uint16": np.uint16, "fp64": np.float64, "int64": np.int64}
+
+
+def load_program(package: Path):
+    """(main function, weights dir) of an .mlpackage, via coremltools' MIL-proto loader (no Core ML runtime)."""
+    ct = require("coremltools", "reading Core ML packages")
+    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
+
+    model = ct.models.MLModel(str(package), skip_model_load=True)
+    spec = model.get_spec()
+    if not spec.HasField("mlProgram"):
+        raise UnsupportedMilError(f"{package}: not an ML program (neural-network Core ML models are not interpreted)")
+    program = load_milproto(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
+    return program.functions["main"], spec
+
+
+def dtype_name(var) -> str:
+    from coremltools.converters.mil.mil import types
+
+    dt = var.dtype
+    if types.is_tensor(var.sym_type):
+        dt = var.sym_type.get_primitive()
+    return types.builtin_to_string(dt)
+
+
+def _pads(op, x_spatial, kernel, strides, dilations=None) -> list[tuple[int, int]]:
+    pad_type = op.pad_type.val if hasattr(op, "pad_type") and op.pad_type is not None else "valid"
+    n = len(kernel)
+    if pad_type == "valid":
+        return [(0, 0)] * n
+    if pad_type == "custom":
+        p = [int(v) for v in op.pad.val]
+        return [(p[2 * i], p[2 * i + 1]) for i in range(n)]
+    if pad_type in ("same", "same_lower"):
+        out = []
+        for i in range(n):
+            eff = (kernel[i] - 1) * (dilations[i] if dilations is not None else 1) + 1
+            total = max((int(np.ceil(x_spatial[i] / strides[i])) - 1) * strides[i] + eff - x_spatial[i], 0)
+            lo = total // 2 if pad_type == "same" else total - total // 2
+            out.append((lo, total - lo))
+        return out
+    raise UnsupportedMilError(f"{op.op_type} {op.name}: pad_type {pad_type!r} is not implemented")
+
+
+def _windows(x: np.ndarray, kernel, strides) -> np.ndarray:
+    """(N, C, H', W', kh, kw) sliding windows of a padded (N, C, H, W) tensor."""
+    win = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(2, 3))
+    return win[:, :, ::strides[0], ::strides[1]]
+
+
+class MilInterpreter:
+    def __init__(self, package: Path):
+        self.package = Path(package)
+        self.function, self.spec = load_program(self.package)
+        self.ops = list(self.function.operations)
+        for op in self.ops:
+            if op.op_type != "const" and not hasattr(self, f"_op_{op.op_type}"):
+                raise UnsupportedMilError(f"op {op.op_type} ({op.name}) is not implemented by edgekit's MIL interpreter; "
+                                          "fix: extend edgekit/backends/mil_interpreter.py or use a target without it")
+        self.input_names = list(self.function.inputs)
+        self.output_names = [v.name for v in self.function.outputs]
+        self.macs = 0
+
+    # --- execution ---------------------------------------------------------------------------------
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        env: dict[str, np.ndarray] = {}
+        feed = dict(zip(self.input_names, inputs.values())) if set(inputs) != set(self.input_names) else inputs
+        for name, var in self.function.inputs.items():
+            env[name] = np.asarray(feed[name]).astype(_NP[dtype_name(var)])
+        self.macs = 0
+        for op in self.ops:
+            if op.op_type == "const":
+                continue
+            args = {k: self._value(v, env) for k, v in op.inputs.items()}
+            result = getattr(self, f"_op_{op.op_type}")(op, **args)
+            results = result if isinstance(result, tuple) else (result,)
+            for var, value in zip(op.outputs, results):
+                env[var.name] = np.asarray(value).astype(_NP.get(dtype_name(var), np.float32))
+        return np.asarray(env[self.output_names[0]], dtype=np.float64)
+
+    @staticmethod
+    def _value(var, env):
+        if isinstance(var, (list, tuple)):
+            return [MilInterpreter._value(v, env) for v in var]
+        if var.name in env:
+            return env[var.name]
+        if var.val is not None:
+            return var.val
+        raise UnsupportedMilError(f"variable {var.name} has no value (op order or an unsupported construct)")
+
+    def describe(self) -> str:
+        return ("edgekit MIL reference interpreter (numpy): declared dtypes kept (FP16 outputs rounded to FP16), "
+                "FP32 accumulation; Core ML itself predicts only on macOS")
+
+    def op_histogram(self) -> dict[str, int]:
+        return dict(Counter(op.op_type for op in self.ops if op.op_type != "const"))
+
+    def weight_precisions(self) -> list[dict]:
+        """Every constant tensor with more than 16 elements: name, dtype, elements (the stored weights)."""
+        rows = []
+        for op in self.ops:
+            for var in op.outputs:
+                if op.op_type == "const" or op.op_type.startswith("constexpr_"):
+                    val = var.val if op.op_type == "const" else None
+                    size = int(np.prod(var.shape)) if var.shape else 1
+                    if size > 16:
+                        stored = dtype_name(op.inputs["quantized_data"]) if "quantized_data" in op.inputs else (
+                            "lut-" + dtype_name(op.inputs["lut"]) if "lut" in op.inputs else dtype_name(var))
+                        rows.append({"name": var.name, "op": op.op_type, "dtype": stored, "elements": size,
+                                     "value_dtype": str(val.dtype) if val is not None else dtype_name(var)})
+        consumed = {v.name for op in self.ops if op.op_type.startswith("constexpr_") for v in op.inputs.values()
+                    if hasattr(v, "name")}
+        return [r for r in rows if r["name"] not in consumed]
+
+    # --- ops (keyword names follow the MIL op definitions) -----------------------------------------
+    @staticmethod
+    def _f(x):
+        return np.asarray(x, dtype=np.float32)
+
+    def _op_cast(self, op, x, dtype):
+        return np.asarray(x).astype(_NP[str(dtype)])
+
+    def _op_relu(self, op, x):
+        return np.maximum(self._f(x), 0)
+
+    def _op_sigmoid(self, op, x):
+        return 1 / (1 + np.exp(-self._f(x)))
+
+    def _op_tanh(self, op, x):
+        return np.tanh(self._f(x))
+
+    def _op_add(self, op, x, y):
+        return self._f(x) + self._f(y)
+
+    def _op_sub(self, op, x, y):
+        return self._f(x) - self._f(y)
+
+    def _op_mul(self, op, x, y):
+        return self._f(x) * self._f(y)
+
+    def _op_real_div(self, op, x, y):
+        return self._f(x) / self._f(y)
+
+    def _op_maximum(self, op, x, y):
+        return np.maximum(self._f(x), self._f(y))
+
+    def _op_minimum(self, op, x, y):
+        return np.minimum(self._f(x), self._f(y))
+
+    def _op_reshape(self, op, x, shape):
+        return np.reshape(x, [int(s) for s in shape])
+
+    def _op_transpose(self, op, x, perm):
+        return np.transpose(x, [int(p) for p in perm])
+
+    def _op_squeeze(self, op, x, axes=None):
+        return np.squeeze(x, axis=tuple(int(a) for a in axes) if axes is not None else None)
+
+    def _op_expand_dims(self, op, x, axes):
+        for a in sorted(int(a) for a in axes):
+            x = np.expand_dims(x, a)
+        return x
+
+    def _op_tile(self, op, x, reps):
+        return np.tile(x, [int(r) for r in reps])
+
+    def _op_concat(self, op, values, axis, interleave=False):
+        if interleave:
+            raise UnsupportedMilError(f"concat {op.name}: interleave=True is not implemented")
+        return np.concatenate(values, axis=int(axis))
+
+    def _reduce(self, x, axes, keep_dims, fn):
+        axes = tuple(int(a) for a in axes) if axes is not None else None
+        return fn(self._f(x), axis=axes, keepdims=bool(keep_dims))
+
+    def _op_reduce_mean(self, op, x, axes=None, keep_dims=False):
+        return self._reduce(x, axes, keep_dims, np.mean)
+
+    def _op_reduce_sum(self, op, x, axes=None, keep_dims=False):
+        return self._reduce(x, axes, keep_dims, np.sum)
+
+    def _op_reduce_l2_norm(self, op, x, axes=None, keep_dims=False):
+        return self._reduce(x, axes, keep_dims, lambda v, axis, keepdims: np.sqrt(np.sum(v * v, axis=axis, keepdims=keepdims)))
+
+    def _op_linear(self, op, x, weight, bias=None):
+        x, w = self._f(x), self._f(weight)
+        self.macs += int(np.prod(x.shape[:-1])) * w.shape[0] * w.shape[1]
+        out = x @ w.T
+        return out + self._f(bias) if bias is not None else out
+
+    def _op_matmul(self, op, x, y, transpose_x=False, transpose_y=False):
+        x, y = self._f(x), self._f(y)
+        if transpose_x:
+            x = np.swapaxes(x, -1, -2)
+        if transpose_y:
+            y = np.swapaxes(y, -1, -2)
+        out = x @ y
+        self.macs += int(np.prod(out.shape)) * x.shape[-1]
+        return out
+
+    def _op_conv(self, op, x, weight, strides=None, pad_type=None, pad=None, dilations=None, groups=1, bias=None):
+        x, w = self._f(x), self._f(weight)
+        if x.ndim != 4:
+            raise UnsupportedMilError(f"conv {op.name}: only 2-D convolution is implemented (input rank {x.ndim})")
+        kernel = w.shape[2:]
+        strides = [int(s) for s in (strides if strides is not None else [1, 1])]
+        dil = [int(d) for d in (dilations if dilations is not None else [1, 1])]
+        if dil != [1, 1]:
+            raise UnsupportedMilError(f"conv {op.name}: dilations {dil} are not implemented")
+        (pt, pb), (pl, pr) = _pads(op, x.shape[2:], kernel, strides, dil)
+        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        g = int(groups)
+        cin_g, cout_g = x.shape[1] // g, w.shape[0] // g
+        outs = []
+        for i in range(g):
+            win = _windows(x[:, i * cin_g:(i + 1) * cin_g], kernel, strides)
+            outs.append(np.einsum("nchwij,ocij->nohw", win, w[i * cout_g:(i + 1) * cout_g], optimize=True))
+        out = np.concatenate(outs, axis=1)
+        self.macs += int(np.prod(out.shape)) * cin_g * int(np.prod(kernel))
+        return out + self._f(bias).reshape(1, -1, 1, 1) if bias is not None else out
+
+    def _pool(self, op, x, kernel_sizes, strides, pad, ceil_mode, reduce, pad_value):
+        if bool(ceil_mode):
+            raise UnsupportedMilError(f"{op.op_type} {op.name}: ceil_mode=True is not implemented")
+        x = self._f(x)
+        kernel, strides = [int(k) for k in kernel_sizes], [int(s) for s in strides]
+        (pt, pb), (pl, pr) = _pads(op, x.shape[2:], kernel, strides)
+        padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+        return reduce(_windows(padded, kernel, strides), padded.shape, (pt, pb, pl, pr), kernel, strides)
+
+    def _op_max_pool(self, op, x, kernel_sizes, strides, pad_type=None, pad=None, ceil_mode=False):
+        return self._pool(op, x, kernel_sizes, strides, pad, ceil_mode, lambda w, *a: w.max(axis=(-2, -1)), -np.inf)
+
+    def _op_avg_pool(self, op, x, kernel_sizes, strides, pad_type=None, pad=None, ceil_mode=False,
+                     exclude_padding_from_average=False):
+        def average(win, shape, pads, kernel, strides):
+            if not exclude_padding_from_average:
+                return win.mean(axis=(-2, -1))
+            ones = np.pad(np.ones((1, 1, shape[2] - pads[0] - pads[1], shape[3] - pads[2] - pads[3]), np.float32),
+                          ((0, 0), (0, 0), (pads[0], pads[1]), (pads[2], pads[3])))
+            counts = _windows(ones, kernel, strides).sum(axis=(-2, -1))
+            return win.sum(axis=(-2, -1)) / counts
+        return self._pool(op, x, kernel_sizes, strides, pad, ceil_mode, average, 0.0)
+
+    def _op_constexpr_affine_dequantize(self, op, quantized_data, zero_point, scale, axis):
+        q = np.asarray(quantized_data, np.float32)
+        shape = [1] * q.ndim
+        shape[int(axis)] = -1
+        zp = np.asarray(zero_point, np.float32)
+        sc = np.asarray(scale, np.float32)
+        zp = zp.reshape(shape) if zp.ndim else zp
+        sc = sc.reshape(shape) if sc.ndim else sc
+        return (q - zp) * sc
+
+    def _op_constexpr_lut_to_dense(self, op, lut, indices, shape):
+        lut = np.asarray(lut)
+        if lut.ndim != 1:
+            raise UnsupportedMilError(f"constexpr_lut_to_dense {op.name}: only a single (per-tensor) LUT is implemented")
+        n = int(np.prod(shape))
+        bits = int(np.log2(len(lut)))
+        raw = np.unpackbits(np.asarray(indices, np.uint8), bitorder="little")[: n * bits].reshape(n, bits)
+        idx = (raw * (1 << np.arange(bits))).sum(axis=1)
+        return lut[idx].reshape([int(s) for s in shape])

@@ -1,0 +1,78 @@
+"""to_coreml: PyTorch -> Core ML ML program (.mlpackage) with coremltools, float32 I/O, metadata filled in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from edgekit._optional import require
+from edgekit.artifact import Artifact, Format
+from edgekit.errors import BadInputError
+from edgekit.passes.base import Pass
+from edgekit.quiet import quiet
+
+
+class ToCoreML(Pass):
+    name: ClassVar[str] = "to_coreml"
+    version: ClassVar[int] = 1
+    consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.torchscript, Format.exported_program})
+    produces: ClassVar[Format] = Format.coreml
+    summary: ClassVar[str] = "convert to a Core ML ML program (.mlpackage) with coremltools"
+
+    precision: Literal["fp16", "fp32"] = Field("fp16", description="compute and storage precision")
+    deployment_target: Literal["iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15"] = "iOS17"
+    compute_units: Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"] = "all"
+    input_type: Literal["tensor"] = Field("tensor", description="float32 tensor input (the one input contract)")
+
+    def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
+        import numpy as np
+        import torch
+
+        ct = require("coremltools", "the to_coreml pass")
+        from edgekit.passes.export_onnx import load_torch_artifact
+
+        card = ctx.card
+        module = load_torch_artifact(src)
+        args = tuple(torch.zeros(s.shape) for s in card.inputs)
+        try:
+            with quiet():
+                traced = module if src.format == Format.torchscript else torch.jit.trace(module, args, check_trace=False)
+                model = ct.convert(
+                    traced, convert_to="mlprogram",
+                    inputs=[ct.TensorType(name=s.name, shape=tuple(s.shape), dtype=np.float32) for s in card.inputs],
+                    outputs=[ct.TensorType(name=card.output.name, dtype=np.float32)],
+                    minimum_deployment_target=getattr(ct.target, self.deployment_target),
+                    compute_precision=ct.precision.FLOAT16 if self.precision == "fp16" else ct.precision.FLOAT32,
+                    compute_units=getattr(ct.ComputeUnit, self.compute_units.upper()))
+        except Exception as exc:
+            raise BadInputError(f"to_coreml: coremltools could not convert the model ({str(exc).strip().splitlines()[0][:240]}); "
+                                "fix: replace the unsupported layer or pick another target") from None
+        self._fill_metadata(model, card, ctx)
+        path = out_dir / "model.mlpackage"
+        with quiet():
+            model.save(str(path))
+        return Artifact.create(path, Format.coreml, src, precision=self.precision, deployment_target=self.deployment_target,
+                               notes=[f"coremltools {ct.__version__}: ML program for {self.deployment_target}, {self.precision}, "
+                                      f"compute units {self.compute_units}"])
+
+    @staticmethod
+    def _fill_metadata(model, card, ctx) -> None:
+        import edgekit
+
+        pre = card.preprocessing
+        model.short_description = card.description or f"{card.name} gaze estimator compiled by edgekit"
+        model.author = "edgekit"
+        model.license = "same as the source model's weights"
+        model.version = edgekit.__version__
+        for s in card.inputs:
+            model.input_description[s.name] = (f"{s.name}: float32 {'x'.join(map(str, s.shape))} {s.layout}; pixels x -> "
+                                               f"x * {pre.scale:.8g} + {pre.offset:g}" if s.source == "image"
+                                               else f"{s.name}: head pitch and yaw in radians")
+        model.output_description[card.output.name] = (f"{card.output.name}: {card.output.convention}, camera frame x right, "
+                                                       "y down, z forward")
+        model.user_defined_metadata["edgekit.version"] = edgekit.__version__
+        model.user_defined_metadata["edgekit.pipeline"] = ctx.pipeline
+        model.user_defined_metadata["edgekit.preprocessing"] = json.dumps(pre.model_dump())
