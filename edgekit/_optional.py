@@ -14,6 +14,7 @@ _EXTRA_FOR = {
     "onnxslim": "onnx",
     "onnxconverter_common": "onnx",
     "coremltools": "coreml",
+    "sklearn": "coreml",
 }
 
 

@@ -120,3 +120,26 @@ def test_a_failed_conversion_is_one_line_and_leaves_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: to_coreml: coremltools could not convert the model" in err and "Converting PyTorch" not in err
     assert not (tmp_path / "t").exists()
+
+
+def _constexpr_ops(interp):
+    return [op for op in interp.ops if op.op_type.startswith("constexpr_")]
+
+
+@pytest.mark.parametrize("target, op_type, dtype", [("coreml-int8", "constexpr_affine_dequantize", "int8"),
+                                                    ("coreml-palettized", "constexpr_lut_to_dense", "lut-fp16")])
+def test_compressed_weights_decode_like_coremltools_and_report_their_precision(target, op_type, dtype, tmp_path, fp16_and_fp32):
+    res = ek.compile(None, target, out=tmp_path / target)
+    rep = res.report
+    assert rep.passed and rep.runtime["op_histogram"][op_type] == 5  # 7 weight tensors, 2 below weight_threshold 512
+    assert rep.runtime["weight_dtypes"].get(dtype, 0) > 0.95  # nearly every weight element is stored compressed
+    interp = MilInterpreter(res.artifact)
+    for op in _constexpr_ops(interp):  # edgekit's decoding against coremltools' own value inference
+        args = {k: v.val for k, v in op.inputs.items()}
+        np.testing.assert_allclose(getattr(interp, f"_op_{op.op_type}")(op, **args).astype(np.float32),
+                                   np.asarray(op.materialized_val_inference(), np.float32), rtol=1e-3, atol=1e-3)
+    fp32_size = fp16_and_fp32[1].report.size["artifact"].value
+    ratio = fp32_size / rep.size["artifact"].value
+    assert (3.5 < ratio < 4.2) if target == "coreml-int8" else (6.5 < ratio < 8.5)  # ~4x INT8, ~8x 4-bit
+    if target == "coreml-int8":
+        assert rep.accuracy.error_increase_deg <= 0.3 and rep.runtime["int8_weight_fraction"] > 0.95

@@ -26,6 +26,9 @@ class ToCoreML(Pass):
     deployment_target: Literal["iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15"] = "iOS17"
     compute_units: Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"] = "all"
     input_type: Literal["tensor"] = Field("tensor", description="float32 tensor input (the one input contract)")
+    weights: Literal["float", "int8", "palettize4"] = Field(
+        "float", description="int8: per-channel symmetric linear weights; palettize4: 4-bit k-means lookup table per tensor")
+    weight_threshold: int = Field(512, ge=1, description="compress only weight tensors with at least this many elements")
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import numpy as np
@@ -50,13 +53,30 @@ class ToCoreML(Pass):
         except Exception as exc:
             raise BadInputError(f"to_coreml: coremltools could not convert the model ({str(exc).strip().splitlines()[0][:240]}); "
                                 "fix: replace the unsupported layer or pick another target") from None
+        model = self._compress(model, ct)
         self._fill_metadata(model, card, ctx)
         path = out_dir / "model.mlpackage"
         with quiet():
             model.save(str(path))
-        return Artifact.create(path, Format.coreml, src, precision=self.precision, deployment_target=self.deployment_target,
-                               notes=[f"coremltools {ct.__version__}: ML program for {self.deployment_target}, {self.precision}, "
-                                      f"compute units {self.compute_units}"])
+        precision = {"float": self.precision, "int8": "int8-weights", "palettize4": "palettized-4bit"}[self.weights]
+        return Artifact.create(path, Format.coreml, src, precision=precision, deployment_target=self.deployment_target,
+                               notes=[f"coremltools {ct.__version__}: ML program for {self.deployment_target}, {self.precision} "
+                                      f"compute, weights {self.weights}, compute units {self.compute_units}"])
+
+    def _compress(self, model, ct):
+        """Weight compression with coremltools.optimize (data-free: no predict, so it runs off macOS)."""
+        if self.weights == "float":
+            return model
+        cto = require("coremltools.optimize.coreml", "Core ML weight compression")
+        if self.weights == "int8":
+            op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel",
+                                                    weight_threshold=self.weight_threshold)
+            with quiet():
+                return cto.linear_quantize_weights(model, config=cto.OptimizationConfig(global_config=op_config))
+        require("sklearn", "4-bit k-means palettization")
+        op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_tensor", weight_threshold=self.weight_threshold)
+        with quiet():
+            return cto.palettize_weights(model, config=cto.OptimizationConfig(global_config=op_config))
 
     @staticmethod
     def _fill_metadata(model, card, ctx) -> None:
