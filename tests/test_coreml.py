@@ -143,3 +143,24 @@ def test_compressed_weights_decode_like_coremltools_and_report_their_precision(t
     assert (3.5 < ratio < 4.2) if target == "coreml-int8" else (6.5 < ratio < 8.5)  # ~4x INT8, ~8x 4-bit
     if target == "coreml-int8":
         assert rep.accuracy.error_increase_deg <= 0.3 and rep.runtime["int8_weight_fraction"] > 0.95
+
+
+def test_w8a8_quantizes_activations_with_calibrated_ranges(tmp_path):
+    res = ek.compile(None, "coreml-w8a8", out=tmp_path / "w8a8")
+    rep = res.report
+    hist = rep.runtime["op_histogram"]
+    assert hist["quantize"] == hist["dequantize"] == 7  # every conv and linear input: 5 convs + 2 linears
+    assert rep.artifact["precision"] == "w8a8" and rep.runtime["int8_weight_fraction"] > 0.95
+    assert rep.inputs_digest["calib_set"] != rep.inputs_digest["eval_set"]
+    assert rep.accuracy.error_increase_deg <= 0.3 and rep.accuracy.diff_from_reference.p95_deg < 1.0
+    interp = MilInterpreter(res.artifact)
+    q = next(op for op in interp.ops if op.op_type == "quantize")
+    assert str(q.output_dtype.val) in ("int8", "uint8")  # coremltools stores quint8 as int8 with the zero point shifted
+
+
+def test_quantize_dequantize_ops_match_torch():
+    x = np.linspace(-3, 3, 101, dtype=np.float32)
+    want = torch.dequantize(torch.quantize_per_tensor(torch.from_numpy(x), 0.03, 100, torch.quint8)).numpy()
+    interp = MilInterpreter.__new__(MilInterpreter)
+    q = interp._op_quantize(None, x, np.float32(0.03), "uint8", zero_point=np.uint8(100))
+    np.testing.assert_allclose(interp._op_dequantize(None, q, np.float32(0.03), zero_point=np.uint8(100)), want, atol=1e-6)

@@ -271,6 +271,27 @@ class MilInterpreter:
             return win.sum(axis=(-2, -1)) / counts
         return self._pool(op, x, kernel_sizes, strides, pad, ceil_mode, average, 0.0)
 
+    @staticmethod
+    def _per_axis(v, ndim: int, axis):
+        v = np.asarray(v, np.float32)
+        if v.ndim == 0 or axis is None:
+            return v
+        shape = [1] * ndim
+        shape[int(axis)] = -1
+        return v.reshape(shape)
+
+    def _op_quantize(self, op, input, scale, output_dtype, zero_point=None, axis=None):
+        x = self._f(input)
+        info = np.iinfo(_NP[str(output_dtype)])
+        zp = self._per_axis(zero_point if zero_point is not None else 0, x.ndim, axis)
+        # round half to even, as torch's quantize_per_tensor (the source of these ops) does
+        return np.clip(np.round(x / self._per_axis(scale, x.ndim, axis)) + zp, info.min, info.max)
+
+    def _op_dequantize(self, op, input, scale, zero_point=None, axis=None):
+        q = np.asarray(input, np.float32)
+        zp = self._per_axis(zero_point if zero_point is not None else 0, q.ndim, axis)
+        return (q - zp) * self._per_axis(scale, q.ndim, axis)
+
     def _op_constexpr_affine_dequantize(self, op, quantized_data, zero_point, scale, axis):
         q = np.asarray(quantized_data, np.float32)
         shape = [1] * q.ndim

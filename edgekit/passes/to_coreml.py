@@ -29,6 +29,9 @@ class ToCoreML(Pass):
     weights: Literal["float", "int8", "palettize4"] = Field(
         "float", description="int8: per-channel symmetric linear weights; palettize4: 4-bit k-means lookup table per tensor")
     weight_threshold: int = Field(512, ge=1, description="compress only weight tensors with at least this many elements")
+    activations: Literal["float", "int8"] = Field(
+        "float", description="int8: quantize every conv/linear input to uint8 with calibrated ranges (W8A8 with weights=int8)")
+    observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import numpy as np
@@ -40,9 +43,12 @@ class ToCoreML(Pass):
         card = ctx.card
         module = load_torch_artifact(src)
         args = tuple(torch.zeros(s.shape) for s in card.inputs)
+        hooks = self._activation_quantizers(module, ctx) if self.activations == "int8" else []
         try:
             with quiet():
                 traced = module if src.format == Format.torchscript else torch.jit.trace(module, args, check_trace=False)
+                for h in hooks:
+                    h.remove()
                 model = ct.convert(
                     traced, convert_to="mlprogram",
                     inputs=[ct.TensorType(name=s.name, shape=tuple(s.shape), dtype=np.float32) for s in card.inputs],
@@ -59,9 +65,35 @@ class ToCoreML(Pass):
         with quiet():
             model.save(str(path))
         precision = {"float": self.precision, "int8": "int8-weights", "palettize4": "palettized-4bit"}[self.weights]
+        if self.activations == "int8":
+            precision = "w8a8" if self.weights == "int8" else f"{precision}+int8-activations"
         return Artifact.create(path, Format.coreml, src, precision=precision, deployment_target=self.deployment_target,
                                notes=[f"coremltools {ct.__version__}: ML program for {self.deployment_target}, {self.precision} "
                                       f"compute, weights {self.weights}, compute units {self.compute_units}"])
+
+    def _activation_quantizers(self, module, ctx) -> list:
+        """Forward pre-hooks that quantize and dequantize every conv/linear input with its calibrated uint8 range;
+        traced, they become MIL quantize/dequantize ops. Ranges: edgekit's observers over the calibration set."""
+        import torch
+
+        from edgekit.evalset import model_inputs
+        from edgekit.quant.fake_quant import QUANTIZABLE, input_ranges
+
+        if ctx.calib is None:
+            raise BadInputError("to_coreml activations=int8 needs a calibration set; fix: add `calibration:` to the recipe")
+        if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+            raise BadInputError("to_coreml activations=int8 needs a PyTorch module (not TorchScript); fix: give the weights")
+        x = torch.from_numpy(model_inputs(ctx.card, ctx.calib).arrays[ctx.card.image_input.name])
+        ranges = input_ranges(module, [(x[i:i + 64],) for i in range(0, len(x), 64)], self.observer)
+        hooks = []
+        for name, m in module.named_modules():
+            if isinstance(m, QUANTIZABLE) and name in ranges:
+                lo, hi = min(ranges[name][0], 0.0), max(ranges[name][1], 1e-6)
+                scale = (hi - lo) / 255.0
+                zero = int(round(-lo / scale))
+                hooks.append(m.register_forward_pre_hook(lambda _m, a, s=scale, z=zero: (
+                    torch.dequantize(torch.quantize_per_tensor(a[0], s, z, torch.quint8)), *a[1:])))
+        return hooks
 
     def _compress(self, model, ct):
         """Weight compression with coremltools.optimize (data-free: no predict, so it runs off macOS)."""
