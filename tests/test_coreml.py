@@ -114,12 +114,38 @@ def test_gazeresnet18_coreml_fp16(tmp_path):
     assert res.passed and res.report.runtime["op_histogram"]["max_pool"] == 1
 
 
+def test_temporalgaze_converts_with_its_gru_unrolled_and_verifies(tmp_path):
+    res = ek.compile("temporalgaze", "coreml", out=tmp_path / "t")
+    rep = res.report
+    assert rep.passed and rep.accuracy.diff_from_reference.max_deg <= 0.1 and rep.accuracy.truth.startswith("future")
+    assert any("unrolled" in n for n in rep.steps[-1].notes)
+    hist = rep.runtime["op_histogram"]
+    assert hist["sigmoid"] == 20 and hist["tanh"] == 10  # 10 GRU steps: two gates and one candidate each
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_unrolled_recurrence_equals_torch(cell):
+    from edgekit.models import build
+    from edgekit.passes.recurrent import unroll_recurrent
+
+    torch.manual_seed(0)
+    model = build("temporalgaze", {"cell": cell}).eval()
+    unrolled, names = unroll_recurrent(model)
+    x = torch.randn(3, 10, 1, 40, 64)
+    assert names == ["rnn"] and torch.allclose(unrolled(x), model(x), atol=1e-6)
+
+
 def test_a_failed_conversion_is_one_line_and_leaves_nothing(tmp_path, capsys):
-    # coremltools 9.0 with torch 2.13 cannot convert TemporalGaze's GRU (traced or torch.export): known gap
-    assert run(["compile", "temporalgaze", "-t", "coreml", "--out", str(tmp_path / "t")]) == 2
+    from edgekit.models.io import save_weights
+    from tests.fixtures.gaze_models import UnsupportedOpGaze
+
+    weights = save_weights(UnsupportedOpGaze(), tmp_path / "odd.safetensors")
+    out = tmp_path / "o"
+    assert run(["compile", str(weights), "--arch", "tests.fixtures.gaze_models:UnsupportedOpGaze", "--input-shape",
+                "1x1x40x64", "-t", "coreml", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "error: to_coreml: coremltools could not convert the model" in err and "Converting PyTorch" not in err
-    assert not (tmp_path / "t").exists()
+    assert not out.exists()
 
 
 def _constexpr_ops(interp):

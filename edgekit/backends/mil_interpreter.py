@@ -198,6 +198,28 @@ class MilInterpreter:
             raise UnsupportedMilError(f"concat {op.name}: interleave=True is not implemented")
         return np.concatenate(values, axis=int(axis))
 
+    def _op_stack(self, op, values, axis):
+        return np.stack(values, axis=int(axis))
+
+    def _op_split(self, op, x, axis, num_splits=None, split_sizes=None):
+        if split_sizes is not None:
+            edges = np.cumsum([int(v) for v in split_sizes])[:-1]
+            return tuple(np.split(x, edges, axis=int(axis)))
+        return tuple(np.split(x, int(num_splits), axis=int(axis)))
+
+    def _op_slice_by_index(self, op, x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+        x = np.asarray(x)
+        index = []
+        for d in range(x.ndim):
+            b = None if begin_mask is not None and begin_mask[d] else int(begin[d])
+            e = None if end_mask is not None and end_mask[d] else int(end[d])
+            step = int(stride[d]) if stride is not None else 1
+            if squeeze_mask is not None and squeeze_mask[d]:
+                index.append(int(begin[d]))
+            else:
+                index.append(slice(b, e, step))
+        return x[tuple(index)]
+
     def _reduce(self, x, axes, keep_dims, fn):
         axes = tuple(int(a) for a in axes) if axes is not None else None
         return fn(self._f(x), axis=axes, keepdims=bool(keep_dims))

@@ -40,9 +40,10 @@ class TemporalGaze(nn.Module):
         return feats, F.normalize(self.backbone.head(feats), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t = x.shape[:2]
         feats, gaze = self.per_frame(x.flatten(0, 1))
-        return self.forecast(feats.view(b, t, -1), gaze.view(b, t, 3))
+        # sizes as Python ints, not traced shape values: converters (coremltools) choke on traced int casts
+        features = self.backbone.head.in_features
+        return self.forecast(feats.view(-1, self.window, features), gaze.view(-1, self.window, 3))
 
     def forecast(self, feats: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
         """(B, T, F) features and (B, T, 3) per-frame gaze -> (B, horizons, 3)."""
