@@ -144,9 +144,18 @@ def sidecar(card: ModelCard, art: Artifact, pipeline: str) -> dict:
     import edgekit
 
     pre = card.preprocessing
+    if art.meta.get("input_type") == "image":
+        return {**_tensor_sidecar(card, art, pipeline, edgekit.__version__, pre),
+                "inputs": [{"name": s.name, "kind": "image", "shape": s.shape, "color": s.color, "pixel_range": [0, 255],
+                            "normalization": {"applied": "inside the model", "scale": pre.scale, "offset": pre.offset},
+                            "quantization": None} for s in card.inputs]}
+    return _tensor_sidecar(card, art, pipeline, edgekit.__version__, pre)
+
+
+def _tensor_sidecar(card: ModelCard, art: Artifact, pipeline: str, version: str, pre) -> dict:
     return {
         "artifact": art.path.name, "format": art.format.value, "sha256": art.sha256, "pipeline": pipeline,
-        "edgekit": edgekit.__version__,
+        "edgekit": version,
         "inputs": [{"name": s.name, "shape": s.shape, "dtype": s.dtype, "layout": s.layout, "source": s.source,
                     "normalization": ({"formula": "x = pixel * scale + offset", "scale": pre.scale, "offset": pre.offset,
                                        "equalize_hist": pre.equalize_hist, "color": s.color, "pixel_range": [0, 255]}

@@ -190,3 +190,16 @@ def test_quantize_dequantize_ops_match_torch():
     interp = MilInterpreter.__new__(MilInterpreter)
     q = interp._op_quantize(None, x, np.float32(0.03), "uint8", zero_point=np.uint8(100))
     np.testing.assert_allclose(interp._op_dequantize(None, q, np.float32(0.03), zero_point=np.uint8(100)), want, atol=1e-6)
+
+
+def test_image_input_takes_pixels_and_normalises_inside(tmp_path):
+    recipe = tmp_path / "img.yaml"
+    recipe.write_text("name: coreml-image\nbackend: coreml\npasses:\n  - fold_bn\n  - to_coreml: {input_type: image}\n"
+                      "gates:\n  max_diff_deg: 0.1\n")
+    res = ek.compile(None, str(recipe), out=tmp_path / "o")
+    assert res.passed and "fed pixel values" in res.report.accuracy.how
+    io = json.loads((tmp_path / "o" / "io.json").read_text())
+    assert io["inputs"][0]["kind"] == "image" and io["inputs"][0]["normalization"]["applied"] == "inside the model"
+    with quiet():
+        spec = ct.models.MLModel(str(res.artifact), skip_model_load=True).get_spec()
+    assert spec.description.input[0].type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.GRAYSCALE

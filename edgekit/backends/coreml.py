@@ -18,11 +18,38 @@ MEASURES_SPEED = False
 WHY_NO_SPEED = "not measured: Core ML predicts only on macOS/iOS, and the numpy reference interpreter's speed says nothing about a device"
 
 
-def runner(path: Path, threads: int = 1) -> MilInterpreter:
-    return MilInterpreter(path)
+class ImageInputRunner:
+    """Feeds an image-input package what a caller feeds it: pixel values, not the preprocessed tensor."""
+
+    def __init__(self, interp: MilInterpreter, scale: float, offset: float):
+        self.interp, self.scale, self.offset = interp, scale, offset
+        self.macs = 0
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        pixels = {k: np.clip(np.rint((v - self.offset) / self.scale), 0, 255).astype(np.float32) for k, v in inputs.items()}
+        out = self.interp.run(pixels)
+        self.macs = self.interp.macs
+        return out
+
+    def describe(self) -> str:
+        return self.interp.describe() + "; fed pixel values (image input: preprocessing inside the model)"
+
+    def __getattr__(self, name):
+        return getattr(self.interp, name)
 
 
-def counts(path: Path, interp: MilInterpreter, sample) -> dict:
+def runner(path: Path, threads: int = 1):
+    import json
+
+    interp = MilInterpreter(path)
+    spec = interp.spec
+    if spec.description.input[0].type.HasField("imageType"):
+        pre = json.loads(spec.description.metadata.userDefined["edgekit.preprocessing"])
+        return ImageInputRunner(interp, pre["scale"], pre["offset"])
+    return interp
+
+
+def counts(path: Path, interp, sample) -> dict:
     interp.run(sample)
     weights = interp.weight_precisions()
     params = sum(w["elements"] for w in weights)

@@ -25,7 +25,9 @@ class ToCoreML(Pass):
     precision: Literal["fp16", "fp32"] = Field("fp16", description="compute and storage precision")
     deployment_target: Literal["iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15"] = "iOS17"
     compute_units: Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"] = "all"
-    input_type: Literal["tensor"] = Field("tensor", description="float32 tensor input (the one input contract)")
+    input_type: Literal["tensor", "image"] = Field(
+        "tensor", description="tensor: float32 preprocessed input (the one input contract); image: raw pixels, "
+                              "the card's scale and offset applied inside the model")
     weights: Literal["float", "int8", "palettize4"] = Field(
         "float", description="int8: per-channel symmetric linear weights; palettize4: 4-bit k-means lookup table per tensor")
     weight_threshold: int = Field(512, ge=1, description="compress only weight tensors with at least this many elements")
@@ -56,7 +58,7 @@ class ToCoreML(Pass):
                     h.remove()
                 model = ct.convert(
                     traced, convert_to="mlprogram",
-                    inputs=[ct.TensorType(name=s.name, shape=tuple(s.shape), dtype=np.float32) for s in card.inputs],
+                    inputs=self._inputs(ct, card),
                     outputs=[ct.TensorType(name=card.output.name, dtype=np.float32)],
                     minimum_deployment_target=getattr(ct.target, self.deployment_target),
                     compute_precision=self._compute_precision(ct, bool(unrolled)),
@@ -79,7 +81,20 @@ class ToCoreML(Pass):
                          f"{card.image_input.shape[1]}-step window (coremltools cannot convert torch 2.13's GRU/LSTM)"
                          + ("; only conv and relu run in FP16, the recurrence in FP32" if self.precision == "fp16" else ""))
         return Artifact.create(path, Format.coreml, src, precision=precision, deployment_target=self.deployment_target,
-                               notes=notes)
+                               input_type=self.input_type, notes=notes)
+
+    def _inputs(self, ct, card) -> list:
+        import numpy as np
+
+        if self.input_type == "tensor":
+            return [ct.TensorType(name=s.name, shape=tuple(s.shape), dtype=np.float32) for s in card.inputs]
+        spec, pre = card.image_input, card.preprocessing
+        if len(card.inputs) != 1 or spec.layout != "NCHW" or spec.shape[1] not in (1, 3) or pre.equalize_hist:
+            raise BadInputError("to_coreml input_type=image needs one NCHW image input with 1 or 3 channels and no "
+                                "histogram equalisation; fix: use input_type: tensor")
+        layout = {1: ct.colorlayout.GRAYSCALE, 3: ct.colorlayout.BGR if spec.color == "bgr" else ct.colorlayout.RGB}[spec.shape[1]]
+        return [ct.ImageType(name=spec.name, shape=tuple(spec.shape), scale=pre.scale, bias=[pre.offset] * spec.shape[1],
+                             color_layout=layout)]
 
     def _compute_precision(self, ct, recurrent: bool):
         if self.precision == "fp32":
@@ -138,10 +153,13 @@ class ToCoreML(Pass):
         model.author = "edgekit"
         model.license = "same as the source model's weights"
         model.version = edgekit.__version__
+        image_input = model.get_spec().description.input[0].type.HasField("imageType")
         for s in card.inputs:
-            model.input_description[s.name] = (f"{s.name}: float32 {'x'.join(map(str, s.shape))} {s.layout}; pixels x -> "
-                                               f"x * {pre.scale:.8g} + {pre.offset:g}" if s.source == "image"
-                                               else f"{s.name}: head pitch and yaw in radians")
+            model.input_description[s.name] = (
+                f"{s.name}: {s.color} image {s.shape[-1]}x{s.shape[-2]}; the model applies x * {pre.scale:.8g} + {pre.offset:g}"
+                if image_input and s.source == "image" else
+                f"{s.name}: float32 {'x'.join(map(str, s.shape))} {s.layout}; pixels x -> x * {pre.scale:.8g} + {pre.offset:g}"
+                if s.source == "image" else f"{s.name}: head pitch and yaw in radians")
         model.output_description[card.output.name] = (f"{card.output.name}: {card.output.convention}, camera frame x right, "
                                                        "y down, z forward")
         model.user_defined_metadata["edgekit.version"] = edgekit.__version__
