@@ -121,7 +121,7 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
                                       how=f"sum of file sizes: {', '.join(f.name for f in art.files())}")},
         compute={"params": Measurement(value=counts["params"], unit="count", method="static", how=counts["params_how"]),
                  "macs": Measurement(value=counts["macs"], unit="MAC", method="static", how=counts["macs_how"])},
-        runtime=runtime, host=host_info(), tools=tool_versions(),
+        runtime=runtime, host=host_info(), tools=tool_versions(), energy=backend.energy(art.path, runner, sample),
         inputs_digest={k: v for k, v in {"model": src.artifact.sha256, "eval_set": eval_set.digest(),
                                          "calib_set": calib_set.digest() if calib_set else None}.items() if v},
         notes=notes)

@@ -58,6 +58,11 @@ def counts(path: Path, interp, sample) -> dict:
             "macs_how": "counted by the MIL interpreter from the conv/linear/matmul shapes it executed, batch 1"}
 
 
+def energy(path: Path, interp, sample) -> dict:
+    return {"why": "not estimated yet for Core ML packages: per-layer counts by precision are read from ONNX graphs only; "
+                   "Core ML runs only on Apple devices, so nothing is measured here"}
+
+
 def runtime_details(art, interp: MilInterpreter, work: Path) -> tuple[dict, list[str]]:
     weights = interp.weight_precisions()
     total = sum(w["elements"] for w in weights) or 1

@@ -58,6 +58,21 @@ def counts(path: Path, runner, sample) -> dict:
                         ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in c["macs_by_op"].items())}
 
 
+def energy(path: Path, runner, sample) -> dict:
+    """Per-layer counts, cited estimates, and a RAPL measurement where the host exposes the counters."""
+    from edgekit.energy.counts import onnx_layer_counts
+    from edgekit.energy.estimate import estimate
+    from edgekit.energy.meters import RaplSource, measure
+
+    rows = onnx_layer_counts(path)
+    macs_by_precision: dict[str, int] = {}
+    for r in rows:
+        macs_by_precision[r["precision"]] = macs_by_precision.get(r["precision"], 0) + r["macs"]
+    reading = measure(RaplSource(), lambda: runner.run(sample))
+    return {"macs_by_precision": macs_by_precision, "layers": rows, "estimates": estimate(rows),
+            "measured": reading.__dict__ | {"meter": "RAPL (powercap)", "runtime": runner.describe()}}
+
+
 def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
     details = {"runtime": runner.describe(), "executed_here": True}
     if art.meta.get("precision") != "fp16":

@@ -14,6 +14,7 @@ import typer
 from edgekit.cli.catalog import passes, schema, targets
 from edgekit.cli.compile import compile_command, report_command
 from edgekit.cli.data import data_app
+from edgekit.cli.energy import energy_command
 from edgekit.cli.demo import demo_app
 from edgekit.cli.doctor import doctor
 from edgekit.errors import EdgekitError
@@ -23,6 +24,7 @@ app = typer.Typer(name="edgekit", no_args_is_help=True, add_completion=False, pr
                        "Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency.")
 app.command("compile")(compile_command)
 app.command("report")(report_command)
+app.command("energy")(energy_command)
 app.command()(targets)
 app.command()(passes)
 app.command()(schema)

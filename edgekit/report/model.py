@@ -79,6 +79,7 @@ class Report(BaseModel):
     parity: dict | None = None  # first diverging layer when a gate fails
     quantization: dict | None = None  # plan summary, per-layer table, INT8 fractions, calibration
     comparison: dict = Field(default_factory=dict)  # against the FP32 artifact of the same pipeline, measured in one run
+    energy: dict = Field(default_factory=dict)  # estimates (profile, level, low-high uJ, sources) and the measured reading
     gates: list[Gate] = Field(default_factory=list)
     passed: bool = True
     host: dict = Field(default_factory=dict)

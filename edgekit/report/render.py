@@ -62,6 +62,7 @@ def to_markdown(report: Report) -> str:
     lines += ["", "## Measurements", "", "| section | quantity | value | how |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(report)]
     lines += _quant_markdown(report)
+    lines += _energy_markdown(report)
     lines += ["", "## Pipeline steps", "", "| pass | format | sha256 | cached | seconds | notes |", "|---|---|---|---|---|---|"]
     lines += [f"| {s.pass_} | {s.format} | `{s.sha256[:12]}` | {s.cached} | {s.seconds:.2f} | {'; '.join(s.notes)} |" for s in report.steps]
     if report.notes:
@@ -71,6 +72,32 @@ def to_markdown(report: Report) -> str:
               f"- created {report.created}, report schema v{report.schema_version}", "",
               "Resolved recipe:", "", "```json", json.dumps(report.recipe, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+_ENERGY_HEAD = ["profile", "device", "level", "energy per inference (uJ)", "method", "assumptions", "source"]
+
+
+def _energy_rows(report: Report) -> list[list[str]]:
+    from edgekit.report.summary import _range
+
+    return [[e["profile"], e["device"], e["level"], _range(e), e["method"], e["assumptions"], e["source"]]
+            for e in report.energy.get("estimates", [])]
+
+
+def _energy_markdown(report: Report) -> list[str]:
+    if not report.energy:
+        return []
+    lines = ["", "## Energy", ""]
+    if "why" in report.energy:
+        return lines + [report.energy["why"]]
+    m = report.energy.get("measured", {})
+    lines.append(f"- measured: " + (f"{m['dynamic_uj_per_inference']:.2f} uJ dynamic, {m['total_uj_per_inference']:.2f} uJ total "
+                                     f"per inference ({m['how']})" if m.get("dynamic_uj_per_inference") else m.get("how", "n/a")))
+    lines.append(f"- MACs by precision: {', '.join(f'{k} {v / 1e6:.2f} M' for k, v in report.energy['macs_by_precision'].items())}")
+    lines.append("- estimates are count x cited per-op constant; compare only rows of the same profile, device and level")
+    lines += ["", "| " + " | ".join(_ENERGY_HEAD) + " |", "|" + "---|" * len(_ENERGY_HEAD)]
+    lines += ["| " + " | ".join(r) + " |" for r in _energy_rows(report)]
+    return lines
 
 
 def _quant_rows(report: Report) -> list[list[str]]:
@@ -129,7 +156,7 @@ def to_html(report: Report) -> str:
 host {e(str(report.host.get('cpu')))}.</p>
 <h2>Gates</h2><table><tr><th>gate</th><th>what</th><th>limit</th><th>value</th><th>result</th></tr>{gates or '<tr><td colspan=5>none declared</td></tr>'}</table>{parity}
 <h2>Measurements</h2><table><tr><th>section</th><th>quantity</th><th>value</th><th>how</th></tr>{rows}</table>
-{_quant_html(report)}
+{_quant_html(report)}{_energy_html(report)}
 <h2>Pipeline steps</h2><table><tr><th>pass</th><th>format</th><th>sha256</th><th>cached</th><th>seconds</th><th>notes</th></tr>{steps}</table>
 <h2>Notes</h2><ul>{notes}</ul>
 <h2>Provenance</h2><p>Tools: {e(', '.join(f'{k} {v}' for k, v in report.tools.items()))}</p>
@@ -146,6 +173,18 @@ def _quant_html(report: Report) -> str:
     head = "".join(f"<th>{e(h)}</th>" for h in _QUANT_HEAD)
     rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _quant_rows(report))
     return f"<h2>Quantization</h2><ul>{items}</ul><table><tr>{head}</tr>{rows}</table>"
+
+
+def _energy_html(report: Report) -> str:
+    if not report.energy:
+        return ""
+    e = html.escape
+    items = "".join(f"<li>{e(line[2:])}</li>" for line in _energy_markdown(report) if line.startswith("- "))
+    if "why" in report.energy:
+        return f"<h2>Energy</h2><p>{e(report.energy['why'])}</p>"
+    head = "".join(f"<th>{e(h)}</th>" for h in _ENERGY_HEAD)
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _energy_rows(report))
+    return f"<h2>Energy</h2><ul>{items}</ul><table><tr>{head}</tr>{rows}</table>"
 
 
 def write_reports(report: Report, folder: Path, formats: tuple[str, ...] = ("json", "md", "html")) -> list[Path]:

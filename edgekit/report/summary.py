@@ -7,6 +7,11 @@ from pathlib import Path
 from edgekit.report.model import Report
 
 
+def _range(row: dict) -> str:
+    lo, hi = row["low_uj"], row["high_uj"]
+    return f"{lo:.3g}" if abs(hi - lo) <= 1e-9 * max(abs(hi), 1) else f"{lo:.3g}-{hi:.3g}"
+
+
 def summary(report: Report, out_dir: Path) -> str:
     lines = [f"{report.model['name']} -> {report.target['name']}: {'PASSED' if report.passed else 'FAILED'}   "
              f"[{report.pipeline}]"]
@@ -23,6 +28,14 @@ def summary(report: Report, out_dir: Path) -> str:
     if size:
         lines.append(f"  size     {size.value / 1e6:.2f} MB; {report.compute['macs'].value / 1e6:.2f} M MACs" if "macs" in report.compute
                      else f"  size     {size.value / 1e6:.2f} MB")
+    est = {(e["profile"], e["device"], e["level"]): e for e in report.energy.get("estimates", [])}
+    h = est.get(("horowitz-45nm", "45 nm CMOS", "compute"))
+    if h:
+        hm = est[("horowitz-45nm", "45 nm CMOS", "compute+memory")]
+        measured = report.energy.get("measured", {})
+        lines.append(f"  energy   estimated (Horowitz 45 nm): compute {_range(h)} uJ, with memory {_range(hm)} uJ; "
+                     + (f"measured {measured['dynamic_uj_per_inference']:.1f} uJ dynamic" if measured.get("dynamic_uj_per_inference")
+                        else measured.get("how", "not measured")))
     q, c = report.quantization, report.comparison
     if q:
         lines.append(f"  int8     {q['int8_mac_fraction']:.1%} of MACs; float: {', '.join(f['name'] for f in q['float_layers']) or 'none'}"
