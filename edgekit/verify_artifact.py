@@ -113,7 +113,8 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
         artifact={"path": art.path.name, "format": art.format.value, "sha256": art.sha256,
                   "files": [f.name for f in art.files()], "sidecar": "io.json", "precision": art.meta.get("precision", "fp32")},
         steps=[Step(pass_=s.pass_, format=s.artifact.format.value, sha256=s.artifact.sha256, cached=s.cached,
-                    seconds=round(s.seconds, 3), notes=s.artifact.meta.get("notes", [])) for s in steps],
+                    seconds=round(s.seconds, 3), size_bytes=s.artifact.size_bytes(), notes=s.artifact.meta.get("notes", []))
+               for s in steps],
         accuracy=accuracy,
         latency=lat,
         memory={"peak_rss_increase": memory},

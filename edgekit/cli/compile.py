@@ -62,11 +62,18 @@ def report_command(
     path: Annotated[Path, typer.Argument(help="A report.json written by edgekit compile.")],
     html: Annotated[bool, typer.Option("--html", help="Write report.html beside it.")] = False,
     markdown: Annotated[bool, typer.Option("--md", help="Write report.md beside it.")] = False,
+    compare: Annotated[list[Path] | None, typer.Option("--compare", help="More report.json files: write one comparison page.")] = None,
+    out: Annotated[Path, typer.Option(help="The comparison page (with --compare).")] = Path("build/compare.html"),
 ) -> None:
-    """Re-render a report without recompiling (validates it against the schema)."""
+    """Re-render a report without recompiling (validates it against the schema), or compare several in one HTML page."""
     from edgekit.report.render import load_report, write_reports
     from edgekit.report.summary import summary
 
+    if compare:
+        from edgekit.report.compare import write_compare
+
+        typer.echo(f"wrote {write_compare([path, *compare], out)}")
+        return
     report = load_report(path)
     formats = tuple(f for f, on in (("html", html), ("md", markdown)) if on)
     for written in write_reports(report, path.parent, formats):

@@ -56,6 +56,7 @@ class Step(BaseModel):
     sha256: str
     cached: bool
     seconds: float
+    size_bytes: int | None = None
     notes: list[str] = Field(default_factory=list)
 
     model_config = ConfigDict(populate_by_name=True)
