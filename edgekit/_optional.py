@@ -15,6 +15,7 @@ _EXTRA_FOR = {
     "onnxconverter_common": "onnx",
     "coremltools": "coreml",
     "sklearn": "coreml",
+    "torch_pruning": "prune",
 }
 
 

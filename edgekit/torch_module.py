@@ -56,14 +56,56 @@ def apply_bn_folds(module: nn.Module, folds: list[list[str]]) -> nn.Module:
     return module
 
 
+def layer_sizes(module: nn.Module) -> dict[str, list[int]]:
+    """Channel/feature sizes of every conv, linear and BatchNorm (what structured pruning changes)."""
+    sizes = {}
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            sizes[name] = [m.in_channels, m.out_channels, m.groups]
+        elif isinstance(m, nn.Linear):
+            sizes[name] = [m.in_features, m.out_features]
+        elif isinstance(m, nn.BatchNorm2d):
+            sizes[name] = [m.num_features]
+    return sizes
+
+
+def apply_layer_sizes(module: nn.Module, sizes: dict[str, list[int]]) -> nn.Module:
+    """Rebuild layers whose sizes differ (after channel pruning) with the same hyper-parameters otherwise."""
+    for name, want in sizes.items():
+        m = module.get_submodule(name)
+        if layer_sizes_of(m) == want:
+            continue
+        if isinstance(m, nn.Conv2d):
+            new = nn.Conv2d(want[0], want[1], m.kernel_size, m.stride, m.padding, m.dilation, want[2], m.bias is not None,
+                            m.padding_mode)
+        elif isinstance(m, nn.Linear):
+            new = nn.Linear(want[0], want[1], m.bias is not None)
+        else:
+            new = nn.BatchNorm2d(want[0], m.eps, m.momentum, m.affine, m.track_running_stats)
+        parent, leaf = get_submodule_parent(module, name)
+        setattr(parent, leaf, new)
+    return module
+
+
+def layer_sizes_of(m: nn.Module) -> list[int]:
+    return next(iter(layer_sizes(nn.Sequential(m)).values()))
+
+
 def save_module(module: nn.Module, folder: Path, arch: str, config: dict, folds: list[list[str]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(module, folder / WEIGHTS)
-    atomic_write_text(folder / SPEC, json.dumps({"arch": arch, "arch_config": config, "bn_folds": folds}, indent=2) + "\n")
+    spec = {"arch": arch, "arch_config": config, "bn_folds": folds}
+    fresh = apply_bn_folds(build_arch(arch, config), folds)
+    if layer_sizes(fresh) != layer_sizes(module):
+        spec["layer_sizes"] = layer_sizes(module)  # structurally pruned: sizes differ from the architecture's
+    atomic_write_text(folder / SPEC, json.dumps(spec, indent=2) + "\n")
     return folder
 
 
 def load_module(folder: Path) -> tuple[nn.Module, dict]:
     spec = json.loads((folder / SPEC).read_text())
-    module = apply_bn_folds(build_arch(spec["arch"], spec["arch_config"]), spec.get("bn_folds", []))
+    module = build_arch(spec["arch"], spec["arch_config"])
+    if "layer_sizes" in spec:
+        module = apply_layer_sizes(module, spec["layer_sizes"])
+    module = apply_bn_folds(module, spec.get("bn_folds", []))
     return load_into(module, read_state_dict(folder / WEIGHTS), str(folder)), spec

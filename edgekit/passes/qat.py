@@ -42,8 +42,6 @@ class QAT(Pass):
 
         if ctx.calib is None:
             raise BadInputError("qat needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
-        if ctx.card.image_input.layout != "NCHW" or len(ctx.card.inputs) != 1:
-            raise BadInputError("qat supports single-image models; fix: drop qat from the recipe for this model")
         ptq = PTQ(observer=self.observer, isa_profile=self.isa_profile, mixed_precision=False)
         before = self._ptq_increase(src, ctx, out_dir / "check-before", ptq)
         if before <= self.target_error_increase_deg and not self.always:
@@ -72,33 +70,18 @@ class QAT(Pass):
         return increase
 
     def _fine_tune(self, module, ctx):
+        import functools
+
         import torch
 
-        from edgekit.data import synthetic
         from edgekit.evalset import model_inputs
-        from edgekit.progress import track
+        from edgekit.finetune import fine_tune
         from edgekit.quant.fake_quant import fake_quantized, input_ranges
         from edgekit.quant.plan import ISA_PROFILES
 
-        card = ctx.card
-        calib = torch.from_numpy(model_inputs(card, ctx.calib).arrays[card.image_input.name])
+        calib = torch.from_numpy(model_inputs(ctx.card, ctx.calib).arrays[ctx.card.image_input.name])
+        module.eval()
         ranges = input_ranges(module, [(calib[i:i + 64],) for i in range(0, len(calib), 64)], self.observer)
-        train = synthetic.standard_set("train", self.steps * self.batch, card.image_size, head_pose=False)
-        x = torch.from_numpy(model_inputs(card, train).arrays[card.image_input.name])
-        y = torch.from_numpy(train.gaze.astype("float32"))
-        gen = torch.Generator().manual_seed(ctx.seed)
-        order = torch.randperm(len(x), generator=gen)
-        opt = torch.optim.AdamW(module.parameters(), lr=self.lr, weight_decay=0.0)
-        module.train()
-        with fake_quantized(module, ranges, ISA_PROFILES[self.isa_profile]["weight_bits"]):
-            for step in track(range(self.steps), total=self.steps, description="qat fine-tuning", enabled=ctx.progress):
-                idx = order[step * self.batch:(step + 1) * self.batch]
-                out = module(x[idx])
-                if card.output.convention == "pitchyaw_rad":
-                    p, q = out[:, 0], out[:, 1]
-                    out = torch.stack([-torch.cos(p) * torch.sin(q), -torch.sin(p), -torch.cos(p) * torch.cos(q)], dim=1)
-                loss = (1 - torch.nn.functional.cosine_similarity(out, y[idx], dim=-1)).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        return module.eval()
+        bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
+        return fine_tune(module, ctx.card, self.steps, self.batch, self.lr, ctx.seed, ctx.progress, "qat fine-tuning",
+                         context=functools.partial(fake_quantized, ranges=ranges, weight_bits=bits))

@@ -1,0 +1,52 @@
+"""Short fine-tuning of a gaze module on synthetic training eyes (used after pruning and for QAT).
+
+Loss: 1 - cos between the model's output (converted from pitch/yaw when the card says so) and the label, on
+images rendered from the training seed, which no calibration or evaluation set uses.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch.nn import functional as F
+
+
+MAX_IMAGES = 24_000  # the size of TinyGaze's own training set
+
+
+def to_vector(out: torch.Tensor, convention: str) -> torch.Tensor:
+    if convention == "pitchyaw_rad":
+        p, y = out[:, 0], out[:, 1]
+        return torch.stack([-torch.cos(p) * torch.sin(y), -torch.sin(p), -torch.cos(p) * torch.cos(y)], dim=1)
+    return out
+
+
+def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, seed: int = 0, progress: bool = False,
+              label: str = "fine-tuning", context=nullcontext) -> torch.nn.Module:
+    """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization)."""
+    from edgekit.data import synthetic
+    from edgekit.evalset import model_inputs
+    from edgekit.progress import track
+
+    if card.image_input.layout != "NCHW" or len(card.inputs) != 1:
+        from edgekit.errors import BadInputError
+
+        raise BadInputError(f"{label} supports single-image models; fix: drop it from the recipe for this model")
+    # at most MAX_IMAGES distinct images (reshuffled each pass): rendering, not training, dominated long runs
+    train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size)
+    x = torch.from_numpy(model_inputs(card, train).arrays[card.image_input.name])
+    y = torch.from_numpy(train.gaze.astype("float32"))
+    gen = torch.Generator().manual_seed(seed)
+    per_pass = max(len(x) // batch, 1)
+    order = torch.cat([torch.randperm(len(x), generator=gen)[:per_pass * batch] for _ in range(-(-steps // per_pass))])
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    module.train()
+    with context(module):
+        for step in track(range(steps), total=steps, description=label, enabled=progress):
+            idx = order[step * batch:(step + 1) * batch]
+            loss = (1 - F.cosine_similarity(to_vector(module(x[idx]), card.output.convention), y[idx], dim=-1)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return module.eval()

@@ -1,0 +1,69 @@
+"""Pruning on TinyGaze: structured pruning really shrinks the model; unstructured sparsity is reported honestly."""
+
+import pytest
+
+import edgekit.compiler as ek
+from edgekit.torch_module import load_module
+
+
+def _recipe(tmp_path, prune: str, tail: str = "  - fold_bn\n  - export_onnx\n", backend: str = "onnx", extra: str = "") -> str:
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: pruned-test\nbackend: {backend}\n{extra}passes:\n  - prune: {prune}\n{tail}gates: {{}}\n")
+    return str(path)
+
+
+@pytest.mark.slow
+def test_default_pruned_recipe_quarters_macs_and_holds_half_a_degree(tmp_path):
+    res = ek.compile(None, "onnx-pruned", out=tmp_path / "p")
+    rep = res.report
+    assert rep.passed and rep.accuracy.error_increase_deg <= 0.5
+    assert rep.compute["macs"].value < 0.3 * 4.84e6  # half the channels: about a quarter of the MACs
+    assert rep.compute["params"].value < 0.3 * 397_875
+    assert "fine-tuned 3000 steps" in rep.steps[0].notes[0]
+
+
+def test_channel_pruning_rebuilds_from_its_artifact_and_composes_with_ptq_and_coreml(tmp_path):
+    prune = "{method: channel, amount: 0.5, fine_tune_steps: 20}"
+    int8 = ek.compile(None, _recipe(tmp_path, prune, "  - fold_bn\n  - export_onnx\n  - ptq\n",
+                                    extra="calibration: synthetic-512\n"), out=tmp_path / "i8")
+    assert int8.report.artifact["precision"] == "int8" and int8.report.compute["macs"].value < 0.3 * 4.84e6
+    coreml = ek.compile(None, _recipe(tmp_path, prune, "  - fold_bn\n  - to_coreml\n", backend="coreml"), out=tmp_path / "cm")
+    assert coreml.report.runtime["op_histogram"]["conv"] == 5 and coreml.report.compute["macs"].value < 0.3 * 4.84e6
+    # the accuracy of a barely fine-tuned net is measured, not assumed
+    assert coreml.report.accuracy.diff_from_reference.max_deg > 0.1
+
+
+def test_magnitude_pruning_is_sparsity_without_speed(tmp_path):
+    res = ek.compile(None, _recipe(tmp_path, "{method: magnitude, amount: 0.5, scope: global}"), out=tmp_path / "m")
+    note = res.report.steps[0].notes[0]
+    assert "dense runtimes gain no speed" in note
+    assert 4.8e6 < res.report.compute["macs"].value < 4.9e6  # shapes unchanged
+    frac = float(note.split("zeros ")[1].split("%")[0]) / 100
+    assert 0.45 < frac < 0.55  # about half of all parameters (nearly all are prunable weights)
+    before, after = (float(v) for v in note.split("zlib-compressed weights ")[1].split(" MB")[0].split(" -> "))
+    assert after < 0.8 * before  # the zeros do show up in compressed size
+
+
+def test_pruned_torch_artifact_reloads_with_its_new_sizes(tmp_path):
+    from edgekit.context import Context
+    from edgekit.models.io import load_shipped
+    from edgekit.passes.prune import Prune
+    from edgekit.source import load_source
+
+    src = load_source(None, tmp_path / "w")
+    _, card = load_shipped("tinygaze")
+    art = Prune(method="channel", amount=0.25).run(src.artifact, Context(work_dir=tmp_path, card=card), tmp_path / "out")
+    module, spec = load_module(art.path)
+    assert "layer_sizes" in spec and module.features[0][0].out_channels == 12  # 16 channels, a quarter removed
+    assert art.meta["params_after"] < art.meta["params_before"]
+
+
+def test_bn_scale_importance_needs_unfolded_batchnorm(tmp_path, capsys):
+    from edgekit.cli import run
+
+    ok = ek.compile(None, _recipe(tmp_path, "{method: channel, amount: 0.25, importance: bn_scale}"), out=tmp_path / "ok")
+    assert ok.report.compute["macs"].value < 4.84e6
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: b\nbackend: onnx\npasses:\n  - fold_bn\n  - prune: {importance: bn_scale}\n  - export_onnx\n")
+    assert run(["compile", "-t", str(path)]) == 2
+    assert "bn_scale needs BatchNorm layers" in capsys.readouterr().err
