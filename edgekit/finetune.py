@@ -23,7 +23,7 @@ def to_vector(out: torch.Tensor, convention: str) -> torch.Tensor:
 
 
 def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, seed: int = 0, progress: bool = False,
-              label: str = "fine-tuning", context=nullcontext) -> torch.nn.Module:
+              label: str = "fine-tuning", context=nullcontext, device: str = "cpu") -> torch.nn.Module:
     """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization)."""
     from edgekit.data import synthetic
     from edgekit.evalset import model_inputs
@@ -35,11 +35,12 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
         raise BadInputError(f"{label} supports single-image models; fix: drop it from the recipe for this model")
     # at most MAX_IMAGES distinct images (reshuffled each pass): rendering, not training, dominated long runs
     train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size)
-    x = torch.from_numpy(model_inputs(card, train).arrays[card.image_input.name])
-    y = torch.from_numpy(train.gaze.astype("float32"))
+    x = torch.from_numpy(model_inputs(card, train).arrays[card.image_input.name]).to(device)
+    y = torch.from_numpy(train.gaze.astype("float32")).to(device)
+    module.to(device)
     gen = torch.Generator().manual_seed(seed)
     per_pass = max(len(x) // batch, 1)
-    order = torch.cat([torch.randperm(len(x), generator=gen)[:per_pass * batch] for _ in range(-(-steps // per_pass))])
+    order = torch.cat([torch.randperm(len(x), generator=gen)[:per_pass * batch] for _ in range(-(-steps // per_pass))]).to(device)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     module.train()
     with context(module):
@@ -49,4 +50,4 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return module.eval()
+    return module.cpu().eval()

@@ -145,6 +145,8 @@ def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_
         return _finish("builtin", model, the_card, Artifact.create(folder, Format.torch), _torch_runner(module), module)
     if not path.exists():
         raise BadInputError(f"{model}: no such file and not a built-in model ({', '.join(_builtins())}); fix: check the path")
+    if path.is_dir() and (path / "module.json").is_file():
+        return _load_module_folder(path, work, inputs, convention, card)
     suffix = path.suffix.lower()
     name = path.stem
     card_path = card or (path.with_suffix(".json") if path.with_suffix(".json").is_file() and suffix != ".json" else None)
@@ -168,6 +170,21 @@ def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_
         return _finish("weights", str(path), the_card, Artifact.create(folder, Format.torch), _torch_runner(module), module)
     raise BadInputError(f"{path}: unknown model file type {suffix!r}; fix: give .safetensors/.pt (+ --arch), a TorchScript "
                         "file, a torch.export .pt2 or an .onnx")
+
+
+def _load_module_folder(path: Path, work: Path, inputs, convention, card: Path | None) -> LoadedModel:
+    """An edgekit torch artifact folder (module.json + weights.safetensors), e.g. a pruned model from a pass."""
+    import shutil
+
+    from edgekit.torch_module import load_module
+
+    module, spec = load_module(path)
+    arch = spec["arch"]
+    the_card = _card_for(arch, path.name, inputs, convention, card or (path / "card.json" if (path / "card.json").is_file() else None))
+    the_card = the_card.model_copy(update={"arch": arch, "arch_config": spec["arch_config"]})
+    dest = work / "source" / path.name
+    shutil.copytree(path, dest)
+    return _finish("module-folder", str(path), the_card, Artifact.create(dest, Format.torch), _torch_runner(module), module)
 
 
 def _finish(kind, source, card, artifact, runner, module) -> LoadedModel:

@@ -91,9 +91,10 @@ def layer_sizes_of(m: nn.Module) -> list[int]:
     return next(iter(layer_sizes(nn.Sequential(m)).values()))
 
 
-def save_module(module: nn.Module, folder: Path, arch: str, config: dict, folds: list[list[str]]) -> Path:
+def save_module(module: nn.Module, folder: Path, arch: str, config: dict, folds: list[list[str]],
+                dtype: torch.dtype = torch.float32) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(module, folder / WEIGHTS)
+    save_weights(module, folder / WEIGHTS, dtype)
     spec = {"arch": arch, "arch_config": config, "bn_folds": folds}
     fresh = apply_bn_folds(build_arch(arch, config), folds)
     if layer_sizes(fresh) != layer_sizes(module):

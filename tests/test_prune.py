@@ -67,3 +67,24 @@ def test_bn_scale_importance_needs_unfolded_batchnorm(tmp_path, capsys):
     path.write_text("name: b\nbackend: onnx\npasses:\n  - fold_bn\n  - prune: {importance: bn_scale}\n  - export_onnx\n")
     assert run(["compile", "-t", str(path)]) == 2
     assert "bn_scale needs BatchNorm layers" in capsys.readouterr().err
+
+
+def test_magnitude_sparsity_is_stored_sparse_in_core_ml(tmp_path):
+    import numpy as np
+
+    from edgekit.backends.mil_interpreter import MilInterpreter
+
+    res = ek.compile(None, _recipe(tmp_path, "{method: magnitude, amount: 0.6}", "  - fold_bn\n  - to_coreml: {weights: sparse}\n",
+                                   backend="coreml"), out=tmp_path / "s")
+    rep = res.report
+    assert rep.runtime["op_histogram"]["constexpr_sparse_to_dense"] >= 4
+    assert rep.runtime["weight_dtypes"].get("sparse-fp16", 0) > 0.9
+    interp = MilInterpreter(res.artifact)
+    for op in (o for o in interp.ops if o.op_type == "constexpr_sparse_to_dense"):  # decoded as coremltools does
+        args = {k: v.val for k, v in op.inputs.items()}
+        np.testing.assert_allclose(interp._op_constexpr_sparse_to_dense(op, **args),
+                                   np.asarray(op.materialized_val_inference(), np.float32))
+    dense = ek.compile(None, _recipe(tmp_path, "{method: magnitude, amount: 0.6}", "  - fold_bn\n  - to_coreml\n",
+                                     backend="coreml"), out=tmp_path / "d")
+    assert rep.size["artifact"].value < 0.75 * dense.report.size["artifact"].value  # the zeros are not stored
+    assert rep.accuracy.diff_from_reference.max_deg == pytest.approx(dense.report.accuracy.diff_from_reference.max_deg, abs=1e-6)

@@ -134,7 +134,8 @@ class MilInterpreter:
                     size = int(np.prod(var.shape)) if var.shape else 1
                     if size > 16:
                         stored = dtype_name(op.inputs["quantized_data"]) if "quantized_data" in op.inputs else (
-                            "lut-" + dtype_name(op.inputs["lut"]) if "lut" in op.inputs else dtype_name(var))
+                            "lut-" + dtype_name(op.inputs["lut"]) if "lut" in op.inputs else
+                            "sparse-" + dtype_name(op.inputs["nonzero_data"]) if "nonzero_data" in op.inputs else dtype_name(var))
                         rows.append({"name": var.name, "op": op.op_type, "dtype": stored, "elements": size,
                                      "value_dtype": str(val.dtype) if val is not None else dtype_name(var)})
         consumed = {v.name for op in self.ops if op.op_type.startswith("constexpr_") for v in op.inputs.values()
@@ -323,6 +324,13 @@ class MilInterpreter:
         zp = zp.reshape(shape) if zp.ndim else zp
         sc = sc.reshape(shape) if sc.ndim else sc
         return (q - zp) * sc
+
+    def _op_constexpr_sparse_to_dense(self, op, nonzero_data, mask, shape):
+        n = int(np.prod(shape))
+        bits = np.unpackbits(np.asarray(mask, np.uint8), bitorder="little")[:n]
+        dense = np.zeros(n, np.float32)
+        dense[bits != 0] = np.asarray(nonzero_data, np.float32)
+        return dense.reshape([int(v) for v in shape])
 
     def _op_constexpr_lut_to_dense(self, op, lut, indices, shape):
         lut = np.asarray(lut)

@@ -28,8 +28,9 @@ class ToCoreML(Pass):
     input_type: Literal["tensor", "image"] = Field(
         "tensor", description="tensor: float32 preprocessed input (the one input contract); image: raw pixels, "
                               "the card's scale and offset applied inside the model")
-    weights: Literal["float", "int8", "palettize4"] = Field(
-        "float", description="int8: per-channel symmetric linear weights; palettize4: 4-bit k-means lookup table per tensor")
+    weights: Literal["float", "int8", "palettize4", "sparse"] = Field(
+        "float", description="int8: per-channel symmetric linear weights; palettize4: 4-bit k-means lookup table per tensor; "
+                             "sparse: store zeros (from magnitude pruning) as a bit mask")
     weight_threshold: int = Field(512, ge=1, description="compress only weight tensors with at least this many elements")
     activations: Literal["float", "int8"] = Field(
         "float", description="int8: quantize every conv/linear input to uint8 with calibrated ranges (W8A8 with weights=int8)")
@@ -71,7 +72,8 @@ class ToCoreML(Pass):
         path = out_dir / "model.mlpackage"
         with quiet():
             model.save(str(path))
-        precision = {"float": self.precision, "int8": "int8-weights", "palettize4": "palettized-4bit"}[self.weights]
+        precision = {"float": self.precision, "int8": "int8-weights", "palettize4": "palettized-4bit",
+                     "sparse": f"{self.precision}-sparse"}[self.weights]
         if self.activations == "int8":
             precision = "w8a8" if self.weights == "int8" else f"{precision}+int8-activations"
         notes = [f"coremltools {ct.__version__}: ML program for {self.deployment_target}, {self.precision} compute, weights "
@@ -139,6 +141,11 @@ class ToCoreML(Pass):
                                                     weight_threshold=self.weight_threshold)
             with quiet():
                 return cto.linear_quantize_weights(model, config=cto.OptimizationConfig(global_config=op_config))
+        if self.weights == "sparse":  # exact: only weights that are already zero are dropped
+            op_config = cto.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=0.1,
+                                                    weight_threshold=self.weight_threshold)
+            with quiet():
+                return cto.prune_weights(model, config=cto.OptimizationConfig(global_config=op_config))
         require("sklearn", "4-bit k-means palettization")
         op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_tensor", weight_threshold=self.weight_threshold)
         with quiet():
