@@ -24,16 +24,33 @@ class Format(str, Enum):
 
 
 def digest_path(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order).
+
+    Core ML packages are hashed canonically: their Manifest.json names items by random UUIDs on every save, so its
+    identifiers are replaced by the items' paths before hashing; two saves of the same model hash the same.
+    """
     h = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         if path.is_dir():
             h.update(str(f.relative_to(path)).encode() + b"\0")
+        if path.suffix == ".mlpackage" and f == path / "Manifest.json":
+            h.update(_canonical_manifest(f))
+            continue
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def _canonical_manifest(path: Path) -> bytes:
+    import json
+
+    manifest = json.loads(path.read_text())
+    entries = manifest.get("itemInfoEntries", {})
+    by_path = {v.get("path", k): v for k, v in entries.items()}
+    root = entries.get(manifest.get("rootModelIdentifier"), {}).get("path")
+    return json.dumps({**manifest, "itemInfoEntries": by_path, "rootModelIdentifier": root}, sort_keys=True).encode()
 
 
 class Artifact(BaseModel):

@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from edgekit.cli.build import build_command
 from edgekit.cli.catalog import passes, schema, targets
 from edgekit.cli.compile import compile_command, report_command
 from edgekit.cli.data import data_app
@@ -24,6 +25,7 @@ app = typer.Typer(name="edgekit", no_args_is_help=True, add_completion=False, pr
                        "Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency.")
 app.command("compile")(compile_command)
 app.command("report")(report_command)
+app.command("build")(build_command)
 app.command("energy")(energy_command)
 app.command()(targets)
 app.command()(passes)
