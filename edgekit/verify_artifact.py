@@ -32,14 +32,13 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
         ("p95_diff_deg", g.p95_diff_deg, acc.diff_from_reference.p95_deg if acc else None, "p95 per-sample difference"),
         ("max_size_mb", g.max_size_mb, size_mb, "artifact size on disk (MB, all files)"),
     ]
-    if g.min_int8_mac_fraction is not None:
+    gates = [Gate(name=name, limit=limit, value=value, passed=value is not None and value <= limit, detail=detail)
+             for name, limit, value, detail in checks if limit is not None]
+    if g.min_int8_mac_fraction is not None:  # the one lower bound
         frac = (report.quantization or {}).get("int8_mac_fraction")
-        ok = frac is not None and frac >= g.min_int8_mac_fraction
-        gates = [Gate(name=n, limit=lim, value=v, passed=v is not None and v <= lim, detail=d) for n, lim, v, d in checks if lim is not None]
-        return gates + [Gate(name="min_int8_mac_fraction", limit=g.min_int8_mac_fraction, value=frac, passed=ok,
-                             detail="share of MACs in INT8 (at least)")]
-    return [Gate(name=name, limit=limit, value=value, passed=value is not None and value <= limit, detail=detail)
-            for name, limit, value, detail in checks if limit is not None]
+        gates.append(Gate(name="min_int8_mac_fraction", limit=g.min_int8_mac_fraction, value=frac,
+                          passed=frac is not None and frac >= g.min_int8_mac_fraction, detail="share of MACs in INT8 (at least)"))
+    return gates
 
 
 def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner, runner_for) -> dict:
