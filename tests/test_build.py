@@ -107,3 +107,18 @@ def test_the_workflow_calls_only_tested_commands():
     text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
     assert "make setup" in text and ".venv/bin/edgekit build edgekit.yaml --dist dist" in text
     assert (ROOT / "edgekit.yaml").is_file()
+
+
+def test_an_interrupted_build_leaves_no_half_written_artifact(tmp_path, monkeypatch):
+    import edgekit.verify_artifact
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the artifact was being verified
+
+    monkeypatch.setattr(edgekit.verify_artifact, "verify", interrupted)
+    dist = tmp_path / "dist"
+    with pytest.raises(KeyboardInterrupt):
+        build(_project(tmp_path, ("onnx",)), dist)
+    leftovers = [p for p in dist.rglob("*")] if dist.exists() else []
+    assert not any(p.name in ("model.onnx", "report.json", "manifest.json") for p in leftovers)
+    assert not any("staging" in p.name for p in leftovers)
