@@ -90,7 +90,7 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
         staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
         shipped = _place_artifact(final, staging)
         log("verifying the artifact against the reference")
-        report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, staging, work)
+        report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work)
         _write_sidecar(src.card, shipped, staging, str(pipeline))
         from edgekit.report.render import write_reports
 

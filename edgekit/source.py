@@ -7,7 +7,6 @@ which every artifact is verified against. Nothing untrusted is unpickled.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -250,7 +249,3 @@ def _load_onnx(path: Path, work: Path, card: ModelCard) -> LoadedModel:
         raise BadInputError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]}); fix: check the export") from None
     art = Artifact.create(_copy_in(path, work), Format.onnx)
     return _finish("onnx", str(path), card, art, runner.run, None)
-
-
-def card_json(card: ModelCard) -> dict:
-    return json.loads(card.model_dump_json())

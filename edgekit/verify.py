@@ -3,6 +3,7 @@ memory. Every number comes back as a Measurement saying how it was obtained."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -19,7 +20,9 @@ Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 _FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd")
 
 
+@functools.lru_cache(maxsize=1)
 def host_info() -> dict:
+    """CPU model and ISA flags (read once per process: the pass cache key and every report use it)."""
     model, flags = platform.processor() or "unknown", []
     try:
         text = open("/proc/cpuinfo").read()
@@ -69,22 +72,8 @@ def compare(ref_out: np.ndarray, art_out: np.ndarray, inputs: ModelInputs, card:
         how=how)
 
 
-def latency(run: Runner, sample: dict[str, np.ndarray], runs: int, warmup: int, how: str) -> dict[str, Measurement]:
-    for _ in range(warmup):
-        run(sample)
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        run(sample)
-        times[i] = (time.perf_counter() - start) * 1e3
-    detail = f"{how}; batch 1, {runs} runs after {warmup} warm-up, wall clock around run() (includes I/O copies)"
-    return {f"p{q}": Measurement(value=float(np.percentile(times, q)), unit="ms", method="measured", how=f"{detail}, p{q}")
-            for q in (50, 90, 99)}
-
-
-def interleaved_latency(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int,
-                        how: str) -> dict[str, dict[str, Measurement]]:
-    """Latency of several runners measured alternately in one loop, so machine noise hits them alike."""
+def _time_runs(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, np.ndarray]:
+    """Milliseconds per run of each runner, measured alternately in one loop after `warmup` untimed rounds."""
     for _ in range(warmup):
         for run in runs_by_label.values():
             run(sample)
@@ -94,9 +83,24 @@ def interleaved_latency(runs_by_label: dict[str, Runner], sample: dict[str, np.n
             start = time.perf_counter()
             run(sample)
             times[label][i] = (time.perf_counter() - start) * 1e3
+    return times
+
+
+def _percentiles(times: np.ndarray, detail: str) -> dict[str, Measurement]:
+    return {f"p{q}": Measurement(value=float(np.percentile(times, q)), unit="ms", method="measured", how=f"{detail}, p{q}")
+            for q in (50, 90, 99)}
+
+
+def latency(run: Runner, sample: dict[str, np.ndarray], runs: int, warmup: int, how: str) -> dict[str, Measurement]:
+    times = _time_runs({"artifact": run}, sample, runs, warmup)["artifact"]
+    return _percentiles(times, f"{how}; batch 1, {runs} runs after {warmup} warm-up, wall clock around run() (includes I/O copies)")
+
+
+def interleaved_latency(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int,
+                        how: str) -> dict[str, dict[str, Measurement]]:
+    """Latency of several runners measured alternately in one loop, so machine noise hits them alike."""
     detail = f"{how}; batch 1, {runs} runs after {warmup} warm-up, interleaved with {', '.join(runs_by_label)}"
-    return {label: {f"p{q}": Measurement(value=float(np.percentile(t, q)), unit="ms", method="measured", how=f"{detail}, p{q}")
-                    for q in (50, 90, 99)} for label, t in times.items()}
+    return {label: _percentiles(t, detail) for label, t in _time_runs(runs_by_label, sample, runs, warmup).items()}
 
 
 def _status_kb(field: str) -> int | None:

@@ -78,7 +78,7 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
 
 
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
-           calib_set: GazeSet | None, staging: Path, work: Path) -> Report:
+           calib_set: GazeSet | None, work: Path) -> Report:
     from edgekit.backends import load_backend
 
     backend = load_backend(recipe.backend)

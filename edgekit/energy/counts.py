@@ -18,17 +18,14 @@ _BYTES = {1: 4, 10: 2, 3: 1, 2: 1, 6: 4, 7: 8, 11: 8}  # onnx TensorProto types:
 
 def onnx_layer_counts(path: Path) -> list[dict]:
     """[{'layer', 'op', 'precision', 'macs', 'weight_bytes', 'act_in_elems', 'act_out_elems', 'act_bytes_per_elem'}]."""
-    onnx = require("onnx", "energy counts")
+    require("onnx", "energy counts")
     from edgekit.quant.plan import layer_name
-    from edgekit.report.counts import onnx_counts
+    from edgekit.report.counts import node_macs, shape_inferred
 
-    model = onnx.load(str(path))
+    model, shapes = shape_inferred(path)
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
-    macs = onnx_counts(path)["macs_by_node"]
-    inferred = onnx.shape_inference.infer_shapes(_pinned(model, onnx)).graph
-    shapes = {vi.name: [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
-              for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+    macs = node_macs(model, shapes)
     rows = []
     for node in model.graph.node:
         if node.name not in macs:
@@ -39,20 +36,10 @@ def onnx_layer_counts(path: Path) -> list[dict]:
         precision = "int8" if stored in (2, 3) and quantized_input else {10: "fp16", 1: "fp32"}.get(stored, "fp32")
         params = sum(int(np.prod(inits[i].dims)) * _BYTES.get(inits[i].data_type, 4) for i in _param_inputs(node, inits, producers))
         rows.append({"layer": layer_name(node.name), "op": node.op_type, "precision": precision, "macs": macs[node.name],
-                     "weight_bytes": params, "act_in_elems": int(np.prod(shapes.get(node.input[0], [0]))),
-                     "act_out_elems": int(np.prod(shapes.get(node.output[0], [0]))),
+                     "weight_bytes": params, "act_in_elems": int(np.prod(shapes.get(node.input[0]) or [0])),
+                     "act_out_elems": int(np.prod(shapes.get(node.output[0]) or [0])),
                      "act_bytes_per_elem": 1 if precision == "int8" else (2 if precision == "fp16" else 4)})
     return rows
-
-
-def _pinned(model, onnx):
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for inp in m.graph.input:
-        for d in inp.type.tensor_type.shape.dim:
-            if not d.dim_value:
-                d.dim_value = 1
-    return m
 
 
 def _trace_initializer(name: str, inits: dict, producers: dict):

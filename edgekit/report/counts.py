@@ -14,12 +14,12 @@ def _dims(vi) -> list[int] | None:
     return dims or None
 
 
-def onnx_counts(path: Path) -> dict:
-    """{'params', 'macs', 'macs_by_op': {op: MACs}, 'macs_by_node': {node name: MACs}} for Conv, Gemm, MatMul,
-    GRU and LSTM nodes (QDQ models count the same: DequantizeLinear'd weights are traced back)."""
+def shape_inferred(path: Path):
+    """(model, shapes) of an ONNX file with symbolic dims (batch) pinned to 1 so shapes propagate through reshapes;
+    a QDQ weight's DequantizeLinear output gets its initializer's shape."""
     onnx = require("onnx", "counting ONNX parameters and MACs")
     model = onnx.load(str(path))
-    for inp in model.graph.input:  # pin symbolic dims (batch) to 1 so shapes propagate through reshapes
+    for inp in model.graph.input:
         for d in inp.type.tensor_type.shape.dim:
             if not d.dim_value:
                 d.dim_value = 1
@@ -28,18 +28,27 @@ def onnx_counts(path: Path) -> dict:
     inits = {i.name: list(i.dims) for i in graph.initializer}
     shapes = {vi.name: _dims(vi) for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
     shapes.update(inits)
-    params = int(sum(np.prod(d) if d else 1 for d in inits.values()))
-    # a QDQ weight reaches its Conv through DequantizeLinear: give the DQ output the initializer's shape
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in inits:
             shapes[node.output[0]] = inits[node.input[0]]
+    return model, shapes
+
+
+def node_macs(model, shapes: dict) -> dict[str, int]:
+    """MACs of every Conv, Gemm, MatMul, GRU and LSTM node, by node name (batch 1)."""
+    return {node.name: macs for node in model.graph.node if (macs := _node_macs(node, shapes))}
+
+
+def onnx_counts(path: Path) -> dict:
+    """{'params', 'macs', 'macs_by_op': {op: MACs}, 'macs_by_node': {node name: MACs}} for Conv, Gemm, MatMul,
+    GRU and LSTM nodes (QDQ models count the same: DequantizeLinear'd weights are traced back)."""
+    model, shapes = shape_inferred(path)
+    params = int(sum(np.prod(i.dims) if i.dims else 1 for i in model.graph.initializer))
+    by_node = node_macs(model, shapes)
+    ops = {n.name: n.op_type for n in model.graph.node}
     by_op: dict[str, int] = {}
-    by_node: dict[str, int] = {}
-    for node in graph.node:
-        macs = _node_macs(node, shapes)
-        if macs:
-            by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
-            by_node[node.name] = macs
+    for name, macs in by_node.items():
+        by_op[ops[name]] = by_op.get(ops[name], 0) + macs
     return {"params": params, "macs": int(sum(by_op.values())), "macs_by_op": by_op, "macs_by_node": by_node}
 
 

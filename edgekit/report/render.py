@@ -91,7 +91,7 @@ def _energy_markdown(report: Report) -> list[str]:
     if "why" in report.energy:
         return lines + [report.energy["why"]]
     m = report.energy.get("measured", {})
-    lines.append(f"- measured: " + (f"{m['dynamic_uj_per_inference']:.2f} uJ dynamic, {m['total_uj_per_inference']:.2f} uJ total "
+    lines.append("- measured: " + (f"{m['dynamic_uj_per_inference']:.2f} uJ dynamic, {m['total_uj_per_inference']:.2f} uJ total "
                                      f"per inference ({m['how']})" if m.get("dynamic_uj_per_inference") else m.get("how", "n/a")))
     lines.append(f"- MACs by precision: {', '.join(f'{k} {v / 1e6:.2f} M' for k, v in report.energy['macs_by_precision'].items())}")
     lines.append("- estimates are count x cited per-op constant; compare only rows of the same profile, device and level")

@@ -3,7 +3,7 @@ import pytest
 
 from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.metrics import (AngularSummary, accuracy, angular_error_deg, constant_velocity, forecast, hold_last,
-                                  jitter_deg, rms_s2s_deg)
+                                  jitter_deg, rms_s2s_deg, std_deg)
 
 
 def test_known_angles_and_float64_precision_near_zero():
@@ -41,6 +41,9 @@ def test_jitter_is_zero_for_a_perfect_tracker_and_positive_for_noise():
     assert jitter_deg(noisy, true, seq) > 0.1
     static = np.tile(true[:1], (50, 1)) + rng.normal(0, 0.005, true.shape)
     assert rms_s2s_deg(static) > 0.1
+    # STD precision: zero for a frozen gaze, and for independent noise about RMS-S2S / sqrt(2)
+    assert std_deg(np.tile(true[:1], (50, 1))) < 1e-9
+    assert 0.5 < std_deg(static) * np.sqrt(2) / rms_s2s_deg(static) < 1.5
 
 
 def test_forecast_baselines_on_linear_motion():
