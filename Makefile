@@ -6,13 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lava clean
+.PHONY: setup demo test lava sample-report clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; fix: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
 # Lava needs Python 3.10 and numpy<2: its own environment, made by a script (optional; doctor reports it)
@@ -26,6 +26,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# reports/: the demo model on every target (static numbers in demo.json are checked by the tests)
+sample-report: setup
+	$(BIN)/edgekit energy --targets sample --out build/sample-report --report-dir reports
 
 clean:
 	rm -rf $(VENV) .venv-lava build dist

@@ -16,16 +16,20 @@ _EXTRA_FOR = {
     "coremltools": "coreml",
     "sklearn": "coreml",
     "torch_pruning": "prune",
+    "nir": "snn",
+    "litert_torch": "tflite",
+    "ai_edge_litert": "tflite",
+    "ai_edge_quantizer": "tflite",
 }
 
 
 def require(module: str, purpose: str) -> ModuleType:
     """Import `module` or raise MissingDependencyError saying what needs it and how to install it."""
     try:
-        if module.split(".")[0] == "coremltools":
+        if module.split(".")[0] in ("coremltools", "litert_torch", "ai_edge_quantizer"):
             from edgekit.quiet import quiet
 
-            with quiet():  # its import logs a torch-version warning and "Failed to load" lines off macOS
+            with quiet():  # their imports log version warnings and "Failed to load" lines
                 return importlib.import_module(module)
         return importlib.import_module(module)
     except ImportError as exc:

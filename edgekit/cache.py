@@ -17,7 +17,8 @@ from pathlib import Path
 
 from edgekit.artifact import Artifact
 
-TOOLS = ("edgekit", "torch", "numpy", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common")
+TOOLS = ("edgekit", "torch", "numpy", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common", "coremltools",
+         "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao", "h5py")
 
 
 def tool_versions() -> dict[str, str]:

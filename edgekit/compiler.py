@@ -66,7 +66,6 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
             card: str | Path | None = None, cache: bool = True, progress: bool = False, log=lambda msg: None) -> CompileResult:
     """Compile MODEL (None = the shipped demo) for TARGET; returns the artifact path and its report."""
     from edgekit.source import load_source
-    from edgekit.verify_artifact import verify
 
     recipe = load_recipe(target)
     out_dir = Path(out) if out else default_out_dir(model, recipe)
@@ -89,8 +88,7 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
         shipped = _place_artifact(final, staging)
-        log("verifying the artifact against the reference")
-        report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work)
+        report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log)
         _write_sidecar(src.card, shipped, staging, str(pipeline))
         from edgekit.report.render import write_reports
 
@@ -102,6 +100,24 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
         shutil.rmtree(work, ignore_errors=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache: bool, log):
+    """Verify the artifact, or reuse the cached report of an identical earlier verification (`cache`)."""
+    from edgekit import report_cache
+    from edgekit.verify_artifact import verify
+
+    root = synthetic.cache_dir() / "reports"
+    key = report_cache.report_key(src, recipe, pipeline, shipped, eval_set, calib_set) if cache else None
+    cached = report_cache.load(root, key) if key else None
+    if cached is not None:
+        log("verification: reusing the cached report of this artifact")
+        return report_cache.reused(cached, steps)
+    log("verifying the artifact against the reference")
+    report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work)
+    if key:
+        report_cache.store(root, key, report)
+    return report
 
 
 def _recipe_calibration(recipe: Recipe, card: ModelCard) -> GazeSet | None:
@@ -152,18 +168,31 @@ def sidecar(card: ModelCard, art: Artifact, pipeline: str) -> dict:
     return _tensor_sidecar(card, art, pipeline, edgekit.__version__, pre)
 
 
+def _io_quantization(art: Artifact, side: str, index: int) -> tuple[str | None, dict | None]:
+    """(dtype, quantization) of an artifact's I/O tensor where the artifact declares them (TFLite int8 I/O)."""
+    entries = (art.meta.get("io") or {}).get(side) or []
+    if index >= len(entries):
+        return None, None
+    q = entries[index]["quantization"]
+    return entries[index]["dtype"], ({**q, "formula": "q = clip(round(x / scale) + zero_point); x = (q - zero_point) * scale"}
+                                     if q else None)
+
+
 def _tensor_sidecar(card: ModelCard, art: Artifact, pipeline: str, version: str, pre) -> dict:
+    io = {(side, i): _io_quantization(art, side, i) for side, n in (("inputs", len(card.inputs)), ("outputs", 1))
+          for i in range(n)}
     return {
         "artifact": art.path.name, "format": art.format.value, "sha256": art.sha256, "pipeline": pipeline,
         "edgekit": version,
-        "inputs": [{"name": s.name, "shape": s.shape, "dtype": s.dtype, "layout": s.layout, "source": s.source,
+        "inputs": [{"name": s.name, "shape": s.shape, "dtype": io["inputs", i][0] or s.dtype, "layout": s.layout,
+                    "source": s.source,
                     "normalization": ({"formula": "x = pixel * scale + offset", "scale": pre.scale, "offset": pre.offset,
                                        "equalize_hist": pre.equalize_hist, "color": s.color, "pixel_range": [0, 255]}
                                       if s.source == "image" else {"formula": "head pitch, yaw in radians (gaze convention)"}),
-                    "quantization": None} for s in card.inputs],
-        "outputs": [{"name": card.output.name, "shape": card.output.shape, "dtype": "float32",
+                    "quantization": io["inputs", i][1]} for i, s in enumerate(card.inputs)],
+        "outputs": [{"name": card.output.name, "shape": card.output.shape, "dtype": io["outputs", 0][0] or "float32",
                      "convention": card.output.convention,
-                     "gaze_frame": "x right, y down, z forward; (0,0) -> (0,0,-1)", "quantization": None}],
+                     "gaze_frame": "x right, y down, z forward; (0,0) -> (0,0,-1)", "quantization": io["outputs", 0][1]}],
         "precision": art.meta.get("precision", "fp32"),
     }
 

@@ -27,6 +27,8 @@ class Gates(BaseModel):
     max_diff_deg: float | None = Field(None, gt=0, description="largest per-sample difference from the reference")
     p95_diff_deg: float | None = Field(None, gt=0, description="95th percentile of the per-sample difference")
     max_size_mb: float | None = Field(None, gt=0, description="artifact size on disk, all files")
+    max_lava_mismatched_spikes: int | None = Field(
+        None, ge=0, description="spikes and readout values that differ between Lava's simulator and edgekit's fixed-point model")
     min_int8_mac_fraction: float | None = Field(None, ge=0, le=1, description="share of MACs executed in INT8")
 
 

@@ -21,6 +21,11 @@ def _set_info(gs: GazeSet | None) -> dict | None:
     return {"source": gs.meta.get("source"), "n_images": len(gs), "digest": gs.digest(), "seed": gs.meta.get("seed")}
 
 
+def _lava_mismatch(report: Report) -> int | None:
+    lava = (report.spiking or {}).get("lava") or {}
+    return sum(lava["mismatched_spikes_per_layer"]) + (not lava["readout_equal"]) if lava.get("ran") else None
+
+
 def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
     g, acc = recipe.gates, report.accuracy
     size_mb = report.size["artifact"].value / 1e6
@@ -31,6 +36,8 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
         ("max_diff_deg", g.max_diff_deg, acc.diff_from_reference.max_deg if acc else None, "largest per-sample difference"),
         ("p95_diff_deg", g.p95_diff_deg, acc.diff_from_reference.p95_deg if acc else None, "p95 per-sample difference"),
         ("max_size_mb", g.max_size_mb, size_mb, "artifact size on disk (MB, all files)"),
+        ("max_lava_mismatched_spikes", g.max_lava_mismatched_spikes, _lava_mismatch(report),
+         "spikes and readout values differing between Lava's simulator and the fixed-point model"),
     ]
     gates = [Gate(name=name, limit=limit, value=value, passed=value is not None and value <= limit, detail=detail)
              for name, limit, value, detail in checks if limit is not None]
@@ -41,7 +48,7 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
     return gates
 
 
-def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner, runner_for) -> dict:
+def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner, runner_for, source: Artifact) -> dict:
     """Plan summary with its per-layer table, and size/latency against the FP32 artifact the plan was applied to."""
     from edgekit.quant.plan import ISA_PROFILES
     from edgekit.verify import interleaved_latency
@@ -65,8 +72,9 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
     }
     ptq_index = next((i for i, s in enumerate(steps) if s.pass_.startswith("ptq")), None)
     comparison = {}
-    if ptq_index:
-        fp32 = steps[ptq_index - 1].artifact
+    # the FP32 model the plan was applied to: the step before ptq, or the input itself (an .onnx given to ptq)
+    fp32 = (steps[ptq_index - 1].artifact if ptq_index else source) if ptq_index is not None else None
+    if fp32 is not None and fp32.format == art.format:
         lat = interleaved_latency({"fp32": runner_for(fp32.path).run, "int8": runner.run},
                                   sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())
         comparison = {"fp32_sha256": fp32.sha256, "size_fp32_bytes": fp32.size_bytes(), "size_int8_bytes": art.size_bytes(),
@@ -75,6 +83,12 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
                       "latency_int8": {k: m.model_dump() for k, m in lat["int8"].items()},
                       "speedup_p50": lat["fp32"]["p50"].value / lat["int8"]["p50"].value}
     return {"quantization": quant, "comparison": comparison}
+
+
+def step_rows(steps) -> list[Step]:
+    return [Step(pass_=s.pass_, format=s.artifact.format.value, sha256=s.artifact.sha256, cached=s.cached,
+                 seconds=round(s.seconds, 3), size_bytes=s.artifact.size_bytes(), notes=s.artifact.meta.get("notes", []))
+            for s in steps]
 
 
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
@@ -111,9 +125,7 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
         recipe=recipe.resolved(), pipeline=str(pipeline),
         artifact={"path": art.path.name, "format": art.format.value, "sha256": art.sha256,
                   "files": [f.name for f in art.files()], "sidecar": "io.json", "precision": art.meta.get("precision", "fp32")},
-        steps=[Step(pass_=s.pass_, format=s.artifact.format.value, sha256=s.artifact.sha256, cached=s.cached,
-                    seconds=round(s.seconds, 3), size_bytes=s.artifact.size_bytes(), notes=s.artifact.meta.get("notes", []))
-               for s in steps],
+        steps=step_rows(steps),
         accuracy=accuracy,
         latency=lat,
         memory={"peak_rss_increase": memory},
@@ -127,7 +139,14 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
         notes=notes)
     if art.meta.get("quant_plan"):
         report = report.model_copy(update=_quantization_sections(
-            art, steps, sample, recipe, runner, lambda path: backend.runner(path, threads=threads)))
+            art, steps, sample, recipe, runner, lambda path: backend.runner(path, threads=threads), src.artifact))
+        if "int8_mac_fraction_measured" in runtime:  # read from the artifact itself: what the gate should check
+            quant = {**report.quantization, "int8_mac_fraction_planned": report.quantization["int8_mac_fraction"],
+                     "int8_mac_fraction": runtime["int8_mac_fraction_measured"]}
+            report = report.model_copy(update={"quantization": quant})
+    if hasattr(backend, "spiking"):  # spiking targets: T sweep, spike rates, synaptic ops (and the energy from them)
+        spiking = backend.spiking(art, runner, inputs, ref_out, src.card)
+        report = report.model_copy(update={"spiking": spiking, "energy": spiking.pop("energy_section", report.energy)})
     gates = check_gates(recipe, report)
     report = report.model_copy(update={"gates": gates, "passed": all(g.passed for g in gates)})
     if not report.passed and report.quantization:

@@ -40,15 +40,19 @@ def test_build_writes_artifacts_manifest_summary_and_junit(tmp_path, monkeypatch
 
 
 def test_rebuild_from_scratch_is_byte_identical(tmp_path, monkeypatch):
-    project = _project(tmp_path)
+    project = _project(tmp_path, ("onnx", "onnx-int8", "coreml", "tflite-int8"))
     first = build(project, tmp_path / "a")
     monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "fresh-cache"))  # nothing cached: every pass runs again
     second = build(project, tmp_path / "b")
     assert [e["sha256"] for e in first["artifacts"]] == [e["sha256"] for e in second["artifacts"]]
-    onnx_a = (tmp_path / "a" / first["artifacts"][0]["artifact"]).read_bytes()
-    assert onnx_a == (tmp_path / "b" / second["artifacts"][0]["artifact"]).read_bytes()
-    cached = build(project, tmp_path / "c")  # warm: served from the cache
+    for a, b in zip(first["artifacts"], second["artifacts"]):
+        if a["target"] != "coreml":  # single files: the bytes themselves (Core ML: the canonical digest above)
+            assert (tmp_path / "a" / a["artifact"]).read_bytes() == (tmp_path / "b" / b["artifact"]).read_bytes()
+    cached = build(project, tmp_path / "c")  # warm: passes and verification served from the cache
     assert all(e["cached"] for e in cached["artifacts"])
+    assert [e["gates"] for e in cached["artifacts"]] == [e["gates"] for e in second["artifacts"]]
+    report = json.loads((tmp_path / "c" / cached["artifacts"][0]["report"]).read_text())
+    assert any("verification reused from the report cache" in n for n in report["notes"])
 
 
 def test_one_failure_does_not_stop_the_others_and_fails_the_build(tmp_path, capsys):
@@ -116,9 +120,24 @@ def test_an_interrupted_build_leaves_no_half_written_artifact(tmp_path, monkeypa
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the artifact was being verified
 
     monkeypatch.setattr(edgekit.verify_artifact, "verify", interrupted)
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "empty-cache"))  # no cached report: verification runs
     dist = tmp_path / "dist"
     with pytest.raises(KeyboardInterrupt):
         build(_project(tmp_path, ("onnx",)), dist)
     leftovers = [p for p in dist.rglob("*")] if dist.exists() else []
     assert not any(p.name in ("model.onnx", "report.json", "manifest.json") for p in leftovers)
     assert not any("staging" in p.name for p in leftovers)
+
+
+def test_cached_report_is_reused_only_for_identical_verification(tmp_path):
+    import edgekit.compiler as ek
+
+    reused = "verification reused from the report cache"
+    first = ek.compile(None, "onnx", out=tmp_path / "a")
+    again = ek.compile(None, "onnx", out=tmp_path / "b")
+    assert any(reused in n for n in again.report.notes) and again.report.accuracy == first.report.accuracy
+    recipe = tmp_path / "stricter.yaml"  # another gate: the report must be made again
+    recipe.write_text((ROOT / "edgekit" / "targets" / "onnx.yaml").read_text().replace("max_diff_deg: 0.01", "max_diff_deg: 0.005"))
+    other = ek.compile(None, str(recipe), out=tmp_path / "c")
+    assert not any(reused in n for n in other.report.notes) and other.report.gates[0].limit == 0.005
+    assert not any(reused in n for n in ek.compile(None, "onnx", out=tmp_path / "d", cache=False).report.notes)

@@ -95,6 +95,13 @@ def test_coreml_fp16_within_a_tenth_of_a_degree_verified_by_the_interpreter(fp16
     assert fp16.report.accuracy.diff_from_reference.max_deg > fp32.report.accuracy.diff_from_reference.max_deg
     ratio = fp32.report.size["artifact"].value / fp16.report.size["artifact"].value
     assert 1.8 < ratio < 2.1  # FP16 storage halves the package
+    for res, precision in ((fp16, "fp16"), (fp32, "fp32")):  # energy: counted per op, estimated, never measured here
+        energy = res.report.energy
+        assert energy["macs_by_precision"] == {precision: res.report.compute["macs"].value}
+        assert energy["estimates"] and energy["measured"]["dynamic_uj_per_inference"] is None
+        assert "Apple devices" in energy["measured"]["how"]
+    weights = [sum(r["weight_bytes"] for r in res.report.energy["layers"]) for res in (fp16, fp32)]
+    assert weights[1] == 2 * weights[0]
 
 
 def test_coreml_package_carries_metadata_and_float32_io(fp16_and_fp32):
@@ -169,6 +176,11 @@ def test_compressed_weights_decode_like_coremltools_and_report_their_precision(t
     assert (3.5 < ratio < 4.2) if target == "coreml-int8" else (6.5 < ratio < 8.5)  # ~4x INT8, ~8x 4-bit
     if target == "coreml-int8":
         assert rep.accuracy.error_increase_deg <= 0.3 and rep.runtime["int8_weight_fraction"] > 0.95
+    # energy counts see the compressed storage: weights read from memory shrink, the arithmetic stays FP16
+    fp16_energy, energy = fp16_and_fp32[0].report.energy, rep.energy
+    assert set(energy["macs_by_precision"]) == {"fp16"}
+    stored = sum(r["weight_bytes"] for r in energy["layers"]) / sum(r["weight_bytes"] for r in fp16_energy["layers"])
+    assert (0.45 < stored < 0.55) if target == "coreml-int8" else (0.2 < stored < 0.3)
 
 
 def test_w8a8_quantizes_activations_with_calibrated_ranges(tmp_path):
@@ -182,6 +194,7 @@ def test_w8a8_quantizes_activations_with_calibrated_ranges(tmp_path):
     interp = MilInterpreter(res.artifact)
     q = next(op for op in interp.ops if op.op_type == "quantize")
     assert str(q.output_dtype.val) in ("int8", "uint8")  # coremltools stores quint8 as int8 with the zero point shifted
+    assert rep.energy["macs_by_precision"] == {"int8": rep.compute["macs"].value}  # every MAC op takes dequantized input
 
 
 def test_quantize_dequantize_ops_match_torch():

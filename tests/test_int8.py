@@ -129,3 +129,11 @@ def test_qat_fine_tunes_with_fake_quantization_and_ptq_quantizes_the_result(tmp_
     assert steps["qat"].sha256 != steps["fold_bn"].sha256  # the weights really changed
     assert res.passed and res.report.quantization["int8_mac_fraction"] == 1.0
     assert res.report.artifact["precision"] == "int8"
+
+
+def test_onnx_input_quantized_by_ptq_is_compared_with_itself_in_fp32(tmp_path):
+    fp32 = ek.compile(None, "onnx", out=tmp_path / "fp32")
+    res = ek.compile(str(fp32.artifact), "onnx-int8", out=tmp_path / "int8")
+    assert res.report.pipeline.endswith("ptq") and res.report.steps[0].pass_.startswith("ptq")
+    c = res.report.comparison
+    assert c["fp32_sha256"] == fp32.report.artifact["sha256"] and c["size_ratio"] > 3.5

@@ -11,7 +11,9 @@ import importlib
 from edgekit.errors import BadInputError
 
 # backend name -> (module, the extra that installs its runtime)
-BACKENDS = {"onnx": ("edgekit.backends.onnx", "onnx"), "coreml": ("edgekit.backends.coreml", "coreml")}
+BACKENDS = {"onnx": ("edgekit.backends.onnx", "onnx"), "coreml": ("edgekit.backends.coreml", "coreml"),
+            "tflite": ("edgekit.backends.tflite", "tflite"),
+            "snn": ("edgekit.backends.snn", "snn"), "lava": ("edgekit.backends.lava", "snn")}
 
 
 def load_backend(name: str):

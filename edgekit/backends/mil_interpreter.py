@@ -97,6 +97,7 @@ class MilInterpreter:
         for name, var in self.function.inputs.items():
             env[name] = np.asarray(feed[name]).astype(_NP[dtype_name(var)])
         self.macs = 0
+        self.layers: list[dict] = []
         for op in self.ops:
             if op.op_type == "const":
                 continue
@@ -120,6 +121,29 @@ class MilInterpreter:
     def describe(self) -> str:
         return ("edgekit MIL reference interpreter (numpy): declared dtypes kept (FP16 outputs rounded to FP16), "
                 "FP32 accumulation; Core ML itself predicts only on macOS")
+
+    def _count(self, op, macs: int, x: np.ndarray, out: np.ndarray) -> None:
+        """One energy-count row per MAC op: the precision it computes in and the bytes its weights are stored in."""
+        self.macs += macs
+        producer = getattr(op.inputs["x"], "op", None)
+        declared = dtype_name(op.outputs[0])
+        precision = "int8" if producer is not None and producer.op_type == "dequantize" else (
+            "fp16" if declared == "fp16" else "fp32")
+        weight = op.inputs.get("weight")
+        stored = self._stored_dtypes().get(weight.name) if weight is not None else None
+        per_elem = {"int8": 1, "uint8": 1, "fp16": 2, "fp32": 4}.get((stored or "").split("-")[-1], 4)
+        if stored and stored.startswith("lut-"):
+            per_elem = 0.5  # 4-bit palette indices (the palettize4 recipe)
+        elements = int(np.prod(weight.shape)) if weight is not None and weight.shape else 0
+        self.layers.append({"layer": op.name, "op": op.op_type, "precision": precision, "macs": macs,
+                            "weight_bytes": int(elements * per_elem), "act_in_elems": int(np.prod(x.shape)),
+                            "act_out_elems": int(np.prod(out.shape)), "act_bytes_per_elem": 2 if precision == "fp16" else (
+                                1 if precision == "int8" else 4)})
+
+    def _stored_dtypes(self) -> dict[str, str]:
+        if not hasattr(self, "_stored"):
+            self._stored = {w["name"]: w["dtype"] for w in self.weight_precisions()}
+        return self._stored
 
     def op_histogram(self) -> dict[str, int]:
         return dict(Counter(op.op_type for op in self.ops if op.op_type != "const"))
@@ -236,8 +260,8 @@ class MilInterpreter:
 
     def _op_linear(self, op, x, weight, bias=None):
         x, w = self._f(x), self._f(weight)
-        self.macs += int(np.prod(x.shape[:-1])) * w.shape[0] * w.shape[1]
         out = x @ w.T
+        self._count(op, int(np.prod(x.shape[:-1])) * w.shape[0] * w.shape[1], x, out)
         return out + self._f(bias) if bias is not None else out
 
     def _op_matmul(self, op, x, y, transpose_x=False, transpose_y=False):
@@ -247,7 +271,7 @@ class MilInterpreter:
         if transpose_y:
             y = np.swapaxes(y, -1, -2)
         out = x @ y
-        self.macs += int(np.prod(out.shape)) * x.shape[-1]
+        self._count(op, int(np.prod(out.shape)) * x.shape[-1], x, out)
         return out
 
     def _op_conv(self, op, x, weight, strides=None, pad_type=None, pad=None, dilations=None, groups=1, bias=None):
@@ -268,7 +292,7 @@ class MilInterpreter:
             win = _windows(x[:, i * cin_g:(i + 1) * cin_g], kernel, strides)
             outs.append(np.einsum("nchwij,ocij->nohw", win, w[i * cout_g:(i + 1) * cout_g], optimize=True))
         out = np.concatenate(outs, axis=1)
-        self.macs += int(np.prod(out.shape)) * cin_g * int(np.prod(kernel))
+        self._count(op, int(np.prod(out.shape)) * cin_g * int(np.prod(kernel)), x, out)
         return out + self._f(bias).reshape(1, -1, 1, 1) if bias is not None else out
 
     def _pool(self, op, x, kernel_sizes, strides, pad, ceil_mode, reduce, pad_value):

@@ -61,16 +61,9 @@ def counts(path: Path, runner, sample) -> dict:
 def energy(path: Path, runner, sample) -> dict:
     """Per-layer counts, cited estimates, and a RAPL measurement where the host exposes the counters."""
     from edgekit.energy.counts import onnx_layer_counts
-    from edgekit.energy.estimate import estimate
-    from edgekit.energy.meters import RaplSource, measure
+    from edgekit.energy.section import energy_section
 
-    rows = onnx_layer_counts(path)
-    macs_by_precision: dict[str, int] = {}
-    for r in rows:
-        macs_by_precision[r["precision"]] = macs_by_precision.get(r["precision"], 0) + r["macs"]
-    reading = measure(RaplSource(), lambda: runner.run(sample))
-    return {"macs_by_precision": macs_by_precision, "layers": rows, "estimates": estimate(rows),
-            "measured": reading.__dict__ | {"meter": "RAPL (powercap)", "runtime": runner.describe()}}
+    return energy_section(onnx_layer_counts(path), runner, sample)
 
 
 def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:

@@ -23,7 +23,7 @@ def compile_command(
     card: Annotated[Path | None, typer.Option(help="Model card JSON (input spec, preprocessing, output convention).")] = None,
     calib_set: Annotated[Path | None, typer.Option(help="Calibration .npz (default: synthetic, its own seed).")] = None,
     eval_set: Annotated[Path | None, typer.Option(help="Evaluation .npz (default: synthetic, its own seed).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every pass, ignoring the pass cache.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every pass and verify again, ignoring the pass and report caches.")] = False,
     output_format: FormatOpt = OutputFormat.human,
 ) -> None:
     """Compile a gaze model for a target, verify the artifact against the model on eye images, and write its report.

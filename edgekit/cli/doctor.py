@@ -19,7 +19,8 @@ _COMPONENTS = [
     ("dataset loaders", ["h5py", "scipy"], "pip install 'edgekit[datasets]'"),
     ("onnx backend", ["onnx", "onnxruntime", "onnxslim", "onnxconverter_common"], "pip install 'edgekit[onnx]'"),
     ("coreml backend", ["coremltools"], "pip install 'edgekit[coreml]'"),
-    ("tflite backend", ["ai_edge_litert"], "pip install 'edgekit[tflite]'"),
+    ("tflite backend", ["litert_torch", "ai_edge_litert", "ai_edge_quantizer"], "pip install 'edgekit[tflite]'"),
+    ("snn / loihi export (netx HDF5, NIR)", ["h5py", "nir"], "pip install 'edgekit[snn]'"),
 ]
 
 

@@ -58,7 +58,12 @@ def _run(fn, jobs: list, workers: int, progress: bool, label: str) -> list:
     from edgekit.progress import track
 
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        import multiprocessing
+        import sys
+
+        # fork after JAX started its threads (litert-torch imports it) can deadlock: start workers from a clean process
+        context = multiprocessing.get_context("forkserver" if "jax" in sys.modules else None)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             return list(track(pool.map(fn, jobs), total=len(jobs), description=label, enabled=progress))
     return [fn(job) for job in track(jobs, total=len(jobs), description=label, enabled=progress)]
 

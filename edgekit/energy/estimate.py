@@ -51,7 +51,10 @@ def horowitz(rows: list[dict]) -> list[dict]:
     mem_lo = (weight_bits + act_bits) * mem["sram_32kb"] / 64
     mem_hi = weight_bits * max(mem["dram"]) / 64 + act_bits * mem["sram_1mb"] / 64
     precisions = sorted({r["precision"] for r in rows})
-    base = {"profile": "horowitz-45nm", "device": "45 nm CMOS", "method": "estimated", "source": prof["source"]}
+    # integer rows compare with integer rows (an SNN's accumulates against INT8 MACs), float with float
+    arithmetic = "integer" if precisions == ["int8"] else "float"
+    base = {"profile": "horowitz-45nm", "device": "45 nm CMOS", "method": "estimated", "source": prof["source"],
+            "arithmetic": arithmetic}
     return [
         {**base, "level": "compute", "low_uj": lo * PJ * 1e6, "high_uj": hi * PJ * 1e6,
          "assumptions": f"MACs at the precision stored in the artifact ({', '.join(precisions)}; a runtime that up-casts, like "

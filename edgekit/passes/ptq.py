@@ -23,7 +23,7 @@ from pydantic import Field
 
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
-from edgekit.passes.base import Pass
+from edgekit.passes.int8_options import Int8Options
 
 
 class CalibEval:
@@ -51,22 +51,15 @@ class CalibEval:
         return increase, float(np.percentile(self._angle(out, self.ref), 95))
 
 
-class PTQ(Pass):
+class PTQ(Int8Options):
     name: ClassVar[str] = "ptq"
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.onnx})
     produces: ClassVar[Format] = Format.onnx
     summary: ClassVar[str] = "INT8 post-training quantization (per-channel weights, calibrated activations, mixed precision)"
 
-    observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
-    percentile: float = Field(99.99, gt=50, le=100, description="for observer=percentile")
     isa_profile: Literal["portable", "x86-avx2", "x86-vnni", "arm64"] = Field(
         "portable", description="deployment ISA class; portable is safe on every x86 and ARM CPU")
-    keep_float: list[str] = Field(default_factory=list, description="module-name patterns (fnmatch) kept in float")
-    mixed_precision: bool = Field(True, description="return the most sensitive layers to float until the target holds")
-    target_error_increase_deg: float = Field(0.3, gt=0, description="mixed precision aims at this mean increase")
-    min_int8_mac_fraction: float = Field(0.9, ge=0, le=1, description="mixed precision keeps at least this INT8 MAC share")
-    sensitivity_samples: int = Field(256, ge=16, description="calibration samples used to score candidates")
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         from edgekit.evalset import model_inputs

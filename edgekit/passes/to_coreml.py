@@ -17,7 +17,7 @@ from edgekit.quiet import quiet
 
 class ToCoreML(Pass):
     name: ClassVar[str] = "to_coreml"
-    version: ClassVar[int] = 2  # 2: recurrent layers unrolled, their ops in FP32
+    version: ClassVar[int] = 3  # 2: recurrent layers unrolled, their ops in FP32; 3: deterministic protobuf bytes
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.torchscript, Format.exported_program})
     produces: ClassVar[Format] = Format.coreml
     summary: ClassVar[str] = "convert to a Core ML ML program (.mlpackage) with coremltools"
@@ -72,6 +72,7 @@ class ToCoreML(Pass):
         path = out_dir / "model.mlpackage"
         with quiet():
             model.save(str(path))
+        _serialize_deterministically(path)
         precision = {"float": self.precision, "int8": "int8-weights", "palettize4": "palettized-4bit",
                      "sparse": f"{self.precision}-sparse"}[self.weights]
         if self.activations == "int8":
@@ -172,3 +173,14 @@ class ToCoreML(Pass):
         model.user_defined_metadata["edgekit.version"] = edgekit.__version__
         model.user_defined_metadata["edgekit.pipeline"] = ctx.pipeline
         model.user_defined_metadata["edgekit.preprocessing"] = json.dumps(pre.model_dump())
+
+
+def _serialize_deterministically(package: Path) -> None:
+    """Rewrite the package's model spec with protobuf map fields in sorted order: coremltools writes metadata and op
+    attributes (maps) in an order that changes from process to process, so two saves of one model differed."""
+    from coremltools.proto import Model_pb2
+
+    spec_path = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))

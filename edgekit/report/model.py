@@ -80,6 +80,7 @@ class Report(BaseModel):
     parity: dict | None = None  # first diverging layer when a gate fails
     quantization: dict | None = None  # plan summary, per-layer table, INT8 fractions, calibration
     comparison: dict = Field(default_factory=dict)  # against the FP32 artifact of the same pipeline, measured in one run
+    spiking: dict | None = None  # spiking targets: timesteps, error vs T (and a naive baseline), rates, synaptic ops
     energy: dict = Field(default_factory=dict)  # estimates (profile, level, low-high uJ, sources) and the measured reading
     gates: list[Gate] = Field(default_factory=list)
     passed: bool = True

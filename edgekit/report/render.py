@@ -63,6 +63,7 @@ def to_markdown(report: Report) -> str:
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(report)]
     lines += _quant_markdown(report)
     lines += _energy_markdown(report)
+    lines += _spiking_markdown(report)
     lines += ["", "## Pipeline steps", "", "| pass | format | sha256 | cached | seconds | notes |", "|---|---|---|---|---|---|"]
     lines += [f"| {s.pass_} | {s.format} | `{s.sha256[:12]}` | {s.cached} | {s.seconds:.2f} | {'; '.join(s.notes)} |" for s in report.steps]
     if report.notes:
@@ -72,6 +73,12 @@ def to_markdown(report: Report) -> str:
               f"- created {report.created}, report schema v{report.schema_version}", "",
               "Resolved recipe:", "", "```json", json.dumps(report.recipe, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _spiking_markdown(report: Report) -> list[str]:
+    from edgekit.snn.report import spiking_markdown
+
+    return spiking_markdown(report.spiking) if report.spiking else []
 
 
 _ENERGY_HEAD = ["profile", "device", "level", "energy per inference (uJ)", "method", "assumptions", "source"]
@@ -156,13 +163,19 @@ def to_html(report: Report) -> str:
 host {e(str(report.host.get('cpu')))}.</p>
 <h2>Gates</h2><table><tr><th>gate</th><th>what</th><th>limit</th><th>value</th><th>result</th></tr>{gates or '<tr><td colspan=5>none declared</td></tr>'}</table>{parity}
 <h2>Measurements</h2><table><tr><th>section</th><th>quantity</th><th>value</th><th>how</th></tr>{rows}</table>
-{_quant_html(report)}{_energy_html(report)}
+{_quant_html(report)}{_energy_html(report)}{_spiking_html(report)}
 <h2>Pipeline steps</h2><table><tr><th>pass</th><th>format</th><th>sha256</th><th>cached</th><th>seconds</th><th>notes</th></tr>{steps}</table>
 <h2>Notes</h2><ul>{notes}</ul>
 <h2>Provenance</h2><p>Tools: {e(', '.join(f'{k} {v}' for k, v in report.tools.items()))}</p>
 <pre>{e(json.dumps(report.recipe, indent=2))}</pre>
 <p>Created {e(report.created)}, report schema v{report.schema_version}.</p></body></html>
 """
+
+
+def _spiking_html(report: Report) -> str:
+    """The Spiking section's Markdown (lists and pipe tables), as preformatted text: readable, self-contained."""
+    lines = _spiking_markdown(report)
+    return f"<h2>Spiking</h2><pre>{html.escape(chr(10).join(lines[3:]))}</pre>" if lines else ""
 
 
 def _quant_html(report: Report) -> str:

@@ -38,7 +38,9 @@ def summary(report: Report, out_dir: Path) -> str:
                         else measured.get("how", "not measured")))
     q, c = report.quantization, report.comparison
     if q:
-        lines.append(f"  int8     {q['int8_mac_fraction']:.1%} of MACs; float: {', '.join(f['name'] for f in q['float_layers']) or 'none'}"
+        float_macs = sorted({f"{f['op']} ({f['layer']})" for f in report.runtime.get("float_ops", []) if f["macs"]})
+        floats = [f["name"] for f in q["float_layers"]] + float_macs  # planned float layers, then what the artifact shows
+        lines.append(f"  int8     {q['int8_mac_fraction']:.1%} of MACs; float: {', '.join(floats) or 'none'}"
                      + (f"; vs FP32 {c['size_ratio']:.2f}x smaller, {c['speedup_p50']:.2f}x faster (p50, interleaved)" if c else ""))
     for g in report.gates:
         bound = ">=" if g.name.startswith("min_") else "<="

@@ -1,0 +1,113 @@
+"""SNN backend: run `snn` artifacts (edgekit/snn) in edgekit's PyTorch integrate-and-fire simulator on this CPU.
+
+The report's spiking section has the error-vs-T curve of the converted network and of the naive baseline stored
+beside it, spike rates per layer and NeuroBench-named synaptic operations from the measured spikes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MEASURES_SPEED = True
+WHY_NO_SPEED = ""
+SWEEP = (4, 8, 16, 32, 64)
+
+
+def normalize(out: np.ndarray, on: bool) -> np.ndarray:
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12) if on else out
+
+
+class SnnRunner:
+    def __init__(self, path: Path, threads: int = 1):
+        from edgekit.snn.net import SpikingNet
+
+        self.net, self.threads = SpikingNet.load(Path(path)), threads
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        from edgekit.snn.simulate import simulate
+
+        x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.values())), np.float32))
+        out = simulate(self.net, x, self.net.timesteps, count=False).outputs[self.net.timesteps]
+        return normalize(out, self.net.normalize_output)
+
+    def describe(self) -> str:
+        return (f"edgekit PyTorch IF simulator (torch {torch.__version__}, CPU, {torch.get_num_threads()} thread(s)), "
+                f"T={self.net.timesteps}, reset by {self.net.reset}")
+
+
+def runner(path: Path, threads: int = 1) -> SnnRunner:
+    return SnnRunner(path, threads)
+
+
+def counts(path: Path, runner, sample) -> dict:
+    from edgekit.snn.counts import layer_macs
+
+    net = runner.net
+    params = sum(int(w.numel()) + int(b.numel()) for w, b in zip(net.weights, net.biases) if w is not None)
+    macs = sum(layer_macs(net.layers[i]) for i in net.weighted)
+    return {"params": params, "macs": macs, "params_how": "weights and biases of the SNN's layers",
+            "macs_how": "dense MACs of the equivalent ANN, batch 1 (the spiking section has ACs from measured spikes)"}
+
+
+def energy(path: Path, runner, sample) -> dict:
+    return {"why": "filled in from the spikes measured on the evaluation set (Spiking section)"}  # replaced after spiking()
+
+
+def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
+    return {"runtime": runner.describe(), "executed_here": True}, []
+
+
+def error_curve(net, x: torch.Tensor, truth: np.ndarray, ref_error: float, ref_vectors: np.ndarray,
+                steps: tuple[int, ...] = SWEEP, count: bool = False):
+    """Mean angular error and increase over the ANN at each T, from one simulation of max(steps) steps."""
+    from edgekit.data.metrics import angular_error_deg
+    from edgekit.snn.simulate import simulate
+
+    res = simulate(net, x, max(steps), record=steps, count=count)
+    rows = []
+    for t in steps:
+        out = normalize(res.outputs[t], True)
+        err = float(angular_error_deg(out, truth).mean())
+        rows.append({"timesteps": t, "error_deg": err, "increase_deg": err - ref_error,
+                     "diff_from_ann_mean_deg": float(angular_error_deg(out, ref_vectors).mean())})
+    return rows, res
+
+
+def naive_curve(folder: Path, x, truth, ref_error: float, ref) -> dict | None:
+    """The same curve for the naive conversion stored beside the SNN (None when the artifact has none)."""
+    from edgekit.snn.net import SpikingNet
+
+    if not folder.is_dir():
+        return None
+    base = SpikingNet.load(folder)
+    return {"what": base.meta.get("baseline"), "error_vs_timesteps": error_curve(base, x, truth, ref_error, ref)[0]}
+
+
+def spiking(art, runner, inputs, ref_out, card) -> dict:
+    from edgekit.data.metrics import angular_error_deg
+    from edgekit.evalset import to_vectors
+    from edgekit.snn.counts import energy_section, spiking_counts
+
+    net = runner.net
+    x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.arrays.values())), np.float32))
+    truth = inputs.truth.reshape(-1, 3)
+    ref = to_vectors(ref_out, card).reshape(-1, 3)
+    ref_error = float(angular_error_deg(ref, truth).mean())
+    steps = tuple(sorted(set(SWEEP) | {net.timesteps}))
+    started = time.perf_counter()
+    curve, res = error_curve(net, x, truth, ref_error, ref, steps, count=True)
+    sweep_s = time.perf_counter() - started
+    out = {"timesteps": net.timesteps, "latency_steps": net.timesteps, "reset": net.reset, "v_init": net.v_init,
+           "reference_error_deg": ref_error, "error_vs_timesteps": curve, "conversion": net.meta}
+    out["naive_baseline"] = naive_curve(Path(art.path) / "baseline", x, truth, ref_error, ref)
+    counts = spiking_counts(net, res.spikes[net.timesteps], res.acs[net.timesteps], net.timesteps, len(x))
+    out["counts"] = counts
+    out["energy_section"] = energy_section(counts, runner.describe())
+    out["simulator_time"] = {"value": sweep_s / (max(steps) * len(x)) * 1e3, "unit": "ms per step per image",
+                             "method": "measured", "how": f"{runner.describe()}; one batched run of {len(x)} images x "
+                                                          f"{max(steps)} steps (spike counting included), wall clock"}
+    return out

@@ -1,0 +1,112 @@
+"""TFLite backend: run .tflite artifacts in the LiteRT interpreter (ai-edge-litert, XNNPACK delegate on CPU).
+
+The runner feeds what the I/O sidecar tells a caller to feed: float32 tensors, or for int8 inputs the float
+values quantized with the input's scale and zero point; int8 outputs are dequantized the same way. Both
+come from the model's own tensors, the same place the sidecar is written from.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgekit._optional import require
+from edgekit.backends import tflite_graph
+
+MEASURES_SPEED = True
+WHY_NO_SPEED = ""
+
+
+def runtime_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("ai-edge-litert")
+
+
+class LiteRTRunner:
+    """One LiteRT interpreter, batch 1 (as converted); run() loops over a batch and returns float64 outputs."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        from edgekit.quiet import quiet
+
+        interpreter = require("ai_edge_litert.interpreter", "running TFLite artifacts")
+        self.threads = threads
+        with quiet():  # it prints "Created TensorFlow Lite XNNPACK delegate for CPU"
+            self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        self.inputs = self.interpreter.get_input_details()
+        self.output = self.interpreter.get_output_details()[0]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        arrays = list(inputs.values())
+        outs = []
+        for i in range(len(arrays[0])):
+            for detail, array in zip(self.inputs, arrays):
+                self.interpreter.set_tensor(detail["index"], _quantize(array[i:i + 1], detail))
+            self.interpreter.invoke()
+            outs.append(_dequantize(self.interpreter.get_tensor(self.output["index"]), self.output))
+        return np.concatenate(outs).astype(np.float64)
+
+    def describe(self) -> str:
+        return f"LiteRT interpreter (ai-edge-litert {runtime_version()}) with the XNNPACK delegate, {self.threads} thread(s)"
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return x.astype(np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+
+
+def runner(path: Path, threads: int = 1) -> LiteRTRunner:
+    return LiteRTRunner(path, threads=threads)
+
+
+def counts(path: Path, runner, sample) -> dict:
+    rows = tflite_graph.layer_rows(tflite_graph.read(path))
+    macs_by_op: Counter = Counter()
+    for r in rows:
+        macs_by_op[r["op"]] += r["macs"]
+    params = sum(r["weight_elems"] for r in rows if r["macs"])
+    return {"params": params, "macs": sum(macs_by_op.values()),
+            "params_how": "elements of the weight tensors of conv/fully-connected ops",
+            "macs_how": "from the .tflite op and tensor shapes, batch 1: " +
+                        ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
+
+
+def energy(path: Path, runner, sample) -> dict:
+    from edgekit.energy.section import energy_section
+
+    rows = [r for r in tflite_graph.layer_rows(tflite_graph.read(path)) if r["macs"]]
+    return energy_section(rows, runner, sample)
+
+
+def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
+    """Op histogram, and for INT8 models the measured INT8 share of MACs and every op that computes in float."""
+    model = tflite_graph.read(art.path)
+    rows = tflite_graph.layer_rows(model)
+    details = {"runtime": runner.describe(), "executed_here": True, "io": tflite_graph.io_details(model),
+               "op_histogram": dict(Counter(r["op"] for r in rows))}
+    if art.meta.get("precision") != "int8":
+        return details, []
+    macs = sum(r["macs"] for r in rows) or 1
+    int8 = sum(r["macs"] for r in rows if r["precision"] == "int8") / macs
+    float_ops = [{"op": r["op"], "layer": r["layer"], "macs": r["macs"], "activation_dtype": r["activation_dtype"]}
+                 for r in rows if r["precision"] != "int8" and r["op"] not in tflite_graph._DATA_OPS]
+    details |= {"int8_mac_fraction_measured": int8, "float_ops": float_ops}
+    mac_ops = [f"{f['op']} ({f['layer']})" for f in float_ops if f["macs"]]
+    note = (f"INT8 model as converted: {int8:.1%} of MACs in INT8; {len(float_ops)} compute op(s) stay float"
+            + (f", with MACs: {', '.join(mac_ops)}" if mac_ops else " (none with MACs)")
+            + (f"; the rest: {', '.join(sorted({f['op'] for f in float_ops if not f['macs']}))}"
+               if any(not f["macs"] for f in float_ops) else ""))
+    return details, [note]

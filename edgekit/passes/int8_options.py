@@ -1,0 +1,21 @@
+"""Options shared by the passes that apply edgekit's INT8 plan (ptq for ONNX, to_tflite): observer and mixed precision."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from edgekit.passes.base import Pass
+
+
+class Int8Options(Pass):
+    """Not a pass itself (no name): ptq and to_tflite inherit these fields."""
+
+    observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
+    percentile: float = Field(99.99, gt=50, le=100, description="for observer=percentile")
+    keep_float: list[str] = Field(default_factory=list, description="module-name patterns (fnmatch) kept in float")
+    mixed_precision: bool = Field(True, description="return the most sensitive layers to float until the target holds")
+    target_error_increase_deg: float = Field(0.3, gt=0, description="mixed precision aims at this mean increase")
+    min_int8_mac_fraction: float = Field(0.9, ge=0, le=1, description="mixed precision keeps at least this INT8 MAC share")
+    sensitivity_samples: int = Field(256, ge=16, description="calibration samples used to score candidates")

@@ -1,0 +1,69 @@
+"""to_snn: convert a BN-folded sequential gaze CNN into a rate-coded spiking network (edgekit/snn/convert.py).
+
+Writes the calibrated SNN, its NIR graph (model.nir, the portable neuromorphic form) and, in `baseline/`, the naive conversion of the same model (per-layer maximum,
+no balancing, no initial charge) that reports compare against. Calibration uses the recipe's calibration set only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from edgekit.artifact import Artifact, Format
+from edgekit.errors import BadInputError
+from edgekit.passes.base import Pass
+
+
+class ToSNN(Pass):
+    name: ClassVar[str] = "to_snn"
+    version: ClassVar[int] = 1
+    consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
+    produces: ClassVar[Format] = Format.snn
+    summary: ClassVar[str] = "ANN -> rate-coded SNN: percentile thresholds, layer-wise balancing, IF neurons, integrator readout"
+
+    timesteps: int = Field(32, ge=1, le=4096, description="simulation steps per inference (T)")
+    reset: Literal["subtract", "zero"] = Field("subtract", description="subtract: exact rate coding; zero: what Lava's CUBA does")
+    percentile: float | None = Field(99.9, gt=0, le=100, description="threshold percentile of each ReLU output; null = maximum")
+    per_channel: bool = Field(True, description="one threshold per channel (else per layer)")
+    balance: Literal["gain", "none", "bias", "scale"] = Field(
+        "gain", description="layer-wise balancing by simulation at T on the calibration set: per-channel spike gain "
+                            "(default), per-channel bias, per-layer threshold scale, or none")
+    v_init: float = Field(0.5, ge=0, lt=1, description="initial membrane potential in thresholds (0.5 rounds rates instead of flooring)")
+    threshold_scale: float = Field(1.0, gt=0, description="multiplies every threshold")
+    calib_images: int = Field(256, ge=8, description="calibration images used")
+
+    def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
+        import torch
+
+        from edgekit.evalset import model_inputs
+        from edgekit.snn.convert import convert
+        from edgekit.snn.nir_export import write_nir
+        from edgekit.torch_module import load_module
+
+        if ctx.calib is None:
+            raise BadInputError("to_snn needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
+        if ctx.card.image_input.layout != "NCHW":
+            raise BadInputError(f"to_snn converts single-image (NCHW) models, not {ctx.card.image_input.layout} sequences; fix: "
+                                "convert a per-frame model such as TinyGaze")
+        module, _ = load_module(src.path)
+        inputs = model_inputs(ctx.card, ctx.calib).take(self.calib_images)
+        calib = torch.from_numpy(next(iter(inputs.arrays.values())))
+        n_inputs = len(ctx.card.inputs)
+        ctx.log(f"to_snn: calibrating thresholds on {len(calib)} images, T={self.timesteps}, reset {self.reset}")
+        net = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=self.percentile,
+                      per_channel=self.per_channel, balance=self.balance, v_init=self.v_init,
+                      threshold_scale=self.threshold_scale, thresholds=src.meta.get("qcfs_thresholds"))
+        net.meta["calibration_set"] = {"source": ctx.calib.meta.get("source"), "digest": ctx.calib.digest(), "n": len(calib)}
+        folder = net.save(out_dir / "snn")
+        write_nir(net, folder / "model.nir")
+        naive = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=None,
+                        per_channel=False, balance="none", v_init=0.0)
+        naive.meta["baseline"] = "naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
+        naive.save(folder / "baseline")
+        how = ("thresholds learned by qcfs" if src.meta.get("qcfs_thresholds") else
+               f"thresholds p{self.percentile or 'max'} per {'channel' if self.per_channel else 'layer'}")
+        notes = [f"converted {len(net.weighted)} layers to IF neurons (T={self.timesteps}, reset by {self.reset}, {how}, "
+                 f"balance {self.balance}) with an integrator readout"]
+        return Artifact.create(folder, Format.snn, src, notes=notes, timesteps=self.timesteps, reset=self.reset)

@@ -1,0 +1,230 @@
+"""to_tflite: PyTorch -> .tflite with litert-torch (no TensorFlow), FP32, FP16 weights or full INT8.
+
+Route chosen by measurement (benchmarks/tflite.md): litert-torch converts straight from torch.export;
+onnx2tf needs TensorFlow (+2.5 GB, numpy 1.x pins) and tries to download calibration data.
+- fp32: litert_torch.convert.
+- fp16: FP32 model, weights cast to float16 by ai-edge-quantizer (DEQUANTIZE ops; compute stays float32).
+- int8: edgekit's quantization plan applied through PT2E: per-channel symmetric INT8 weights, INT8
+  activations whose ranges come from edgekit's observers, float layers chosen by mixed precision. The I/O
+  is float32 (a QUANTIZE op in front) or int8 (the caller quantizes with the sidecar's scale and zero point).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from edgekit._optional import require
+from edgekit.artifact import Artifact, Format
+from edgekit.errors import BadInputError
+from edgekit.passes.int8_options import Int8Options
+from edgekit.quiet import quiet
+
+WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8s8 saturation (see quant/plan.py)
+
+
+class ToTFLite(Int8Options):
+    name: ClassVar[str] = "to_tflite"
+    version: ClassVar[int] = 1
+    consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
+    produces: ClassVar[Format] = Format.tflite
+    summary: ClassVar[str] = "convert to a .tflite flatbuffer with litert-torch (FP32, FP16 weights or INT8 from edgekit's plan)"
+
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="fp16: float16 weights; int8: INT8 weights and activations")
+    io: Literal["float", "int8"] = Field(
+        "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
+
+    def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
+        import torch
+
+        from edgekit.backends import tflite_graph
+        from edgekit.passes.export_onnx import load_torch_artifact
+
+        litert_torch = require("litert_torch", "the to_tflite pass")
+        if self.io == "int8" and self.precision != "int8":
+            raise BadInputError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
+        module = load_torch_artifact(src).eval()
+        args = tuple(torch.zeros(s.shape) for s in ctx.card.inputs)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "model.tflite"
+        meta: dict = {"precision": self.precision}
+        notes = []
+        if self.precision == "int8":
+            edge, plan = self._int8(litert_torch, module, args, ctx)
+            meta["quant_plan"] = json.loads(plan.model_dump_json())
+            notes += [f"to_tflite: {plan.int8_fraction('macs'):.1%} of planned MACs in INT8 ({WEIGHT_BITS}-bit per-channel "
+                      f"weights, observer {self.observer})"] + plan.decisions
+        else:
+            edge = _convert(litert_torch, module, args)
+        with quiet():  # litert-torch prints its progress and op counts
+            edge.export(str(path))
+        model = tflite_graph.read(path)
+        if self.precision == "fp16":
+            model = tflite_graph.read_bytes(_cast_weights_fp16(path))
+            notes.append("weights stored as float16 (ai-edge-quantizer float casting); CPU kernels compute in float32")
+        if self.precision == "int8":
+            if self.io == "float":
+                tflite_graph.float_inputs(model)
+            else:
+                tflite_graph.int8_outputs(model, [_output_range(module, ctx)])
+        tflite_graph.write(model, path)
+        io = tflite_graph.io_details(tflite_graph.read(path))
+        notes.append(f"converted with litert-torch {metadata.version('litert-torch')}; inputs "
+                     f"{', '.join(i['dtype'] for i in io['inputs'])}, outputs {', '.join(o['dtype'] for o in io['outputs'])}")
+        return Artifact.create(path, Format.tflite, src, **meta, io=io, notes=notes)
+
+    def _int8(self, litert_torch, module, args, ctx):
+        import torch
+        from litert_torch.quantize import quant_config
+
+        from edgekit.evalset import model_inputs
+
+        if ctx.calib is None:
+            raise BadInputError("to_tflite precision=int8 needs a calibration set; fix: add `calibration:` to the recipe")
+        inputs = model_inputs(ctx.card, ctx.calib)
+        ctx.log(f"to_tflite: calibrating on {len(inputs)} samples ({self.observer})")
+        tensors = [torch.from_numpy(inputs.arrays[s.name]) for s in ctx.card.inputs]
+        plan = self._plan(module, args, ctx, inputs, tensors)
+        quantizer = self._quantizer(plan)
+        converted, decisions = _quantize_pt2e(module, args, quantizer, [tuple(t[i:i + 1] for t in tensors)
+                                                                        for i in range(len(inputs))])
+        plan = plan.model_copy(update={"decisions": plan.decisions + decisions})
+        edge = _convert(litert_torch, converted, args, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer),
+                        original=module)
+        return edge, plan
+
+    def _plan(self, module, args, ctx, inputs, tensors):
+        """edgekit's plan: layers with MACs, observer ranges, keep_float, mixed precision scored in torch."""
+        from edgekit.quant.fake_quant import input_ranges
+        from edgekit.quant.plan import QuantPlan
+        from edgekit.quant.torch_plan import FakeQuantJudge, keep_float, layer_table, mixed_precision
+
+        plan = QuantPlan(weights={"dtype": "int8", "bits": WEIGHT_BITS, "scheme": "symmetric", "granularity": "per_output_channel"},
+                         activations={"dtype": "int8", "scheme": "asymmetric", "granularity": "per_tensor", "observer": self.observer,
+                                      **({"percentile": self.percentile} if self.observer == "percentile" else {})},
+                         isa_profile="xnnpack", layers=layer_table(module, args),
+                         calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
+        plan = keep_float(plan, self.keep_float)
+        with quiet():
+            ranges = input_ranges(module, [tuple(t[i:i + 64] for t in tensors) for i in range(0, len(inputs), 64)], self.observer)
+        judge = FakeQuantJudge(module, inputs.take(self.sensitivity_samples), ctx.card, ranges, WEIGHT_BITS)
+        plan = mixed_precision(plan, judge, self.target_error_increase_deg, self.min_int8_mac_fraction, self.mixed_precision)
+        return plan.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}})
+
+    def _quantizer(self, plan):
+        """litert-torch's PT2E quantizer (per-channel symmetric weights, INT8 activations) with edgekit's observers
+        for activation ranges, and the plan's float layers left unannotated."""
+        from litert_torch.quantize import pt2e_quantizer
+
+        from edgekit.quant.torch_plan import range_observer_class
+
+        base = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+        act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=range_observer_class().with_args(
+            method=self.observer, percentile=self.percentile, eps=2**-12))
+        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+            dataclasses.replace(base, input_activation=act, output_activation=act))
+        for lp in plan.float_layers:
+            quantizer.set_module_name(lp.name, None)
+        # recurrent layers stay float (as to_coreml keeps the recurrence): litert-torch 0.10's GRU annotator also
+        # fails on a GRU called without an initial hidden state
+        quantizer.STATIC_OPS = [op for op in quantizer.STATIC_OPS if op != "gru_io_only"]
+        return quantizer
+
+
+def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
+    """prepare_pt2e, two calibration sweeps (ranges, then histograms), convert_pt2e; returns the QDQ module."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgekit.quant.torch_plan import calibrate_observers
+
+    decisions = []
+    try:
+        # strict (TorchDynamo) export records where each op came from, which litert-torch's quantizer needs to
+        # recognise residual adds; non-strict left GazeResNet18's 8 adds in float (benchmarks/tflite.md)
+        exported = _export(module, args, strict=True).module()
+    except BadInputError as exc:
+        exported = _export(module, args).module()
+        decisions.append(f"strict torch.export failed ({exc}); exported non-strict: residual adds may stay float")
+    try:
+        with quiet():
+            prepared = prepare_pt2e(exported, quantizer)
+            calibrate_observers(prepared, samples)
+            return convert_pt2e(prepared, fold_quantize=False), decisions
+    except Exception as exc:
+        raise BadInputError(f"to_tflite: PT2E INT8 quantization failed ({_first_line(exc)}); fix: keep the failing "
+                            "layer float with keep_float, or use the onnx-int8 target") from None
+
+
+def _export(module, args, strict: bool = False):
+    import torch
+
+    try:
+        with quiet():
+            return torch.export.export(module, args, strict=strict)
+    except Exception as exc:
+        raise BadInputError(f"to_tflite: torch.export failed ({_first_line(exc)}); fix: make the model exportable "
+                            "(no data-dependent control flow) or use the onnx target") from None
+
+
+def _convert(litert_torch, module, args, original=None, **kwargs):
+    try:
+        with quiet():
+            return litert_torch.convert(module, args, **kwargs)
+    except Exception as exc:
+        text = str(exc)
+        match = re.search(r"Lowering not found: aten\.(\w+)", text)
+        if match:
+            op = match.group(1)
+            where = op_location(original or module, args, op)
+            raise BadInputError(f"to_tflite: operator aten.{op} (in module {where}) has no LiteRT lowering in litert-torch; "
+                                "fix: replace that layer with supported ops, or use the onnx or coreml target") from None
+        raise BadInputError(f"to_tflite: litert-torch failed ({_first_line(exc)}); fix: check the model exports with "
+                            "torch.export, or use the onnx target") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def op_location(module, args, op: str) -> str:
+    """The module path that calls aten `op`, from torch.export's nn_module_stack."""
+    try:
+        with quiet():
+            graph = _export(module, args).graph
+    except BadInputError:
+        return "unknown module"
+    for node in graph.nodes:
+        if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] == op:
+            stack = node.meta.get("nn_module_stack") or {}
+            paths = [path for path, _ in stack.values() if path]
+            return paths[-1].replace("L['self'].", "") if paths else "the top-level module"
+    return "unknown module"
+
+
+def _cast_weights_fp16(path: Path) -> bytes:
+    quantizer = require("ai_edge_quantizer.quantizer", "FP16 TFLite weights")
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    q = quantizer.Quantizer(str(path))
+    q.add_weight_only_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, 16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    with quiet():
+        return bytes(q.quantize(enable_progress_report=False).quantized_model)
+
+
+def _output_range(module, ctx) -> tuple[float, float]:
+    """Range of the model output over the calibration set: the int8 output's scale and zero point."""
+    import torch
+
+    from edgekit.evalset import model_inputs
+
+    inputs = model_inputs(ctx.card, ctx.calib)
+    with torch.no_grad():
+        out = module(*[torch.from_numpy(inputs.arrays[s.name]) for s in ctx.card.inputs]).numpy()
+    return float(out.min()), float(out.max())

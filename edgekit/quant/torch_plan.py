@@ -1,0 +1,135 @@
+"""edgekit's quantization plan for a PyTorch module (the TFLite route quantizes in torch before converting).
+
+Same plan as the ONNX ptq pass (edgekit.quant.plan.QuantPlan): layers named by module path with MACs and
+weights, per-layer sensitivity measured alone on the calibration set, mixed precision that returns the most
+sensitive layers to float while the whole model misses its target. Sensitivity is scored in torch with
+fake quantization (edgekit.quant.fake_quant), the arithmetic the INT8 artifact runs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+
+import numpy as np
+
+from edgekit.quant.observers import TensorStats, observe
+from edgekit.quant.plan import LayerPlan, QuantPlan
+
+
+def layer_table(module, args) -> list[LayerPlan]:
+    """Every Conv/Linear with its MACs (from one batch-1 forward) and weight count."""
+    import torch
+
+    from edgekit.quant.fake_quant import QUANTIZABLE
+
+    macs: dict[str, int] = {}
+
+    def hook(name, m, inputs, out):
+        per_out = m.in_features if isinstance(m, torch.nn.Linear) else (m.in_channels // m.groups) * int(np.prod(m.kernel_size))
+        macs[name] = macs.get(name, 0) + int(out.numel()) * per_out
+
+    hooks = [m.register_forward_hook(functools.partial(hook, name)) for name, m in module.named_modules()
+             if isinstance(m, QUANTIZABLE)]
+    with torch.no_grad():
+        module(*args)
+    for h in hooks:
+        h.remove()
+    modules = dict(module.named_modules())
+    return [LayerPlan(name=name, op="Gemm" if isinstance(modules[name], torch.nn.Linear) else "Conv", node=name,
+                      macs=count, weights=int(modules[name].weight.numel())) for name, count in macs.items()]
+
+
+class FakeQuantJudge:
+    """Scores a set of INT8 layers by fake-quantizing them in torch on calibration inputs."""
+
+    def __init__(self, module, inputs, card, ranges: dict, weight_bits: int):
+        import torch
+
+        from edgekit.data.metrics import angular_error_deg
+        from edgekit.evalset import to_vectors
+
+        self.module, self.ranges, self.bits, self.card = module, ranges, weight_bits, card
+        self.batch = tuple(torch.from_numpy(inputs.arrays[s.name]) for s in card.inputs)
+        self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
+        self._angle = angular_error_deg
+        self.truth = inputs.truth.reshape(-1, 3)
+        self.ref_error = float(angular_error_deg(self._vec(self._run(set())), self.truth).mean())
+
+    def _run(self, int8: set[str]) -> np.ndarray:
+        import torch
+
+        from edgekit.quant.fake_quant import fake_quantized
+
+        with torch.no_grad(), fake_quantized(self.module, {k: v for k, v in self.ranges.items() if k in int8}, self.bits):
+            return self.module(*self.batch).numpy()
+
+    def increase(self, int8: set[str]) -> float:
+        return float(self._angle(self._vec(self._run(int8)), self.truth).mean()) - self.ref_error
+
+
+def mixed_precision(plan: QuantPlan, judge: FakeQuantJudge, target: float, min_fraction: float, enabled: bool) -> QuantPlan:
+    int8 = {lp.name for lp in plan.layers if lp.int8}
+    sens = {lp.name: round(judge.increase({lp.name}), 4) for lp in plan.layers}
+    plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": sens[lp.name]}) for lp in plan.layers]})
+    increase = judge.increase(int8)
+    decisions = [f"all planned layers in INT8: error increase {increase:+.3f} deg on {len(judge.truth)} calibration "
+                 "samples (torch fake quantization)"]
+    while enabled and increase > target:
+        candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
+        if not candidates:
+            break
+        worst = candidates[0]
+        trial = plan.with_float({worst.name}, f"kept float: most sensitive layer left ({sens[worst.name]:+.3f} deg alone)")
+        if trial.int8_fraction("macs") < min_fraction:
+            decisions.append(f"stopped: moving {worst.name} to float would leave {trial.int8_fraction('macs'):.1%} of MACs "
+                             f"in INT8, below {min_fraction:.0%}")
+            break
+        plan = trial
+        increase = judge.increase({lp.name for lp in plan.layers if lp.int8})
+        decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg")
+    return plan.model_copy(update={"decisions": decisions})
+
+
+def keep_float(plan: QuantPlan, patterns: list[str]) -> QuantPlan:
+    names = {lp.name for lp in plan.layers if any(fnmatch.fnmatch(lp.name, p) for p in patterns)}
+    return plan.with_float(names, f"kept float by keep_float {patterns}") if names else plan
+
+
+@functools.cache
+def range_observer_class():
+    """A PT2E activation observer whose range comes from edgekit's observers (percentile, entropy, mse, minmax).
+
+    It keeps edgekit's TensorStats: one calibration sweep for the range, a second for the histograms."""
+    import torch
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    class EdgekitRangeObserver(MinMaxObserver):
+        def __init__(self, method: str = "percentile", percentile: float = 99.99, **kwargs):
+            super().__init__(**kwargs)
+            self.method, self.percentile, self.sweep, self.stats = method, percentile, "range", TensorStats()
+
+        def forward(self, x):
+            values = x.detach().float().numpy()
+            (self.stats.update_range if self.sweep == "range" else self.stats.update_hist)(values)
+            return x
+
+        def calculate_qparams(self):
+            lo, hi = observe(self.stats, self.method, self.percentile)
+            self.min_val, self.max_val = torch.tensor(min(lo, 0.0)), torch.tensor(max(hi, 0.0, lo + 1e-6))
+            return super().calculate_qparams()
+
+    return EdgekitRangeObserver
+
+
+def calibrate_observers(prepared, samples: list[tuple]) -> None:
+    """Two sweeps over the calibration samples: ranges first, then histograms over those ranges."""
+    import torch
+
+    observers = [m for m in prepared.modules() if type(m).__name__ == "EdgekitRangeObserver"]
+    for sweep in ("range", "hist"):
+        for obs in observers:
+            obs.sweep = sweep
+        with torch.no_grad():
+            for args in samples:
+                prepared(*args)

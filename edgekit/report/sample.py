@@ -1,0 +1,109 @@
+"""The committed sample report: the demo model across every target, energy rows side by side.
+
+`make sample-report` (edgekit energy --targets ... --report-dir reports) writes reports/demo.md (read it),
+reports/demo.json (the static numbers: what a rebuild must reproduce; no latency, no measured energy, no
+dates) and reports/compare.html. A test regenerates demo.json and compares.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgekit.report.model import Report
+
+# one target per backend and precision (recipes that add pruning, QAT or other compressions are left out), in the
+# order the comparison reads best: float first, then smaller and cheaper, then spiking
+SAMPLE_TARGETS = ("onnx", "onnx-fp16", "onnx-int8", "coreml", "coreml-int8", "tflite", "tflite-fp16", "tflite-int8", "snn",
+                  "loihi")
+
+
+def energy_rows(reports: dict[str, Report]) -> tuple[list[dict], list[str]]:
+    """One row per target x estimate (profile, device, level) plus the measured row; ratios only within one
+    profile, device and level (spiking accumulates against INT8 MACs only), low end against low end."""
+    rows, notes = [], []
+    for target, report in reports.items():
+        energy = report.energy
+        if "why" in energy:
+            notes.append(f"{target}: {energy['why']}")
+            continue
+        for e in energy["estimates"]:
+            rows.append({"target": target, **{k: e[k] for k in ("profile", "device", "level", "low_uj", "high_uj", "method",
+                                                                 "source", "assumptions")}, "arithmetic": e.get("arithmetic")})
+        measured = energy["measured"]
+        rows.append({"target": target, "profile": "host", "device": measured.get("meter", "-"), "level": "measured", "arithmetic": None,
+                     "low_uj": measured["dynamic_uj_per_inference"], "high_uj": measured["dynamic_uj_per_inference"],
+                     "method": "measured" if measured["dynamic_uj_per_inference"] else "not measured",
+                     "source": measured.get("runtime", "-"), "assumptions": measured["how"]})
+    first: dict[tuple, dict] = {}
+    first_integer: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["profile"], r["device"], r["level"])
+        if r.get("arithmetic") == "integer":
+            first_integer.setdefault(key, r)
+        # a spiking network's integer accumulates compare with integer MACs (INT8), never with FP32 MACs
+        base = first_integer.get(key) if r.get("arithmetic") == "integer-accumulate" else first.setdefault(key, r)
+        r["ratio_to_first"] = ""
+        if base is not None and r is not base and r["low_uj"] and base["low_uj"]:
+            lo, hi = base["low_uj"] / r["low_uj"], base["high_uj"] / r["high_uj"]
+            r["ratio_to_first"] = (f"same as {base['target']}" if max(abs(lo - 1), abs(hi - 1)) < 0.05 else
+                                   f"{_times(lo)} than {base['target']}" if abs(lo - hi) < 0.05 else
+                                   f"{_times(lo)} (low end) / {_times(hi)} (high end) than {base['target']}")
+    return rows, notes
+
+
+def _times(ratio: float) -> str:
+    """base / row: '3.1x less' when the row uses less energy, '1.3x more' when it uses more."""
+    return f"{ratio:.1f}x less" if ratio >= 1 else f"{1 / ratio:.1f}x more"
+
+
+def _sig(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else float(f"{x:.{digits}g}")
+
+
+def static_numbers(target: str, report: Report) -> dict:
+    """What a rebuild from the same inputs reproduces on this host (rounded where float sums may reorder)."""
+    acc = report.accuracy
+    energy = report.energy
+    return {
+        "target": target, "pipeline": report.pipeline, "format": report.artifact["format"], "sha256": report.artifact["sha256"],
+        "size_bytes": report.size["artifact"].value, "params": report.compute["params"].value,
+        "macs": report.compute["macs"].value, "macs_by_precision": energy.get("macs_by_precision"),
+        "error_deg": round(acc.artifact.mean_deg, 3), "reference_error_deg": round(acc.reference.mean_deg, 3),
+        "diff_mean_deg": round(acc.diff_from_reference.mean_deg, 3), "diff_max_deg": round(acc.diff_from_reference.max_deg, 3),
+        "gates": {g.name: g.passed for g in report.gates},
+        "energy_estimates_uj": [{"profile": e["profile"], "device": e["device"], "level": e["level"], "arithmetic": e.get("arithmetic"),
+                                 "low": _sig(e["low_uj"]), "high": _sig(e["high_uj"])} for e in energy.get("estimates", [])],
+    }
+
+
+def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path) -> list[Path]:
+    from edgekit.report.compare import write_compare
+    from edgekit.report.summary import _range
+
+    model = next(iter(reports.values())).model["name"]
+    numbers = {"model": model, "targets": [static_numbers(t, r) for t, r in reports.items()]}
+    rows, notes = energy_rows(reports)
+    lines = [f"# {model} on every target", "",
+             "Regenerate with `make sample-report`. Every energy figure is an estimate (counts from the artifact x cited "
+             "per-op constants; sources in each row), except rows labelled measured. Ratios compare rows of the same "
+             "profile, device and level only.", "",
+             "| target | pipeline | size (MB) | MACs (M) by precision | error (deg) | diff max (deg) | gates |", "|---|---|---|---|---|---|---|"]
+    for t in numbers["targets"]:
+        precisions = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in (t["macs_by_precision"] or {}).items())
+        pipeline = t["pipeline"].replace("|", "\\|")  # a bare | would end the table cell
+        lines.append(f"| {t['target']} | `{pipeline}` | {t['size_bytes'] / 1e6:.2f} | {precisions} | {t['error_deg']:.3f} | "
+                     f"{t['diff_max_deg']:.3f} | {'pass' if all(t['gates'].values()) else 'FAIL'} |")
+    lines += ["", "| target | profile | device | level | arithmetic | uJ per inference | vs first of its kind |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['profile']} | {r['device']} | {r['level']} | {r['arithmetic'] or '-'} | "
+                     f"{_range(r) if r['low_uj'] else 'not measured'} | {r['ratio_to_first']} |")
+    lines += [""] + [f"- {n}" for n in notes]
+    sources = sorted({f"{r['profile']}: {r['source']}" for r in rows if r["level"] != "measured"})
+    lines += ["", "Sources:"] + [f"- {s}" for s in sources] + [""]
+    out.mkdir(parents=True, exist_ok=True)  # everything is computed before the first file is written
+    (out / "demo.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    (out / "demo.md").write_text("\n".join(lines))
+    write_compare(report_paths, out / "compare.html")
+    return [out / "demo.json", out / "demo.md", out / "compare.html"]

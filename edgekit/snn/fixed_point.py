@@ -1,0 +1,121 @@
+"""edgekit's fixed-point mirror of the network Lava builds from a netx file (lava-nc 0.10, Loihi2SimCfg fixed_pt):
+CUBA/LIF `PyLifModelBitAcc` neurons behind Conv/Dense synapses. No Lava needed; it reads the same quantised
+tensors that netx.py writes, and tests check it spike for spike against Lava's simulator.
+
+Per neuron and step, in integer arithmetic (Lava scales threshold, bias and input by 2^6; it is kept here):
+  a = W . s_prev            synapse output from the previous layer's spikes of the *previous* step (one-step delay
+                            per layer); conv sums clamp to signed 24 bits
+  u = wrap24(a << 6)        iDecay 4096: the current does not carry over (du = 4095, +1 offset)
+  v = sat24(v + u + (bias_mant << 6))      vDecay 0: no leak
+  spike = v > (vth << 6); v[spike] = 0     reset to zero
+The input layer has no synapse: its current is the bias, bias_mant = clip(rint(weight * x + bias)) per neuron (x: the
+first conv's output in threshold units, computed once on the host). The readout is an integrator that never fires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from edgekit.snn.simulate import fan_out_of
+
+UV_MAX = 1 << 23  # u and v are 24-bit signed
+SHIFT = 6
+
+
+def wrap24(x: torch.Tensor) -> torch.Tensor:
+    x = torch.where(x > UV_MAX, x - 2 * UV_MAX, x)
+    return torch.where(x <= -UV_MAX, x + 2 * UV_MAX, x)
+
+
+def clamp24(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-UV_MAX + 1, UV_MAX - 1)  # PyLifModelBitAcc saturates v symmetrically
+
+
+@dataclass
+class QuantLayer:
+    kind: str  # input | conv | dense
+    out_shape: tuple[int, ...]  # (C, H, W) or (N,)
+    vth: int  # threshold mantissa
+    bias: np.ndarray  # bias mantissa per output channel (int)
+    weight: np.ndarray | None = None  # int weights (out, in[, kh, kw]) in torch layout
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    flatten_before: bool = False
+    spiking: bool = True
+    scale: float = 1.0  # integer units per float unit (weights and bias), = threshold mantissa for spiking layers
+
+
+@dataclass
+class FixedResult:
+    readout: np.ndarray  # (N, out): (V(D+T) - V(D)) / (2^6 * scale * T), float
+    v_diff: np.ndarray  # (N, out) the integer V(D+T) - V(D), as Lava holds it
+    spikes_per_layer: list[float] = field(default_factory=list)  # total spikes over all samples and steps
+    acs_per_layer: list[float] = field(default_factory=list)  # total synaptic accumulates (spikes x fan-out) into each layer
+    trains: list[np.ndarray] | None = None  # per spiking layer (N, steps, neurons) bool, when asked
+
+
+def input_bias(encoder_current: np.ndarray, weight: int, bias: int) -> np.ndarray:
+    """bias_mant of the input neurons: rint(weight * x + bias), clipped to 13 signed bits."""
+    return np.clip(np.rint(weight * encoder_current + bias), -4096, 4095).astype(np.int64)
+
+
+@torch.no_grad()
+def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, keep_trains: bool = False) -> FixedResult:
+    """Run D + T steps (D = synaptic layers: the readout lags the input by D steps) on every sample at once."""
+    depth = len(layers) - 1
+    steps = timesteps + depth
+    n = len(input_mant)
+    v = [None] * len(layers)
+    prev = [None] * len(layers)
+    spikes = [0.0] * len(layers)
+    trains = [[] for _ in layers] if keep_trains else None
+    v_start = None
+    weights = [torch.from_numpy(lay.weight.astype(np.float64)) if lay.weight is not None else None for lay in layers]
+    biases = [torch.from_numpy(lay.bias.astype(np.float64)) for lay in layers]
+    bias0 = torch.from_numpy(input_mant.astype(np.float64))
+    fans = [None] + [fan_out_of(weights[k], lay.kind, layers[k - 1].out_shape, lay.stride, lay.padding).reshape(-1)
+                     for k, lay in enumerate(layers) if k]
+    acs = [0.0] * len(layers)
+    for t in range(1, steps + 1):
+        current = [None] * len(layers)
+        for k, lay in enumerate(layers):
+            if k == 0:
+                a = torch.zeros_like(bias0)
+                bias = bias0
+            else:  # before the previous layer's first step the synapse's buffer is zero
+                if prev[k - 1] is not None:
+                    acs[k] += float((prev[k - 1].reshape(n, -1) * fans[k]).sum())
+                a = _synapse(lay, weights[k], prev[k - 1]) if prev[k - 1] is not None else torch.zeros(n, *lay.out_shape,
+                                                                                                       dtype=torch.float64)
+                bias = biases[k].view(1, -1, *([1] * (a.dim() - 2)))
+            u = wrap24(a * (1 << SHIFT))
+            if v[k] is None:
+                v[k] = torch.zeros_like(u)
+            v[k] = clamp24(v[k] + u + bias * (1 << SHIFT))
+            if lay.spiking:
+                fired = v[k] > lay.vth * (1 << SHIFT)
+                v[k] = torch.where(fired, torch.zeros_like(v[k]), v[k])
+                current[k] = fired.to(torch.float64)
+                spikes[k] += float(fired.sum())
+                if keep_trains:
+                    trains[k].append(fired.reshape(n, -1).numpy().copy())
+        prev = current
+        if t == depth:
+            v_start = v[-1].clone()
+    out = layers[-1]
+    v_diff = (v[-1] - v_start).numpy().astype(np.int64)
+    return FixedResult(readout=v_diff / (1 << SHIFT) / (out.scale * timesteps), v_diff=v_diff, spikes_per_layer=spikes, acs_per_layer=acs,
+                       trains=[np.stack(tr, 1) for tr in trains if tr] if keep_trains else None)
+
+
+def _synapse(lay: QuantLayer, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    if lay.kind == "conv":
+        a = F.conv2d(s, w, stride=lay.stride, padding=lay.padding)
+        return a.clamp(-UV_MAX, UV_MAX - 1)  # PyConvModelFixed: signed 24-bit clamp of the synaptic sum
+    if lay.flatten_before:
+        s = s.flatten(1)
+    return F.linear(s, w)

@@ -1,0 +1,71 @@
+"""The `snn` artifact: a folder with weights.safetensors (normalised weights, threshold 1) and snn.json (structure,
+neuron model, timesteps, calibration). Loading rebuilds plain tensors: nothing is unpickled."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgekit.fileio import atomic_write_text
+
+WEIGHTS, SPEC = "weights.safetensors", "snn.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SpikingNet:
+    """layers: dicts with kind (conv | linear | flatten), name, neuron (if | integrator), stride/padding for conv,
+    in_shape/out_shape (without batch). weights/biases: one tensor per layer (None for flatten)."""
+
+    layers: list[dict]
+    weights: list[torch.Tensor | None]
+    biases: list[torch.Tensor | None]
+    input_shape: list[int]  # (C, H, W)
+    timesteps: int
+    reset: str  # subtract | zero
+    v_init: float  # initial membrane potential, in thresholds
+    normalize_output: bool
+    meta: dict = field(default_factory=dict)  # calibration details, thresholds (lambda) per layer
+
+    @property
+    def weighted(self) -> list[int]:
+        return [i for i, lay in enumerate(self.layers) if lay["kind"] != "flatten"]
+
+    def spec(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "input_shape": self.input_shape, "timesteps": self.timesteps,
+                "reset": self.reset, "v_init": self.v_init, "normalize_output": self.normalize_output,
+                "readout": "integrator: y = V_T / T (no threshold, no reset)", "threshold": 1.0,
+                "layers": self.layers, "meta": self.meta}
+
+    def save(self, folder: Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if w is not None:
+                tensors[f"{i}.weight"] = w.detach().float().contiguous()
+                tensors[f"{i}.bias"] = b.detach().float().contiguous()
+        save_file(tensors, str(folder / WEIGHTS))
+        atomic_write_text(folder / SPEC, json.dumps(self.spec(), indent=2, sort_keys=True) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> SpikingNet:
+        from safetensors.torch import load_file
+
+        from edgekit.errors import BadInputError
+
+        try:
+            spec = json.loads((folder / SPEC).read_text())
+            tensors = load_file(str(folder / WEIGHTS))
+        except (OSError, ValueError) as exc:
+            raise BadInputError(f"{folder}: not an edgekit snn artifact ({exc}); fix: produce it with the to_snn pass") from None
+        n = len(spec["layers"])
+        return cls(layers=spec["layers"], weights=[tensors.get(f"{i}.weight") for i in range(n)],
+                   biases=[tensors.get(f"{i}.bias") for i in range(n)], input_shape=spec["input_shape"],
+                   timesteps=spec["timesteps"], reset=spec["reset"], v_init=spec["v_init"],
+                   normalize_output=spec["normalize_output"], meta=spec.get("meta", {}))

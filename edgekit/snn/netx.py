@@ -1,0 +1,181 @@
+"""The `lava` artifact: a netx HDF5 network (lava-dl's exchange format) plus the host-side encoder.
+
+Layout of the folder: network.net (netx HDF5: input, conv, flatten, dense layers with CUBA neurons, 8-bit weights),
+encoder.safetensors (the first conv, float: the host computes its output once per image and injects it as the input
+neurons' bias, since netx's input layer is driven through its bias), lava.json (timesteps, delay, scales).
+
+Neurons are CUBA with iDecay 4096 and vDecay 0 (integrate-and-fire, reset to zero, as Lava implements it); the last
+layer is a non-spiking integrator (threshold never reached). Files are written byte-identically for the same input:
+no timestamps (track_times off for datasets and groups), fixed HDF5 format bounds, sorted keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.fileio import atomic_write_text
+from edgekit.snn.fixed_point import UV_MAX, QuantLayer
+from edgekit.snn.net import SpikingNet
+
+NETWORK, ENCODER, SPEC = "network.net", "encoder.safetensors", "lava.json"
+INPUT_SCALE = 1024  # input neurons: bias_mant = rint(1024 * x), x in thresholds, clipped to [-4, 4)
+W_MAX, B_MAX, VTH_MAX = 254, 4095, (1 << 17) - 1
+
+
+def quantize(net: SpikingNet) -> tuple[list[QuantLayer], dict]:
+    """8-bit weights and 13-bit biases per layer; each spiking layer's threshold mantissa is its scale (the largest
+    weight maps to 254)."""
+    weighted = net.weighted
+    layers = [QuantLayer("input", tuple(net.layers[weighted[0]]["out_shape"]), vth=INPUT_SCALE - 1,
+                         bias=np.zeros(net.layers[weighted[0]]["out_shape"][0], np.int64), scale=INPUT_SCALE)]
+    depth = len(weighted) - 1
+    notes = {"clipped_weights": 0, "clipped_biases": 0}
+    for k, i in enumerate(weighted[1:], start=1):
+        lay, w, b = net.layers[i], net.weights[i].double().numpy(), net.biases[i].double().numpy()
+        spiking = lay["neuron"] == "if"
+        # biases beyond +-8 thresholds per step are clipped: such a neuron fires every step or never either way
+        scale = min(W_MAX / max(np.abs(w).max(), 1e-12), VTH_MAX)
+        if not spiking:
+            scale = min(scale, B_MAX / max(np.abs(b).max(), 1e-12))  # integrator: keep |V| below the 24-bit limit for T + D steps even if every input fired
+            bound = np.abs(w.reshape(w.shape[0], -1)).sum(1).max() + np.abs(b).max()
+            scale = min(scale, (UV_MAX >> 1) / 64 / (bound * (net.timesteps + depth)))
+        wq, bq = np.rint(w * scale), np.rint(b * scale)
+        notes["clipped_weights"] += int((np.abs(wq) > W_MAX).sum())
+        notes["clipped_biases"] += int((np.abs(bq) > B_MAX).sum())
+        layers.append(QuantLayer(
+            "conv" if lay["kind"] == "conv" else "dense", tuple(lay["out_shape"]),
+            vth=max(int(round(scale)) - 1, 0) if spiking else VTH_MAX,  # v > vth fires: v >= scale, threshold 1
+            bias=np.clip(bq, -B_MAX - 1, B_MAX).astype(np.int64), weight=np.clip(wq, -256, W_MAX).astype(np.int64),
+            stride=tuple(lay.get("stride", (1, 1))), padding=tuple(lay.get("padding", (0, 0))),
+            flatten_before=net.layers[i - 1]["kind"] == "flatten", spiking=spiking, scale=float(scale)))
+    return layers, notes
+
+
+def _no_times_group(parent, name: str):
+    import h5py
+
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
+
+
+def _dataset(group, name: str, value) -> None:
+    data = np.bytes_(value) if isinstance(value, str) else np.asarray(value)
+    group.create_dataset(name, data=data, track_times=False)
+
+
+def write_network(layers: list[QuantLayer], path: Path, steps: int) -> Path:
+    """Write the netx HDF5 (shapes as C,H,W: netx reverses them to x,y,channel; kernels in torch's layout)."""
+    from edgekit._optional import require
+
+    h5py = require("h5py", "writing netx HDF5 files")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+        sim = _no_times_group(f, "simulation")
+        _dataset(sim, "Ts", 1)
+        _dataset(sim, "tSample", steps)
+        root = _no_times_group(f, "layer")
+        index = 0
+        for k, lay in enumerate(layers):
+            if lay.flatten_before:
+                g = _no_times_group(root, str(index))
+                _dataset(g, "type", "flatten")
+                _dataset(g, "shape", [int(np.prod(layers[k - 1].out_shape))])
+                index += 1
+            g = _no_times_group(root, str(index))
+            index += 1
+            _dataset(g, "type", {"input": "input", "conv": "conv", "dense": "dense"}[lay.kind])
+            _dataset(g, "shape", list(lay.out_shape))
+            neuron = _no_times_group(g, "neuron")
+            for key, val in (("type", "CUBA"), ("iDecay", 4096), ("vDecay", 0), ("vThMant", lay.vth), ("refDelay", 1),
+                             ("gradedSpike", 0)):
+                _dataset(neuron, key, val)
+            if lay.kind == "input":
+                _dataset(g, "weight", int(lay.scale))
+                _dataset(g, "bias", 0)
+                continue
+            _dataset(g, "bias", lay.bias)
+            if lay.kind == "conv":
+                _dataset(g, "weight", lay.weight)  # netx flips it and Lava convolves (flips again): torch's correlation
+                _dataset(g, "stride", list(lay.stride))
+                _dataset(g, "padding", list(lay.padding))
+                _dataset(g, "dilation", [1, 1])
+                _dataset(g, "groups", 1)
+            else:
+                _dataset(g, "weight", lay.weight)
+    tmp.replace(path)
+    return path
+
+
+def read_network(path: Path, spec: dict) -> list[QuantLayer]:
+    """The quantised layers back from a netx file (what the fixed-point model runs: the file, not the SNN)."""
+    from edgekit._optional import require
+
+    h5py = require("h5py", "reading netx HDF5 files")
+    layers: list[QuantLayer] = []
+    flatten = False
+    with h5py.File(path, "r") as f:
+        for index in range(len(f["layer"])):
+            g = f["layer"][str(index)]
+            kind = g["type"][()].decode()
+            if kind == "flatten":
+                flatten = True
+                continue
+            shape = tuple(int(s) for s in g["shape"][()])
+            vth = int(g["neuron/vThMant"][()])
+            if kind == "input":
+                layers.append(QuantLayer("input", shape, vth=vth, bias=np.zeros(shape[0], np.int64), scale=float(g["weight"][()])))
+                continue
+            weight = g["weight"][()].astype(np.int64)
+            lay = QuantLayer(kind, shape, vth=vth, bias=g["bias"][()].astype(np.int64), flatten_before=flatten,
+                             spiking=vth < VTH_MAX, scale=spec["scales"][len(layers)])
+            if kind == "conv":
+                lay.weight = weight
+                lay.stride, lay.padding = tuple(int(s) for s in g["stride"][()]), tuple(int(p) for p in g["padding"][()])
+            else:
+                lay.weight = weight
+            layers.append(lay)
+            flatten = False
+    return layers
+
+
+def write_artifact(net: SpikingNet, folder: Path) -> tuple[Path, dict]:
+    """network.net + encoder.safetensors + lava.json; returns the folder and the quantisation notes."""
+    from safetensors.torch import save_file
+
+    if net.reset != "zero":
+        from edgekit.errors import BadInputError
+
+        raise BadInputError("Lava's CUBA neuron resets to zero, but this SNN was converted with reset by subtraction; "
+                            "fix: set to_snn reset: zero for the loihi target")
+    folder.mkdir(parents=True, exist_ok=True)
+    layers, notes = quantize(net)
+    depth = len(layers) - 1
+    write_network(layers, folder / NETWORK, net.timesteps + depth)
+    first = net.weighted[0]
+    save_file({"weight": net.weights[first].contiguous(), "bias": net.biases[first].contiguous()}, str(folder / ENCODER))
+    enc = net.layers[first]
+    spec = {"format_version": 1, "timesteps": net.timesteps, "delay_steps": depth, "steps": net.timesteps + depth,
+            "input_shape": net.input_shape, "input_scale": INPUT_SCALE, "normalize_output": net.normalize_output,
+            "encoder": {"name": enc["name"], "stride": enc["stride"], "padding": enc["padding"]},
+            "scales": [lay.scale for lay in layers], "readout": "(V(D+T) - V(D)) / (scale * T) of the last layer",
+            "layers": [{"kind": lay.kind, "shape": list(lay.out_shape), "vth": lay.vth, "spiking": lay.spiking}
+                       for lay in layers], "quantization": notes}
+    atomic_write_text(folder / SPEC, json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    return folder, notes
+
+
+def encoder_current(folder: Path, spec: dict, x: np.ndarray) -> np.ndarray:
+    """The first conv's output in threshold units (N, C, H, W), computed on the host."""
+    from safetensors.torch import load_file
+    from torch.nn import functional as F
+
+    enc = load_file(str(folder / ENCODER))
+    with torch.no_grad():
+        out = F.conv2d(torch.from_numpy(np.ascontiguousarray(x, np.float32)), enc["weight"], enc["bias"],
+                       stride=spec["encoder"]["stride"], padding=spec["encoder"]["padding"])
+    return out.double().numpy()

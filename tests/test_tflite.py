@@ -1,0 +1,123 @@
+"""TFLite: real litert-torch conversions, every artifact run in the LiteRT interpreter (ai-edge-litert)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgekit.compiler as ek
+from edgekit._optional import require
+from edgekit.backends import tflite_graph
+from edgekit.backends.tflite import LiteRTRunner
+from edgekit.cli import run
+from edgekit.models.io import save_weights
+from edgekit.quiet import quiet
+from tests.fixtures.gaze_models import UnsupportedOpGaze
+
+litert_torch = require("litert_torch", "TFLite tests")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tflite")
+    return {t: ek.compile(None, t, out=out / t) for t in ("tflite", "tflite-fp16", "tflite-int8", "tflite-int8-io")}
+
+
+def test_fp32_matches_pytorch_within_the_gate(compiled):
+    res = compiled["tflite"]
+    acc = res.report.accuracy
+    assert res.report.passed and res.artifact.suffix == ".tflite"
+    assert acc.diff_from_reference.max_deg <= 0.01 and acc.set["n_images"] == 512
+    assert "LiteRT interpreter" in acc.how and "XNNPACK" in acc.how and "1 thread" in acc.how
+    assert res.report.latency["p50"].value > 0 and res.report.latency["p99"].value >= res.report.latency["p50"].value
+    assert res.report.compute["macs"].value == pytest.approx(4.84e6, rel=0.01)  # same count as the ONNX graph's
+    energy = res.report.energy
+    assert set(energy["macs_by_precision"]) == {"fp32"} and energy["estimates"]
+
+
+def test_fp16_stores_half_precision_weights(compiled):
+    fp32, fp16 = compiled["tflite"], compiled["tflite-fp16"]
+    assert fp16.report.passed and fp16.report.accuracy.diff_from_reference.max_deg <= 0.1
+    rows = [r for r in tflite_graph.layer_rows(tflite_graph.read(fp16.artifact)) if r["macs"]]
+    assert rows and all(r["weight_dtype"] == "float16" for r in rows)
+    assert fp16.report.size["artifact"].value < 0.55 * fp32.report.size["artifact"].value
+
+
+def test_int8_is_full_integer_from_edgekits_plan(compiled):
+    res = compiled["tflite-int8"]
+    q = res.report.quantization
+    assert res.report.passed, [g for g in res.report.gates if not g.passed]
+    assert res.report.accuracy.error_increase_deg <= 0.3
+    assert q["int8_mac_fraction"] >= 0.9 and q["int8_mac_fraction_planned"] >= 0.9
+    assert q["plan"]["activations"]["observer"] == "percentile" and q["plan"]["isa_profile"] == "xnnpack"
+    assert {lp["name"] for lp in q["layers"]} >= {"features.0.0", "head"}
+    rows = tflite_graph.layer_rows(tflite_graph.read(res.artifact))
+    assert all(r["precision"] == "int8" and r["weight_dtype"] == "int8" for r in rows if r["macs"])
+    # the ops that stay float are listed, by name, not silently
+    floats = res.report.runtime["float_ops"]
+    assert {f["op"] for f in floats} >= {"DIV", "SQRT"} and all(f["macs"] == 0 for f in floats)
+    assert any("stay float" in n for n in res.report.notes)
+    assert set(res.report.energy["macs_by_precision"]) == {"int8"}
+    sidecar = json.loads((res.out_dir / "io.json").read_text())
+    assert sidecar["inputs"][0]["dtype"] == "float32" and sidecar["inputs"][0]["quantization"] is None
+
+
+def test_int8_io_sidecar_is_what_the_caller_feeds(compiled):
+    res = compiled["tflite-int8-io"]
+    assert res.report.passed
+    sidecar = json.loads((res.out_dir / "io.json").read_text())
+    inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+    assert inp["dtype"] == "int8" and out["dtype"] == "int8"
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        interp = Interpreter(model_path=str(res.artifact))
+        interp.allocate_tensors()
+    detail, out_detail = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert detail["dtype"] == np.int8 and detail["quantization"] == pytest.approx((inp["quantization"]["scale"],
+                                                                                  inp["quantization"]["zero_point"]))
+    # a caller that follows the sidecar by hand gets what edgekit's verification measured
+    x = np.random.default_rng(0).uniform(-1, 1, inp["shape"]).astype(np.float32)
+    q = np.clip(np.rint(x / inp["quantization"]["scale"]) + inp["quantization"]["zero_point"], -128, 127).astype(np.int8)
+    interp.set_tensor(detail["index"], q)
+    interp.invoke()
+    y = (interp.get_tensor(out_detail["index"]).astype(np.float32) - out["quantization"]["zero_point"]) * out["quantization"]["scale"]
+    np.testing.assert_allclose(y, LiteRTRunner(res.artifact).run({"image": x}), atol=1e-6)
+    with pytest.raises(ValueError, match="INT8"):
+        interp.set_tensor(detail["index"], x)  # floats are refused: the contract is int8
+
+
+def test_temporal_gru_model_converts_and_verifies(tmp_path):
+    res = ek.compile("temporalgaze", "tflite", out=tmp_path / "t")
+    assert res.report.passed and res.report.accuracy.diff_from_reference.max_deg <= 0.01
+    assert res.report.accuracy.set["n_images"] > 100
+
+
+def test_unsupported_operator_names_op_and_layer(tmp_path, capsys):
+    path = save_weights(UnsupportedOpGaze(), tmp_path / "odd.safetensors")
+    out = tmp_path / "o"
+    code = run(["compile", str(path), "--arch", "tests.fixtures.gaze_models:UnsupportedOpGaze", "--input-shape", "1x1x40x64",
+                "--target", "tflite", "--out", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1
+    assert "operator aten.cummax (in module odd)" in err[0] and "fix:" in err[0]
+    assert not out.exists()
+
+
+def test_layer_counts_by_hand(tmp_path):
+    """MACs and precision read from the flatbuffer against hand-computed values for a conv and a linear layer."""
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 5, 3)).eval()
+    with quiet():
+        litert_torch.convert(model, (torch.zeros(1, 2, 8, 10),)).export(str(tmp_path / "m.tflite"))
+    rows = {r["op"]: r for r in tflite_graph.layer_rows(tflite_graph.read(tmp_path / "m.tflite")) if r["macs"]}
+    assert rows["CONV_2D"]["macs"] == 4 * 4 * 5 * (2 * 3 * 3)  # output elements x (cin x kh x kw)
+    assert rows["FULLY_CONNECTED"]["macs"] == 3 * 80
+    assert rows["CONV_2D"]["weight_elems"] == 4 * 2 * 3 * 3 + 4 and rows["CONV_2D"]["precision"] == "fp32"
+    assert rows["CONV_2D"]["layer"] == "0" and rows["FULLY_CONNECTED"]["layer"] == "3"
+
+
+def test_rebuild_is_byte_identical(compiled, tmp_path):
+    again = ek.compile(None, "tflite-int8", out=tmp_path / "again", cache=False)
+    assert again.artifact.read_bytes() == compiled["tflite-int8"].artifact.read_bytes()
