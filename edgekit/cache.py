@@ -18,7 +18,7 @@ from pathlib import Path
 from edgekit.artifact import Artifact
 
 TOOLS = ("edgekit", "torch", "numpy", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common", "coremltools",
-         "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao", "h5py")
+         "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao", "h5py", "nir")
 
 
 def tool_versions() -> dict[str, str]:

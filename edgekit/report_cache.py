@@ -1,7 +1,7 @@
 """Verification results cached by everything that determines them, so an unchanged rebuild skips re-running.
 
 Key = sha256 of (artifact digest, source model digest, resolved recipe, pipeline, evaluation and calibration set
-digests, tool versions, edgekit's own source code, this host's CPU and ISA flags). Latency and memory in a reused report were measured on
+digests, the model card, tool versions, edgekit's own source code, this host's CPU and ISA flags). Latency and memory in a reused report were measured on
 this host by the run that stored it; the report says so. Entries are written whole and renamed into place.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from edgekit.report.model import Report
@@ -35,6 +33,7 @@ def report_key(src, recipe, pipeline, art, eval_set, calib_set) -> str:
 
     host = host_info()
     blob = json.dumps({"version": VERSION, "artifact": art.sha256, "model": src.artifact.sha256, "source": src.source,
+                       "card": src.card.model_dump(mode="json"),
                        "recipe": recipe.resolved(), "pipeline": str(pipeline), "eval": eval_set.digest(),
                        "calib": calib_set.digest() if calib_set else None, "tools": tool_versions(), "code": code_digest(),
                        "host": {k: host.get(k) for k in ("cpu", "machine", "isa_flags")}}, sort_keys=True, default=str)
@@ -52,11 +51,13 @@ def load(root: Path, key: str) -> Report | None:
 
 
 def store(root: Path, key: str, report: Report) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{key[:12]}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(report.model_dump_json())
-    os.replace(tmp, root / f"{key}.json")
+    """Keep the report, unless part of its verification could not run here (Lava absent): that may change."""
+    from edgekit.fileio import atomic_write_text
+
+    lava = (report.spiking or {}).get("lava") or {}
+    if lava and not lava.get("ran"):
+        return
+    atomic_write_text(root / f"{key}.json", report.model_dump_json())
 
 
 def reused(report: Report, steps) -> Report:

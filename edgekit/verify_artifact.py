@@ -73,7 +73,9 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
     ptq_index = next((i for i, s in enumerate(steps) if s.pass_.startswith("ptq")), None)
     comparison = {}
     # the FP32 model the plan was applied to: the step before ptq, or the input itself (an .onnx given to ptq)
-    fp32 = (steps[ptq_index - 1].artifact if ptq_index else source) if ptq_index is not None else None
+    fp32 = None
+    if ptq_index is not None:
+        fp32 = steps[ptq_index - 1].artifact if ptq_index else source
     if fp32 is not None and fp32.format == art.format:
         lat = interleaved_latency({"fp32": runner_for(fp32.path).run, "int8": runner.run},
                                   sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())

@@ -120,7 +120,9 @@ def lava_check(art, runner, inputs, truth: np.ndarray, samples: int) -> dict:
     res = run_lava(Path(art.path), runner.input_bias(x))
     spec = runner.spec
     lava_out = normalize((res.v_end - res.v_start) / 64 / (spec["scales"][-1] * spec["timesteps"]), spec["normalize_output"])
-    mismatched = [int((a != b).sum()) for a, b in zip(res.trains, trains)]
+    # every layer must come back with the same shape; a missing or misshapen layer counts all its spikes as mismatched
+    mismatched = [int((a != b).sum()) if a.shape == b.shape else int(max(a.size, b.size))
+                  for a, b in zip(res.trains, trains)] + [int(t.size) for t in trains[len(res.trains):]]
     total = [int(a.sum()) for a in res.trains]
     readout_equal = bool(np.array_equal(res.v_end - res.v_start, runner.last.v_diff))
     lava_err, mine_err = float(angular_error_deg(lava_out, truth[:samples]).mean()), float(angular_error_deg(mine, truth[:samples]).mean())

@@ -31,11 +31,12 @@ class SnnRunner:
         from edgekit.snn.simulate import simulate
 
         x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.values())), np.float32))
+        torch.set_num_threads(self.threads)  # the recipe's thread count, as the other runtimes are given theirs
         out = simulate(self.net, x, self.net.timesteps, count=False).outputs[self.net.timesteps]
         return normalize(out, self.net.normalize_output)
 
     def describe(self) -> str:
-        return (f"edgekit PyTorch IF simulator (torch {torch.__version__}, CPU, {torch.get_num_threads()} thread(s)), "
+        return (f"edgekit PyTorch IF simulator (torch {torch.__version__}, CPU, {self.threads} thread(s)), "
                 f"T={self.net.timesteps}, reset by {self.net.reset}")
 
 

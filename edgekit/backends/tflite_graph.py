@@ -215,7 +215,7 @@ def int8_outputs(model, ranges: list[tuple[float, float]]) -> None:
         old = sg.tensors[index]
         if old.type != s.TensorType.FLOAT32:
             continue
-        lo, hi = min(lo, 0.0), max(hi, lo + 1e-6)
+        lo, hi = min(lo, 0.0), max(hi, 0.0, lo + 1e-6)
         scale = (hi - lo) / 255.0
         zero_point = int(np.clip(round(-128 - lo / scale), -128, 127))
         new = _new_tensor(model, old, s.TensorType.INT8, old.name.decode(), scale, zero_point)

@@ -44,6 +44,9 @@ class ToSNN(Pass):
 
         if ctx.calib is None:
             raise BadInputError("to_snn needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
+        if ctx.card.output.convention != "unit_vector":
+            raise BadInputError(f"to_snn converts models that output a 3-D gaze vector, not {ctx.card.output.convention}; "
+                                "fix: use a vector-output model (the spiking readout is L2-normalised)")
         if ctx.card.image_input.layout != "NCHW":
             raise BadInputError(f"to_snn converts single-image (NCHW) models, not {ctx.card.image_input.layout} sequences; fix: "
                                 "convert a per-frame model such as TinyGaze")

@@ -31,7 +31,8 @@ class WeightFakeQuant(nn.Module):
         return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -self.qmax, self.qmax)
 
 
-def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str) -> dict[str, tuple[float, float]]:
+def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str,
+                 percentile: float = 99.99) -> dict[str, tuple[float, float]]:
     """Observer ranges of every quantizable layer's input over calibration batches (two sweeps, as for ONNX)."""
     stats = {name: TensorStats() for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
     for sweep in ("range", "hist"):
@@ -43,7 +44,7 @@ def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], obse
                 model(*batch)
         for h in hooks:
             h.remove()
-    return {name: observe(s, observer) for name, s in stats.items()}
+    return {name: observe(s, observer, percentile) for name, s in stats.items()}
 
 
 @contextmanager

@@ -78,6 +78,7 @@ def static_numbers(target: str, report: Report) -> dict:
 
 
 def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path) -> list[Path]:
+    from edgekit.fileio import atomic_write_text
     from edgekit.report.compare import write_compare
     from edgekit.report.summary import _range
 
@@ -103,7 +104,7 @@ def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path
     sources = sorted({f"{r['profile']}: {r['source']}" for r in rows if r["level"] != "measured"})
     lines += ["", "Sources:"] + [f"- {s}" for s in sources] + [""]
     out.mkdir(parents=True, exist_ok=True)  # everything is computed before the first file is written
-    (out / "demo.json").write_text(json.dumps(numbers, indent=2) + "\n")
-    (out / "demo.md").write_text("\n".join(lines))
+    atomic_write_text(out / "demo.json", json.dumps(numbers, indent=2) + "\n")
+    atomic_write_text(out / "demo.md", "\n".join(lines))
     write_compare(report_paths, out / "compare.html")
     return [out / "demo.json", out / "demo.md", out / "compare.html"]

@@ -74,40 +74,44 @@ def write_network(layers: list[QuantLayer], path: Path, steps: int) -> Path:
 
     h5py = require("h5py", "writing netx HDF5 files")
     tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
-        sim = _no_times_group(f, "simulation")
-        _dataset(sim, "Ts", 1)
-        _dataset(sim, "tSample", steps)
-        root = _no_times_group(f, "layer")
-        index = 0
-        for k, lay in enumerate(layers):
-            if lay.flatten_before:
+    try:  # a failed write leaves neither the file nor its temporary
+        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+            sim = _no_times_group(f, "simulation")
+            _dataset(sim, "Ts", 1)
+            _dataset(sim, "tSample", steps)
+            root = _no_times_group(f, "layer")
+            index = 0
+            for k, lay in enumerate(layers):
+                if lay.flatten_before:
+                    g = _no_times_group(root, str(index))
+                    _dataset(g, "type", "flatten")
+                    _dataset(g, "shape", [int(np.prod(layers[k - 1].out_shape))])
+                    index += 1
                 g = _no_times_group(root, str(index))
-                _dataset(g, "type", "flatten")
-                _dataset(g, "shape", [int(np.prod(layers[k - 1].out_shape))])
                 index += 1
-            g = _no_times_group(root, str(index))
-            index += 1
-            _dataset(g, "type", {"input": "input", "conv": "conv", "dense": "dense"}[lay.kind])
-            _dataset(g, "shape", list(lay.out_shape))
-            neuron = _no_times_group(g, "neuron")
-            for key, val in (("type", "CUBA"), ("iDecay", 4096), ("vDecay", 0), ("vThMant", lay.vth), ("refDelay", 1),
-                             ("gradedSpike", 0)):
-                _dataset(neuron, key, val)
-            if lay.kind == "input":
-                _dataset(g, "weight", int(lay.scale))
-                _dataset(g, "bias", 0)
-                continue
-            _dataset(g, "bias", lay.bias)
-            if lay.kind == "conv":
-                _dataset(g, "weight", lay.weight)  # netx flips it and Lava convolves (flips again): torch's correlation
-                _dataset(g, "stride", list(lay.stride))
-                _dataset(g, "padding", list(lay.padding))
-                _dataset(g, "dilation", [1, 1])
-                _dataset(g, "groups", 1)
-            else:
-                _dataset(g, "weight", lay.weight)
-    tmp.replace(path)
+                _dataset(g, "type", {"input": "input", "conv": "conv", "dense": "dense"}[lay.kind])
+                _dataset(g, "shape", list(lay.out_shape))
+                neuron = _no_times_group(g, "neuron")
+                for key, val in (("type", "CUBA"), ("iDecay", 4096), ("vDecay", 0), ("vThMant", lay.vth), ("refDelay", 1),
+                                 ("gradedSpike", 0)):
+                    _dataset(neuron, key, val)
+                if lay.kind == "input":
+                    _dataset(g, "weight", int(lay.scale))
+                    _dataset(g, "bias", 0)
+                    continue
+                _dataset(g, "bias", lay.bias)
+                if lay.kind == "conv":
+                    _dataset(g, "weight", lay.weight)  # netx flips it and Lava convolves (flips again): torch's correlation
+                    _dataset(g, "stride", list(lay.stride))
+                    _dataset(g, "padding", list(lay.padding))
+                    _dataset(g, "dilation", [1, 1])
+                    _dataset(g, "groups", 1)
+                else:
+                    _dataset(g, "weight", lay.weight)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
