@@ -7,6 +7,7 @@ come from the model's own tensors, the same place the sidecar is written from.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -68,12 +69,23 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return (y.astype(np.float32) - zero) * scale
 
 
+@functools.lru_cache(maxsize=8)
+def _read(path: str, mtime_ns: int) -> tuple[list[dict], dict]:
+    """(layer rows, I/O details) of one file: counts, energy and runtime details read it once between them."""
+    model = tflite_graph.read(Path(path))
+    return tflite_graph.layer_rows(model), tflite_graph.io_details(model)
+
+
+def _layers(path: Path) -> tuple[list[dict], dict]:
+    return _read(str(path), Path(path).stat().st_mtime_ns)
+
+
 def runner(path: Path, threads: int = 1) -> LiteRTRunner:
     return LiteRTRunner(path, threads=threads)
 
 
 def counts(path: Path, runner, sample) -> dict:
-    rows = tflite_graph.layer_rows(tflite_graph.read(path))
+    rows, _ = _layers(path)
     macs_by_op: Counter = Counter()
     for r in rows:
         macs_by_op[r["op"]] += r["macs"]
@@ -87,15 +99,14 @@ def counts(path: Path, runner, sample) -> dict:
 def energy(path: Path, runner, sample) -> dict:
     from edgekit.energy.section import energy_section
 
-    rows = [r for r in tflite_graph.layer_rows(tflite_graph.read(path)) if r["macs"]]
+    rows = [r for r in _layers(path)[0] if r["macs"]]
     return energy_section(rows, runner, sample)
 
 
 def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
     """Op histogram, and for INT8 models the measured INT8 share of MACs and every op that computes in float."""
-    model = tflite_graph.read(art.path)
-    rows = tflite_graph.layer_rows(model)
-    details = {"runtime": runner.describe(), "executed_here": True, "io": tflite_graph.io_details(model),
+    rows, io = _layers(art.path)
+    details = {"runtime": runner.describe(), "executed_here": True, "io": io,
                "op_histogram": dict(Counter(r["op"] for r in rows))}
     if art.meta.get("precision") != "int8":
         return details, []

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import shutil
 from pathlib import Path
@@ -66,7 +65,7 @@ class PTQ(Int8Options):
         from edgekit.quant.calibration import collect
         from edgekit.quant.observers import observe
         from edgekit.quant.onnx_qdq import apply_plan, quantizable_layers, weight_error
-        from edgekit.quant.plan import ISA_PROFILES, QuantPlan, tensor_key
+        from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, tensor_key
 
         if ctx.calib is None:
             raise BadInputError("ptq needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
@@ -90,9 +89,7 @@ class PTQ(Int8Options):
                                       "observer": self.observer, **({"percentile": self.percentile} if self.observer == "percentile" else {})},
                          isa_profile=self.isa_profile, layers=layers, ranges=ranges,
                          calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
-        overrides = {lp.name for lp in layers if any(fnmatch.fnmatch(lp.name, pat) for pat in self.keep_float)}
-        if overrides:
-            plan = plan.with_float(overrides, f"kept float by keep_float {self.keep_float}")
+        plan = keep_float(plan, self.keep_float)
         plan = self._mixed_precision(plan, src.path, inputs, ctx, out_dir)
         final = apply_plan(src.path, plan, out_dir / "model.onnx")
         meta = {k: v for k, v in src.meta.items() if k not in ("notes", "precision")}
@@ -104,6 +101,7 @@ class PTQ(Int8Options):
 
     def _mixed_precision(self, plan, fp32: Path, inputs, ctx, out_dir: Path):
         from edgekit.quant.onnx_qdq import apply_plan
+        from edgekit.quant.plan import return_sensitive_to_float
 
         scratch = out_dir / "candidates"
         scratch.mkdir(parents=True, exist_ok=True)
@@ -114,23 +112,14 @@ class PTQ(Int8Options):
         for lp in plan.layers:
             alone = plan.with_float(set(names) - {lp.name}, "scratch")
             sens[lp.name] = judge.score(apply_plan(fp32, alone, scratch / "alone.onnx"))[0]
-        plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
-                                                  for lp in plan.layers]})
-        increase, p95 = judge.score(apply_plan(fp32, plan, scratch / "full.onnx"))
-        decisions = [f"all quantizable layers in INT8: error increase {increase:+.3f} deg, p95 difference {p95:.3f} deg "
-                     f"on {len(judge.inputs)} calibration samples"]
-        while self.mixed_precision and increase > self.target_error_increase_deg:
-            candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
-            if not candidates:
-                break
-            worst = candidates[0]
-            trial = plan.with_float({worst.name}, f"kept float: most sensitive layer left ({sens[worst.name]:+.3f} deg alone)")
-            if trial.int8_fraction("macs") < self.min_int8_mac_fraction:
-                decisions.append(f"stopped: moving {worst.name} to float would leave {trial.int8_fraction('macs'):.1%} of MACs in "
-                                 f"INT8, below {self.min_int8_mac_fraction:.0%}")
-                break
-            plan = trial
-            increase, p95 = judge.score(apply_plan(fp32, plan, scratch / "full.onnx"))
-            decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg, p95 difference {p95:.3f} deg")
+
+        def score(candidate):
+            increase, p95 = judge.score(apply_plan(fp32, candidate, scratch / "full.onnx"))
+            return increase, f", p95 difference {p95:.3f} deg"
+
+        plan = return_sensitive_to_float(plan, sens, score, target=self.target_error_increase_deg,
+                                         min_fraction=self.min_int8_mac_fraction, enabled=self.mixed_precision,
+                                         label="all quantizable layers in INT8",
+                                         where=f"on {len(judge.inputs)} calibration samples")
         shutil.rmtree(scratch, ignore_errors=True)
-        return plan.model_copy(update={"decisions": decisions})
+        return plan

@@ -102,8 +102,8 @@ class ToTFLite(Int8Options):
     def _plan(self, module, args, ctx, inputs, tensors):
         """edgekit's plan: layers with MACs, observer ranges, keep_float, mixed precision scored in torch."""
         from edgekit.quant.fake_quant import input_ranges
-        from edgekit.quant.plan import QuantPlan
-        from edgekit.quant.torch_plan import FakeQuantJudge, keep_float, layer_table, mixed_precision
+        from edgekit.quant.plan import QuantPlan, keep_float
+        from edgekit.quant.torch_plan import FakeQuantJudge, layer_table, mixed_precision
 
         plan = QuantPlan(weights={"dtype": "int8", "bits": WEIGHT_BITS, "scheme": "symmetric", "granularity": "per_output_channel"},
                          activations={"dtype": "int8", "scheme": "asymmetric", "granularity": "per_tensor", "observer": self.observer,

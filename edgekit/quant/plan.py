@@ -6,6 +6,8 @@ applies it natively (ONNX: QDQ; TFLite and Core ML reuse it).
 
 from __future__ import annotations
 
+import fnmatch
+
 from pydantic import BaseModel, Field
 
 PLAN_VERSION = 1
@@ -67,3 +69,36 @@ class QuantPlan(BaseModel):
         layers = [lp.model_copy(update={"int8": False, "reason": reason}) if lp.name in names and lp.int8 else lp
                   for lp in self.layers]
         return self.model_copy(update={"layers": layers})
+
+
+def keep_float(plan: QuantPlan, patterns: list[str]) -> QuantPlan:
+    """Layers whose module name matches a pattern (fnmatch) stay float."""
+    names = {lp.name for lp in plan.layers if any(fnmatch.fnmatch(lp.name, p) for p in patterns)}
+    return plan.with_float(names, f"kept float by keep_float {patterns}") if names else plan
+
+
+def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *, target: float, min_fraction: float,
+                              enabled: bool, label: str, where: str) -> QuantPlan:
+    """Mixed precision, shared by every INT8 pass: while the model's error increase misses `target`, the most
+    sensitive INT8 layer returns to float, as long as `min_fraction` of MACs stay INT8.
+
+    `sens`: each layer's error increase alone in INT8; `score(plan) -> (increase, extra)` measures the whole plan,
+    `extra` being what else the caller reports beside it (e.g. ", p95 difference 0.4 deg")."""
+    plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
+                                              for lp in plan.layers]})
+    increase, extra = score(plan)
+    decisions = [f"{label}: error increase {increase:+.3f} deg{extra} {where}"]
+    while enabled and increase > target:
+        candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
+        if not candidates:
+            break
+        worst = candidates[0]
+        trial = plan.with_float({worst.name}, f"kept float: most sensitive layer left ({sens[worst.name]:+.3f} deg alone)")
+        if trial.int8_fraction("macs") < min_fraction:
+            decisions.append(f"stopped: moving {worst.name} to float would leave {trial.int8_fraction('macs'):.1%} of MACs "
+                             f"in INT8, below {min_fraction:.0%}")
+            break
+        plan = trial
+        increase, extra = score(plan)
+        decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg{extra}")
+    return plan.model_copy(update={"decisions": decisions})

@@ -8,7 +8,6 @@ fake quantization (edgekit.quant.fake_quant), the arithmetic the INT8 artifact r
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 
 import numpy as np
@@ -69,31 +68,13 @@ class FakeQuantJudge:
 
 
 def mixed_precision(plan: QuantPlan, judge: FakeQuantJudge, target: float, min_fraction: float, enabled: bool) -> QuantPlan:
-    int8 = {lp.name for lp in plan.layers if lp.int8}
+    from edgekit.quant.plan import return_sensitive_to_float
+
     sens = {lp.name: round(judge.increase({lp.name}), 4) for lp in plan.layers}
-    plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": sens[lp.name]}) for lp in plan.layers]})
-    increase = judge.increase(int8)
-    decisions = [f"all planned layers in INT8: error increase {increase:+.3f} deg on {len(judge.truth)} calibration "
-                 "samples (torch fake quantization)"]
-    while enabled and increase > target:
-        candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
-        if not candidates:
-            break
-        worst = candidates[0]
-        trial = plan.with_float({worst.name}, f"kept float: most sensitive layer left ({sens[worst.name]:+.3f} deg alone)")
-        if trial.int8_fraction("macs") < min_fraction:
-            decisions.append(f"stopped: moving {worst.name} to float would leave {trial.int8_fraction('macs'):.1%} of MACs "
-                             f"in INT8, below {min_fraction:.0%}")
-            break
-        plan = trial
-        increase = judge.increase({lp.name for lp in plan.layers if lp.int8})
-        decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg")
-    return plan.model_copy(update={"decisions": decisions})
-
-
-def keep_float(plan: QuantPlan, patterns: list[str]) -> QuantPlan:
-    names = {lp.name for lp in plan.layers if any(fnmatch.fnmatch(lp.name, p) for p in patterns)}
-    return plan.with_float(names, f"kept float by keep_float {patterns}") if names else plan
+    return return_sensitive_to_float(plan, sens, lambda p: (judge.increase({lp.name for lp in p.layers if lp.int8}), ""),
+                                     target=target, min_fraction=min_fraction, enabled=enabled,
+                                     label="all planned layers in INT8",
+                                     where=f"on {len(judge.truth)} calibration samples (torch fake quantization)")
 
 
 @functools.cache
