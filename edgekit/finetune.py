@@ -1,4 +1,5 @@
-"""Short fine-tuning of a gaze module on synthetic training eyes (used after pruning and for QAT).
+"""Short fine-tuning of a gaze module on synthetic training eyes (used after pruning, for QAT and QCFS, and to distil a
+teacher into a student).
 
 Loss: 1 - cos between the model's output (converted from pitch/yaw when the card says so) and the label, on
 images rendered from the training seed, which no calibration or evaluation set uses.
@@ -23,8 +24,11 @@ def to_vector(out: torch.Tensor, convention: str) -> torch.Tensor:
 
 
 def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, seed: int = 0, progress: bool = False,
-              label: str = "fine-tuning", context=nullcontext, device: str = "cpu") -> torch.nn.Module:
-    """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization)."""
+              label: str = "fine-tuning", context=nullcontext, device: str = "cpu", teacher: torch.nn.Module | None = None,
+              teacher_weight: float = 1.0, one_cycle: bool = False) -> torch.nn.Module:
+    """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization).
+    teacher: distillation; the loss mixes 1 - cos against the teacher's gaze (teacher_weight) and against the label.
+    one_cycle: a one-cycle learning rate (training from scratch) instead of a constant one (fine-tuning)."""
     from edgekit.data import synthetic
     from edgekit.evalset import model_inputs
     from edgekit.progress import track
@@ -37,17 +41,30 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size)
     x = torch.from_numpy(model_inputs(card, train).arrays[card.image_input.name]).to(device)
     y = torch.from_numpy(train.gaze.astype("float32")).to(device)
+    taught = _teacher_gaze(teacher, x, card.output.convention, batch) if teacher is not None else None
     module.to(device)
     gen = torch.Generator().manual_seed(seed)
     per_pass = max(len(x) // batch, 1)
     order = torch.cat([torch.randperm(len(x), generator=gen)[:per_pass * batch] for _ in range(-(-steps // per_pass))]).to(device)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps) if one_cycle else None
     module.train()
     with context(module):
         for step in track(range(steps), total=steps, description=label, enabled=progress):
             idx = order[step * batch:(step + 1) * batch]
-            loss = (1 - F.cosine_similarity(to_vector(module(x[idx]), card.output.convention), y[idx], dim=-1)).mean()
+            out = to_vector(module(x[idx]), card.output.convention)
+            loss = (1 - F.cosine_similarity(out, y[idx], dim=-1)).mean()
+            if taught is not None:
+                loss = (1 - teacher_weight) * loss + teacher_weight * (1 - F.cosine_similarity(out, taught[idx], dim=-1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     return module.cpu().eval()
+
+
+@torch.no_grad()
+def _teacher_gaze(teacher: torch.nn.Module, x: torch.Tensor, convention: str, batch: int) -> torch.Tensor:
+    teacher.eval()
+    return torch.cat([to_vector(teacher(x[i:i + batch]), convention) for i in range(0, len(x), batch)])

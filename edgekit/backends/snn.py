@@ -45,13 +45,28 @@ def runner(path: Path, threads: int = 1) -> SnnRunner:
 
 
 def counts(path: Path, runner, sample) -> dict:
-    from edgekit.snn.counts import layer_macs
-
     net = runner.net
     params = sum(int(w.numel()) + int(b.numel()) for w, b in zip(net.weights, net.biases) if w is not None)
-    macs = sum(layer_macs(net.layers[i]) for i in net.weighted)
-    return {"params": params, "macs": macs, "params_how": "weights and biases of the SNN's layers",
+    return dense_counts(net, params, "weights and biases of the SNN's layers")
+
+
+def dense_counts(net, params: int, params_how: str) -> dict:
+    """The report's compute counts of a spiking artifact (snn and lava backends): its parameters, and the dense MACs
+    of the equivalent ANN."""
+    from edgekit.snn.counts import layer_macs
+
+    return {"params": params, "macs": sum(layer_macs(net.layers[i]) for i in net.weighted), "params_how": params_how,
             "macs_how": "dense MACs of the equivalent ANN, batch 1 (the spiking section has ACs from measured spikes)"}
+
+
+def reference(inputs, ref_out, card) -> tuple[np.ndarray, np.ndarray, float]:
+    """(labelled gaze, the reference model's gaze vectors, its mean error) on the evaluation set."""
+    from edgekit.data.metrics import angular_error_deg
+    from edgekit.evalset import to_vectors
+
+    truth = inputs.truth.reshape(-1, 3)
+    ref = to_vectors(ref_out, card).reshape(-1, 3)
+    return truth, ref, float(angular_error_deg(ref, truth).mean())
 
 
 def energy(path: Path, runner, sample) -> dict:
@@ -89,15 +104,11 @@ def naive_curve(folder: Path, x, truth, ref_error: float, ref) -> dict | None:
 
 
 def spiking(art, runner, inputs, ref_out, card) -> dict:
-    from edgekit.data.metrics import angular_error_deg
-    from edgekit.evalset import to_vectors
     from edgekit.snn.counts import energy_section, spiking_counts
 
     net = runner.net
     x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.arrays.values())), np.float32))
-    truth = inputs.truth.reshape(-1, 3)
-    ref = to_vectors(ref_out, card).reshape(-1, 3)
-    ref_error = float(angular_error_deg(ref, truth).mean())
+    truth, ref, ref_error = reference(inputs, ref_out, card)
     steps = tuple(sorted(set(SWEEP) | {net.timesteps}))
     started = time.perf_counter()
     curve, res = error_curve(net, x, truth, ref_error, ref, steps, count=True)

@@ -1,4 +1,4 @@
-"""to_snn: convert a BN-folded sequential gaze CNN into a rate-coded spiking network (edgekit/snn/convert.py).
+"""to_snn: convert a BN-folded gaze CNN (sequential, or with residual blocks) into a rate-coded spiking network (edgekit/snn/convert.py).
 
 Writes the calibrated SNN, its NIR graph (model.nir, the portable neuromorphic form) and, in `baseline/`, the naive conversion of the same model (per-layer maximum,
 no balancing, no initial charge) that reports compare against. Calibration uses the recipe's calibration set only.
@@ -38,7 +38,7 @@ class ToSNN(Pass):
         import torch
 
         from edgekit.evalset import model_inputs
-        from edgekit.snn.convert import convert
+        from edgekit.snn.convert import convert, populations
         from edgekit.snn.nir_export import write_nir
         from edgekit.torch_module import load_module
 
@@ -67,6 +67,6 @@ class ToSNN(Pass):
         naive.save(folder / "baseline")
         how = ("thresholds learned by qcfs" if src.meta.get("qcfs_thresholds") else
                f"thresholds p{self.percentile or 'max'} per {'channel' if self.per_channel else 'layer'}")
-        notes = [f"converted {len(net.weighted)} layers to IF neurons (T={self.timesteps}, reset by {self.reset}, {how}, "
+        notes = [f"converted {len(populations(net)) + 1} layers to IF neurons (T={self.timesteps}, reset by {self.reset}, {how}, "
                  f"balance {self.balance}) with an integrator readout"]
         return Artifact.create(folder, Format.snn, src, notes=notes, timesteps=self.timesteps, reset=self.reset)

@@ -31,9 +31,10 @@ def summary(report: Report, out_dir: Path) -> str:
     est = {(e["profile"], e["device"], e["level"]): e for e in report.energy.get("estimates", [])}
     h = est.get(("horowitz-45nm", "45 nm CMOS", "compute"))
     if h:
-        hm = est[("horowitz-45nm", "45 nm CMOS", "compute+memory")]
+        hm = est.get(("horowitz-45nm", "45 nm CMOS", "compute+memory"))  # spiking rows estimate compute only
         measured = report.energy.get("measured", {})
-        lines.append(f"  energy   estimated (Horowitz 45 nm): compute {_range(h)} uJ, with memory {_range(hm)} uJ; "
+        memory = f", with memory {_range(hm)} uJ" if hm else ""
+        lines.append(f"  energy   estimated (Horowitz 45 nm): compute {_range(h)} uJ{memory}; "
                      + (f"measured {measured['dynamic_uj_per_inference']:.1f} uJ dynamic" if measured.get("dynamic_uj_per_inference")
                         else measured.get("how", "not measured")))
     q, c = report.quantization, report.comparison

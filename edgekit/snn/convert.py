@@ -18,25 +18,44 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgekit.errors import BadInputError
-from edgekit.snn.graph import Layer, sequential_layers
+from edgekit.snn.graph import IMAGE, WEIGHTED, Node, spiking_graph
 from edgekit.snn.net import SpikingNet
-from edgekit.snn.simulate import rates, simulate
+from edgekit.snn.simulate import input_chain, rates, simulate
 
 
 @torch.no_grad()
-def ann_walk(layers: list[Layer], x: torch.Tensor) -> list[torch.Tensor | None]:
-    """Activations after each layer (post-ReLU for hidden layers, raw for the last), following the layer list."""
-    out, h = [], x
-    for lay in layers:
-        if lay.kind == "flatten":
-            h = h.flatten(1)
-            out.append(None)
-            continue
-        h = lay.module(h)
-        if lay.relu:
+def ann_walk(nodes: list[Node], x: torch.Tensor) -> list[torch.Tensor]:
+    """Each node's ANN value (post-ReLU for IF nodes, a branch's raw output before its add). Resolves adaptive pools
+    into kernel and stride on the way (they need the input size)."""
+    values, out = {IMAGE: x}, []
+    for node in nodes:
+        ins = [values[s] for s in node.inputs]
+        if node.kind in ("conv", "linear"):
+            h = node.module(ins[0])
+        elif node.kind == "scale":
+            h = ins[0]
+        elif node.kind == "add":
+            h = ins[0] + ins[1]
+        elif node.kind == "flatten":
+            h = ins[0].flatten(1)
+        else:
+            _resolve_pool(node, ins[0].shape[2:])
+            h = F.avg_pool2d(ins[0], node.pool["kernel"], node.pool["stride"], node.pool["padding"])
+        if node.neuron == "if":
             h = F.relu(h)
+        values[len(out)] = h
         out.append(h)
     return out
+
+
+def _resolve_pool(node: Node, size) -> None:
+    if "output_size" not in node.pool:
+        return
+    (h, w), (oh, ow) = size, node.pool.pop("output_size")
+    if h % oh or w % ow:
+        raise BadInputError(f"{node.name}: adaptive average pooling from {h}x{w} to {oh}x{ow} has uneven windows; fix: "
+                            "pool to a size that divides the feature map, or pool globally")
+    node.pool.update(kernel=[h // oh, w // ow], stride=[h // oh, w // ow], padding=[0, 0])
 
 
 def _lambda(act: torch.Tensor, percentile: float | None, per_channel: bool) -> torch.Tensor:
@@ -51,54 +70,49 @@ def _lambda(act: torch.Tensor, percentile: float | None, per_channel: bool) -> t
     return lam.expand(channels).clone()
 
 
+def through(net: SpikingNet, chain: list[int], per_channel: torch.Tensor) -> torch.Tensor:
+    """A per-channel vector of a population, carried through flatten/pool nodes to the features a synapse reads."""
+    for c in chain:
+        if net.layers[c]["kind"] == "flatten" and len(net.layers[c]["in_shape"]) == 3:
+            h, w = net.layers[c]["in_shape"][1:]
+            per_channel = per_channel.repeat_interleave(h * w)  # NCHW flatten: channel-major
+    return per_channel
+
+
 def convert(module: nn.Module, n_inputs: int, calib: torch.Tensor, *, timesteps: int = 32, reset: str = "subtract",
             percentile: float | None = 99.9, per_channel: bool = True, balance: str = "gain", v_init: float = 0.5,
             threshold_scale: float = 1.0, thresholds: dict[str, float] | None = None) -> SpikingNet:
-    """Convert a BN-folded sequential CNN into a SpikingNet calibrated on `calib` (preprocessed images, N x C x H x W).
-    thresholds: per-layer thresholds by ReLU module name (learned by the qcfs pass) instead of percentiles."""
+    """Convert a BN-folded CNN (sequential or with residual blocks) into a SpikingNet calibrated on `calib`
+    (preprocessed images, N x C x H x W). thresholds: per-layer thresholds by ReLU name (learned by the qcfs pass)
+    instead of percentiles."""
     if balance not in ("none", "scale", "bias", "gain"):
         raise BadInputError(f"balance {balance!r}; fix: use none, scale, bias or gain")
     module = module.eval()
-    layers, normalized = sequential_layers(module, n_inputs)
-    acts = ann_walk(layers, calib)
+    nodes, normalized = spiking_graph(module, n_inputs)
+    acts = ann_walk(nodes, calib)
     with torch.no_grad():
         ref = module(calib)
     mine = F.normalize(acts[-1], dim=-1) if normalized else acts[-1]
     if ref.shape != mine.shape or float((ref - mine).abs().max()) > 1e-3:
-        raise BadInputError("to_snn's layer walk does not reproduce the model's output; fix: make forward a plain sequence "
-                            "of the conv/linear/ReLU/flatten modules it owns")
-    specs, weights, biases, lambdas, lams = [], [], [], [], {}
-    lam_prev = torch.ones(calib.shape[1])
-    shape = list(calib.shape[1:])
-    for lay, act in zip(layers, acts):
-        if lay.kind == "flatten":
-            specs.append({"kind": "flatten", "name": lay.name, "in_shape": shape, "out_shape": [int(torch.tensor(shape).prod())]})
-            lam_prev = lam_prev.repeat_interleave(shape[1] * shape[2])  # NCHW flatten: channel-major
-            shape = specs[-1]["out_shape"]
-            weights.append(None), biases.append(None)
-            continue
-        m = lay.module
-        w, b = m.weight.detach().float(), (m.bias.detach().float() if m.bias is not None else torch.zeros(m.weight.shape[0]))
-        if thresholds and lay.relu_name in thresholds:
-            lam = torch.full((w.shape[0],), thresholds[lay.relu_name])
-        else:
-            lam = _lambda(act, percentile, per_channel) * threshold_scale if lay.relu else torch.ones(w.shape[0])
-        scale_in = lam_prev.view(1, -1, *([1] * (w.dim() - 2)))
-        scale_out = lam.view(-1, *([1] * (w.dim() - 1)))
-        weights.append((w * scale_in / scale_out).contiguous())
-        biases.append((b / lam).contiguous())
-        spec = {"kind": lay.kind, "name": lay.name, "neuron": "if" if lay.relu else "integrator", "in_shape": shape,
-                "out_shape": list(act.shape[1:])}
-        if lay.kind == "conv":
-            spec |= {"stride": list(m.stride), "padding": list(m.padding), "kernel": list(m.kernel_size)}
-        specs.append(spec)
-        lambdas.append({"layer": lay.name, "min": float(lam.min()), "max": float(lam.max())})
-        lams[len(specs) - 1] = lam
-        lam_prev, shape = lam, spec["out_shape"]
-    net = SpikingNet(layers=specs, weights=weights, biases=biases, input_shape=list(calib.shape[1:]), timesteps=timesteps,
-                     reset=reset, v_init=v_init, normalize_output=normalized,
-                     meta={"thresholds": lambdas, "learned_thresholds": bool(thresholds), "percentile": percentile,
+        raise BadInputError("to_snn's layer walk does not reproduce the model's output; fix: make forward a plain graph "
+                            "of the conv/linear/ReLU/pool/flatten modules it owns and residual adds")
+    lams = {}  # node index -> threshold per output channel, for nodes with neurons
+    for i, node in enumerate(nodes):
+        if node.neuron == "if":
+            lams[i] = (torch.full((acts[i].shape[1],), thresholds[node.relu_name]) if thresholds and node.relu_name in thresholds
+                       else _lambda(acts[i], percentile, per_channel) * threshold_scale)
+        elif node.neuron == "integrator":
+            lams[i] = torch.ones(acts[i].shape[1])
+    specs = [_spec(node, i, nodes, acts, calib) for i, node in enumerate(nodes)]
+    net = SpikingNet(layers=specs, weights=[None] * len(nodes), biases=[None] * len(nodes), input_shape=list(calib.shape[1:]),
+                     timesteps=timesteps, reset=reset, v_init=v_init, normalize_output=normalized,
+                     meta={"thresholds": [{"layer": nodes[i].name, "min": float(lam.min()), "max": float(lam.max())}
+                                          for i, lam in lams.items()],
+                           "learned_thresholds": bool(thresholds), "percentile": percentile,
                            "per_channel": per_channel, "balanced": balance, "calibration_images": len(calib)})
+    for i, node in enumerate(nodes):
+        if node.kind in WEIGHTED:
+            _normalise(net, i, node, lams, calib.shape[1])
     if balance == "scale":
         _scale_balance(net, acts, calib, timesteps)
     elif balance == "bias":
@@ -108,13 +122,52 @@ def convert(module: nn.Module, n_inputs: int, calib: torch.Tensor, *, timesteps:
     return net
 
 
+def _spec(node: Node, i: int, nodes: list[Node], acts: list, calib: torch.Tensor) -> dict:
+    src = node.inputs[0]
+    spec = {"kind": node.kind, "name": node.name, "in_shape": list((acts[src] if src != IMAGE else calib).shape[1:]),
+            "out_shape": list(acts[i].shape[1:])}
+    if node.inputs != [i - 1]:
+        spec["inputs"] = list(node.inputs)
+    if node.kind in WEIGHTED or node.kind == "add":
+        spec["neuron"] = node.neuron
+    if node.kind == "conv":
+        m = node.module
+        spec |= {"stride": list(m.stride), "padding": list(m.padding), "kernel": list(m.kernel_size)}
+    elif node.kind == "pool":
+        spec |= {key: list(node.pool[key]) for key in ("kernel", "stride", "padding")}
+    return spec
+
+
+def _normalise(net: SpikingNet, i: int, node: Node, lams: dict, in_channels: int) -> None:
+    """W' = W * lambda_in / lambda_out, b' = b / lambda_out: every neuron's threshold becomes 1 and a spike of channel
+    c stands for lambda_c. lambda_out of a residual branch is its add's; an identity shortcut's weight is the ratio."""
+    root, chain = input_chain(net, i)
+    lam_in = through(net, chain, lams[root] if root != IMAGE else torch.ones(in_channels))
+    target = i if node.neuron != "none" else next(j for j in range(i + 1, len(net.layers)) if i in net.sources(j))
+    lam_out = lams[target]
+    if node.kind == "scale":
+        net.weights[i], net.biases[i] = (lam_in / lam_out).contiguous(), torch.zeros_like(lam_out)
+        return
+    m = node.module
+    w = m.weight.detach().float()
+    b = m.bias.detach().float() if m.bias is not None else torch.zeros(w.shape[0])
+    net.weights[i] = (w * lam_in.view(1, -1, *([1] * (w.dim() - 2))) / lam_out.view(-1, *([1] * (w.dim() - 1)))).contiguous()
+    net.biases[i] = (b / lam_out).contiguous()
+
+
+def populations(net: SpikingNet) -> list[int]:
+    """Nodes with IF neurons, in execution order (the ones balancing calibrates)."""
+    return [i for i, lay in enumerate(net.layers) if lay.get("neuron") == "if"]
+
+
 def _rescale(net: SpikingNet, i: int, alpha: float) -> None:
     """Threshold of layer i times alpha, written into the weights (threshold stays 1): the layer's inputs shrink by
     alpha and each of its spikes counts alpha times more downstream."""
-    net.weights[i] /= alpha
-    net.biases[i] /= alpha
-    nxt = next(j for j in net.weighted if j > i)
-    net.weights[nxt] *= alpha
+    for f in net.feeders(i):
+        net.weights[f] /= alpha
+        net.biases[f] /= alpha
+    for c, _ in net.consumers(i):
+        net.weights[c] *= alpha
 
 
 @torch.no_grad()
@@ -123,7 +176,7 @@ def _scale_balance(net: SpikingNet, acts: list, calib: torch.Tensor, steps: int,
     squared error) to the ANN's output on the calibration set, with the earlier layers already balanced."""
     target = acts[-1].numpy()
     chosen = []
-    for i in net.weighted[:-1]:
+    for i in populations(net):
         errors = {}
         for alpha in grid:
             _rescale(net, i, alpha)
@@ -134,7 +187,7 @@ def _scale_balance(net: SpikingNet, acts: list, calib: torch.Tensor, steps: int,
         _rescale(net, i, best)
         chosen.append({"layer": net.layers[i]["name"], "scale": best, "mse": errors[best], "mse_unscaled": errors[1.0]})
     out = simulate(net, calib, steps, count=False).outputs[steps]
-    net.biases[net.weighted[-1]] += torch.as_tensor(target - out, dtype=torch.float32).mean(0)
+    net.biases[net.feeders(len(net.layers) - 1)[0]] += torch.as_tensor(target - out, dtype=torch.float32).mean(0)
     net.meta["balance"] = {"method": "per-layer threshold scale from a grid, chosen greedily from the input by the readout's "
                                      "MSE against the ANN on the calibration set; then the readout bias is re-centred",
                            "steps": steps, "grid": list(grid), "layers": chosen}
@@ -146,7 +199,7 @@ def _bias_balance(net: SpikingNet, acts: list, lams: dict, calib: torch.Tensor, 
     and the SNN's spike rate at `steps` (earlier layers already corrected). Reset to zero drops each spike's overshoot
     and T steps quantise rates, both biasing rates low; this removes the systematic part (bias calibration)."""
     gaps = []
-    for i in net.weighted[:-1]:
+    for i in populations(net):
         shape = (1, -1) + (1,) * (acts[i].dim() - 2)
         target = (acts[i] / lams[i].view(shape)).clamp(0, 1)
         dims = [0] + list(range(2, target.dim()))
@@ -154,7 +207,7 @@ def _bias_balance(net: SpikingNet, acts: list, lams: dict, calib: torch.Tensor, 
         for _ in range(iterations):
             gap = (target - rates(net, calib, steps, i)).mean(dims)
             before = float(gap.abs().mean()) if before is None else before
-            net.biases[i] += gap
+            net.biases[net.feeders(i)[0]] += gap
         gaps.append({"layer": net.layers[i]["name"], "mean_abs_rate_gap_before": before,
                      "mean_abs_rate_gap_after": float((target - rates(net, calib, steps, i)).mean(dims).abs().mean())})
     net.meta["balance"] = {"method": "per-channel bias shift by the mean ANN-vs-SNN rate gap, layer by layer",
@@ -167,18 +220,16 @@ def _gain_balance(net: SpikingNet, acts: list, lams: dict, calib: torch.Tensor, 
     gain between the SNN's rates and the ANN's normalised activations (sum r*a / sum r^2), clamped to [0.5, 4]: reset to
     zero loses each spike's overshoot, so rates run low by a roughly constant factor per channel."""
     gains = []
-    for i in net.weighted[:-1]:
+    for i in populations(net):
         shape = (1, -1) + (1,) * (acts[i].dim() - 2)
         target = (acts[i] / lams[i].view(shape)).clamp(0, 1)
         r = rates(net, calib, steps, i)
         dims = [0] + list(range(2, target.dim()))
         gain = ((r * target).sum(dims) / (r * r).sum(dims).clamp_min(1e-9)).clamp(0.5, 4.0)
-        nxt = next(j for j in net.weighted if j > i)
-        if net.layers[nxt - 1]["kind"] == "flatten":
-            per_input = gain.repeat_interleave(net.weights[nxt].shape[1] // gain.numel())
-        else:
-            per_input = gain
-        net.weights[nxt] *= per_input.view(1, -1, *([1] * (net.weights[nxt].dim() - 2)))
+        for c, chain in net.consumers(i):
+            per_input = through(net, chain, gain)
+            net.weights[c] *= per_input if net.layers[c]["kind"] == "scale" else \
+                per_input.view(1, -1, *([1] * (net.weights[c].dim() - 2)))
         gains.append({"layer": net.layers[i]["name"], "gain_min": float(gain.min()), "gain_mean": float(gain.mean()),
                       "gain_max": float(gain.max())})
     net.meta["balance"] = {"method": "per-channel spike value rescaled by the least-squares rate gain, layer by layer",

@@ -13,25 +13,33 @@ import math
 
 
 def layer_macs(lay: dict) -> int:
+    """Dense MACs of one node's synapses as an ANN layer (a residual add and a shortcut's scale: one per element)."""
     out = math.prod(lay["out_shape"])
     if lay["kind"] == "conv":
         return out * lay["in_shape"][0] * lay["kernel"][0] * lay["kernel"][1]
-    return out * lay["in_shape"][0]
+    if lay["kind"] == "linear":
+        return out * lay["in_shape"][0]
+    return out if lay["kind"] == "scale" else 0
 
 
 def spiking_counts(net, spikes: list[float], acs: list[float], steps: int, samples: int) -> dict:
-    """Per-inference counts from totals over `samples` inferences of `steps` steps (spikes/acs: one per weighted layer)."""
+    """Per-inference counts from totals over `samples` inferences of `steps` steps (spikes/acs: one per node of
+    net.counted). A node with neurons updates them every step; synapses reading the image are MACs, once."""
+    from edgekit.snn.simulate import input_chain, static_nodes
+
+    static = static_nodes(net)
     rows = []
-    for k, i in enumerate(net.weighted):
+    for k, i in enumerate(net.counted):
         lay = net.layers[i]
-        neurons = math.prod(lay["out_shape"])
+        neurons = math.prod(lay["out_shape"]) if lay["neuron"] != "none" else 0
         spiking = lay["neuron"] == "if"
+        encoder = lay["kind"] != "add" and input_chain(net, i)[0] in static
         per = spikes[k] / samples
         rows.append({"layer": lay["name"], "kind": lay["kind"], "neuron": lay["neuron"], "neurons": neurons,
                      "spikes": per if spiking else None,
                      "rate": per / (neurons * steps) if spiking else None,
-                     "dense_macs": layer_macs(lay), "effective_macs": layer_macs(lay) if k == 0 else 0,
-                     "effective_acs": acs[k] / samples if k else 0.0, "neuron_updates": neurons * steps})
+                     "dense_macs": layer_macs(lay), "effective_macs": layer_macs(lay) if encoder else 0,
+                     "effective_acs": acs[k] / samples, "neuron_updates": neurons * steps})
     total = {key: sum(r[key] for r in rows) for key in ("dense_macs", "effective_macs", "effective_acs", "neuron_updates")}
     total["spikes"] = sum(r["spikes"] or 0 for r in rows)
     total["dense_macs_all_steps"] = total["dense_macs"] * steps

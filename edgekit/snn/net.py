@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from edgekit.fileio import atomic_write_text
+from edgekit.snn.graph import PASSTHROUGH, WEIGHTED
 
 WEIGHTS, SPEC = "weights.safetensors", "snn.json"
 FORMAT_VERSION = 1
@@ -17,8 +18,10 @@ FORMAT_VERSION = 1
 
 @dataclass
 class SpikingNet:
-    """layers: dicts with kind (conv | linear | flatten), name, neuron (if | integrator), stride/padding for conv,
-    in_shape/out_shape (without batch). weights/biases: one tensor per layer (None for flatten)."""
+    """layers: the graph's nodes in execution order (edgekit/snn/graph.py): dicts with kind (conv | linear | scale | add |
+    flatten | pool), name, neuron (if | integrator | none) for synapses and adds, stride/padding/kernel for conv and pool,
+    in_shape/out_shape (without batch), and `inputs` (node indices, -1 the image) where a node does not read the one
+    before. weights/biases: one tensor per node (None for add, flatten, pool)."""
 
     layers: list[dict]
     weights: list[torch.Tensor | None]
@@ -32,7 +35,37 @@ class SpikingNet:
 
     @property
     def weighted(self) -> list[int]:
-        return [i for i, lay in enumerate(self.layers) if lay["kind"] != "flatten"]
+        """Nodes with synapses (conv, linear, per-channel shortcut scale)."""
+        return [i for i, lay in enumerate(self.layers) if lay["kind"] in WEIGHTED]
+
+    @property
+    def counted(self) -> list[int]:
+        """Nodes the spiking counts have a row for: synapses and residual adds (whose neurons sum both branches)."""
+        return [i for i, lay in enumerate(self.layers) if lay["kind"] in WEIGHTED or lay["kind"] == "add"]
+
+    def sources(self, i: int) -> list[int]:
+        """Node indices node i reads (-1: the image); a sequential net's nodes read the one before."""
+        return self.layers[i].get("inputs", [i - 1])
+
+    def consumers(self, i: int) -> list[tuple[int, list[int]]]:
+        """The synapse nodes reading population i's spikes, each with the flatten/pool nodes in between."""
+        out = []
+        for j in range(i + 1, len(self.layers)):
+            if i not in self.sources(j):
+                continue
+            if self.layers[j]["kind"] in PASSTHROUGH:
+                out += [(k, [j] + chain) for k, chain in self.consumers(j)]
+            elif self.layers[j]["kind"] in WEIGHTED:
+                out.append((j, []))
+        return out
+
+    def feeders(self, i: int) -> list[int]:
+        """The synapse nodes whose current node i's neurons integrate: itself, or a residual add's branches."""
+        return self.sources(i) if self.layers[i]["kind"] == "add" else [i]
+
+    @property
+    def sequential(self) -> bool:
+        return all(lay["kind"] in ("conv", "linear", "flatten") and "inputs" not in lay for lay in self.layers)
 
     def spec(self) -> dict:
         return {"format_version": FORMAT_VERSION, "input_shape": self.input_shape, "timesteps": self.timesteps,

@@ -156,6 +156,7 @@ def write_artifact(net: SpikingNet, folder: Path) -> tuple[Path, dict]:
 
         raise BadInputError("Lava's CUBA neuron resets to zero, but this SNN was converted with reset by subtraction; "
                             "fix: set to_snn reset: zero for the loihi target")
+    _check_loadable(net)
     folder.mkdir(parents=True, exist_ok=True)
     layers, notes = quantize(net)
     depth = len(layers) - 1
@@ -171,6 +172,25 @@ def write_artifact(net: SpikingNet, folder: Path) -> tuple[Path, dict]:
                        for lay in layers], "quantization": notes}
     atomic_write_text(folder / SPEC, json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return folder, notes
+
+
+def _check_loadable(net: SpikingNet) -> None:
+    """netx's Network._create builds input, conv, flatten and dense layers in sequence only (pool, average and concat
+    raise NotImplementedError, and it has no add): name the first node it cannot load."""
+    if net.sequential:
+        return
+    from edgekit.errors import BadInputError
+
+    names = {-1: "the image"} | {i: lay["name"] for i, lay in enumerate(net.layers)}
+    i = next(i for i, lay in enumerate(net.layers) if lay["kind"] in ("add", "pool") or "inputs" in lay)
+    lay = net.layers[i]
+    if lay["kind"] == "scale":  # an identity shortcut: name the add it feeds
+        i, lay = next((j, other) for j, other in enumerate(net.layers) if i in net.sources(j))
+    what = {"add": "residual add", "pool": "average pooling"}.get(lay["kind"], f"{lay['kind']} reading a branch")
+    inputs = " and ".join(names[s] for s in net.sources(i))
+    raise BadInputError(f"layer {lay['name']} ({what} of {inputs}) cannot be loaded by netx, which runs input, conv, flatten "
+                        "and dense layers in sequence; fix: use a sequential model (such as TinyGaze) for the loihi target, "
+                        "or the distill pass to train one from this model")
 
 
 def encoder_current(folder: Path, spec: dict, x: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Simulate a SpikingNet in PyTorch, batched: integrate-and-fire hidden layers, integrator readout y = V_t / t.
 
 The input is analog: the first layer's current (conv of the image plus bias) is computed once and injected every
-step (direct encoding), so it counts as MACs once per inference; every later layer receives binary spikes (ACs).
+step (direct encoding), so it counts as MACs once per inference; every later synapse receives binary spikes (ACs).
+The network is a graph (edgekit/snn/graph.py): a residual add's neurons integrate the sum of its branches' currents.
 Readouts are taken at several step counts in one run (the network at step t does not depend on later steps).
 """
 
@@ -13,26 +14,80 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from edgekit.snn.graph import IMAGE, PASSTHROUGH, WEIGHTED
+
 
 @dataclass
 class SimResult:
     outputs: dict[int, np.ndarray]  # steps -> (N, out) readout V_t / t (before L2 normalisation)
-    spikes: dict[int, list[float]] = field(default_factory=dict)  # steps -> total spikes per weighted layer (all samples)
-    acs: dict[int, list[float]] = field(default_factory=dict)  # steps -> synaptic ACs into each weighted layer
+    spikes: dict[int, list[float]] = field(default_factory=dict)  # steps -> total spikes per node of net.counted (all samples)
+    acs: dict[int, list[float]] = field(default_factory=dict)  # steps -> synaptic ACs into each node of net.counted
     n: int = 0
 
 
-def layer_current(net, i: int, h: torch.Tensor) -> torch.Tensor:
+def node_value(net, i: int, ins: list[torch.Tensor], sum_pool: bool = False) -> torch.Tensor:
+    """What node i computes from its inputs' values: a synapse's current (bias included), a residual add's summed
+    branch currents, or a flatten/pool of its input. sum_pool: pool by summing (fan-out counting)."""
     lay, w, b = net.layers[i], net.weights[i], net.biases[i]
-    if lay["kind"] == "conv":
+    kind, h = lay["kind"], ins[0]
+    if kind == "conv":
         return F.conv2d(h, w, b, stride=lay["stride"], padding=lay["padding"])
-    return F.linear(h, w, b)
+    if kind == "linear":
+        return F.linear(h, w, b)
+    if kind == "scale":
+        shape = (1, -1) + (1,) * (h.dim() - 2)
+        return h * w.view(shape) + b.view(shape)
+    if kind == "add":
+        return sum(ins[1:], ins[0])
+    if kind == "flatten":
+        return h.flatten(1)
+    return F.avg_pool2d(h, lay["kernel"], lay["stride"], lay["padding"], divisor_override=1 if sum_pool else None)
+
+
+def input_chain(net, i: int) -> tuple[int, list[int]]:
+    """(the node whose values synapse node i reads, past flatten/pool nodes; those nodes in execution order)."""
+    chain, src = [], net.sources(i)[0]
+    while src >= 0 and net.layers[src]["kind"] in PASSTHROUGH:
+        chain.insert(0, src)
+        src = net.sources(src)[0]
+    return src, chain
+
+
+def static_nodes(net) -> set[int]:
+    """Nodes whose value is the same at every step: the image, and neuron-free nodes that only read such nodes. A synapse
+    reading them is computed once per inference (direct encoding: effective MACs, not ACs)."""
+    static = {IMAGE}
+    for i, lay in enumerate(net.layers):
+        if lay.get("neuron", "none") == "none" and all(s in static for s in net.sources(i)):
+            static.add(i)
+    return static
 
 
 def fan_out(net, i: int) -> torch.Tensor:
-    """Per input neuron of weighted layer i: how many nonzero synapses it drives (NeuroBench: ACs = spikes x fan-out)."""
+    """Per neuron that synapse node i reads (past flatten/pool): how many nonzero synapses it drives (NeuroBench:
+    ACs = spikes x fan-out). Through an average pool this counts synapse paths (a spike reaches k*k pooled values)."""
+    root, chain = input_chain(net, i)
     lay = net.layers[i]
-    return fan_out_of(net.weights[i], lay["kind"], lay["in_shape"], lay.get("stride", (1, 1)), lay.get("padding", (0, 0)))
+    if not chain and lay["kind"] != "scale":
+        return fan_out_of(net.weights[i], lay["kind"], lay["in_shape"], lay.get("stride", (1, 1)), lay.get("padding", (0, 0)))
+    shape = net.layers[root]["out_shape"] if root >= 0 else net.input_shape
+    x = torch.ones(1, *shape, dtype=torch.float64, requires_grad=True)
+    masked = _Masked(net, i)
+    with torch.enable_grad():
+        h = x
+        for c in chain:
+            h = node_value(net, c, [h], sum_pool=True)
+        (grad,) = torch.autograd.grad(node_value(masked, i, [h]).sum(), x)
+    return grad[0]
+
+
+class _Masked:
+    """Node i of `net` with 0/1 weights (nonzero synapses) and no bias, for counting fan-out by autograd."""
+
+    def __init__(self, net, i: int):
+        self.layers = net.layers
+        self.weights = {i: (net.weights[i] != 0).to(torch.float64)}
+        self.biases = {i: torch.zeros(net.weights[i].shape[0], dtype=torch.float64)}
 
 
 def fan_out_of(weight: torch.Tensor, kind: str, in_shape, stride, padding) -> torch.Tensor:
@@ -47,56 +102,67 @@ def fan_out_of(weight: torch.Tensor, kind: str, in_shape, stride, padding) -> to
 
 @torch.no_grad()
 def _steps(net, x: torch.Tensor, steps: int, upto: int | None = None):
-    """Advance the network one step at a time; yields (t, inputs, spikes, v): per weighted layer k its input (None for the
-    analog first layer), its spikes (None for the integrator) and membrane potentials. upto: last layer index to run."""
-    weighted = [i for i in net.weighted if upto is None or i <= upto]
+    """Advance the network one step at a time; yields (t, values, v): each node's value at step t (spikes for IF
+    neurons, currents for neuron-free nodes) and the membrane potentials. upto: last node index to run."""
+    last = len(net.layers) - 1 if upto is None else upto
+    static = static_nodes(net)
+    constant: dict[int, torch.Tensor] = {}  # values and currents that only depend on the image: computed once
     v: dict[int, torch.Tensor] = {}
-    first_current = layer_current(net, weighted[0], x)
     for t in range(1, steps + 1):
-        h, inputs, spikes = None, [], []
-        for k, i in enumerate(weighted):
-            if k and net.layers[i - 1]["kind"] == "flatten":
-                h = h.flatten(1)
-            inputs.append(h)
-            cur = first_current if k == 0 else layer_current(net, i, h)
-            if i not in v:
-                v[i] = torch.full_like(cur, net.v_init) if net.layers[i]["neuron"] == "if" else torch.zeros_like(cur)
-            v[i] += cur
-            if net.layers[i]["neuron"] == "integrator":
-                spikes.append(None)
+        values = {IMAGE: x}
+        for i in range(last + 1):
+            lay = net.layers[i]
+            if i in constant:
+                cur = constant[i]
+            else:
+                cur = node_value(net, i, [values[s] for s in net.sources(i)])
+                if all(s in static for s in net.sources(i)):
+                    constant[i] = cur
+            neuron = lay.get("neuron", "none")
+            if neuron == "none":
+                values[i] = cur
                 continue
-            h = (v[i] >= 1.0).to(cur.dtype)
-            v[i] = v[i] - h if net.reset == "subtract" else v[i] * (1.0 - h)
-            spikes.append(h)
-        yield t, inputs, spikes, v
+            if i not in v:
+                v[i] = torch.full_like(cur, net.v_init) if neuron == "if" else torch.zeros_like(cur)
+            v[i] += cur
+            if neuron == "integrator":
+                values[i] = v[i]
+                continue
+            fired = (v[i] >= 1.0).to(cur.dtype)
+            v[i] = v[i] - fired if net.reset == "subtract" else v[i] * (1.0 - fired)
+            values[i] = fired
+        yield t, values, v
 
 
 @torch.no_grad()
 def simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...] = (), count: bool = True) -> SimResult:
     """Run `steps` timesteps on inputs x (N, C, H, W). record: step counts whose readout (and counts) to keep
-    besides the last."""
+    besides the last. Counts are per node of net.counted: spikes of its IF neurons, ACs into its synapses."""
     record = tuple(sorted(set(record) | {steps}))
-    weighted = net.weighted
-    fans = [None] + [fan_out(net, i) for i in weighted[1:]] if count else []
-    spikes, acs = [0.0] * len(weighted), [0.0] * len(weighted)
+    counted, static = net.counted, static_nodes(net)
+    roots = {k: input_chain(net, i)[0] for k, i in enumerate(counted) if net.layers[i]["kind"] in WEIGHTED}
+    readers = {k: root for k, root in roots.items() if root not in static}  # synapses driven by spikes
+    fans = {k: fan_out(net, counted[k]) for k in readers} if count else {}
+    spikes, acs = [0.0] * len(counted), [0.0] * len(counted)
     res = SimResult(outputs={}, n=len(x))
-    for t, inputs, fired, v in _steps(net, x, steps):
+    last = len(net.layers) - 1
+    for t, values, v in _steps(net, x, steps):
         if count:
-            for k in range(len(weighted)):
-                if k:
-                    acs[k] += float((inputs[k] * fans[k]).sum())
-                if fired[k] is not None:
-                    spikes[k] += float(fired[k].sum())
+            for k, i in enumerate(counted):
+                if k in readers:
+                    acs[k] += float((values[readers[k]] * fans[k]).sum())
+                if net.layers[i].get("neuron") == "if":
+                    spikes[k] += float(values[i].sum())
         if t in record:
-            res.outputs[t] = (v[weighted[-1]] / t).numpy().astype(np.float64)
+            res.outputs[t] = (v[last] / t).numpy().astype(np.float64)
             res.spikes[t], res.acs[t] = list(spikes), list(acs)
     return res
 
 
 @torch.no_grad()
 def rates(net, x: torch.Tensor, steps: int, upto: int) -> torch.Tensor:
-    """Spike rate (spikes per step) of weighted layer `upto` over `steps` (calibration: compare with the ANN)."""
+    """Spike rate (spikes per step) of node `upto`'s IF neurons over `steps` (calibration: compare with the ANN)."""
     total = 0.0
-    for _, _, fired, _ in _steps(net, x, steps, upto):
-        total = total + fired[-1]
+    for _, values, _ in _steps(net, x, steps, upto):
+        total = total + values[upto]
     return total / steps

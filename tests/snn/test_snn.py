@@ -9,7 +9,7 @@ from torch import nn
 
 from edgekit.errors import BadInputError
 from edgekit.snn.convert import convert
-from edgekit.snn.graph import sequential_layers
+from edgekit.snn.graph import spiking_graph
 from edgekit.snn.simulate import simulate
 
 
@@ -25,18 +25,21 @@ def _images(n, seed=1):
     return (base * torch.rand(n, 1, 1, 1, generator=g) + 0.3 * torch.randn(n, 1, 12, 16, generator=g)).clamp(-1, 1)
 
 
-def test_maxpool_residual_and_multi_input_are_refused_by_name():
+def test_maxpool_recurrence_and_multi_input_are_refused_by_name():
     pooled = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(BadInputError, match=r"layer 2 \(MaxPool2d\).*fix: retrain with nn.AvgPool2d"):
-        sequential_layers(pooled, 1)
+        spiking_graph(pooled, 1)
     from edgekit.models.registry import build
 
-    with pytest.raises(BadInputError, match=r"layer stem.3 \(MaxPool2d\).*also has a residual add at add .*fix: use a sequential"):
-        sequential_layers(build("gazeresnet18"), 1)
+    with pytest.raises(BadInputError, match=r"layer stem.3 \(MaxPool2d\): max-pooling .*fix: retrain with nn.AvgPool2d"):
+        spiking_graph(build("gazeresnet18"), 1)
     with pytest.raises(BadInputError, match="takes 2 inputs"):
-        sequential_layers(_tiny(), 2)
+        spiking_graph(_tiny(), 2)
     with pytest.raises(BadInputError, match=r"layer rnn \(GRU\): recurrent layers .*fix: convert the per-frame backbone only$"):
-        sequential_layers(build("temporalgaze"), 1)
+        spiking_graph(build("temporalgaze"), 1)
+    no_relu = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(BadInputError, match=r"1 reads 0, which has no ReLU after it"):
+        spiking_graph(no_relu, 1)
 
 
 def test_shipped_tinygaze_converts_within_the_issue_targets():
