@@ -37,14 +37,16 @@ class FixedPointRunner:
 
         x = next(iter(inputs.values()))
         started = time.perf_counter()
-        self.last = run_fixed(self.layers, self.input_bias(x), self.spec["timesteps"], keep_trains)
+        self.last = run_fixed(self.layers, self.input_bias(x), self.spec["timesteps"], keep_trains,
+                              self.spec.get("readout_start", self.spec["delay_steps"]))
         out = normalize(self.last.readout.astype(np.float64), self.spec["normalize_output"])
         self.seen.add(x, out, self.last, time.perf_counter() - started)
         return out
 
     def describe(self) -> str:
         return (f"edgekit fixed-point mirror of Lava's CUBA neurons (integer arithmetic), T={self.spec['timesteps']} "
-                f"+ {self.spec['delay_steps']} delay steps")
+                f"+ {self.spec['delay_steps']} delay steps" + (f" + {self.spec['warmup_steps']} warm-up steps"
+                                                                if self.spec.get("warmup_steps") else ""))
 
 
 class _Seen:
@@ -113,9 +115,10 @@ def spiking(art, runner, inputs, ref_out, card) -> dict:
     curve, _ = error_curve(snn, xt, truth, ref_error, ref, tuple(sorted({4, 8, 16, 32, 64, snn.timesteps})))
     float_row = next(r for r in curve if r["timesteps"] == snn.timesteps)
     steps = spec["steps"]
-    counts = spiking_counts(snn, seen.spikes, seen.acs, steps, len(x))  # measured over the D + T steps Lava runs
+    counts = spiking_counts(snn, seen.spikes, seen.acs, steps, len(x))  # measured over the S + T steps Lava runs
     out = {"timesteps": spec["timesteps"], "latency_steps": steps, "reset": "zero", "reference_error_deg": ref_error,
-           "error_vs_timesteps": curve, "curve_of": "the float SNN in the artifact (reset to zero, no delays)",
+           "error_vs_timesteps": curve, "curve_of": ("the float SNN in the artifact (reset to zero, "
+                        + ("Lava's one-step synaptic delays and warm-up)" if snn.delay else "no delays)")),
            "fixed_point": {"error_deg": fixed_err, "samples": len(x), "increase_deg": fixed_err - ref_error},
            "float_snn": {"error_deg": float_row["error_deg"], "samples": len(x),
                          "fixed_minus_float_deg": fixed_err - float_row["error_deg"]},

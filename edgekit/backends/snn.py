@@ -113,7 +113,10 @@ def spiking(art, runner, inputs, ref_out, card) -> dict:
     started = time.perf_counter()
     curve, res = error_curve(net, x, truth, ref_error, ref, steps, count=True)
     sweep_s = time.perf_counter() - started
-    out = {"timesteps": net.timesteps, "latency_steps": net.timesteps, "reset": net.reset, "v_init": net.v_init,
+    from edgekit.snn.simulate import delay_depth
+
+    lag = delay_depth(net)[len(net.layers) - 1] + net.warmup
+    out = {"timesteps": net.timesteps, "latency_steps": net.timesteps + lag, "reset": net.reset, "v_init": net.v_init,
            "reference_error_deg": ref_error, "error_vs_timesteps": curve, "conversion": net.meta}
     out["naive_baseline"] = naive_curve(Path(art.path) / "baseline", x, truth, ref_error, ref)
     counts = spiking_counts(net, res.spikes[net.timesteps], res.acs[net.timesteps], net.timesteps, len(x))

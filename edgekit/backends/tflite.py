@@ -37,11 +37,11 @@ class LiteRTRunner:
         with quiet():  # it prints "Created TensorFlow Lite XNNPACK delegate for CPU"
             self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
-        self.inputs = self.interpreter.get_input_details()
+        self.inputs = _inputs_in_argument_order(self.interpreter)
         self.output = self.interpreter.get_output_details()[0]
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        arrays = list(inputs.values())
+        arrays = list(inputs.values())  # in the model card's order: the torch forward's argument order
         outs = []
         for i in range(len(arrays[0])):
             for detail, array in zip(self.inputs, arrays):
@@ -52,6 +52,22 @@ class LiteRTRunner:
 
     def describe(self) -> str:
         return f"LiteRT interpreter (ai-edge-litert {runtime_version()}) with the XNNPACK delegate, {self.threads} thread(s)"
+
+
+def _inputs_in_argument_order(interpreter) -> list[dict]:
+    """The input tensors in the order of the converted forward's arguments: litert-torch's signature names them args_0,
+    args_1, ...; the interpreter's own input order need not follow it. Without such a signature: the interpreter's order."""
+    details = interpreter.get_input_details()
+    by_index = {d["index"]: d for d in details}
+    try:
+        signature = interpreter.get_signature_runner().get_input_details()
+    except (ValueError, KeyError):  # no (single) signature
+        return details
+    args = {int(name.rsplit("_", 1)[1]): d["index"] for name, d in signature.items()
+            if name.startswith("args_") and name.rsplit("_", 1)[1].isdigit()}
+    if sorted(args) != list(range(len(details))) or set(args.values()) != set(by_index):
+        return details
+    return [by_index[args[i]] for i in sorted(args)]
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:

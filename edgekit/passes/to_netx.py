@@ -19,7 +19,7 @@ from edgekit.passes.base import Pass
 
 class ToNetx(Pass):
     name: ClassVar[str] = "to_netx"
-    version: ClassVar[int] = 2  # 2: the snn copy keeps the naive baseline
+    version: ClassVar[int] = 3  # 2: the snn copy keeps the naive baseline; 3: readout_start (warm-up) in lava.json
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.snn})
     produces: ClassVar[Format] = Format.lava
     summary: ClassVar[str] = "SNN -> netx HDF5 for Lava/Loihi 2: 8-bit weights, CUBA neurons (reset to zero), host-side encoder"

@@ -18,7 +18,7 @@ from edgekit.passes.base import Pass
 
 class ToSNN(Pass):
     name: ClassVar[str] = "to_snn"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: residual graphs, synaptic delay and readout warm-up
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.snn
     summary: ClassVar[str] = "ANN -> rate-coded SNN: percentile thresholds, layer-wise balancing, IF neurons, integrator readout"
@@ -33,6 +33,10 @@ class ToSNN(Pass):
     v_init: float = Field(0.5, ge=0, lt=1, description="initial membrane potential in thresholds (0.5 rounds rates instead of flooring)")
     threshold_scale: float = Field(1.0, gt=0, description="multiplies every threshold")
     calib_images: int = Field(256, ge=8, description="calibration images used")
+    delay: bool = Field(False, description="simulate and balance with one step of synaptic delay per layer, as Lava runs "
+                                           "the network (the loihi targets)")
+    warmup: int = Field(0, ge=0, le=256, description="steps between the readout's lag and its T-step window (transients "
+                                                     "the delays leave are not read)")
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
@@ -57,12 +61,13 @@ class ToSNN(Pass):
         ctx.log(f"to_snn: calibrating thresholds on {len(calib)} images, T={self.timesteps}, reset {self.reset}")
         net = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=self.percentile,
                       per_channel=self.per_channel, balance=self.balance, v_init=self.v_init,
-                      threshold_scale=self.threshold_scale, thresholds=src.meta.get("qcfs_thresholds"))
+                      threshold_scale=self.threshold_scale, thresholds=src.meta.get("qcfs_thresholds"), delay=self.delay,
+                      warmup=self.warmup)
         net.meta["calibration_set"] = {"source": ctx.calib.meta.get("source"), "digest": ctx.calib.digest(), "n": len(calib)}
         folder = net.save(out_dir / "snn")
         write_nir(net, folder / "model.nir")
         naive = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=None,
-                        per_channel=False, balance="none", v_init=0.0)
+                        per_channel=False, balance="none", v_init=0.0, delay=self.delay)
         naive.meta["baseline"] = "naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
         naive.save(folder / "baseline")
         how = ("thresholds learned by qcfs" if src.meta.get("qcfs_thresholds") else

@@ -81,10 +81,12 @@ def through(net: SpikingNet, chain: list[int], per_channel: torch.Tensor) -> tor
 
 def convert(module: nn.Module, n_inputs: int, calib: torch.Tensor, *, timesteps: int = 32, reset: str = "subtract",
             percentile: float | None = 99.9, per_channel: bool = True, balance: str = "gain", v_init: float = 0.5,
-            threshold_scale: float = 1.0, thresholds: dict[str, float] | None = None) -> SpikingNet:
+            threshold_scale: float = 1.0, thresholds: dict[str, float] | None = None, delay: bool = False,
+            warmup: int = 0) -> SpikingNet:
     """Convert a BN-folded CNN (sequential or with residual blocks) into a SpikingNet calibrated on `calib`
     (preprocessed images, N x C x H x W). thresholds: per-layer thresholds by ReLU name (learned by the qcfs pass)
-    instead of percentiles."""
+    instead of percentiles. delay: simulate (and balance) with one step of synaptic delay per layer, as Lava runs it; warmup: steps
+    between the readout's lag and its window."""
     if balance not in ("none", "scale", "bias", "gain"):
         raise BadInputError(f"balance {balance!r}; fix: use none, scale, bias or gain")
     module = module.eval()
@@ -105,7 +107,7 @@ def convert(module: nn.Module, n_inputs: int, calib: torch.Tensor, *, timesteps:
             lams[i] = torch.ones(acts[i].shape[1])
     specs = [_spec(node, i, nodes, acts, calib) for i, node in enumerate(nodes)]
     net = SpikingNet(layers=specs, weights=[None] * len(nodes), biases=[None] * len(nodes), input_shape=list(calib.shape[1:]),
-                     timesteps=timesteps, reset=reset, v_init=v_init, normalize_output=normalized,
+                     timesteps=timesteps, reset=reset, v_init=v_init, normalize_output=normalized, delay=delay, warmup=warmup,
                      meta={"thresholds": [{"layer": nodes[i].name, "min": float(lam.min()), "max": float(lam.max())}
                                           for i, lam in lams.items()],
                            "learned_thresholds": bool(thresholds), "percentile": percentile,

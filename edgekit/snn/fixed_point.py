@@ -64,10 +64,13 @@ def input_bias(encoder_current: np.ndarray, weight: int, bias: int) -> np.ndarra
 
 
 @torch.no_grad()
-def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, keep_trains: bool = False) -> FixedResult:
-    """Run D + T steps (D = synaptic layers: the readout lags the input by D steps) on every sample at once."""
+def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, keep_trains: bool = False,
+              start: int | None = None) -> FixedResult:
+    """Run S + T steps on every sample at once; the readout is V(S + T) - V(S). S (start) defaults to D, the synaptic
+    layers (the readout lags the input by D steps); a warm-up adds to it."""
     depth = len(layers) - 1
-    steps = timesteps + depth
+    start = depth if start is None else start
+    steps = timesteps + start
     n = len(input_mant)
     v = [None] * len(layers)
     prev = [None] * len(layers)
@@ -104,7 +107,7 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
                 if keep_trains:
                     trains[k].append(fired.reshape(n, -1).numpy().copy())
         prev = current
-        if t == depth:
+        if t == start:
             v_start = v[-1].clone()
     out = layers[-1]
     v_diff = (v[-1] - v_start).numpy().astype(np.int64)

@@ -17,10 +17,10 @@ SCRIPT = Path(__file__).with_name("lava_script.py")
 
 @dataclass
 class LavaResult:
-    v_start: np.ndarray  # (N, out) readout v after D steps
-    v_end: np.ndarray  # after D + T steps
-    trains: list[np.ndarray]  # per spiking layer (N, D + T, neurons) bool
-    seconds: float  # simulator wall time for the samples' D + T steps (compilation excluded)
+    v_start: np.ndarray  # (N, out) readout v after S steps
+    v_end: np.ndarray  # after S + T steps (S = readout_start: delays + warm-up)
+    trains: list[np.ndarray]  # per spiking layer (N, S + T, neurons) bool
+    seconds: float  # simulator wall time for the samples' S + T steps (compilation excluded)
     wall_seconds: float  # the whole subprocess, Python start and compilation included
 
 

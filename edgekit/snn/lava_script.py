@@ -4,7 +4,8 @@
 
 Loads ARTIFACT_FOLDER/network.net with lava.lib.dl.netx, compiles it once for Lava's CPU simulator
 (Loihi2SimCfg, fixed_pt: bit-accurate CUBA neurons) and runs every sample: the input neurons' bias carries the sample
-(netx's input layer is driven through its bias), D + T steps, the readout's v read after D and after D + T steps,
+(netx's input layer is driven through its bias), S + T steps (S = readout_start: the D delay steps plus any warm-up),
+the readout's v read after S and after S + T steps,
 every spiking layer's spikes recorded bit-packed (31 steps per int32 word: Lava's Var.get costs ~20 us per value, so
 per-step ring buffers would dominate the run). Between samples all biases go to zero for D + 1 steps so the
 one-step synaptic buffers drain, then v is zeroed: each sample starts from the state a fresh network has (the
@@ -83,13 +84,14 @@ def main(folder: str, inputs: str, out: str) -> None:
     t_start = time.perf_counter()
     spec = json.load(open(os.path.join(folder, "lava.json")))
     T, D = spec["timesteps"], spec["delay_steps"]
-    block = D + T + D + 1
+    S = spec.get("readout_start", D)  # the readout window opens after the delays and any warm-up
+    block = S + T + D + 1
     bias_in = np.load(inputs)["input_bias"]  # (N, C, H, W) int
     net = Network(net_config=os.path.join(folder, "network.net"))
     layers = list(net.layers)
     sinks = []
     for layer in layers[:-1]:
-        sink = SpikeBits(shape=layer.out.shape, record=D + T, block=block)
+        sink = SpikeBits(shape=layer.out.shape, record=S + T, block=block)
         layer.out.connect(sink.a_in)
         sinks.append(sink)
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
@@ -103,7 +105,7 @@ def main(folder: str, inputs: str, out: str) -> None:
         else:
             neurons[0].bias_mant.set(whc)
         start = time.perf_counter()
-        net.run(condition=RunSteps(num_steps=D), run_cfg=cfg)
+        net.run(condition=RunSteps(num_steps=S), run_cfg=cfg)
         if not compiled:
             compiled = True
             saved_bias = [n.bias_mant.get().copy() for n in neurons[1:]]
@@ -113,13 +115,13 @@ def main(folder: str, inputs: str, out: str) -> None:
         v_end.append(neurons[-1].v.get().copy())
         for k, sink in enumerate(sinks):
             packed = sink.bits.get().astype(np.int64)  # (x, y, c, words) or (n, words)
-            steps = np.arange(D + T)
+            steps = np.arange(S + T)
             data = (packed[..., steps // BITS] >> (steps % BITS)) & 1  # (..., steps)
             if data.ndim == 4:
                 data = np.transpose(data, (3, 2, 1, 0))  # -> (steps, c, y, x): edgekit's C, H, W order
             else:
                 data = data.T
-            trains[k].append(data.reshape(D + T, -1).astype(bool))
+            trains[k].append(data.reshape(S + T, -1).astype(bool))
         # drain: no bias anywhere for D + 1 steps (without bias or input the input layer cannot fire, so layer k fires
         # at drain step k at the latest and every synaptic buffer is empty after D + 1 steps), then v back to zero.
         # u needs no reset: iDecay 4096 clears it every step. Var.set costs ~20 us per value, so nothing else is set.
@@ -131,7 +133,7 @@ def main(folder: str, inputs: str, out: str) -> None:
         for n, b in zip(neurons[1:], saved_bias):
             n.bias_mant.set(b)
     net.stop()
-    print(f"timing: total {time.perf_counter() - t_start:.1f} s, samples' D+T steps {seconds:.1f} s", file=sys.stderr)
+    print(f"timing: total {time.perf_counter() - t_start:.1f} s, samples' S+T steps {seconds:.1f} s", file=sys.stderr)
     np.savez(out, v_start=np.array(v_start, np.int64), v_end=np.array(v_end, np.int64), seconds=seconds,
              **{f"train_{k}": np.stack(t) for k, t in enumerate(trains)})
 

@@ -32,6 +32,8 @@ class SpikingNet:
     v_init: float  # initial membrane potential, in thresholds
     normalize_output: bool
     meta: dict = field(default_factory=dict)  # calibration details, thresholds (lambda) per layer
+    delay: bool = False  # one step of synaptic delay per layer, as Lava runs the network (readout lags by the depth)
+    warmup: int = 0  # steps run after the lag before the readout window opens (the delays leave transients)
 
     @property
     def weighted(self) -> list[int]:
@@ -71,7 +73,8 @@ class SpikingNet:
         return {"format_version": FORMAT_VERSION, "input_shape": self.input_shape, "timesteps": self.timesteps,
                 "reset": self.reset, "v_init": self.v_init, "normalize_output": self.normalize_output,
                 "readout": "integrator: y = V_T / T (no threshold, no reset)", "threshold": 1.0,
-                "layers": self.layers, "meta": self.meta}
+                "layers": self.layers, "meta": self.meta} | ({"synaptic_delay": 1} if self.delay else {}) \
+            | ({"readout_warmup": self.warmup} if self.warmup else {})
 
     def save(self, folder: Path) -> Path:
         from safetensors.torch import save_file
@@ -101,4 +104,5 @@ class SpikingNet:
         return cls(layers=spec["layers"], weights=[tensors.get(f"{i}.weight") for i in range(n)],
                    biases=[tensors.get(f"{i}.bias") for i in range(n)], input_shape=spec["input_shape"],
                    timesteps=spec["timesteps"], reset=spec["reset"], v_init=spec["v_init"],
-                   normalize_output=spec["normalize_output"], meta=spec.get("meta", {}))
+                   normalize_output=spec["normalize_output"], meta=spec.get("meta", {}),
+                   delay=bool(spec.get("synaptic_delay", 0)), warmup=int(spec.get("readout_warmup", 0)))

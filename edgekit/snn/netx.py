@@ -42,7 +42,7 @@ def quantize(net: SpikingNet) -> tuple[list[QuantLayer], dict]:
         if not spiking:
             scale = min(scale, B_MAX / max(np.abs(b).max(), 1e-12))  # integrator: keep |V| below the 24-bit limit for T + D steps even if every input fired
             bound = np.abs(w.reshape(w.shape[0], -1)).sum(1).max() + np.abs(b).max()
-            scale = min(scale, (UV_MAX >> 1) / 64 / (bound * (net.timesteps + depth)))
+            scale = min(scale, (UV_MAX >> 1) / 64 / (bound * (net.timesteps + depth + net.warmup)))
         wq, bq = np.rint(w * scale), np.rint(b * scale)
         notes["clipped_weights"] += int((np.abs(wq) > W_MAX).sum())
         notes["clipped_biases"] += int((np.abs(bq) > B_MAX).sum())
@@ -160,14 +160,16 @@ def write_artifact(net: SpikingNet, folder: Path) -> tuple[Path, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     layers, notes = quantize(net)
     depth = len(layers) - 1
-    write_network(layers, folder / NETWORK, net.timesteps + depth)
+    start = depth + net.warmup  # the readout window opens after the delays and the warm-up
+    write_network(layers, folder / NETWORK, net.timesteps + start)
     first = net.weighted[0]
     save_file({"weight": net.weights[first].contiguous(), "bias": net.biases[first].contiguous()}, str(folder / ENCODER))
     enc = net.layers[first]
-    spec = {"format_version": 1, "timesteps": net.timesteps, "delay_steps": depth, "steps": net.timesteps + depth,
+    spec = {"format_version": 1, "timesteps": net.timesteps, "delay_steps": depth, "warmup_steps": net.warmup,
+            "readout_start": start, "steps": net.timesteps + start,
             "input_shape": net.input_shape, "input_scale": INPUT_SCALE, "normalize_output": net.normalize_output,
             "encoder": {"name": enc["name"], "stride": enc["stride"], "padding": enc["padding"]},
-            "scales": [lay.scale for lay in layers], "readout": "(V(D+T) - V(D)) / (scale * T) of the last layer",
+            "scales": [lay.scale for lay in layers], "readout": "(V(S+T) - V(S)) / (scale * T) of the last layer, S = readout_start (delays + warm-up)",
             "layers": [{"kind": lay.kind, "shape": list(lay.out_shape), "vth": lay.vth, "spiking": lay.spiking}
                        for lay in layers], "quantization": notes}
     atomic_write_text(folder / SPEC, json.dumps(spec, indent=2, sort_keys=True) + "\n")

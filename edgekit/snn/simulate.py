@@ -100,23 +100,40 @@ def fan_out_of(weight: torch.Tensor, kind: str, in_shape, stride, padding) -> to
     return grad[0]
 
 
+def delay_depth(net) -> dict[int, int]:
+    """Per node, the step at which input first reaches it when every synapse reading spikes delays them by one step
+    (Lava: a spike emitted at step t arrives at step t + 1); 0 everywhere without delay."""
+    static, depth = static_nodes(net), {IMAGE: 0}
+    for i, lay in enumerate(net.layers):
+        srcs = net.sources(i)
+        hop = int(net.delay and lay["kind"] in WEIGHTED and not all(s in static for s in srcs))
+        depth[i] = max(depth[s] for s in srcs) + hop
+    return depth
+
+
 @torch.no_grad()
 def _steps(net, x: torch.Tensor, steps: int, upto: int | None = None):
-    """Advance the network one step at a time; yields (t, values, v): each node's value at step t (spikes for IF
-    neurons, currents for neuron-free nodes) and the membrane potentials. upto: last node index to run."""
+    """Advance the network one step at a time; yields (t, values, read, v): each node's value at step t (spikes for
+    IF neurons, currents for neuron-free nodes), the values synapses read at step t (with net.delay the previous
+    step's, empty at the first step, when they read zeros) and the membrane potentials. upto: last node index to run."""
     last = len(net.layers) - 1 if upto is None else upto
     static = static_nodes(net)
     constant: dict[int, torch.Tensor] = {}  # values and currents that only depend on the image: computed once
     v: dict[int, torch.Tensor] = {}
+    prev: dict[int, torch.Tensor] = {}
     for t in range(1, steps + 1):
         values = {IMAGE: x}
+        read = prev if net.delay else values
         for i in range(last + 1):
             lay = net.layers[i]
+            srcs = net.sources(i)
             if i in constant:
                 cur = constant[i]
             else:
-                cur = node_value(net, i, [values[s] for s in net.sources(i)])
-                if all(s in static for s in net.sources(i)):
+                delayed = net.delay and lay["kind"] in WEIGHTED
+                cur = node_value(net, i, [values[s] if not delayed or s in static else
+                                          read[s] if s in read else torch.zeros_like(values[s]) for s in srcs])
+                if all(s in static for s in srcs):
                     constant[i] = cur
             neuron = lay.get("neuron", "none")
             if neuron == "none":
@@ -131,7 +148,8 @@ def _steps(net, x: torch.Tensor, steps: int, upto: int | None = None):
             fired = (v[i] >= 1.0).to(cur.dtype)
             v[i] = v[i] - fired if net.reset == "subtract" else v[i] * (1.0 - fired)
             values[i] = fired
-        yield t, values, v
+        yield t, values, read, v
+        prev = values
 
 
 @torch.no_grad()
@@ -146,23 +164,30 @@ def simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...] = (), cou
     spikes, acs = [0.0] * len(counted), [0.0] * len(counted)
     res = SimResult(outputs={}, n=len(x))
     last = len(net.layers) - 1
-    for t, values, v in _steps(net, x, steps):
+    lag = delay_depth(net)[last] + net.warmup  # with synaptic delay and warm-up the readout window is lag+1 .. lag+t
+    v_start = 0.0
+    for t, values, read, v in _steps(net, x, steps + lag):
         if count:
             for k, i in enumerate(counted):
-                if k in readers:
-                    acs[k] += float((values[readers[k]] * fans[k]).sum())
+                if k in readers and readers[k] in read:
+                    acs[k] += float((read[readers[k]] * fans[k]).sum())
                 if net.layers[i].get("neuron") == "if":
                     spikes[k] += float(values[i].sum())
-        if t in record:
-            res.outputs[t] = (v[last] / t).numpy().astype(np.float64)
-            res.spikes[t], res.acs[t] = list(spikes), list(acs)
+        if t == lag:
+            v_start = v[last].clone()
+        if t - lag in record:
+            res.outputs[t - lag] = ((v[last] - v_start) / (t - lag)).numpy().astype(np.float64)
+            res.spikes[t - lag], res.acs[t - lag] = list(spikes), list(acs)
     return res
 
 
 @torch.no_grad()
 def rates(net, x: torch.Tensor, steps: int, upto: int) -> torch.Tensor:
-    """Spike rate (spikes per step) of node `upto`'s IF neurons over `steps` (calibration: compare with the ANN)."""
+    """Spike rate (spikes per step) of node `upto`'s IF neurons over `steps` steps, from the one its input first
+    arrives at plus the warm-up, as the readout is windowed (calibration: compare with the ANN)."""
+    lag = delay_depth(net)[upto] + net.warmup
     total = 0.0
-    for _, values, _ in _steps(net, x, steps, upto):
-        total = total + values[upto]
+    for t, values, _, _ in _steps(net, x, steps + lag, upto):
+        if t > lag:
+            total = total + values[upto]
     return total / steps

@@ -78,11 +78,11 @@ def test_subtractive_reset_rates_approach_the_ann_as_t_grows():
     assert all(a > 0 for a in res.acs[256][1:]) and res.acs[256][0] == 0  # first layer: analog input, no ACs
 
 
-def _lava_artifact(tmp_path, timesteps=8):
+def _lava_artifact(tmp_path, timesteps=8, warmup=0):
     from edgekit.snn.netx import write_artifact
 
     model, x = _tiny(), _images(32)
-    net = convert(model, 1, x, timesteps=timesteps, reset="zero", v_init=0.0, balance="none")
+    net = convert(model, 1, x, timesteps=timesteps, reset="zero", v_init=0.0, balance="none", delay=True, warmup=warmup)
     folder, _ = write_artifact(net, tmp_path / "model.lava")
     return folder, x
 
@@ -116,14 +116,18 @@ def test_fixed_point_reads_the_file_and_tracks_the_float_snn(tmp_path):
     from edgekit.backends.snn import normalize
     from edgekit.data.metrics import angular_error_deg
 
-    folder, x = _lava_artifact(tmp_path, timesteps=64)
+    folder, x = _lava_artifact(tmp_path, timesteps=64, warmup=2)
     spec = json.loads((folder / "lava.json").read_text())
     assert spec["delay_steps"] == 3 and [lay["kind"] for lay in spec["layers"]] == ["input", "conv", "dense", "dense"]
+    assert spec["readout_start"] == 5 and spec["steps"] == 64 + 5
     runner = FixedPointRunner(folder)
     fixed = runner.run({"x": x.numpy()})
-    float_net = convert(_tiny(), 1, _images(32), timesteps=64, reset="zero", v_init=0.0, balance="none")
-    flt = normalize(simulate(float_net, x, 64, count=False).outputs[64], True)
-    assert float(angular_error_deg(fixed, flt).mean()) < 10
+    timing = {"delay": True, "warmup": 2}  # the float SNN in Lava's timing, and the same net without delays
+    flt, undelayed = (normalize(simulate(convert(_tiny(), 1, _images(32), timesteps=64, reset="zero", v_init=0.0,
+                                                 balance="none", **kw), x, 64, count=False).outputs[64], True)
+                      for kw in (timing, {}))
+    gap, gap_undelayed = (float(angular_error_deg(fixed, f).mean()) for f in (flt, undelayed))
+    assert gap < 3 and gap < gap_undelayed, (gap, gap_undelayed)
     assert runner.last.spikes_per_layer[0] > 0
 
 
@@ -134,7 +138,7 @@ def test_lava_simulator_matches_the_fixed_point_model_spike_for_spike(tmp_path):
     ok, why = lava_available()
     if not ok:
         pytest.skip(f"Lava environment unavailable: {why}")
-    folder, x = _lava_artifact(tmp_path)
+    folder, x = _lava_artifact(tmp_path, warmup=3)  # readout window after delays and warm-up
     runner = FixedPointRunner(folder)
     runner.run({"x": x[:3].numpy()}, keep_trains=True)
     res = run_lava(folder, runner.input_bias(x[:3].numpy()))
