@@ -124,9 +124,9 @@ def test_rebuild_is_byte_identical(compiled, tmp_path):
 
 
 @pytest.mark.parametrize("target", ["tflite", "tflite-int8-io"])
-def test_two_input_model_is_fed_in_argument_order(tmp_path, target):
-    """Image + head pose: the runner feeds the card's inputs by the converted forward's argument order (litert-torch's
-    args_N signature), also after edgekit rewrote the int8 I/O; the head pose really changes the output."""
+def test_two_input_model_converts_and_runs(tmp_path, target):
+    """Image + head pose through litert-torch, also after edgekit rewrote the int8 I/O: the signature still names both
+    inputs in argument order, and the head pose really changes the output."""
     from tests.fixtures.gaze_models import PreActGaze, randomize_batchnorm
 
     torch.manual_seed(0)
@@ -137,6 +137,22 @@ def test_two_input_model_is_fed_in_argument_order(tmp_path, target):
     assert res.report.accuracy.diff_from_reference.mean_deg < (0.01 if target == "tflite" else 2.0), res.report.accuracy
     runner = LiteRTRunner(res.artifact)
     assert [d["shape"].tolist() for d in runner.inputs] == [[1, 1, 36, 60], [1, 2]]
+    assert list(runner.interpreter.get_signature_runner().get_input_details()) == ["args_0", "args_1"]
     image = np.random.default_rng(0).uniform(-1, 1, (1, 1, 36, 60)).astype(np.float32)
     outs = [runner.run({"image": image, "head_pose": np.array([[p, -p]], np.float32)}) for p in (0.0, 0.5)]
     assert np.abs(outs[0] - outs[1]).max() > 1e-3
+
+
+def test_inputs_follow_the_signatures_argument_order_not_the_interpreters():
+    from edgekit.backends.tflite import _inputs_in_argument_order
+
+    class Reordered:  # an interpreter listing its inputs in another order than the forward's arguments
+        def get_input_details(self):
+            return [{"index": 7, "name": "b"}, {"index": 3, "name": "a"}]
+
+        def get_signature_runner(self):
+            return type("Runner", (), {"get_input_details": lambda _: {"args_1": {"index": 7}, "args_0": {"index": 3}}})()
+
+    assert [d["index"] for d in _inputs_in_argument_order(Reordered())] == [3, 7]
+    Reordered.get_signature_runner = lambda self: (_ for _ in ()).throw(ValueError("no signature"))
+    assert [d["index"] for d in _inputs_in_argument_order(Reordered())] == [7, 3]  # no signature: interpreter order

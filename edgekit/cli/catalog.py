@@ -34,7 +34,7 @@ def passes(output_format: FormatOpt = OutputFormat.human) -> None:
 
     rows = []
     for name, cls in sorted(REGISTRY.items()):
-        opts = {k: {"default": f.default, "description": f.description} for k, f in cls.model_fields.items()}
+        opts = {k: {"default": f.get_default(call_default_factory=True), "description": f.description} for k, f in cls.model_fields.items()}
         rows.append({"name": name, "consumes": sorted(f.value for f in cls.consumes), "produces": cls.produces.value,
                      "summary": cls.summary, "options": opts})
     if output_format == OutputFormat.json:

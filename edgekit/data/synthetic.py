@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -57,15 +58,27 @@ def _render_sequence(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _run(fn, jobs: list, workers: int, progress: bool, label: str) -> list:
     from edgekit.progress import track
 
-    if workers > 1 and len(jobs) > 1:
+    fork_unsafe = "jax" in sys.modules  # fork after JAX started its threads (litert-torch imports it) can deadlock
+    if workers > 1 and len(jobs) > 1 and not (fork_unsafe and _unguarded_main_script()):
         import multiprocessing
-        import sys
 
-        # fork after JAX started its threads (litert-torch imports it) can deadlock: start workers from a clean process
-        context = multiprocessing.get_context("forkserver" if "jax" in sys.modules else None)
+        # start workers from a clean process instead (forkserver imports the __main__ script in each worker)
+        context = multiprocessing.get_context("forkserver" if fork_unsafe else None)
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             return list(track(pool.map(fn, jobs), total=len(jobs), description=label, enabled=progress))
     return [fn(job) for job in track(jobs, total=len(jobs), description=label, enabled=progress)]
+
+
+def _unguarded_main_script() -> bool:
+    """Whether __main__ is a script without an `if __name__ == "__main__"` guard: forkserver workers import it, which
+    would run the caller's whole script again in every worker (and break the pool). Such callers render serially."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return False
+    try:
+        return "__main__" not in Path(path).read_text(errors="ignore")
+    except OSError:
+        return False
 
 
 def default_workers() -> int:

@@ -1,4 +1,4 @@
-"""distill: train a sequential student (a built-in architecture) to reproduce the model's gaze, on synthetic eyes.
+"""distill: train a student (a built-in architecture; TinyGaze, sequential, by default) to reproduce the model's gaze.
 
 For targets whose runtime cannot load the model's structure: netx runs conv/flatten/dense chains only, so a residual
 network with max-pooling (GazeResNet18) reaches Loihi as a TinyGaze-shaped student taught by it. The student takes the
@@ -23,9 +23,10 @@ class Distill(Pass):
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.torch
-    summary: ClassVar[str] = "train a sequential built-in student (default TinyGaze) from this model's gaze on synthetic eyes"
+    summary: ClassVar[str] = "train a built-in student (default TinyGaze, sequential) from this model's gaze on synthetic eyes"
 
-    student: str = Field("tinygaze", description="built-in architecture of the student (single-image, vector output)")
+    student: str = Field("tinygaze", description="built-in architecture of the student (single-image, vector output; "
+                                                  "sequential for the loihi targets)")
     student_config: dict = Field(default_factory=dict, description="constructor arguments; input size and channels "
                                                                    "come from the model card")
     steps: int = Field(1500, ge=1, description="training steps (one-cycle learning rate)")

@@ -18,7 +18,7 @@ from edgekit.passes.base import Pass
 
 class ToSNN(Pass):
     name: ClassVar[str] = "to_snn"
-    version: ClassVar[int] = 2  # 2: residual graphs, synaptic delay and readout warm-up
+    version: ClassVar[int] = 3  # 2: residual graphs, synaptic delay and readout warm-up; 3: the naive baseline gets the warm-up too
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.snn
     summary: ClassVar[str] = "ANN -> rate-coded SNN: percentile thresholds, layer-wise balancing, IF neurons, integrator readout"
@@ -54,6 +54,9 @@ class ToSNN(Pass):
         if ctx.card.image_input.layout != "NCHW":
             raise BadInputError(f"to_snn converts single-image (NCHW) models, not {ctx.card.image_input.layout} sequences; fix: "
                                 "convert a per-frame model such as TinyGaze")
+        if self.warmup and not self.delay:
+            raise BadInputError(f"to_snn warmup {self.warmup} without delay: the warm-up counts from Lava's delays; fix: set "
+                                "delay: true (the loihi targets) or warmup: 0")
         module, _ = load_module(src.path)
         inputs = model_inputs(ctx.card, ctx.calib).take(self.calib_images)
         calib = torch.from_numpy(next(iter(inputs.arrays.values())))
@@ -67,8 +70,9 @@ class ToSNN(Pass):
         folder = net.save(out_dir / "snn")
         write_nir(net, folder / "model.nir")
         naive = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=None,
-                        per_channel=False, balance="none", v_init=0.0, delay=self.delay)
-        naive.meta["baseline"] = "naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
+                        per_channel=False, balance="none", v_init=0.0, delay=self.delay, warmup=self.warmup)
+        naive.meta["baseline"] = ("naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
+                                  + ("; the same delays and readout window" if self.delay else ""))
         naive.save(folder / "baseline")
         how = ("thresholds learned by qcfs" if src.meta.get("qcfs_thresholds") else
                f"thresholds p{self.percentile or 'max'} per {'channel' if self.per_channel else 'layer'}")

@@ -189,7 +189,7 @@ def _scale_balance(net: SpikingNet, acts: list, calib: torch.Tensor, steps: int,
         _rescale(net, i, best)
         chosen.append({"layer": net.layers[i]["name"], "scale": best, "mse": errors[best], "mse_unscaled": errors[1.0]})
     out = simulate(net, calib, steps, count=False).outputs[steps]
-    net.biases[net.feeders(len(net.layers) - 1)[0]] += torch.as_tensor(target - out, dtype=torch.float32).mean(0)
+    net.biases[net.bias_of(len(net.layers) - 1)] += torch.as_tensor(target - out, dtype=torch.float32).mean(0)
     net.meta["balance"] = {"method": "per-layer threshold scale from a grid, chosen greedily from the input by the readout's "
                                      "MSE against the ANN on the calibration set; then the readout bias is re-centred",
                            "steps": steps, "grid": list(grid), "layers": chosen}
@@ -209,7 +209,7 @@ def _bias_balance(net: SpikingNet, acts: list, lams: dict, calib: torch.Tensor, 
         for _ in range(iterations):
             gap = (target - rates(net, calib, steps, i)).mean(dims)
             before = float(gap.abs().mean()) if before is None else before
-            net.biases[net.feeders(i)[0]] += gap
+            net.biases[net.bias_of(i)] += gap
         gaps.append({"layer": net.layers[i]["name"], "mean_abs_rate_gap_before": before,
                      "mean_abs_rate_gap_after": float((target - rates(net, calib, steps, i)).mean(dims).abs().mean())})
     net.meta["balance"] = {"method": "per-channel bias shift by the mean ANN-vs-SNN rate gap, layer by layer",

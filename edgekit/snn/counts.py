@@ -13,7 +13,8 @@ import math
 
 
 def layer_macs(lay: dict) -> int:
-    """Dense MACs of one node's synapses as an ANN layer (a residual add and a shortcut's scale: one per element)."""
+    """Dense MACs of one node's synapses as an ANN layer: a shortcut's scale one per element; a residual add none
+    (its branches' currents sum in the neurons)."""
     out = math.prod(lay["out_shape"])
     if lay["kind"] == "conv":
         return out * lay["in_shape"][0] * lay["kernel"][0] * lay["kernel"][1]

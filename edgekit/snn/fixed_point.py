@@ -51,8 +51,8 @@ class QuantLayer:
 
 @dataclass
 class FixedResult:
-    readout: np.ndarray  # (N, out): (V(D+T) - V(D)) / (2^6 * scale * T), float
-    v_diff: np.ndarray  # (N, out) the integer V(D+T) - V(D), as Lava holds it
+    readout: np.ndarray  # (N, out): (V(S+T) - V(S)) / (2^6 * scale * T), float; S = readout start (delays + warm-up)
+    v_diff: np.ndarray  # (N, out) the integer V(S+T) - V(S), as Lava holds it
     spikes_per_layer: list[float] = field(default_factory=list)  # total spikes over all samples and steps
     acs_per_layer: list[float] = field(default_factory=list)  # total synaptic accumulates (spikes x fan-out) into each layer
     trains: list[np.ndarray] | None = None  # per spiking layer (N, steps, neurons) bool, when asked

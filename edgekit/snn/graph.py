@@ -67,6 +67,7 @@ def spiking_graph(module: nn.Module, n_inputs: int) -> tuple[list[Node], bool]:
 class _Builder:
     def __init__(self, modules: dict[str, nn.Module]):
         self.modules, self.nodes, self.index = modules, [], {}  # index: fx node name -> node index
+        self.pre_relu: set[str] = set()  # fx values taken before a ReLU: the IF node only carries the ReLU's output
         self.normalized, self.output = False, None
 
     def build(self, graph) -> tuple[list[Node], bool]:
@@ -79,7 +80,7 @@ class _Builder:
             elif fx.op == "output":
                 if not hasattr(fx.args[0], "name"):
                     raise BadInputError("the model returns several tensors; fix: return the gaze vector only")
-                self.output = self.index[fx.args[0].name]
+                self.output = self._lookup(fx.args[0].name, "the output")
             elif fx.op == "call_module":
                 self._module(fx, self.modules[fx.target])
             elif fx.op in ("call_function", "call_method"):
@@ -91,7 +92,13 @@ class _Builder:
         return self.nodes, self.normalized
 
     def _src(self, fx) -> int:
-        return self.index[fx.args[0].name]
+        return self._lookup(fx.args[0].name, fx.name)
+
+    def _lookup(self, name: str, reader: str) -> int:
+        if name in self.pre_relu:
+            raise BadInputError(f"{reader} reads {name} before its ReLU, which spiking neurons cannot provide (they emit "
+                                "the ReLU's output only); fix: read the ReLU's output, or compute the branch separately")
+        return self.index[name]
 
     def _append(self, fx_name: str, node: Node) -> None:
         for i in node.inputs:  # synapses and pools read spikes or the image, never a branch's raw current
@@ -109,6 +116,8 @@ class _Builder:
         elif isinstance(m, nn.ReLU):
             self._relu(fx, fx.target)
         elif isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise BadInputError(f"layer {fx.target} (Flatten) must flatten from dim 1 to the end; fix: nn.Flatten()")
             self._passthrough(fx, "flatten")
         elif isinstance(m, nn.AvgPool2d):
             if m.ceil_mode or not m.count_include_pad or m.divisor_override:
@@ -132,6 +141,9 @@ class _Builder:
         if fn in (F.relu, torch.relu) or fn in ("relu", "relu_"):
             self._relu(fx, fx.name)
         elif fn in _FLATTEN:
+            if not _flattens_to_features(fx):
+                raise BadInputError(f"{fx.name} ({fn if isinstance(fn, str) else fn.__name__}) must flatten channels, "
+                                    "height and width into one axis; fix: use torch.flatten(x, 1) or x.view(x.size(0), -1)")
             self._passthrough(fx, "flatten")
         elif fn in _ADD:
             self._add(fx)
@@ -161,6 +173,7 @@ class _Builder:
                 or any(src in n.inputs for n in self.nodes):  # a ReLU must be its layer's only reader
             raise BadInputError(f"{where}: a ReLU must directly follow a conv, linear or residual add; fix: reorder the model")
         node.neuron, node.relu_name = "if", where
+        self.pre_relu |= {name for name, i in self.index.items() if i == src}
         self.index[fx.name] = src
 
     def _add(self, fx) -> None:
@@ -168,7 +181,7 @@ class _Builder:
             raise BadInputError(f"{fx.name}: only the sum of two tensors converts (a residual add); fix: add two branches")
         inputs = []
         for arg in fx.args:
-            j = self.index[arg.name]
+            j = self._lookup(arg.name, fx.name)
             branch = self.nodes[j] if j != IMAGE else None
             if branch is not None and branch.kind in ("conv", "linear") and branch.neuron == "none":
                 inputs.append(j)  # a branch's current: summed into the add's neuron
@@ -202,6 +215,18 @@ class _Builder:
                                     "must end in ReLU to become IF neurons")
         if self.output != len(self.nodes) - 1 or users[self.output]:
             raise BadInputError(f"the output layer {last.name} is not the last operation; fix: end with a linear regression head")
+
+
+def _flattens_to_features(fx) -> bool:
+    """torch.flatten(x, 1) / x.flatten(1) (to the last dim), or x.view / x.reshape (N, -1)."""
+    if fx.target in (torch.flatten, "flatten"):
+        start = fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("start_dim", 0)
+        end = fx.args[2] if len(fx.args) > 2 else fx.kwargs.get("end_dim", -1)
+        return start == 1 and end == -1
+    shape = list(fx.args[1:])
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):  # x.view((n, -1))
+        shape = list(shape[0])
+    return len(shape) == 2 and shape[1] == -1
 
 
 def _global_mean(fx) -> bool:

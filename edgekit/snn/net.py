@@ -65,6 +65,11 @@ class SpikingNet:
         """The synapse nodes whose current node i's neurons integrate: itself, or a residual add's branches."""
         return self.sources(i) if self.layers[i]["kind"] == "add" else [i]
 
+    def bias_of(self, i: int) -> int:
+        """The node whose bias carries node i's constant current: a conv/linear feeder, never an identity shortcut's
+        scale (bias-free, as NIR's Scale is)."""
+        return next(f for f in self.feeders(i) if self.layers[f]["kind"] != "scale")
+
     @property
     def sequential(self) -> bool:
         return all(lay["kind"] in ("conv", "linear", "flatten") and "inputs" not in lay for lay in self.layers)

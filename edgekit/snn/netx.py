@@ -184,10 +184,9 @@ def _check_loadable(net: SpikingNet) -> None:
     from edgekit.errors import BadInputError
 
     names = {-1: "the image"} | {i: lay["name"] for i, lay in enumerate(net.layers)}
-    i = next(i for i, lay in enumerate(net.layers) if lay["kind"] in ("add", "pool") or "inputs" in lay)
+    i = next((i for i, lay in enumerate(net.layers) if lay["kind"] in ("add", "pool")),
+             next(i for i, lay in enumerate(net.layers) if "inputs" in lay))  # a branch always ends in an add
     lay = net.layers[i]
-    if lay["kind"] == "scale":  # an identity shortcut: name the add it feeds
-        i, lay = next((j, other) for j, other in enumerate(net.layers) if i in net.sources(j))
     what = {"add": "residual add", "pool": "average pooling"}.get(lay["kind"], f"{lay['kind']} reading a branch")
     inputs = " and ".join(names[s] for s in net.sources(i))
     raise BadInputError(f"layer {lay['name']} ({what} of {inputs}) cannot be loaded by netx, which runs input, conv, flatten "

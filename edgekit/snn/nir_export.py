@@ -48,6 +48,7 @@ def _synapse_or_op(nir, net, i: int, lay: dict):
         return nir.AvgPool2d(kernel_size=np.array(lay["kernel"]), stride=np.array(lay["stride"]), padding=np.array(lay["padding"]))
     w, b = net.weights[i].double().numpy(), net.biases[i].double().numpy()
     if lay["kind"] == "scale":
+        assert not b.any(), "an identity shortcut's scale carries no bias (conversion puts biases on conv/linear feeders)"
         # an identity shortcut: lambda_in / lambda_out per channel, no bias; NIR types it by the scale's full shape
         return nir.Scale(scale=w.reshape(-1, *[1] * (len(lay["in_shape"]) - 1)) * np.ones(lay["in_shape"]))
     if lay["kind"] == "conv":

@@ -65,7 +65,8 @@ def static_nodes(net) -> set[int]:
 
 def fan_out(net, i: int) -> torch.Tensor:
     """Per neuron that synapse node i reads (past flatten/pool): how many nonzero synapses it drives (NeuroBench:
-    ACs = spikes x fan-out). Through an average pool this counts synapse paths (a spike reaches k*k pooled values)."""
+    ACs = spikes x fan-out). Through an average pool this counts synapse paths: a spike reaches every pooled value
+    whose window holds it (one without overlap, up to k*k with stride 1), each with the synapse's fan-out."""
     root, chain = input_chain(net, i)
     lay = net.layers[i]
     if not chain and lay["kind"] != "scale":
@@ -101,14 +102,19 @@ def fan_out_of(weight: torch.Tensor, kind: str, in_shape, stride, padding) -> to
 
 
 def delay_depth(net) -> dict[int, int]:
-    """Per node, the step at which input first reaches it when every synapse reading spikes delays them by one step
-    (Lava: a spike emitted at step t arrives at step t + 1); 0 everywhere without delay."""
+    """Per node, the steps its input lags the image by when every synapse reading spikes delays them by one step
+    (Lava: a spike emitted at step t arrives at step t + 1): input first reaches it at step depth + 1. 0 without delay."""
     static, depth = static_nodes(net), {IMAGE: 0}
     for i, lay in enumerate(net.layers):
         srcs = net.sources(i)
         hop = int(net.delay and lay["kind"] in WEIGHTED and not all(s in static for s in srcs))
         depth[i] = max(depth[s] for s in srcs) + hop
     return depth
+
+
+def readout_lag(net) -> int:
+    """Steps before the readout window opens: the output's delay depth plus the warm-up (0 without delay)."""
+    return delay_depth(net)[len(net.layers) - 1] + net.warmup
 
 
 @torch.no_grad()
@@ -164,7 +170,7 @@ def simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...] = (), cou
     spikes, acs = [0.0] * len(counted), [0.0] * len(counted)
     res = SimResult(outputs={}, n=len(x))
     last = len(net.layers) - 1
-    lag = delay_depth(net)[last] + net.warmup  # with synaptic delay and warm-up the readout window is lag+1 .. lag+t
+    lag = readout_lag(net)  # with synaptic delay and warm-up the readout window is lag+1 .. lag+t
     v_start = 0.0
     for t, values, read, v in _steps(net, x, steps + lag):
         if count:

@@ -62,3 +62,19 @@ def test_cache_returns_the_same_set():
     second = synthetic.synthetic_set(40, 21)
     assert first.digest() == second.digest()
     assert list((synthetic.cache_dir() / "synthetic").glob("images-*.npz"))
+
+
+def test_an_unguarded_script_with_jax_loaded_still_renders(tmp_path):
+    """forkserver workers (used once JAX is loaded) import the __main__ script; a script without a __main__ guard
+    would run again in each worker and break the pool, so such a caller renders serially, with the same bytes."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("import sys, types\nsys.modules['jax'] = types.ModuleType('jax')  # as litert-torch leaves it\n"
+                      "from edgekit.data import synthetic\n"
+                      "s = synthetic.synthetic_set(600, 7, (20, 32), workers=2, cache=False)\n"
+                      "print(s.images.tobytes().__hash__() == synthetic.synthetic_set(600, 7, (20, 32), workers=1, "
+                      "cache=False).images.tobytes().__hash__())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]

@@ -54,7 +54,8 @@ def test_a_max_pooling_residual_model_reaches_the_snn_target_through_a_student(t
     assert res.report.pipeline.startswith("distill(") and "| to_snn(" in res.report.pipeline
     net = SpikingNet.load(res.artifact)
     assert net.sequential and net.input_shape == [1, 64, 96] and net.layers[0]["name"] == "features.0.0"
-    assert res.report.accuracy.reference.mean_deg < res.report.accuracy.artifact.mean_deg < 60  # 40 steps: learning
+    acc = res.report.accuracy  # 40 steps of 32 (13 deg measured): already beats predicting the mean gaze (21 deg)
+    assert acc.artifact.mean_deg < acc.predict_mean_baseline.mean_deg - 3, (acc.artifact.mean_deg, acc.predict_mean_baseline)
 
 
 def test_distill_refuses_an_unknown_or_temporal_student(tmp_path):

@@ -84,8 +84,8 @@ def test_counts_follow_spikes_through_shortcuts_adds_and_pools(model, images):
     # an identity shortcut drives one synapse per spike; the head reads the pooled last block (2x2 pool, 3 outputs)
     assert rows["add.shortcut"]["effective_acs"] == pytest.approx(rows["stem.0"]["spikes"])
     assert rows["head"]["effective_acs"] == pytest.approx(rows["add_1"]["spikes"] * 3)
-    for name in ("add", "add_1"):
-        assert rows[name]["neurons"] > 0 and rows[name]["spikes"] > 0 and rows[name]["effective_acs"] == 0
+    for name in ("add", "add_1"):  # the adds' neurons integrate both branches: they spike, their synapses are the branches'
+        assert rows[name]["neurons"] > 0 and rows[name]["spikes"] > 0 and rows[name]["dense_macs"] == 0
     assert rows["blocks.0.conv2"]["neurons"] == 0 and rows["blocks.0.conv2"]["effective_acs"] > 0  # a branch: no neurons
 
 
@@ -104,11 +104,20 @@ def test_nir_graph_sums_both_branches_into_the_add(model, images, tmp_path):
 
 def test_netx_refuses_a_residual_net_naming_the_add(model, images, tmp_path):
     from edgekit.snn.netx import write_artifact
+    from tests.snn.residual_gaze import Block
 
     net = convert(model, 1, images[0][:32], timesteps=8, reset="zero", v_init=0.0, balance="none")
     with pytest.raises(BadInputError, match=r"layer add \(residual add of blocks.0.conv2 and add.shortcut\).*netx.*fix: use a sequential model"):
         write_artifact(net, tmp_path / "model.lava")
     assert not (tmp_path / "model.lava").exists()
+    from edgekit.passes.fold_bn import find_conv_bn_pairs, fold_pairs
+
+    projection_first = ResidualGaze().eval()  # the first block's shortcut is a 1x1 conv: still the add is named
+    projection_first.blocks = torch.nn.Sequential(Block(16, 32, 2), Block(32, 32, 1)).eval()
+    projection_first = fold_pairs(projection_first, find_conv_bn_pairs(projection_first)[0]).eval()
+    net = convert(projection_first, 1, images[0][:16], timesteps=4, reset="zero", v_init=0.0, balance="none")
+    with pytest.raises(BadInputError, match=r"layer add \(residual add of blocks.0.conv2 and blocks.0.down.0\)"):
+        write_artifact(net, tmp_path / "model.lava")
 
 
 def test_snn_target_compiles_a_residual_model_from_weights_and_arch(model, tmp_path):

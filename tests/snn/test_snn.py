@@ -40,6 +40,20 @@ def test_maxpool_recurrence_and_multi_input_are_refused_by_name():
     no_relu = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(BadInputError, match=r"1 reads 0, which has no ReLU after it"):
         spiking_graph(no_relu, 1)
+    with pytest.raises(BadInputError, match=r"layer 2 \(Flatten\) must flatten from dim 1 .*fix: nn.Flatten\(\)"):
+        spiking_graph(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(2), nn.Linear(4, 3)), 1)
+
+    class PreReluReuse(nn.Module):  # the second conv's add reads the first conv before its ReLU
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4 * 12 * 16, 3)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.head(torch.flatten(torch.relu(self.b(torch.relu(y)) + y), 1))
+
+    with pytest.raises(BadInputError, match=r"add reads a before its ReLU.*fix: read the ReLU's output"):
+        spiking_graph(PreReluReuse(), 1)
 
 
 def test_shipped_tinygaze_converts_within_the_issue_targets():

@@ -88,3 +88,9 @@ def test_qcfs_thresholds_reach_the_snn(tmp_path):
     learned = [t for t in spec["meta"]["thresholds"][:-1] if t["min"] == t["max"]]  # the readout has none
     assert spec["meta"]["learned_thresholds"] and len(learned) == 6  # one scalar threshold per ReLU layer
     assert "thresholds learned by qcfs" in " ".join(n for s in res.report.steps for n in s.notes)
+
+
+def test_warmup_without_delay_is_refused(tmp_path):
+    with pytest.raises(BadInputError, match="to_snn warmup 4 without delay.*fix: set delay: true"):
+        ek.compile(None, _small_recipe(tmp_path, "snn", warmup=4), eval=synthetic.standard_set("eval", 8, (40, 64)),
+                   out=tmp_path / "out", cache=False)
