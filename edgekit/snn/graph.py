@@ -218,7 +218,7 @@ class _Builder:
 
 
 def _flattens_to_features(fx) -> bool:
-    """torch.flatten(x, 1) / x.flatten(1) (to the last dim), or x.view / x.reshape (N, -1)."""
+    """torch.flatten(x, 1) / x.flatten(1) (to the last dim), or x.view / x.reshape to two axes, one of them -1."""
     if fx.target in (torch.flatten, "flatten"):
         start = fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("start_dim", 0)
         end = fx.args[2] if len(fx.args) > 2 else fx.kwargs.get("end_dim", -1)
@@ -226,7 +226,7 @@ def _flattens_to_features(fx) -> bool:
     shape = list(fx.args[1:])
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):  # x.view((n, -1))
         shape = list(shape[0])
-    return len(shape) == 2 and shape[1] == -1
+    return len(shape) == 2 and -1 in shape  # (N, -1) or (-1, C*H*W): the walk's output check catches a wrong size
 
 
 def _global_mean(fx) -> bool:
