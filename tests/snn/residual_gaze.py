@@ -33,8 +33,9 @@ class ResidualGaze(nn.Module):
         return F.normalize(self.head(torch.flatten(self.pool(self.blocks(self.stem(x))), 1)), dim=-1)
 
 
-def trained(steps: int = 400, seed: int = 0) -> nn.Module:
-    """ResidualGaze trained on 3000 synthetic eyes (1x40x64, TinyGaze's preprocessing), BN folded, in eval mode."""
+def trained(steps: int = 400, seed: int = 0, fold: bool = True) -> nn.Module:
+    """ResidualGaze trained on 3000 synthetic eyes (1x40x64, TinyGaze's preprocessing), BN folded (unless not `fold`),
+    in eval mode."""
     from edgekit.data import synthetic
     from edgekit.models.card import ModelCard
     from edgekit.models.io import WEIGHTS_DIR
@@ -57,4 +58,4 @@ def trained(steps: int = 400, seed: int = 0) -> nn.Module:
         opt.step()
         sched.step()
     model.eval()
-    return fold_pairs(model, find_conv_bn_pairs(model)[0]).eval()
+    return fold_pairs(model, find_conv_bn_pairs(model)[0]).eval() if fold else model
