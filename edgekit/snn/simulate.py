@@ -68,13 +68,10 @@ def fan_out(net, i: int) -> torch.Tensor:
     ACs = spikes x fan-out). Through an average pool this counts synapse paths: a spike reaches every pooled value
     whose window holds it (one without overlap, up to k*k with stride 1), each with the synapse's fan-out."""
     root, chain = input_chain(net, i)
-    lay = net.layers[i]
-    if not chain and lay["kind"] != "scale":
-        return fan_out_of(net.weights[i], lay["kind"], lay["in_shape"], lay.get("stride", (1, 1)), lay.get("padding", (0, 0)))
     shape = net.layers[root]["out_shape"] if root >= 0 else net.input_shape
     x = torch.ones(1, *shape, dtype=torch.float64, requires_grad=True)
     masked = _Masked(net, i)
-    with torch.enable_grad():
+    with torch.enable_grad():  # d(sum of outputs)/d(input) = each input's fan-out, borders and strides included
         h = x
         for c in chain:
             h = node_value(net, c, [h], sum_pool=True)
