@@ -8,8 +8,11 @@ manifest.json, a Markdown summary and JUnit XML of the gates, each written atomi
 from __future__ import annotations
 
 import json
+import os
+import re
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +40,44 @@ class Project(BaseModel):
     targets: list[str]
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder name under dist/: no '/', no '..', not absolute
+
+
 def load_project(path: Path) -> Project:
     if not path.is_file():
         raise BadInputError(f"{path}: project file not found; fix: write an edgekit.yaml (see the README)")
     try:
-        return Project.model_validate(yaml.safe_load(path.read_text()))
+        return _refuse_unsafe_names(path, Project.model_validate(yaml.safe_load(path.read_text())))
     except yaml.YAMLError as exc:
         raise BadInputError(f"{path}: not valid YAML ({exc}); fix: correct the syntax") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise BadInputError(f"{path}: {where}: {err['msg']}; fix: see the README's edgekit build section") from None
+
+
+def _refuse_unsafe_names(path: Path, project: Project) -> Project:
+    """Model names and targets become folders under dist/: plain names only, so nothing is written outside it. A
+    target may also be a recipe .yaml inside the project folder (its folder is the file's stem)."""
+    fix = "fix: use a plain name (letters, digits, '.', '_', '-'; no '/', '..' or absolute path)"
+    folders: dict[str, str] = {}
+    for i, m in enumerate(project.models):
+        if not PLAIN_NAME.fullmatch(m.name):
+            raise BadInputError(f"{path}: models.{i}.name {m.name!r} is not a plain name; {fix}")
+        if m.name in folders:
+            raise BadInputError(f"{path}: models.{i}.name {m.name!r} appears twice; fix: give each model its own name")
+        folders[m.name] = m.name
+    stems: set[str] = set()
+    for i, t in enumerate(project.targets):
+        recipe = Path(t)
+        is_recipe = recipe.suffix in (".yaml", ".yml") and not recipe.is_absolute() and ".." not in recipe.parts
+        if not (PLAIN_NAME.fullmatch(t) or (is_recipe and PLAIN_NAME.fullmatch(recipe.stem))):
+            raise BadInputError(f"{path}: targets.{i} {t!r} is not a plain target name or a recipe .yaml inside the "
+                                f"project folder; {fix}")
+        if recipe.stem in stems:
+            raise BadInputError(f"{path}: targets.{i} {t!r} writes the same folder as another target; fix: rename one")
+        stems.add(recipe.stem)
+    return project
 
 
 @dataclass(frozen=True)
@@ -65,23 +95,74 @@ def _resolve(root: Path, value: str | None) -> str | None:
     return str(path) if path.exists() else value
 
 
+_IN_WORKER = False
+_BUSY = False  # a worker is compiling (else a signal just ends it: nothing to clean up)
+
+
+def _worker_started() -> None:
+    """In each worker process: Ctrl-C and SIGTERM remove the running job's partial output, then end the worker."""
+    import signal
+
+    global _IN_WORKER
+    _IN_WORKER = True
+    for s in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(s) is not signal.SIG_IGN:  # ignored in the parent (nohup, a background job): here too
+            signal.signal(s, _worker_signal)
+
+
+def _worker_signal(signum, frame) -> None:
+    from edgekit import signals
+
+    if not _BUSY:
+        os._exit(128 + signum)
+    signals.raise_interrupted(signum, frame)
+
+
+def _result(fut, job: Job) -> dict:
+    try:
+        return fut.result()
+    except BrokenProcessPool:  # the worker was killed (out of memory, kill -9): this job failed, say so
+        return {"model": job.model.name, "target": job.target, "status": "error",
+                "reason": "the worker process building it died (killed, or out of memory); fix: run the build again, "
+                          "with fewer --jobs if memory is short"}
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: Interrupted in the worker, whose compile cleans up
+    for p in processes:
+        p.join(timeout=60)
+
+
 def run_job(job: Job) -> dict:
     """Compile one (model, target); never raises: returns the manifest entry or the failure."""
     from edgekit.compiler import compile as run_compile
 
+    global _BUSY
     m = job.model
     entry = {"model": m.name, "target": job.target}
     try:
+        _BUSY = True
         res = run_compile(_resolve(job.root, m.source) or m.name, _resolve(job.root, job.target), out=job.out, arch=m.arch,
                           input_shape=m.input_shape, output_convention=m.output_convention,
                           eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set))
     except EdgekitError as exc:
         return {**entry, "status": "error", "reason": str(exc)}
+    except KeyboardInterrupt as exc:
+        if _IN_WORKER:  # the compile has cleaned up; a worker must not go on to the next job
+            os._exit(getattr(exc, "exit_code", 130))
+        raise
     except Exception as exc:  # a bug or a runtime crash: keep building the others, keep the reason
         return {**entry, "status": "error", "reason": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)}
+    finally:
+        _BUSY = False
     r = res.report
     return {**entry, "status": "passed" if r.passed else "gate_failed", "pipeline": r.pipeline,
             "artifact": str(res.artifact.relative_to(job.out.parent.parent)), "sha256": r.artifact["sha256"],
+            "bytes_reproducible": r.artifact.get("reproducible"),  # across hosts, or on this host only (and why)
             "size_bytes": int(r.size["artifact"].value), "precision": r.artifact["precision"],
             "gates": [g.model_dump() for g in r.gates], "error_deg": r.accuracy.artifact.mean_deg if r.accuracy else None,
             "tools": r.tools, "host_isa": r.host.get("isa_flags"), "inputs_digest": r.inputs_digest,
@@ -90,6 +171,7 @@ def run_job(job: Job) -> dict:
 
 
 def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fast: bool = False, progress=None) -> dict:
+    _refuse_foreign_dist(dist)
     project = load_project(project_path)
     root = project_path.resolve().parent
     todo = [Job(m, t, dist / m.name / Path(t).stem, root) for m in project.models for t in project.targets]
@@ -102,16 +184,20 @@ def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fas
             if fail_fast and results[-1]["status"] != "passed":
                 break
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(run_job, job) for job in todo]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                if progress:
-                    progress(results[-1], len(results), len(todo))
-                if fail_fast and results[-1]["status"] != "passed":
-                    for f in futures:
-                        f.cancel()
-                    break
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_started) as pool:
+            try:
+                futures = {pool.submit(run_job, job): job for job in todo}
+                for fut in as_completed(futures):
+                    results.append(_result(fut, futures[fut]))
+                    if progress:
+                        progress(results[-1], len(results), len(todo))
+                    if fail_fast and results[-1]["status"] != "passed":
+                        for f in futures:
+                            f.cancel()
+                        break
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers remove their partial outputs, then exit
+                _stop_workers(pool)
+                raise
     order = {(j.model.name, j.target): i for i, j in enumerate(todo)}
     results.sort(key=lambda e: order[(e["model"], e["target"])])
     skipped = [{"model": j.model.name, "target": j.target, "status": "skipped", "reason": "not built (--fail-fast)"}
@@ -120,6 +206,28 @@ def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fas
                 "ok": all(e["status"] == "passed" for e in results) and not skipped}
     _write_outputs(manifest, dist)
     return manifest
+
+
+BUILD_FILES = ("manifest.json", "summary.md", "junit.xml", "compare.html")
+
+
+def _refuse_foreign_dist(dist: Path) -> None:
+    """--dist must be absent, empty, or hold only what edgekit build writes (its files and, per model, edgekit's
+    output folders), so the build never overwrites a file of the user's."""
+    from edgekit.outdir import owned_entries
+
+    if os.path.lexists(dist) and not dist.is_dir():
+        raise BadInputError(f"--dist {dist} is a file, not a folder; fix: choose a folder path for the build outputs")
+    if not dist.is_dir():
+        return
+    for entry in sorted(dist.iterdir()):
+        written_file = entry.name in BUILD_FILES or (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+        model_folder = entry.is_dir() and not entry.is_symlink() and all(  # edgekit outputs and hidden staging folders
+            sub.name.startswith(".") or (sub.is_dir() and owned_entries(sub) is not None) for sub in entry.iterdir())
+        ours = written_file or model_folder
+        if not ours:
+            raise BadInputError(f"--dist {dist} holds {entry.name}, which edgekit build did not write; fix: choose a new or "
+                                f"empty folder for --dist")
 
 
 def _write_outputs(manifest: dict, dist: Path) -> None:

@@ -2,15 +2,14 @@
 
 Steps: load the model (the reference), run the target's pipeline (cached), verify the artifact in its
 runtime on the evaluation set against the reference, check the gates, and write the artifact, its I/O
-sidecar and the report into the output folder atomically (a staging folder renamed into place).
+sidecar and the report into the output folder atomically (a staging folder renamed into place; see edgekit.outdir
+for which folders edgekit may write and how a killed run's leftovers are removed).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from edgekit.artifact import Artifact, Format
 from edgekit.context import Context
 from edgekit.data import synthetic
 from edgekit.data.npz import GazeSet, read_gazeset
-from edgekit.errors import BadInputError
+from edgekit import outdir
+from edgekit.errors import BadInputError, from_os_error
 from edgekit.evalset import is_temporal, model_inputs
 from edgekit.models.card import ModelCard
 from edgekit.recipe import Recipe, load_recipe
@@ -63,43 +63,57 @@ def default_out_dir(model: str | None, recipe: Recipe) -> Path:
 def compile(model: str | None = None, target: str | Path = "onnx", *, calib: GazeSet | str | Path | None = None,
             eval: GazeSet | str | Path | None = None, out: str | Path | None = None, arch: str | None = None,
             arch_config: dict | None = None, input_shape: list[str] | None = None, output_convention: str | None = None,
-            card: str | Path | None = None, cache: bool = True, progress: bool = False, log=lambda msg: None) -> CompileResult:
-    """Compile MODEL (None = the shipped demo) for TARGET; returns the artifact path and its report."""
-    from edgekit.source import load_source
+            card: str | Path | None = None, cache: bool = True, progress: bool = False, force: bool = False,
+            log=lambda msg: None) -> CompileResult:
+    """Compile MODEL (None = the shipped demo) for TARGET; returns the artifact path and its report.
 
+    OUT that is a file, or a non-empty folder edgekit did not write, is refused (BadInputError) before any work unless
+    FORCE; even then only edgekit's own files are added there (see edgekit.outdir). A full disk or an unwritable
+    folder is a BadInputError naming it and the fix.
+    """
     recipe = load_recipe(target)
     out_dir = Path(out) if out else default_out_dir(model, recipe)
-    work = Path(tempfile.mkdtemp(prefix="edgekit-work-"))
-    staging = None
+    # the run's inputs: never replaced, even when they lie inside OUT
+    inputs = [p for p in (model, card, target, eval, calib) if isinstance(p, (str, Path)) and Path(p).exists()]
     try:
-        src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
-                          output_convention=output_convention, card=Path(card) if card else None)
-        pipeline = recipe.pipeline()
-        pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
-        eval_set = _as_set(eval) or default_eval_set(src.card, recipe.verify.eval_images)
-        calib_set = _as_set(calib) or _recipe_calibration(recipe, src.card)
-        _refuse_overlap(calib_set, eval_set)
-        inputs = model_inputs(src.card, eval_set)
-        ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
-                      cache_dir=synthetic.cache_dir() / "passes" if cache else None, progress=progress, log=log)
-        log(f"pipeline: {pipeline}")
-        steps = pipeline.run(src.artifact, ctx)
-        final = steps[-1].artifact if steps else src.artifact
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
-        shipped = _place_artifact(final, staging)
-        report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log)
-        _write_sidecar(src.card, shipped, staging, str(pipeline))
-        from edgekit.report.render import write_reports
+        with outdir.output_folder(out_dir, force=force, protect=inputs) as output, outdir.work_folder() as work:
+            return _compile_into(output, work, model, recipe, calib=calib, eval=eval, arch=arch, arch_config=arch_config,
+                                 input_shape=input_shape, output_convention=output_convention, card=card, cache=cache,
+                                 progress=progress, log=log)
+    except OSError as exc:
+        err = from_os_error(exc)
+        if err is None:
+            raise
+        raise err from None
 
-        write_reports(report, staging)
-        _swap_into_place(staging, out_dir)
-        staging = None
-        return CompileResult(artifact=out_dir / shipped.path.name, report=report, out_dir=out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+
+def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape,
+                  output_convention, card, cache: bool, progress: bool, log) -> CompileResult:
+    from edgekit.source import load_source
+
+    given_eval = _as_set(eval)
+    src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
+                      output_convention=output_convention, card=Path(card) if card else None,
+                      eval_samples=len(given_eval) if given_eval is not None else recipe.verify.eval_images)
+    pipeline = recipe.pipeline()
+    pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
+    eval_set = given_eval or default_eval_set(src.card, recipe.verify.eval_images)
+    calib_set = _as_set(calib) or _recipe_calibration(recipe, src.card)
+    _refuse_overlap(calib_set, eval_set)
+    inputs = model_inputs(src.card, eval_set)
+    ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
+                  cache_dir=synthetic.cache_dir() / "passes" if cache else None, progress=progress, log=log)
+    log(f"pipeline: {pipeline}")
+    steps = pipeline.run(src.artifact, ctx)
+    final = steps[-1].artifact if steps else src.artifact
+    shipped = _place_artifact(final, output.staging)
+    report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log)
+    _write_sidecar(src.card, shipped, output.staging, str(pipeline))
+    from edgekit.report.render import write_reports
+
+    write_reports(report, output.staging)
+    output.commit()
+    return CompileResult(artifact=output.shown / shipped.path.name, report=report, out_dir=output.shown)
 
 
 def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache: bool, log):
@@ -109,7 +123,7 @@ def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, ca
 
     root = synthetic.cache_dir() / "reports"
     key = report_cache.report_key(src, recipe, pipeline, shipped, eval_set, calib_set) if cache else None
-    cached = report_cache.load(root, key) if key else None
+    cached = report_cache.load(root, key, shipped, log) if key else None
     if cached is not None:
         log("verification: reusing the cached report of this artifact")
         return report_cache.reused(cached, steps)
@@ -199,14 +213,3 @@ def _tensor_sidecar(card: ModelCard, art: Artifact, pipeline: str, version: str,
 
 def _write_sidecar(card: ModelCard, art: Artifact, staging: Path, pipeline: str) -> None:
     (staging / "io.json").write_text(json.dumps(sidecar(card, art, pipeline), indent=2) + "\n")
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Replace out_dir by the complete staging folder; the old one is removed only after the rename."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{datetime.datetime.now().strftime('%H%M%S%f')}")
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

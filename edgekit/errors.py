@@ -1,7 +1,10 @@
 """Exceptions that the CLI maps to one-line messages and documented exit codes.
 
-Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency.
+Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency, 130 interrupted (143: SIGTERM).
 """
+
+import errno
+import signal
 
 
 class EdgekitError(Exception):
@@ -26,3 +29,33 @@ class GateFailedError(EdgekitError):
     """A quality gate (error in degrees, size, ...) did not hold."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM: a KeyboardInterrupt, so `except Exception` never swallows it and every
+    `finally` removes its partial output on the way out. Exit code 128 + the signal number."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+_DISK_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+              errno.EFBIG: "file too large for the file system"}
+_NOT_WRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+
+
+def from_os_error(exc: OSError) -> EdgekitError | None:
+    """One line with the fix for the OS errors a user can act on (full disk, read-only or unwritable folder);
+    None for the others, which are bugs and keep their traceback."""
+    where = f"{exc.filename}: " if exc.filename else "writing output: "
+    if exc.errno in _DISK_FULL:
+        return BadInputError(f"{where}{_DISK_FULL[exc.errno]}; fix: free space there, or write elsewhere "
+                             f"(--out, --dist, or TMPDIR for edgekit's work folders)")
+    if exc.errno in _NOT_WRITABLE:
+        return BadInputError(f"{where}{_NOT_WRITABLE[exc.errno]}; fix: choose a folder you can write (--out, --dist), "
+                             f"or change this path's permissions")
+    if exc.errno == errno.ENOTDIR:
+        return BadInputError(f"{where}a part of this path is a file, not a folder; fix: choose a folder path")
+    return None

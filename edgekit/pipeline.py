@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from edgekit.artifact import Artifact, Format
-from edgekit.cache import Cache, cache_key, tool_versions
+from edgekit.cache import REBUILT, Cache, cache_key, tool_versions
 from edgekit.context import Context
 from edgekit.errors import BadInputError, EdgekitError
 from edgekit.passes.base import Pass
@@ -56,7 +56,7 @@ class Pipeline:
         return passes
 
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
-        cache = Cache(ctx.cache_dir) if ctx.cache_dir else None
+        cache = Cache(ctx.cache_dir, log=ctx.log) if ctx.cache_dir else None
         ctx.pipeline = str(self)
         from edgekit.verify import host_info
 
@@ -83,6 +83,9 @@ class Pipeline:
                     after = f", after {', '.join(done)}" if done else ""
                     raise type(exc)(f"{exc} [in pass {p.name}{after}]") from None
                 art = cache.put(key, result, out_dir) if cache else result
+                if cache and key in cache.discarded:  # said in the report too, not only in the log
+                    note = f"{REBUILT} ({cache.discarded[key]})"
+                    art = art.model_copy(update={"meta": {**art.meta, "notes": [*art.meta.get("notes", []), note]}})
             else:
                 art = hit
             steps.append(Step(str(p), art, hit is not None, time.perf_counter() - started))

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgekit import userfile
 from edgekit.errors import BadInputError
 from edgekit.passes import REGISTRY, Pass
 
@@ -65,6 +66,24 @@ class Recipe(BaseModel):
     def _build_passes(cls, entries: list) -> list[Pass]:
         return [_pass_from_entry(e, i) for i, e in enumerate(entries)]
 
+    @model_validator(mode="after")
+    def _backend_runs_last_format(self) -> Recipe:
+        """Refuse at load time what would otherwise fail after the whole pipeline ran: the backend cannot load the artifact."""
+        from edgekit.backends import BACKENDS, backends_for
+
+        if not self.passes:
+            raise ValueError("passes: a recipe needs at least one pass; fix: list passes (see `edgekit passes`)")
+        last = self.passes[-1]
+        if last.produces in BACKENDS[self.backend].accepts:
+            return self
+        makers = sorted(n for n, cls in REGISTRY.items() if cls.produces in BACKENDS[self.backend].accepts)
+        runs = ", ".join(sorted(f.value for f in BACKENDS[self.backend].accepts))
+        others = " or ".join(f"backend: {b}" for b in backends_for(last.produces)) or "a backend that runs it"
+        # "key: message; fix: ..." (a whole-recipe error has no location of its own: load_recipe uses the key)
+        raise ValueError(f"backend: backend {self.backend!r} runs {runs} artifacts, but the last pass {last.name} produces "
+                         f"{last.produces.value}; fix: use {others}, or end the passes with "
+                         f"{' or '.join(makers) or f'a pass that produces {runs}'}")
+
     def pipeline(self):
         from edgekit.pipeline import Pipeline
 
@@ -90,7 +109,10 @@ def _pass_from_entry(entry, index: int) -> Pass:
         name, options = entry, {}
     elif isinstance(entry, dict) and len(entry) == 1:
         name, options = next(iter(entry.items()))
-        options = options or {}
+        options = {} if options is None else options
+        if not isinstance(options, dict):
+            raise ValueError(f"passes[{index}].{name}: options must be a mapping (key: value), got "
+                             f"{type(options).__name__} {options!r}")
     else:
         raise ValueError(f"passes[{index}] must be a pass name or {{name: {{options}}}}")
     if name not in REGISTRY:
@@ -127,13 +149,15 @@ def _line_of(text: str, loc: list) -> int | None:
 def load_recipe(target: str | Path) -> Recipe:
     """A target name (shipped recipe) or a path to a YAML recipe."""
     path = Path(target)
-    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+    try:
+        exists = path.exists()
+    except OSError:  # no permission to look: the read below says so
+        exists = True
+    if not (path.suffix in (".yaml", ".yml") or exists):
         path = TARGETS_DIR / f"{target}.yaml"
         if not path.is_file():
             raise BadInputError(f"unknown target {target!r}; fix: use one of {', '.join(list_targets())} or a recipe .yaml path")
-    if not path.is_file():
-        raise BadInputError(f"{path}: recipe file not found; fix: check the path")
-    text = path.read_text()
+    text = userfile.read_text(path, "recipe", "check the path")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -148,14 +172,18 @@ def load_recipe(target: str | Path) -> Recipe:
         err = exc.errors()[0]
         loc = list(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        if loc and loc[0] == "passes" and msg.startswith("passes["):
+        if not loc:  # a whole-recipe check: its message starts with the key it is about
+            key_path, msg = msg.split(": ", 1)
+            loc = [key_path]
+        elif loc[0] == "passes" and msg.startswith("passes["):
             key_path = msg.split(":", 1)[0]
             msg = msg.split(":", 1)[1].strip()
             loc = _loc_from_path(key_path)
         else:
             key_path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
         line = _line_of(text, loc)
-        raise BadInputError(f"{path}: {key_path}{f' (line {line})' if line else ''}: {msg}; fix: see `edgekit schema`") from None
+        fix = "" if "; fix: " in msg else "; fix: see `edgekit schema`"
+        raise BadInputError(f"{path}: {key_path}{f' (line {line})' if line else ''}: {msg}{fix}") from None
 
 
 def _loc_from_path(key_path: str) -> list:

@@ -2,7 +2,8 @@
 
 Key = sha256 of (artifact digest, source model digest, resolved recipe, pipeline, evaluation and calibration set
 digests, the model card, tool versions, edgekit's own source code, this host's CPU and ISA flags). Latency and memory in a reused report were measured on
-this host by the run that stored it; the report says so. Entries are written whole and renamed into place.
+this host by the run that stored it; the report says so. Entries are written whole and renamed into place, and carry
+the sha256 of their own content: a truncated or edited entry is discarded on read, never reused.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from edgekit.report.model import Report
 
-VERSION = 1  # bump when the report's content changes for the same inputs
+VERSION = 2  # bump when the report's content changes for the same inputs
 
 
 @functools.cache
@@ -32,32 +34,80 @@ def report_key(src, recipe, pipeline, art, eval_set, calib_set) -> str:
     from edgekit.verify import host_info
 
     host = host_info()
-    blob = json.dumps({"version": VERSION, "artifact": art.sha256, "model": src.artifact.sha256, "source": src.source,
-                       "card": src.card.model_dump(mode="json"),
+    blob = json.dumps({"version": VERSION, "artifact": _shipped_digest(art), "model": src.artifact.sha256,
+                       "source": src.source, "card": src.card.model_dump(mode="json"),
                        "recipe": recipe.resolved(), "pipeline": str(pipeline), "eval": eval_set.digest(),
                        "calib": calib_set.digest() if calib_set else None, "tools": tool_versions(), "code": code_digest(),
                        "host": {k: host.get(k) for k in ("cpu", "machine", "isa_flags")}}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load(root: Path, key: str) -> Report | None:
+def _shipped_digest(art) -> str:
+    """The digest of the bytes on disk, not the one the artifact claims: a report is reused only for what it verified."""
+    from edgekit.artifact import digest_path
+
+    return digest_path(art.path) if art.path.exists() else art.sha256
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def load(root: Path, key: str, artifact=None, log=_note) -> Report | None:
+    """The cached report, if its entry is intact (recorded digest) and it describes `artifact`'s exact bytes (when
+    given); a corrupted or tampered entry is discarded with a note and None returned, so the artifact is verified again."""
     path = root / f"{key}.json"
-    if not path.is_file():
-        return None
     try:
-        return Report.model_validate_json(path.read_text())
-    except ValueError:  # an entry from an older schema: verify again
+        text = path.read_text()
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return _discard(path, f"unreadable: {type(exc).__name__}", log)
+    try:
+        entry = json.loads(text)
+        body, digest, described = entry["report"], entry["sha256"], entry["artifact_sha256"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return _discard(path, f"not a complete cache entry ({type(exc).__name__}: truncated or not written by edgekit)", log)
+    if not isinstance(body, str) or _digest(described, body) != digest:
+        return _discard(path, "its content differs from its recorded sha256 (tampered or corrupted)", log)
+    try:
+        report = Report.model_validate_json(body)
+    except ValueError:  # intact but of an older schema: verify again, quietly
+        path.unlink(missing_ok=True)
+        return None
+    if report.artifact.get("sha256") != described:
+        return _discard(path, "the report describes another artifact than its entry records", log)
+    if artifact is not None and _shipped_digest(artifact) != described:
+        log(f"note: the cached report {key[:12]} describes other bytes than the artifact being shipped; verifying again")
+        return None
+    return report
+
+
+def _digest(artifact_sha256: str, body: str) -> str:
+    return hashlib.sha256(f"{artifact_sha256}\n{body}".encode()).hexdigest()
+
+
+def _discard(path: Path, problem: str, log) -> None:
+    path.unlink(missing_ok=True)
+    log(f"note: discarded a corrupted report-cache entry {path.stem[:12]} ({problem}); verifying the artifact again")
+    return None
 
 
 def store(root: Path, key: str, report: Report) -> None:
-    """Keep the report, unless part of its verification could not run here (Lava absent): that may change."""
+    """Keep the report, unless part of its verification could not run here (Lava absent): that may change.
+    The entry records the report's sha256 and the artifact digest it describes, so `load` detects any change."""
     from edgekit.fileio import atomic_write_text
 
     lava = (report.spiking or {}).get("lava") or {}
     if lava and not lava.get("ran"):
         return
-    atomic_write_text(root / f"{key}.json", report.model_dump_json())
+    from edgekit.cache import REBUILT
+
+    # what happened to the pass cache in this run is not true of the runs that reuse the report
+    body = report.model_copy(update={"notes": [n for n in report.notes if not n.startswith(REBUILT)]}).model_dump_json()
+    described = report.artifact.get("sha256")
+    entry = {"artifact_sha256": described, "sha256": _digest(described, body), "report": body}
+    atomic_write_text(root / f"{key}.json", json.dumps(entry))
 
 
 def reused(report: Report, steps) -> Report:

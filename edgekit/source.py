@@ -7,6 +7,7 @@ which every artifact is verified against. Nothing untrusted is unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from edgekit.errors import BadInputError
 from edgekit.models.card import InputSpec, ModelCard, OutputSpec
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+EVAL_TENSOR_LIMIT = 4 << 30  # bytes of float32 evaluation inputs edgekit will allocate
 
 
 @dataclass
@@ -54,8 +56,27 @@ def parse_input_shapes(values: list[str] | None) -> list[InputSpec] | None:
     return specs
 
 
+def refuse_huge_inputs(specs: list[InputSpec] | None, eval_samples: int) -> None:
+    """Refuse before allocating anything when the evaluation tensors would pass EVAL_TENSOR_LIMIT."""
+    if not specs:
+        return
+    need = eval_samples * sum(int(np.prod(s.shape, dtype=object)) for s in specs) * 4
+    if need > EVAL_TENSOR_LIMIT:
+        shapes = ", ".join(f"{s.name}={'x'.join(map(str, s.shape))}" for s in specs)
+        raise BadInputError(f"input {shapes}: {eval_samples} evaluation samples of it would take {need / (1 << 30):,.1f} GiB "
+                            f"(limit {EVAL_TENSOR_LIMIT >> 30} GiB); fix: give the model's real input shape, e.g. 1x1x40x64")
+
+
+def _trusted_card(card: ModelCard, arch: str | None) -> ModelCard:
+    """The card's arch becomes the trusted architecture of every pass (load_module): it may only name a built-in or
+    the --arch of this run, never code that a card file chose."""
+    if card.arch.lower() in _builtins() or card.arch == arch or ":" not in card.arch:
+        return card
+    return card.model_copy(update={"arch": "external"})
+
+
 def _card_for(arch: str | None, name: str, inputs: list[InputSpec] | None, convention: str | None,
-              card_path: Path | None) -> ModelCard:
+              card_path: Path | None, eval_samples: int) -> ModelCard:
     if card_path is not None:
         card = ModelCard.load(card_path)
     elif arch and arch.lower() in _builtins():
@@ -68,7 +89,9 @@ def _card_for(arch: str | None, name: str, inputs: list[InputSpec] | None, conve
         raise BadInputError(f"{name}: no model card and no --input-shape; fix: pass --input-shape 1x1x40x64 (or --card card.json)")
     else:
         card = ModelCard(name=name, arch=arch or "external", inputs=inputs, output=OutputSpec(shape=[1, 3]))
-    return _override(card, inputs, convention)
+    card = _override(card, inputs, convention)
+    refuse_huge_inputs(card.inputs, eval_samples)
+    return card
 
 
 def _override(card: ModelCard, inputs: list[InputSpec] | None, convention: str | None) -> ModelCard:
@@ -119,49 +142,75 @@ def _zip_names(path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as zf:
             return zf.namelist()
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError):
         return []
+
+
+def _starts_like_zip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
 
 
 def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_config: dict | None = None,
                 input_shapes: list[str] | None = None, output_convention: str | None = None,
-                card: Path | None = None) -> LoadedModel:
-    """Resolve MODEL (None = the demo) into a LoadedModel; the first artifact is written under `work`."""
+                card: Path | None = None, eval_samples: int = 512) -> LoadedModel:
+    """Resolve MODEL (None = the demo) into a LoadedModel; the first artifact is written under `work`.
+
+    No code from a model file runs: weights load as tensors only, .pt2 programs through edgekit.safe_pt2, and a
+    module folder's non-built-in architecture only when `arch` names it. `eval_samples` sizes the evaluation set,
+    refused beyond EVAL_TENSOR_LIMIT before anything is allocated."""
+    loaded = _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples)
+    return dataclasses.replace(loaded, card=_trusted_card(loaded.card, arch))
+
+
+def _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples) -> LoadedModel:
+    from edgekit.models.io import check_readable
     from edgekit.torch_module import build_arch, save_module
 
     inputs = parse_input_shapes(input_shapes)
+    refuse_huge_inputs(inputs, eval_samples)
     convention = {"vector": "unit_vector", "pitchyaw": "pitchyaw_rad", None: None}.get(output_convention, output_convention)
     if convention not in (None, "unit_vector", "pitchyaw_rad"):
         raise BadInputError(f"--output-convention {output_convention!r}; fix: use vector or pitchyaw")
     model = model or "tinygaze"
     path = Path(model)
-    if not path.exists() and model.lower() in _builtins():
+    if not _exists(path) and model.lower() in _builtins():
         from edgekit.models.io import load_shipped
 
         module, shipped = load_shipped(model.lower())
         the_card = _override(shipped, inputs, convention)
+        refuse_huge_inputs(the_card.inputs, eval_samples)
         folder = save_module(module, work / "source", shipped.arch, shipped.arch_config, [])
         return _finish("builtin", model, the_card, Artifact.create(folder, Format.torch), _torch_runner(module), module)
-    if not path.exists():
+    if not _exists(path):
         raise BadInputError(f"{model}: no such file and not a built-in model ({', '.join(_builtins())}); fix: check the path")
-    if path.is_dir() and (path / "module.json").is_file():
-        return _load_module_folder(path, work, inputs, convention, card)
+    if path.is_dir() and _exists(path / "module.json"):
+        return _load_module_folder(path, work, inputs, convention, card, arch, eval_samples)
+    if path.is_dir():
+        raise BadInputError(f"{path}: a folder without module.json; fix: give a model file, or an edgekit module folder "
+                            "(module.json + weights.safetensors)")
+    check_readable(path)
     suffix = path.suffix.lower()
     name = path.stem
     card_path = card or (path.with_suffix(".json") if path.with_suffix(".json").is_file() and suffix != ".json" else None)
     if suffix == ".onnx":
-        return _load_onnx(path, work, _card_for(arch, name, inputs or _onnx_inputs(path), convention, card_path))
+        return _load_onnx(path, work, _card_for(arch, name, inputs or _onnx_inputs(path), convention, card_path, eval_samples))
     if suffix == ".pt2":
-        return _load_exported(path, work, _card_for(arch, name, inputs, convention, card_path))
+        return _load_exported(path, work, _card_for(arch, name, inputs, convention, card_path, eval_samples))
     names = _zip_names(path) if suffix in (".pt", ".pth", ".ts", ".jit") else []
     if any("/code/" in n or n.startswith("code/") for n in names):
-        return _load_torchscript(path, work, _card_for(arch, name, inputs, convention, card_path))
+        return _load_torchscript(path, work, _card_for(arch, name, inputs, convention, card_path, eval_samples))
+    if suffix in (".pt", ".pth", ".ts", ".jit") and not names and _starts_like_zip(path):
+        raise BadInputError(f"{path}: a truncated or corrupt zip archive (TorchScript or torch.save file); fix: save or "
+                            "copy the model again")
+    if suffix in (".ts", ".jit"):
+        raise BadInputError(f"{path}: not a TorchScript archive; fix: save the model with torch.jit.save")
     if suffix in (".safetensors", ".pt", ".pth", ".bin"):
         if not arch:
             raise BadInputError(f"{path}: a weights file needs --arch (a built-in name or package.module:Class); fix: add --arch")
         from edgekit.models.io import load_into, read_state_dict
 
-        the_card = _card_for(arch, name, inputs, convention, card_path)
+        the_card = _card_for(arch, name, inputs, convention, card_path, eval_samples)
         config = {**(the_card.arch_config if arch.lower() in _builtins() else {}), **(arch_config or {})}
         module = load_into(build_arch(arch, config), read_state_dict(path), str(path))
         the_card = the_card.model_copy(update={"arch": arch, "arch_config": config})
@@ -171,19 +220,31 @@ def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_
                         "file, a torch.export .pt2 or an .onnx")
 
 
-def _load_module_folder(path: Path, work: Path, inputs, convention, card: Path | None) -> LoadedModel:
-    """An edgekit torch artifact folder (module.json + weights.safetensors), e.g. a pruned model from a pass."""
+def _load_module_folder(path: Path, work: Path, inputs, convention, card: Path | None, user_arch: str | None,
+                        eval_samples: int) -> LoadedModel:
+    """An edgekit torch artifact folder (module.json + weights.safetensors), e.g. a pruned model from a pass.
+    Its module.json may name a non-built-in architecture only if --arch names the same one."""
     import shutil
 
     from edgekit.torch_module import load_module
 
-    module, spec = load_module(path)
+    module, spec = load_module(path, trusted_arch=user_arch)  # refuses untrusted code before anything else
     arch = spec["arch"]
-    the_card = _card_for(arch, path.name, inputs, convention, card or (path / "card.json" if (path / "card.json").is_file() else None))
+    card = card or (path / "card.json" if (path / "card.json").is_file() else None)
+    the_card = _card_for(arch, path.name, inputs, convention, card, eval_samples)
     the_card = the_card.model_copy(update={"arch": arch, "arch_config": spec["arch_config"]})
     dest = work / "source" / path.name
     shutil.copytree(path, dest)
     return _finish("module-folder", str(path), the_card, Artifact.create(dest, Format.torch), _torch_runner(module), module)
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists(), but a folder that may not be searched is "permission denied", not a traceback or "no such file"."""
+    try:
+        return path.exists()
+    except PermissionError:
+        raise BadInputError(f"{path}: permission denied (cannot look inside {path.parent}); fix: make that folder "
+                            "searchable (chmod +x) or run as its owner") from None
 
 
 def _finish(kind, source, card, artifact, runner, module) -> LoadedModel:
@@ -201,23 +262,17 @@ def _copy_in(path: Path, work: Path) -> Path:
 
 
 def _load_torchscript(path: Path, work: Path, card: ModelCard) -> LoadedModel:
-    import torch
+    from edgekit.passes.export_onnx import load_torchscript
 
-    try:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as exc:
-        raise BadInputError(f"{path}: not a loadable TorchScript file ({str(exc).splitlines()[0][:200]}); fix: re-save with torch.jit.save") from None
+    module = load_torchscript(path)
     art = Artifact.create(_copy_in(path, work), Format.torchscript)
     return _finish("torchscript", str(path), card, art, _torch_runner(module), module)
 
 
 def _load_exported(path: Path, work: Path, card: ModelCard) -> LoadedModel:
-    import torch
+    from edgekit.safe_pt2 import load_exported_program
 
-    try:
-        module = torch.export.load(str(path)).module()
-    except Exception as exc:
-        raise BadInputError(f"{path}: not a loadable torch.export program ({str(exc).splitlines()[0][:200]}); fix: re-save with torch.export.save") from None
+    module = load_exported_program(path).module()
     art = Artifact.create(_copy_in(path, work), Format.exported_program)
     return _finish("exported_program", str(path), card, art, _torch_runner(module), module)
 

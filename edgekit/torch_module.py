@@ -8,36 +8,104 @@ rebuilt from code plus tensors: nothing is unpickled.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from edgekit.errors import BadInputError
+from edgekit.errors import BadInputError, EdgekitError
 from edgekit.fileio import atomic_write_text
 from edgekit.models.io import load_into, read_state_dict, save_weights
-from edgekit.models.registry import BUILTINS, build
+from edgekit.models.registry import BUILTINS, build, builtin
+from edgekit.quiet import quiet
 
 WEIGHTS, SPEC = "weights.safetensors", "module.json"
 
 
 def build_arch(arch: str, config: dict) -> nn.Module:
-    """A built-in name, or `package.module:Class` constructed with `config` as keyword arguments."""
+    """A built-in name, or `package.module:Class` constructed with `config` as keyword arguments.
+
+    Only call this with an architecture the user named (command line, API or recipe) or a built-in: importing
+    `package.module` runs its code. `load_module` enforces that for architectures read from module.json.
+    """
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise BadInputError(f"--arch-config for {arch} must be a JSON object of constructor arguments, got {config!r}; "
+                            "fix: e.g. '{\"width\": 8}'")
     if arch.lower() in BUILTINS:
-        return build(arch, config)
-    if ":" not in arch:
+        spec = builtin(arch)
+        cls, config = spec.cls, {**spec.config, **config}
+    elif ":" not in arch:
         raise BadInputError(f"--arch {arch!r} is neither a built-in ({', '.join(BUILTINS)}) nor package.module:Class; "
                             "fix: pass one of those")
+    else:
+        cls = _import_class(arch)
+    _check_config(arch, cls, config)
+    try:
+        module = build(arch, config) if arch.lower() in BUILTINS else cls(**config)
+    except EdgekitError:
+        raise
+    except (Exception, SystemExit) as exc:  # user code can raise anything
+        raise BadInputError(f"--arch {arch}: constructor failed with {config} ({_first_line(exc)}); "
+                            "fix: pass the constructor arguments it takes with --arch-config JSON") from None
+    if not isinstance(module, nn.Module):
+        raise BadInputError(f"--arch {arch} built a {type(module).__name__}, not a torch.nn.Module; fix: name the model's class")
+    return module
+
+
+def _import_class(arch: str):
     module_name, _, cls_name = arch.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise BadInputError(f"--arch {arch}: cannot import ({exc}); fix: make the module importable (PYTHONPATH)") from None
+        with quiet():  # an import may print or warn
+            cls = getattr(importlib.import_module(module_name), cls_name)
+    except EdgekitError:
+        raise
+    except (Exception, SystemExit) as exc:  # ImportError, AttributeError, or whatever the module raises while importing
+        raise BadInputError(f"--arch {arch}: cannot import ({type(exc).__name__}: {_first_line(exc)}); fix: make "
+                            "package.module importable (PYTHONPATH) and check the class name") from None
+    if not callable(cls):
+        raise BadInputError(f"--arch {arch}: {cls_name} is a {type(cls).__name__}, not a class; fix: name the model's class")
+    return cls
+
+
+def _check_config(arch: str, cls, config: dict) -> None:
+    """Unknown keys and values whose type differs from the constructor default's, named before constructing."""
     try:
-        return cls(**config)
-    except TypeError as exc:
-        raise BadInputError(f"--arch {arch}: constructor rejected {config} ({exc}); fix: pass --arch-config JSON") from None
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to check against (builtins, C extensions)
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key, value in config.items():
+        if key not in takes:
+            raise BadInputError(f"--arch-config key {key!r} is not an argument of {arch} (it takes {', '.join(takes) or 'none'}); "
+                                "fix: correct or drop that key")
+        default = params[key].default
+        want = _json_type(default)
+        if want is not None and _json_type(value) != want and not (want == "number" and _json_type(value) == "integer"):
+            raise BadInputError(f"--arch-config {key}={json.dumps(value)} for {arch}: expected {want} like its default "
+                                f"{json.dumps(default if not isinstance(default, tuple) else list(default))}; fix: give a {want}")
+
+
+def _json_type(value) -> str | None:
+    """The JSON kind of a constructor default or a config value (None: anything goes)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def get_submodule_parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -103,10 +171,58 @@ def save_module(module: nn.Module, folder: Path, arch: str, config: dict, folds:
     return folder
 
 
-def load_module(folder: Path) -> tuple[nn.Module, dict]:
-    spec = json.loads((folder / SPEC).read_text())
-    module = build_arch(spec["arch"], spec["arch_config"])
-    if "layer_sizes" in spec:
-        module = apply_layer_sizes(module, spec["layer_sizes"])
-    module = apply_bn_folds(module, spec.get("bn_folds", []))
+def load_module(folder: Path, *, trusted_arch: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the module in `folder`. A module.json naming a non-built-in architecture is only imported when that
+    architecture is `trusted_arch`, the one the user named for this run (ctx.card.arch): a file never chooses code."""
+    spec = read_spec(folder)
+    arch = spec["arch"]
+    if arch.lower() not in BUILTINS and arch != trusted_arch:
+        raise BadInputError(f"{folder / SPEC}: names architecture {arch!r}, which is not built-in, and edgekit imports "
+                            f"code only for the --arch named for this run, never because a file says so; fix: if you "
+                            f"trust that code, pass --arch {arch}")
+    module = build_arch(arch, spec["arch_config"])
+    try:
+        if "layer_sizes" in spec:
+            module = apply_layer_sizes(module, spec["layer_sizes"])
+        module = apply_bn_folds(module, spec.get("bn_folds", []))
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise BadInputError(f"{folder / SPEC}: its layer edits do not fit {arch} ({_first_line(exc)}); fix: rebuild the "
+                            "folder with edgekit") from None
     return load_into(module, read_state_dict(folder / WEIGHTS), str(folder)), spec
+
+
+def read_spec(folder: Path) -> dict:
+    """module.json, checked: one line for unreadable files, bad JSON, missing keys and wrong types."""
+    path = Path(folder) / SPEC
+    fix = "fix: rebuild the folder with edgekit (module.json holds arch, arch_config, bn_folds)"
+    try:
+        spec = json.loads(path.read_text())
+    except PermissionError:
+        raise BadInputError(f"{path}: permission denied; fix: make it readable (chmod +r)") from None
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: not valid JSON ({_first_line(exc)}); {fix}") from None
+    problem = _spec_problem(spec)
+    if problem:
+        raise BadInputError(f"{path}: {problem}; {fix}")
+    return spec
+
+
+def _spec_problem(spec) -> str | None:
+    if not isinstance(spec, dict):
+        return f"holds a JSON {type(spec).__name__}, not an object"
+    for key, kind in (("arch", str), ("arch_config", dict)):
+        if key not in spec:
+            return f"missing key {key!r}"
+        if not isinstance(spec[key], kind):
+            return f"{key} is {type(spec[key]).__name__}, not {kind.__name__}"
+    folds = spec.get("bn_folds", [])
+    if not isinstance(folds, list) or not all(isinstance(f, list) and len(f) == 2 and all(isinstance(n, str) for n in f)
+                                              for f in folds):
+        return "bn_folds is not a list of [conv, batchnorm] name pairs"
+    sizes = spec.get("layer_sizes", {})
+    if not isinstance(sizes, dict) or not all(isinstance(v, list) and all(type(n) is int and n > 0 for n in v)
+                                              for v in sizes.values()):
+        return "layer_sizes is not an object of positive integer lists"
+    return None

@@ -87,6 +87,13 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
     return {"quantization": quant, "comparison": comparison}
 
 
+def reproducibility(passes) -> dict:
+    """Whether a rebuild on another x86-64 host gives the same bytes, and if not which passes make it differ."""
+    reasons = [f"{p.name}: {why}" for p in passes if (why := p.host_dependence())]
+    return {"across_hosts": not reasons,
+            "why": "; ".join(reasons) or "every pass computes its output exactly (no calibration or training; BN folded in float64)"}
+
+
 def step_rows(steps) -> list[Step]:
     return [Step(pass_=s.pass_, format=s.artifact.format.value, sha256=s.artifact.sha256, cached=s.cached,
                  seconds=round(s.seconds, 3), size_bytes=s.artifact.size_bytes(), notes=s.artifact.meta.get("notes", []))
@@ -126,7 +133,8 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
         target={"name": recipe.name, "backend": recipe.backend, "device": recipe.device, "description": recipe.description},
         recipe=recipe.resolved(), pipeline=str(pipeline),
         artifact={"path": art.path.name, "format": art.format.value, "sha256": art.sha256,
-                  "files": [f.name for f in art.files()], "sidecar": "io.json", "precision": art.meta.get("precision", "fp32")},
+                  "files": [f.name for f in art.files()], "sidecar": "io.json", "precision": art.meta.get("precision", "fp32"),
+                  "reproducible": reproducibility(pipeline.passes[len(pipeline.passes) - len(steps):])},
         steps=step_rows(steps),
         accuracy=accuracy,
         latency=lat,

@@ -35,4 +35,5 @@ def build_command(
     typer.echo(f"wrote {dist / 'manifest.json'}, {dist / 'compare.html'}, {dist / 'junit.xml'}")
     if not manifest["ok"]:
         failed = [f"{e['model']}/{e['target']} ({e['status']})" for e in manifest["artifacts"] if e["status"] != "passed"]
-        raise GateFailedError(f"{len(failed)} of {len(manifest['artifacts'])} builds failed: {', '.join(failed)}")
+        raise GateFailedError(f"{len(failed)} of {len(manifest['artifacts'])} builds failed: {', '.join(failed)}; "
+                              f"fix: see {dist / 'summary.md'} and each failure's reason in {dist / 'manifest.json'}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgekit.cli.options import FormatOpt, OutputFormat
+from edgekit.cli.options import ForceOpt, FormatOpt, OutputFormat
 
 
 def compile_command(
@@ -16,6 +16,7 @@ def compile_command(
                                                      "torch.export .pt2 or .onnx. Omitted: the shipped demo (tinygaze).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgekit targets`) or a recipe .yaml.")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output folder (default build/<model>/<target>).")] = None,
+    force: ForceOpt = False,
     arch: Annotated[str | None, typer.Option(help="Architecture for a weights file: built-in name or package.module:Class.")] = None,
     arch_config: Annotated[str | None, typer.Option(help="JSON constructor arguments for --arch.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option(help="Input shape, e.g. 1x1x40x64 or head_pose=1x2 (repeat per input).")] = None,
@@ -30,6 +31,7 @@ def compile_command(
 
     Exit codes: 0 ok, 1 a gate failed (artifact and report are kept), 2 bad input or config, 3 missing dependency.
     """
+    from edgekit.cli import error_document
     from edgekit.compiler import compile as run_compile
     from edgekit.errors import BadInputError, GateFailedError
 
@@ -42,20 +44,28 @@ def compile_command(
             raise BadInputError(f"--arch-config {arch_config!r} is not a JSON object; fix: e.g. '{{\"width\": 8}}'") from None
     human = output_format == OutputFormat.human
     result = run_compile(model, target, calib=calib_set, eval=eval_set, out=out, arch=arch, arch_config=config,
-                         input_shape=input_shape, output_convention=output_convention, card=card, cache=not no_cache,
+                         input_shape=input_shape, output_convention=output_convention, card=card, cache=not no_cache, force=force,
                          progress=human, log=(lambda msg: typer.echo(msg, err=True)) if human else (lambda msg: None))
+    failure = None
+    if not result.passed:
+        failed = [g.name for g in result.report.gates if not g.passed]
+        failure = GateFailedError(f"gate(s) {', '.join(failed)} failed for {result.report.target['name']}; artifact and "
+                                  f"report kept in {result.out_dir}; fix: see report.md (the first layer that departs "
+                                  f"from the reference), or relax the gate in a recipe (edgekit schema)")
     if human:
         from edgekit.report.summary import summary
 
         typer.echo(summary(result.report, result.out_dir))
     else:
-        typer.echo(json.dumps({"passed": result.passed, "artifact_path": str(result.artifact),
-                               "report_path": str(result.out_dir / "report.json"),
-                               "report": json.loads(result.report.model_dump_json(by_alias=True))}, indent=2))
-    if not result.passed:
-        failed = [g.name for g in result.report.gates if not g.passed]
-        raise GateFailedError(f"gate(s) {', '.join(failed)} failed for {result.report.target['name']}; artifact and report "
-                              f"kept in {result.out_dir}")
+        doc = {"passed": result.passed, "artifact_path": str(result.artifact),
+               "report_path": str(result.out_dir / "report.json"),
+               "report": json.loads(result.report.model_dump_json(by_alias=True))}
+        if failure is not None:  # one JSON object on stdout, also for this failure (see edgekit.cli.run)
+            doc.update(error_document(failure))
+            failure.json_printed = True
+        typer.echo(json.dumps(doc, indent=2))
+    if failure is not None:
+        raise failure
 
 
 def report_command(
@@ -69,6 +79,8 @@ def report_command(
     from edgekit.report.render import load_report, write_reports
     from edgekit.report.summary import summary
 
+    for given in (path, *(compare or [])):
+        _refuse_folder(given)
     if compare:
         from edgekit.report.compare import write_compare
 
@@ -80,3 +92,11 @@ def report_command(
         typer.echo(f"wrote {written}")
     if not formats:
         typer.echo(summary(report, path.parent))
+
+
+def _refuse_folder(path: Path) -> None:
+    from edgekit.errors import BadInputError
+
+    if path.is_dir():
+        fix = f"pass {path / 'report.json'}" if (path / "report.json").is_file() else "pass the report.json written by edgekit compile"
+        raise BadInputError(f"{path} is a folder, not a report.json; fix: {fix}")

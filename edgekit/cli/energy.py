@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgekit.cli.options import FormatOpt, OutputFormat
+from edgekit.cli.options import ForceOpt, FormatOpt, OutputFormat
 
 
 def energy_command(
@@ -16,20 +16,29 @@ def energy_command(
     targets: Annotated[str, typer.Option(
         help="Comma-separated targets to compare; `sample`: every target of the committed sample report.")] = "onnx,onnx-fp16,onnx-int8",
     out: Annotated[Path, typer.Option(help="Folder for the compiled artifacts and reports.")] = Path("build/energy"),
+    force: ForceOpt = False,
     report_dir: Annotated[Path | None, typer.Option(
         help="Also write the sample report there: demo.md, demo.json (static numbers) and compare.html.")] = None,
     output_format: FormatOpt = OutputFormat.human,
 ) -> None:
     """Compare energy per inference across targets. Rows are estimates (count x cited per-op constant) unless
     labelled measured; ratios are printed only between rows of the same profile, device and level."""
+    from edgekit import outdir
     from edgekit.compiler import compile as run_compile
+    from edgekit.errors import BadInputError
+    from edgekit.recipe import load_recipe
     from edgekit.report.sample import SAMPLE_TARGETS, energy_rows, write_sample
     from edgekit.report.summary import _range
 
     names = list(SAMPLE_TARGETS) if targets.strip() == "sample" else [t.strip() for t in targets.split(",") if t.strip()]
+    if not names:
+        raise BadInputError(f"--targets {targets!r} names no target; fix: e.g. --targets onnx,onnx-fp16")
+    for target in names:  # every target and output folder is checked before any is compiled
+        load_recipe(target)
+        outdir.check(out / Path(target).stem, force=force)
     reports, paths = {}, []
     for target in names:
-        result = run_compile(model, target, out=out / target)
+        result = run_compile(model, target, out=out / Path(target).stem, force=force)
         reports[target] = result.report
         paths.append(result.out_dir / "report.json")
     rows, notes = energy_rows(reports)

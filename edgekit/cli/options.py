@@ -15,3 +15,5 @@ class OutputFormat(str, Enum):
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="human: tables; json: one JSON document on stdout.")]
 SeedOpt = Annotated[int, typer.Option(help="Renderer seed (sets with different seeds share no image).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing folder edgekit did not write: edgekit's "
+                                          "files are added beside the others, none of which is deleted or replaced.")]

@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.data.gaze import CONVENTION, vector_to_pitchyaw
+from edgekit import userfile
 from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write
 
@@ -99,26 +101,83 @@ def write_gazeset(gazeset: GazeSet, path: str | os.PathLike) -> Path:
 def read_gazeset(path: str | os.PathLike) -> GazeSet:
     """Read and validate a gaze-set `.npz`; every problem is one BadInputError naming the file and the fix."""
     path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such gaze-set file; fix: check the path (make one with `edgekit demo dataset`)")
+    fix_missing = "check the path (make one with `edgekit demo dataset`)"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            contents = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise BadInputError(f"{path}: not a readable .npz ({exc}); fix: rewrite it with edgekit.data.write_gazeset") from None
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such gaze-set file; fix: {fix_missing}") from None
+    except OSError as exc:
+        raise userfile.fail(path, exc, "gaze-set .npz") from None
+    with fh:
+        _check_zip(path, fh.read(8), os.fstat(fh.fileno()).st_size)
+        fh.seek(0)
+        contents = _read_arrays(path, fh)
     for key in ("images", "gaze", "meta"):
         if key not in contents:
-            raise BadInputError(f"{path}: missing key '{key}' (has {sorted(contents)}); fix: write it with edgekit.data.write_gazeset")
-    try:
-        meta = json.loads(str(contents.pop("meta")))
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path}: 'meta' is not valid JSON ({exc}); fix: store meta as a JSON string") from None
+            raise BadInputError(f"{path}: missing key '{key}' (has {sorted(contents)}); fix: add {_WANT[key]} "
+                                "(edgekit.data.write_gazeset writes every key)")
+    meta = _meta(path, contents.pop("meta"))
     unknown = set(contents) - {"images", "gaze", *_OPTIONAL}
     if unknown:
         raise BadInputError(f"{path}: unknown keys {sorted(unknown)}; fix: keep only images, gaze, meta and {sorted(_OPTIONAL)}")
     gazeset = GazeSet(meta=meta, **contents)
     validate(gazeset, where=str(path))
     return gazeset
+
+
+_WANT = {"images": "'images' (uint8, N,H,W or N,H,W,C)", "gaze": "'gaze' (float32, N,3 unit vectors)",
+         "meta": "'meta' (a JSON string: edgekit.data.make_meta)"}
+_FIX_NPZ = "write the set with edgekit.data.write_gazeset (or numpy.savez_compressed)"
+
+
+def _check_zip(path: Path, head: bytes, size: int) -> None:
+    """An npz is a zip of .npy files: say what the file is instead, before numpy tries to unpickle it."""
+    if size == 0:
+        raise BadInputError(f"{path}: not a readable .npz: empty file (0 bytes); fix: {_FIX_NPZ}")
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return
+    if head.startswith(b"\x93NUMPY"):
+        raise BadInputError(f"{path}: not a readable .npz: a single .npy array, not an npz (zip) archive; fix: {_FIX_NPZ}")
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        raise BadInputError(f"{path}: not a readable .npz: a text file (starts {head.decode('ascii')!r}), not an npz (zip) "
+                            f"archive; fix: {_FIX_NPZ}")
+    raise BadInputError(f"{path}: not a readable .npz: not an npz (zip) archive (starts with bytes {head!r}, a zip starts "
+                        f"with 'PK'); fix: {_FIX_NPZ}")
+
+
+def _read_arrays(path: Path, fh) -> dict[str, np.ndarray]:
+    """Every array, read now (a truncated member fails here, not later); object arrays are refused, never unpickled."""
+    try:
+        npz = np.load(fh, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise BadInputError(f"{path}: not a readable .npz: truncated or corrupt zip archive ({exc}); fix: {_FIX_NPZ}") from None
+    contents = {}
+    with npz:
+        for key in npz.files:
+            try:
+                contents[key] = npz[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise BadInputError(f"{path}: key '{key}' holds Python objects (pickled), which edgekit never loads; "
+                                        f"fix: store it as a plain numeric array (meta as a JSON string)") from None
+                raise BadInputError(f"{path}: key '{key}' is unreadable ({exc}); fix: {_FIX_NPZ}") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                raise BadInputError(f"{path}: not a readable .npz: key '{key}' is truncated or corrupt ({exc}); fix: {_FIX_NPZ}") from None
+    return contents
+
+
+def _meta(path: Path, raw: np.ndarray) -> dict:
+    if raw.dtype.kind not in "US" or raw.ndim != 0:
+        raise BadInputError(f"{path}: 'meta' must be one JSON string, got a {raw.dtype} array of shape {raw.shape}; "
+                            "fix: store meta=numpy.array(json.dumps(make_meta(...)))")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path}: 'meta' is not valid JSON ({exc}); fix: store meta as a JSON string") from None
+    if not isinstance(meta, dict):
+        raise BadInputError(f"{path}: 'meta' must be a JSON object, got {type(meta).__name__}; "
+                            "fix: build it with edgekit.data.make_meta")
+    return meta
 
 
 def validate(gs: GazeSet, where: str = "gaze set") -> None:

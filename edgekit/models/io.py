@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write
 from edgekit.models.card import ModelCard
 from edgekit.models.registry import build
+from edgekit.quiet import quiet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -32,11 +34,28 @@ def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype = torch.
     return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
+def check_readable(path: str | Path) -> Path:
+    """A model file that can be opened and is not empty; otherwise one line saying which and what to do."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file; fix: check the path") from None
+    except PermissionError:
+        raise BadInputError(f"{path}: permission denied; fix: make it readable (chmod +r) or run as its owner") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{path}: is a folder, not a model file; fix: give the file (or an edgekit module folder)") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot be read ({exc.strerror}); fix: check the file") from None
+    if empty:
+        raise BadInputError(f"{path}: empty file (0 bytes); fix: save or copy the model again, this copy is empty")
+    return path
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors or a torch file (weights_only: tensors only, nothing executed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: weights file not found; fix: check the path")
+    path = check_readable(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -46,15 +65,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise BadInputError(f"{path}: unreadable safetensors file ({exc}); fix: re-export the weights") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with quiet():
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        msg = str(exc).splitlines()[0][:200]
-        raise BadInputError(f"{path}: cannot load as a weights-only torch file ({msg}); fix: save a state_dict or use safetensors") from None
+        raise BadInputError(_torch_load_refusal(path, exc)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BadInputError(f"{path}: does not hold a state_dict of tensors; fix: save model.state_dict()")
     return state
+
+
+def _torch_load_refusal(path: Path, exc: Exception) -> str:
+    """One line in edgekit's words. torch's own text advises retrying with weights_only=False (running the file's
+    code), which edgekit never does, so only the name of an offending Python object is kept from it."""
+    text = str(exc)
+    fix = "fix: save model.state_dict() with torch.save, or use safetensors"
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if found:
+        return f"{path}: holds Python objects ({found.group(1)}) besides tensors, and edgekit never unpickles those; {fix}"
+    if "weights_only" in text or "Weights only" in text or isinstance(exc, (KeyError, EOFError)):
+        return f"{path}: not a torch weights file edgekit can read without unpickling (corrupt, truncated, a plain " \
+               f"pickle or another format); {fix}"
+    first = (text.strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+    return f"{path}: not a readable torch weights file ({first}); {fix}"
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:

@@ -34,6 +34,14 @@ class Pass(BaseModel):
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         raise NotImplementedError
 
+    def host_dependence(self) -> str | None:
+        """Why this pass's output bytes can differ between CPUs for the same input (None: they cannot).
+
+        Passes that calibrate or train run float32 kernels whose summation order depends on the instruction set,
+        so their ranges, thresholds or weights may differ in the last bit from one host to the next.
+        """
+        return None
+
     def options(self) -> dict:
         """Options that differ from their defaults (what the one-line form shows)."""
         return self.model_dump(exclude_defaults=True)

@@ -34,6 +34,9 @@ class Distill(Pass):
     lr: float = Field(3e-3, gt=0)
     teacher_weight: float = Field(0.7, ge=0, le=1, description="share of the loss against the teacher (the rest: labels)")
 
+    def host_dependence(self) -> str | None:
+        return "trains the student in float32 with torch kernels chosen for the CPU"
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
 
@@ -49,7 +52,7 @@ class Distill(Pass):
         if spec.temporal:
             raise BadInputError(f"distill: the student {self.student} is a temporal model; fix: use a per-frame student "
                                 "such as tinygaze")
-        teacher, _ = load_module(src.path)
+        teacher, _ = load_module(src.path, trusted_arch=card.arch)
         config = {**spec.config, **self.student_config, "input_size": list(card.image_size),
                   "in_channels": card.image_input.shape[1]}
         torch.manual_seed(ctx.seed)

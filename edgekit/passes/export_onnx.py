@@ -21,17 +21,21 @@ from edgekit.passes.base import Pass
 from edgekit.quiet import quiet
 
 
-def load_torch_artifact(art: Artifact):
-    """The nn.Module behind any torch-family artifact."""
+def load_torch_artifact(art: Artifact, *, trusted_arch: str | None = None):
+    """The nn.Module behind any torch-family artifact, loaded without running code from the file: a module folder
+    imports a non-built-in architecture only if it is `trusted_arch` (the run's --arch, ctx.card.arch), a .pt2
+    goes through edgekit.safe_pt2."""
     import torch
 
     if art.format == Format.torch:
         from edgekit.torch_module import load_module
 
-        return load_module(art.path)[0]
+        return load_module(art.path, trusted_arch=trusted_arch)[0]
     if art.format == Format.torchscript:
-        return torch.jit.load(str(art.path), map_location="cpu").eval()
-    module = torch.export.load(str(art.path)).module().requires_grad_(False)
+        return load_torchscript(art.path)
+    from edgekit.safe_pt2 import load_exported_program
+
+    module = load_exported_program(art.path).module().requires_grad_(False)
 
     class Opaque(torch.nn.Module):
         """Hides the torch.export module from train()/eval(), which it refuses, so the TorchScript exporter can trace it."""
@@ -44,6 +48,19 @@ def load_torch_artifact(art: Artifact):
             return self.fn(*args)
 
     return Opaque(module)
+
+
+def load_torchscript(path: Path):
+    """torch.jit.load: it runs the file's TorchScript (by design) but unpickles no arbitrary Python; a corrupt file is
+    one line, without torch's C++ trace."""
+    import torch
+
+    try:
+        with quiet():
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:200]
+        raise BadInputError(f"{path}: not a loadable TorchScript file ({first}); fix: save it again with torch.jit.save") from None
 
 
 def unsupported_op_location(module, args, op: str) -> str:
@@ -78,7 +95,7 @@ class ExportOnnx(Pass):
         import torch
 
         onnx = require("onnx", "the export_onnx pass")
-        module = load_torch_artifact(src)
+        module = load_torch_artifact(src, trusted_arch=ctx.card.arch)
         card = ctx.card
         args = tuple(torch.zeros(s.shape) for s in card.inputs)
         names = [s.name for s in card.inputs]

@@ -11,6 +11,7 @@ import copy
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,23 +42,39 @@ def find_conv_bn_pairs(module: nn.Module) -> tuple[list[list[str]], list[str], s
     return pairs, [b for b in bns if b not in folded], None
 
 
+def folded_weight_and_bias(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv's weight and bias with bn folded in, computed in float64 with numpy and rounded once to the weight's dtype.
+
+    Why not torch: torch's float32 `sqrt` on CPU runs in MKL's vector math library, whose last bit depends on the
+    host's instruction set (measured: MKL_ENABLE_INSTRUCTIONS=AVX2 vs AVX-512 gave different folded weights, hence
+    different ONNX and TFLite bytes on an AMD EPYC and an Intel Xeon). numpy's +, -, *, / and sqrt are IEEE
+    correctly rounded on every ISA, so the same checkpoint folds to the same bytes on any x86-64 host.
+    """
+    f64 = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
+    weight = f64(conv.weight)
+    bias = f64(conv.bias) if conv.bias is not None else np.zeros(bn.running_mean.shape, np.float64)
+    scale = f64(bn.weight) / np.sqrt(f64(bn.running_var) + float(bn.eps))
+    folded_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    folded_bias = (bias - f64(bn.running_mean)) * scale + f64(bn.bias)
+    dtype = conv.weight.dtype
+    return torch.from_numpy(folded_weight).to(dtype), torch.from_numpy(folded_bias).to(dtype)
+
+
 @torch.no_grad()
 def fold_pairs(module: nn.Module, pairs: list[list[str]]) -> nn.Module:
     from edgekit.torch_module import apply_bn_folds
 
     for conv_name, bn_name in pairs:
         conv, bn = module.get_submodule(conv_name), module.get_submodule(bn_name)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        shape = (-1,) + (1,) * (conv.weight.dim() - 1)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        new_bias = (bias - bn.running_mean) * scale + bn.bias
-        conv.weight.mul_(scale.view(shape))
-        conv.bias = nn.Parameter(new_bias)
+        weight, bias = folded_weight_and_bias(conv, bn)
+        conv.weight.copy_(weight)
+        conv.bias = nn.Parameter(bias)
     return apply_bn_folds(module, pairs)
 
 
 class FoldBN(Pass):
     name: ClassVar[str] = "fold_bn"
+    version: ClassVar[int] = 2  # 2: folded in float64 (same bytes on every ISA)
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.torch
     summary: ClassVar[str] = "fold BatchNorm into the preceding conv/linear weights (exact in eval mode)"
@@ -65,7 +82,7 @@ class FoldBN(Pass):
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         from edgekit.torch_module import load_module, save_module
 
-        module, spec = load_module(src.path)
+        module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         pairs, kept, why = find_conv_bn_pairs(module)
         folded = fold_pairs(copy.deepcopy(module), pairs).eval()
         save_module(folded, out_dir / "module", spec["arch"], spec["arch_config"], spec.get("bn_folds", []) + pairs)

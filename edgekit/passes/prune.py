@@ -55,13 +55,16 @@ class Prune(Pass):
     batch: int = Field(64, ge=1)
     lr: float = Field(5e-4, gt=0)
 
+    def host_dependence(self) -> str | None:
+        return "ranks channels by float32 sums and fine-tunes with torch kernels chosen for the CPU"
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
 
         from edgekit.finetune import fine_tune
         from edgekit.torch_module import load_module, save_module
 
-        module, spec = load_module(src.path)
+        module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         module = copy.deepcopy(module).eval()
         params_before = sum(p.numel() for p in module.parameters())
         zipped_before = _compressed_bytes(module)

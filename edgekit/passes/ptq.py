@@ -60,6 +60,9 @@ class PTQ(Int8Options):
     isa_profile: Literal["portable", "x86-avx2", "x86-vnni", "arm64"] = Field(
         "portable", description="deployment ISA class; portable is safe on every x86 and ARM CPU")
 
+    def host_dependence(self) -> str | None:
+        return "activation ranges and mixed-precision scores come from float32 calibration runs in onnxruntime, whose kernels depend on the CPU"
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         from edgekit.evalset import model_inputs
         from edgekit.quant.calibration import collect

@@ -36,6 +36,9 @@ class QAT(Pass):
     target_error_increase_deg: float = Field(0.3, gt=0, description="PTQ within this needs no QAT")
     always: bool = Field(False, description="fine-tune even when PTQ meets the target")
 
+    def host_dependence(self) -> str | None:
+        return "fine-tunes in float32 with torch kernels chosen for the CPU"
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         from edgekit.passes.ptq import PTQ
         from edgekit.torch_module import load_module, save_module
@@ -48,7 +51,7 @@ class QAT(Pass):
             shutil.copytree(src.path, out_dir / "module")
             return Artifact.create(out_dir / "module", Format.torch, src,
                                    notes=[f"qat: not needed, PTQ error increase {before:+.3f} deg <= {self.target_error_increase_deg}"])
-        module, spec = load_module(src.path)
+        module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         tuned = self._fine_tune(copy.deepcopy(module), ctx)
         save_module(tuned, out_dir / "module", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))
         result = Artifact.create(out_dir / "module", Format.torch, src)

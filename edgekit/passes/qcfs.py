@@ -64,6 +64,9 @@ class QCFS(Pass):
     batch: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
 
+    def host_dependence(self) -> str | None:
+        return "fine-tunes in float32 with torch kernels chosen for the CPU"
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         from edgekit.evalset import model_inputs
         from edgekit.finetune import fine_tune
@@ -71,7 +74,7 @@ class QCFS(Pass):
 
         if ctx.calib is None:
             raise BadInputError("qcfs needs a calibration set to initialise its thresholds; fix: declare `calibration:`")
-        module, spec = load_module(src.path)
+        module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         module.eval()
         calib = torch.from_numpy(model_inputs(ctx.card, ctx.calib).take(256).arrays[ctx.card.image_input.name])
         outputs: dict[str, torch.Tensor] = {}

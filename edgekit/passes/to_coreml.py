@@ -36,6 +36,10 @@ class ToCoreML(Pass):
         "float", description="int8: quantize every conv/linear input to uint8 with calibrated ranges (W8A8 with weights=int8)")
     observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
 
+    def host_dependence(self) -> str | None:
+        return ("activation ranges come from float32 calibration runs in torch, whose kernels depend on the CPU"
+                if self.activations == "int8" else None)
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import numpy as np
         import torch
@@ -46,7 +50,7 @@ class ToCoreML(Pass):
         from edgekit.passes.recurrent import unroll_recurrent
 
         card = ctx.card
-        module = load_torch_artifact(src)
+        module = load_torch_artifact(src, trusted_arch=ctx.card.arch)
         unrolled = []
         if not isinstance(module, torch.jit.ScriptModule):
             module, unrolled = unroll_recurrent(module)  # coremltools 9.0 cannot convert torch 2.13's GRU

@@ -38,6 +38,9 @@ class ToSNN(Pass):
     warmup: int = Field(0, ge=0, le=256, description="steps between the readout's lag and its T-step window (transients "
                                                      "the delays leave are not read)")
 
+    def host_dependence(self) -> str | None:
+        return "thresholds come from float32 calibration runs in torch, whose kernels depend on the CPU"
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
 
@@ -57,7 +60,7 @@ class ToSNN(Pass):
         if self.warmup and not self.delay:
             raise BadInputError(f"to_snn warmup {self.warmup} without delay: the warm-up counts from Lava's delays; fix: set "
                                 "delay: true (the loihi targets) or warmup: 0")
-        module, _ = load_module(src.path)
+        module, _ = load_module(src.path, trusted_arch=ctx.card.arch)
         inputs = model_inputs(ctx.card, ctx.calib).take(self.calib_images)
         calib = torch.from_numpy(next(iter(inputs.arrays.values())))
         n_inputs = len(ctx.card.inputs)

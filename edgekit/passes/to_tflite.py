@@ -40,6 +40,10 @@ class ToTFLite(Int8Options):
     io: Literal["float", "int8"] = Field(
         "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
 
+    def host_dependence(self) -> str | None:
+        return ("activation ranges come from float32 calibration runs in torch, whose kernels depend on the CPU"
+                if self.precision == "int8" else None)
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
 
@@ -49,7 +53,7 @@ class ToTFLite(Int8Options):
         litert_torch = require("litert_torch", "the to_tflite pass")
         if self.io == "int8" and self.precision != "int8":
             raise BadInputError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
-        module = load_torch_artifact(src).eval()
+        module = load_torch_artifact(src, trusted_arch=ctx.card.arch).eval()
         args = tuple(torch.zeros(s.shape) for s in ctx.card.inputs)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.tflite"

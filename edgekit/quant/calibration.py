@@ -39,10 +39,19 @@ def load_calibration_spec(name_or_path: str) -> CalibrationSpec:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CALIBRATION_DIR.glob("*.yaml")))
         raise BadInputError(f"unknown calibration set {name_or_path!r}; fix: use one of {known} or a .yaml path")
+    from edgekit import userfile
+
+    text = userfile.read_text(path, "calibration spec")
     try:
-        spec = CalibrationSpec.model_validate(yaml.safe_load(path.read_text()))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise BadInputError(f"{path}: invalid calibration spec ({str(exc).splitlines()[0]}); fix: see calibration/README.md") from None
+        spec = CalibrationSpec.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise BadInputError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}; fix: correct the syntax") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise BadInputError(f"{path}: invalid calibration spec: {key}: {err['msg']}; fix: see calibration/README.md") from None
     if spec.source == "npz" and spec.path and not Path(spec.path).is_absolute():
         spec = spec.model_copy(update={"path": str(path.parent / spec.path)})
     return spec

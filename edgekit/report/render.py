@@ -41,12 +41,22 @@ def _rows(report: Report) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def reproducible_text(report: Report) -> str:
+    """Whether a rebuild elsewhere gives the same bytes (reports older than this field say nothing)."""
+    rep = report.artifact.get("reproducible")
+    if rep is None:
+        return "reproducibility not recorded"
+    where = "identical when rebuilt on any x86-64 host" if rep["across_hosts"] else "identical when rebuilt on this host only"
+    return f"{where} ({rep['why']})"
+
+
 def to_markdown(report: Report) -> str:
     status = "PASSED" if report.passed else "FAILED"
     lines = [f"# edgekit report: {report.model['name']} -> {report.target['name']} ({status})", "",
              f"- pipeline: `{report.pipeline}`",
              f"- artifact: `{report.artifact['path']}` ({report.artifact['format']}, {report.artifact['precision']}), "
              f"sha256 `{report.artifact['sha256'][:16]}`, I/O contract `{report.artifact['sidecar']}`",
+             f"- bytes: {reproducible_text(report)}",
              f"- model: {report.model['source']} ({report.model['kind']}), inputs "
              + ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in report.model["inputs"])
              + f", output {report.model['output']['convention']}",
@@ -161,6 +171,7 @@ def to_html(report: Report) -> str:
 <p>Pipeline <code>{e(report.pipeline)}</code>; artifact <code>{e(report.artifact['path'])}</code> ({e(report.artifact['format'])},
 {e(report.artifact['precision'])}), sha256 <code>{report.artifact['sha256'][:16]}</code>; runtime {e(str(report.runtime.get('runtime', 'n/a')))};
 host {e(str(report.host.get('cpu')))}.</p>
+<p>Bytes: {e(reproducible_text(report))}.</p>
 <h2>Gates</h2><table><tr><th>gate</th><th>what</th><th>limit</th><th>value</th><th>result</th></tr>{gates or '<tr><td colspan=5>none declared</td></tr>'}</table>{parity}
 <h2>Measurements</h2><table><tr><th>section</th><th>quantity</th><th>value</th><th>how</th></tr>{rows}</table>
 {_quant_html(report)}{_energy_html(report)}{_spiking_html(report)}
@@ -213,11 +224,23 @@ def write_reports(report: Report, folder: Path, formats: tuple[str, ...] = ("jso
 
 
 def load_report(path: Path) -> Report:
+    """A report.json, validated against the schema; every problem is one line naming the file and the field."""
+    from pydantic import ValidationError
+
+    from edgekit import userfile
     from edgekit.errors import BadInputError
 
+    fix = "pass the report.json written by edgekit compile"
+    text = userfile.read_text(path, "edgekit report", fix)
     try:
-        return Report.model_validate_json(Path(path).read_text())
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: report not found; fix: pass the report.json written by edgekit compile") from None
-    except ValueError as exc:
-        raise BadInputError(f"{path}: not an edgekit report ({str(exc).splitlines()[0]}); fix: pass a report.json") from None
+        json.loads(text)
+    except json.JSONDecodeError as exc:  # say where, before the schema says "invalid JSON"
+        raise BadInputError(f"{path}: not an edgekit report: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                            f"{exc.msg}); fix: {fix} (truncated? compile again)") from None
+    try:
+        return Report.model_validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise BadInputError(f"{path}: not an edgekit report: field {field}: {err['msg']}{more}; fix: {fix}") from None

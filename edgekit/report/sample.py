@@ -67,6 +67,7 @@ def static_numbers(target: str, report: Report) -> dict:
     energy = report.energy
     return {
         "target": target, "pipeline": report.pipeline, "format": report.artifact["format"], "sha256": report.artifact["sha256"],
+        "bytes_across_hosts": report.artifact["reproducible"]["across_hosts"],
         "size_bytes": report.size["artifact"].value, "params": report.compute["params"].value,
         "macs": report.compute["macs"].value, "macs_by_precision": energy.get("macs_by_precision"),
         "error_deg": round(acc.artifact.mean_deg, 3), "reference_error_deg": round(acc.reference.mean_deg, 3),
@@ -83,7 +84,10 @@ def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path
     from edgekit.report.summary import _range
 
     model = next(iter(reports.values())).model["name"]
-    numbers = {"model": model, "targets": [static_numbers(t, r) for t, r in reports.items()]}
+    host = next(iter(reports.values())).host
+    # digests of host-dependent artifacts (INT8, spiking) are compared only on a host with the same CPU and flags
+    numbers = {"model": model, "host": {k: host.get(k) for k in ("cpu", "machine", "isa_flags")},
+               "targets": [static_numbers(t, r) for t, r in reports.items()]}
     rows, notes = energy_rows(reports)
     lines = [f"# {model} on every target", "",
              "Regenerate with `make sample-report`. Every energy figure is an estimate (counts from the artifact x cited "

@@ -1,0 +1,296 @@
+"""Output and work folders: edgekit never deletes or moves what it did not write, and what a killed run left
+behind is removed by the next run.
+
+- Every output folder edgekit writes holds MARKER, listing the entries edgekit put there. A non-empty folder
+  without one is the user's: refused (exit 2) unless force, and even then edgekit only adds its own entries beside
+  the user's; an entry of the same name that edgekit did not write, or an input of the run, is never replaced.
+- Staging and work folders hold PIDFILE (pid, process start time, host). One whose process is gone is stale and
+  the next run removes it; a live run's folders are never touched.
+- Runs compiling into one --out at once each fill their own staging folder; the move into place happens under an
+  flock on the folder holding --out, so the second waits for the first's move and the folder always holds one
+  run's complete output (the last to finish), never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from edgekit.errors import BadInputError
+
+MARKER = ".edgekit-output.json"
+PIDFILE = ".edgekit-pid"
+WORK_PREFIX = "edgekit-work-"
+INNER_STAGING = ".edgekit-staging-"  # staging inside --out, when the output is added to an existing folder
+OUTPUT_NAMES = ("io.json", "report.json", "report.md", "report.html")  # besides the artifact, model.<format>
+NO_PIDFILE_GRACE_S = 3600  # a folder without a pid file (killed before writing it, or an older edgekit's) is stale after this
+
+
+# --- pid files: which run made this folder, and is it still alive?
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot, Linux), so that a reused pid is not taken for the old run."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def write_pidfile(folder: Path) -> None:
+    owner = {"pid": os.getpid(), "start": _start_time(os.getpid()), "host": socket.gethostname()}
+    (folder / PIDFILE).write_text(json.dumps(owner))
+
+
+def is_stale(folder: Path) -> bool:
+    """True when the run that made FOLDER is gone; never for a live process or a run on another host."""
+    try:
+        owner = json.loads((folder / PIDFILE).read_text())
+        pid = int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            return time.time() - folder.stat().st_mtime > NO_PIDFILE_GRACE_S
+        except OSError:
+            return False
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    start = owner.get("start")
+    return start is not None and _start_time(pid) not in (None, start)
+
+
+def remove_stale(folder: Path, pattern: str) -> list[Path]:
+    """Remove the stale edgekit folders named like PATTERN in FOLDER."""
+    removed = []
+    try:
+        candidates = list(folder.glob(pattern))
+    except OSError:
+        return removed
+    for path in candidates:
+        if path.is_dir() and not path.is_symlink() and is_stale(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+# --- work folders (temporary files of the passes)
+
+@contextlib.contextmanager
+def work_folder() -> Iterator[Path]:
+    """A fresh temporary folder, removed afterwards; stale ones of killed runs are removed first."""
+    remove_stale(Path(tempfile.gettempdir()), WORK_PREFIX + "*")
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
+    try:
+        write_pidfile(work)
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- output folders
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(path)))
+
+
+def owned_entries(folder: Path) -> set[str] | None:
+    """The entries edgekit wrote into FOLDER per its marker; None when it has no readable marker."""
+    try:
+        return set(json.loads((folder / MARKER).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _legacy_output(folder)
+
+
+def _legacy_output(folder: Path) -> set[str] | None:
+    """An output folder of an edgekit from before markers (`make demo` run earlier): nothing but an artifact named
+    model.*, io.json naming that artifact, and reports. Anything else in it makes it the user's."""
+    try:
+        entries = set(os.listdir(folder))
+        sidecar = json.loads((folder / "io.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ours = all(e in OUTPUT_NAMES or e.startswith("model.") for e in entries)
+    if ours and isinstance(sidecar, dict) and "edgekit" in sidecar and sidecar.get("artifact") in entries:
+        return entries
+    return None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on FOLDER (held for milliseconds: stale clean-up and the move into place)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # a folder we may write but not read: go on unlocked rather than fail
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _mkdirs(path: Path) -> list[Path]:
+    """mkdir -p; returns the folders it created, deepest first (removed again if the run fails)."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        p.mkdir(exist_ok=True)
+    return missing
+
+
+class Output:
+    """An output folder being written: fill `staging`, then `commit()` moves it into place atomically."""
+
+    def __init__(self, out_dir: str | os.PathLike, force: bool = False, protect: Iterable[str | os.PathLike] = ()):
+        self.shown = Path(out_dir)  # as the user wrote it, for messages
+        self.target = _real(out_dir)
+        self.force = force
+        self.protect = tuple(_real(p) for p in protect)
+        self.staging: Path | None = None
+        self._made: list[Path] = []
+
+    def plan(self, names: Iterable[str] | None = None) -> str:
+        """'swap' (the folder is absent or holds only edgekit's entries: replace it whole) or 'merge' (add and
+        replace only edgekit's entries); raises BadInputError when it must not be written. NAMES: the entries this
+        run writes (None before the work: the usual ones)."""
+        t, shown = self.target, self.shown
+        if t == t.parent:
+            raise BadInputError(f"--out {shown} is the file system root; fix: choose a folder for edgekit's output")
+        if not os.path.lexists(t):
+            above = t.parent
+            while not os.path.lexists(above):
+                above = above.parent
+            if not above.is_dir():
+                raise BadInputError(f"--out {shown}: {above} is a file, not a folder; fix: choose a folder path")
+            return "swap"
+        if not t.is_dir():
+            raise BadInputError(f"--out {shown} is a file, not a folder; fix: choose a folder path (edgekit writes the "
+                                f"artifact and its reports into it)")
+        entries = set(os.listdir(t))
+        live_inner = {e for e in entries if e.startswith(INNER_STAGING)}
+        entries -= live_inner | {MARKER}
+        owned = owned_entries(t)
+        foreign = entries - (owned or set())
+        if owned is None and foreign and not self.force:
+            count = f"{len(foreign)} {'entry' if len(foreign) == 1 else 'entries'}"
+            raise BadInputError(f"--out {shown} is a folder edgekit did not write ({count}, e.g. {sorted(foreign)[0]}); "
+                                f"fix: choose a new or empty folder, or pass --force to add edgekit's files beside "
+                                f"them (edgekit never deletes files it did not write)")
+        inputs = [p for p in self.protect if p == t or t in p.parents]
+        try:
+            cwd = Path.cwd().resolve()
+        except OSError:
+            cwd = None
+        holds_cwd = cwd is not None and (cwd == t or t in cwd.parents)
+        if owned is not None and not foreign and not inputs and not holds_cwd and not live_inner:
+            return "swap"
+        replaced = set(names) if names is not None else set(OUTPUT_NAMES) | {e for e in entries if e.startswith("model.")}
+        clash = sorted(n for n in replaced & entries if n not in (owned or set()))
+        if clash:
+            raise BadInputError(f"--out {shown} already holds {clash[0]}, which edgekit did not write; fix: choose "
+                                f"another --out (edgekit never replaces files it did not write)")
+        hit = sorted(str(p) for p in inputs if p == t or p.relative_to(t).parts[0] in replaced)
+        if hit:
+            raise BadInputError(f"--out {shown} would replace this run's input {hit[0]}; fix: choose another --out")
+        return "merge"
+
+    def begin(self) -> None:
+        """Refuse (exit 2) before any work, remove what killed runs left here, and make the staging folder."""
+        mode = self.plan()
+        parent = self.target.parent
+        self._made = _mkdirs(parent)
+        with _locked(parent):
+            remove_stale(parent, ".*.staging-*")
+            for old in parent.glob(".*.old-*"):  # the previous output of a run killed mid-swap (swaps hold this lock)
+                if (old / MARKER).is_file():
+                    shutil.rmtree(old, ignore_errors=True)
+            if mode == "merge":
+                remove_stale(self.target, INNER_STAGING + "*")
+                self.staging = Path(tempfile.mkdtemp(dir=self.target, prefix=INNER_STAGING))
+            else:
+                self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.target.name}.staging-"))
+                os.chmod(self.staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets the usual mode
+            write_pidfile(self.staging)
+
+    def commit(self) -> None:
+        """Move the complete staging folder into place (whole, or entry by entry beside the user's files)."""
+        from edgekit import signals
+        from edgekit.fileio import atomic_write_text
+
+        names = sorted(e for e in os.listdir(self.staging) if e != PIDFILE)
+        self._made = []  # from here on the parent folders hold the output
+        with _locked(self.target.parent), signals.deferred():
+            mode = self.plan(names)
+            if self.staging.parent == self.target:
+                mode = "merge"  # the staging folder lives inside: never rename the folder around it
+            if mode == "swap":
+                (self.staging / MARKER).write_text(json.dumps({"written_by": "edgekit", "files": names}, indent=2) + "\n")
+                (self.staging / PIDFILE).unlink()
+                old = None
+                if os.path.lexists(self.target):
+                    old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}-{time.time_ns()}")
+                    os.rename(self.target, old)
+                os.rename(self.staging, self.target)
+                self.staging = None
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+                return
+            owned = (owned_entries(self.target) or set()) | set(names)
+            for name in names:
+                dest = self.target / name
+                if dest.is_dir() and not dest.is_symlink():  # a package folder (.mlpackage): rename it aside first
+                    os.rename(dest, self.staging / f".replaced-{name}")
+                os.replace(self.staging / name, dest)
+            atomic_write_text(self.target / MARKER, json.dumps({"written_by": "edgekit", "files": sorted(owned)}, indent=2) + "\n")
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+
+    def abort(self) -> None:
+        """Remove the staging folder, and the parent folders this run created if they are empty."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        for made in self._made:
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
+@contextlib.contextmanager
+def output_folder(out_dir: str | os.PathLike, *, force: bool = False,
+                  protect: Iterable[str | os.PathLike] = ()) -> Iterator[Output]:
+    """Output(out_dir) begun; whatever ends the block before commit() (an error, Ctrl-C, SIGTERM) leaves no trace."""
+    out = Output(out_dir, force, protect)
+    try:
+        out.begin()
+        yield out
+    finally:
+        out.abort()
+
+
+def check(out_dir: str | os.PathLike, *, force: bool = False, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise BadInputError now if OUT_DIR would be refused (for commands that compile several targets)."""
+    Output(out_dir, force, protect).plan()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,31 @@
+"""Run target pipelines (no cache) on built-in models and print each artifact's sha256 as JSON.
+
+Used by tests/test_determinism.py in subprocesses whose environment forces other CPU kernels
+(ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA), to check that artifact bytes do
+not depend on the host's instruction set. Usage: python determinism_probe.py MODEL[,MODEL] TARGET[,TARGET]
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def digests(models: list[str], targets: list[str]) -> dict[str, str]:
+    from edgekit.context import Context
+    from edgekit.recipe import load_recipe
+    from edgekit.source import load_source
+
+    out = {}
+    for model in models:
+        for target in targets:
+            with tempfile.TemporaryDirectory() as work:
+                src = load_source(model, Path(work))
+                ctx = Context(work_dir=Path(work) / "passes", card=src.card, cache_dir=None)
+                steps = load_recipe(target).pipeline().run(src.artifact, ctx)
+                out[f"{model}/{target}"] = steps[-1].artifact.sha256
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(digests(sys.argv[1].split(","), sys.argv[2].split(","))))
