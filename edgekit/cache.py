@@ -1,7 +1,7 @@
 """Content-addressed cache of pass outputs.
 
 Key = sha256 of (pass name, pass version, options, input digest, calibration digest, card, tool
-versions). An entry is a folder holding the pass's output, `artifact.json` and `entry.json` (the sha256 of every
+versions, the digest of the pass's own code). An entry is a folder holding the pass's output, `artifact.json` and `entry.json` (the sha256 of every
 other file); it is renamed into place only when complete, so concurrent or interrupted runs never see half an
 entry, and it is checked against those digests on every read, so a corrupted or truncated one is rebuilt, not used.
 """
@@ -34,9 +34,11 @@ def tool_versions() -> dict[str, str]:
 
 
 def cache_key(pass_name: str, pass_version: int, options: dict, input_digest: str, calib_digest: str | None,
-              card: dict, tools: dict[str, str]) -> str:
+              card: dict, tools: dict[str, str], code: str) -> str:
+    """`code`: the digest of the pass's source and the edgekit modules it imports (code_digest), so that a changed
+    pass never serves what its old code made."""
     blob = json.dumps({"pass": pass_name, "version": pass_version, "options": options, "input": input_digest,
-                       "calib": calib_digest, "card": card, "tools": tools}, sort_keys=True, default=str)
+                       "calib": calib_digest, "card": card, "tools": tools, "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

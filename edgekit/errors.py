@@ -31,6 +31,16 @@ class GateFailedError(EdgekitError):
     exit_code = 1
 
 
+class PassFailedError(EdgekitError):
+    """A pass crashed or broke the pass contract; the message names the pass and the passes before it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(f"{message}; fix: check that the model converts for this target (README: which inputs reach "
+                         "which targets), or report it with the model and the recipe")
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM: a KeyboardInterrupt, so `except Exception` never swallows it and every
     `finally` removes its partial output on the way out. Exit code 128 + the signal number."""

@@ -4,8 +4,8 @@ behind is removed by the next run.
 - Every output folder edgekit writes holds MARKER, listing the entries edgekit put there. A non-empty folder
   without one is the user's: refused (exit 2) unless force, and even then edgekit only adds its own entries beside
   the user's; an entry of the same name that edgekit did not write, or an input of the run, is never replaced.
-- Staging and work folders hold PIDFILE (pid, process start time, host). One whose process is gone is stale and
-  the next run removes it; a live run's folders are never touched.
+- Staging and work folders hold PIDFILE, locked by their run for its lifetime. One whose lock is free belongs to a
+  dead run: the next run removes it. A live run's folders, and folders without a pid file, are never touched.
 - Runs compiling into one --out at once each fill their own staging folder; the move into place happens under an
   flock on the folder holding --out, so the second waits for the first's move and the folder always holds one
   run's complete output (the last to finish), never a mix.
@@ -31,44 +31,42 @@ PIDFILE = ".edgekit-pid"
 WORK_PREFIX = "edgekit-work-"
 INNER_STAGING = ".edgekit-staging-"  # staging inside --out, when the output is added to an existing folder
 OUTPUT_NAMES = ("io.json", "report.json", "report.md", "report.html")  # besides the artifact, model.<format>
-NO_PIDFILE_GRACE_S = 3600  # a folder without a pid file (killed before writing it, or an older edgekit's) is stale after this
 
 
 # --- pid files: which run made this folder, and is it still alive?
+# The run holds an flock on its pid file for as long as it lives; the kernel drops it when the process dies, however it
+# dies. So a pid file whose lock can be taken belongs to a dead run, whatever its pid namespace or host name says.
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot, Linux), so that a reused pid is not taken for the old run."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+_held: dict[str, int] = {}  # pid file -> the open descriptor that holds its lock
 
 
 def write_pidfile(folder: Path) -> None:
-    owner = {"pid": os.getpid(), "start": _start_time(os.getpid()), "host": socket.gethostname()}
-    (folder / PIDFILE).write_text(json.dumps(owner))
+    path = folder / PIDFILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+    _held[str(path)] = fd
+
+
+def release_pidfile(folder: Path) -> None:
+    fd = _held.pop(str(folder / PIDFILE), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def is_stale(folder: Path) -> bool:
-    """True when the run that made FOLDER is gone; never for a live process or a run on another host."""
+    """True only when FOLDER holds an edgekit pid file whose run is gone; a folder without one is never stale."""
     try:
-        owner = json.loads((folder / PIDFILE).read_text())
-        pid = int(owner["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        try:
-            return time.time() - folder.stat().st_mtime > NO_PIDFILE_GRACE_S
-        except OSError:
-            return False
-    if owner.get("host") != socket.gethostname():
+        fd = os.open(folder / PIDFILE, os.O_RDONLY)
+    except OSError:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
-    except PermissionError:  # alive, another user's
-        pass
-    start = owner.get("start")
-    return start is not None and _start_time(pid) not in (None, start)
+    except OSError:  # held by its live run (or locks unsupported here): leave it
+        return False
+    finally:
+        os.close(fd)
 
 
 def remove_stale(folder: Path, pattern: str) -> list[Path]:
@@ -97,6 +95,7 @@ def work_folder() -> Iterator[Path]:
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        release_pidfile(work)
 
 
 # --- output folders
@@ -121,8 +120,9 @@ def _legacy_output(folder: Path) -> set[str] | None:
         sidecar = json.loads((folder / "io.json").read_text())
     except (OSError, ValueError):
         return None
-    ours = all(e in OUTPUT_NAMES or e.startswith("model.") for e in entries)
-    if ours and isinstance(sidecar, dict) and "edgekit" in sidecar and sidecar.get("artifact") in entries:
+    if not isinstance(sidecar, dict) or "edgekit" not in sidecar or sidecar.get("artifact") not in entries:
+        return None
+    if entries <= set(OUTPUT_NAMES) | {sidecar["artifact"]}:  # any other file (a user's model.pt) makes it the user's
         return entries
     return None
 
@@ -242,6 +242,7 @@ class Output:
             if mode == "swap":
                 (self.staging / MARKER).write_text(json.dumps({"written_by": "edgekit", "files": names}, indent=2) + "\n")
                 (self.staging / PIDFILE).unlink()
+                release_pidfile(self.staging)
                 old = None
                 if os.path.lexists(self.target):
                     old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}-{time.time_ns()}")
@@ -259,12 +260,14 @@ class Output:
                 os.replace(self.staging / name, dest)
             atomic_write_text(self.target / MARKER, json.dumps({"written_by": "edgekit", "files": sorted(owned)}, indent=2) + "\n")
             shutil.rmtree(self.staging, ignore_errors=True)
+            release_pidfile(self.staging)
             self.staging = None
 
     def abort(self) -> None:
         """Remove the staging folder, and the parent folders this run created if they are empty."""
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
+            release_pidfile(self.staging)
             self.staging = None
         for made in self._made:
             try:

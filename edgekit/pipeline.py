@@ -7,10 +7,11 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from edgekit.artifact import Artifact, Format
+from edgekit.artifact import Artifact, Format, digest_path
 from edgekit.cache import REBUILT, Cache, cache_key, tool_versions
+from edgekit.code_digest import code_digest
 from edgekit.context import Context
-from edgekit.errors import BadInputError, EdgekitError
+from edgekit.errors import BadInputError, EdgekitError, PassFailedError, from_os_error
 from edgekit.passes.base import Pass
 
 
@@ -20,6 +21,46 @@ class Step:
     artifact: Artifact
     cached: bool
     seconds: float
+
+
+def _run_checked(p: Pass, src: Artifact, ctx: Context, out_dir, done: list[str]) -> Artifact:
+    """Run one pass and hold it to the pass contract (as onnx_ir's pass infrastructure does): it produces the format
+    it declares, writes only inside its own folder and leaves its input as it was. Any failure is one line naming
+    the pass and the passes before it."""
+    after = f", after {', '.join(done)}" if done else ""
+    try:
+        result = p.run(src, ctx, out_dir)
+    except EdgekitError as exc:
+        raise type(exc)(f"{exc} [in pass {p.name}{after}]") from None
+    except OSError as exc:
+        if from_os_error(exc) is not None:  # a full disk or unwritable folder: the CLI says so in one line
+            raise
+        raise PassFailedError(f"pass {p.name}{after} failed: {_first_line(exc)}") from exc
+    except Exception as exc:  # a converter or runtime crash: one line with the pass, never a traceback
+        raise PassFailedError(f"pass {p.name}{after} failed: {_first_line(exc)}") from exc
+    broken = _contract_violation(p, src, result, out_dir)
+    if broken:
+        raise PassFailedError(f"pass {p.name}{after} broke the pass contract: {broken}")
+    return result
+
+
+def _first_line(exc: Exception) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _contract_violation(p: Pass, src: Artifact, result, out_dir) -> str | None:
+    if not isinstance(result, Artifact):
+        return f"returned {type(result).__name__}, not an Artifact"
+    if result.format != p.produces:
+        return f"produced {result.format.value}, but declares {p.produces.value}"
+    try:
+        result.path.resolve().relative_to(out_dir.resolve())
+    except ValueError:
+        return f"its output {result.path} lies outside its folder {out_dir}"
+    if digest_path(src.path) != src.sha256:
+        return f"it modified its input {src.path}"
+    return None
 
 
 class Pipeline:
@@ -69,7 +110,8 @@ class Pipeline:
         if skipped:
             ctx.log(f"skipping {', '.join(skipped)}: they do not apply to a {src.format.value} input")
         for p in runnable:
-            key = cache_key(p.name, p.version, p.model_dump(mode="json"), art.sha256, ctx.calib_digest, card, tools)
+            key = cache_key(p.name, p.version, p.model_dump(mode="json"), art.sha256, ctx.calib_digest, card, tools,
+                            code_digest(type(p).__module__))
             started = time.perf_counter()
             hit = cache.get(key) if cache else None
             if hit is None:
@@ -77,11 +119,7 @@ class Pipeline:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 out_dir.mkdir(parents=True)
                 ctx.log(f"running {p}")
-                try:
-                    result = p.run(art, ctx, out_dir)
-                except EdgekitError as exc:
-                    after = f", after {', '.join(done)}" if done else ""
-                    raise type(exc)(f"{exc} [in pass {p.name}{after}]") from None
+                result = _run_checked(p, art, ctx, out_dir, done)
                 art = cache.put(key, result, out_dir) if cache else result
                 if cache and key in cache.discarded:  # said in the report too, not only in the log
                     note = f"{REBUILT} ({cache.discarded[key]})"

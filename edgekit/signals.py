@@ -12,13 +12,18 @@ from edgekit.errors import Interrupted
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 received: int | None = None  # the signal that interrupted this run (click hands back only an exit code)
+_deferring = False  # inside deferred(): a signal is recorded in _pending and raised when the block ends
+_pending: int | None = None
 
 
 def raise_interrupted(signum, frame) -> None:
     # Only the first signal raises: a second one (an impatient Ctrl-C) would cut the clean-up short. The later ones
     # go to a do-nothing handler, not SIG_IGN: Python raises "Signal ignored due to race condition" for a signal that
     # arrived just before SIG_IGN was set.
-    global received
+    global received, _pending
+    if _deferring:
+        _pending = signum
+        return
     received = signum
     for s in _SIGNALS:
         signal.signal(s, _ignore)
@@ -62,9 +67,14 @@ def interrupts_raise() -> Iterator[None]:
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends (a few renames that must not be cut in half); a signal that
-    arrived meanwhile is delivered right after."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    arrived meanwhile is raised right after. A signal mask would not do: it holds only this thread's signals, and
+    torch's and onnxruntime's threads would take the signal, whose Python handler still runs in the main thread."""
+    global _deferring, _pending
+    _deferring, _pending = True, None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _deferring = False
+        if _pending is not None:
+            signum, _pending = _pending, None
+            raise_interrupted(signum, None)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 
 def digests(models: list[str], targets: list[str]) -> dict[str, str]:
+    from edgekit.compiler import _recipe_calibration
     from edgekit.context import Context
     from edgekit.recipe import load_recipe
     from edgekit.source import load_source
@@ -21,8 +22,10 @@ def digests(models: list[str], targets: list[str]) -> dict[str, str]:
         for target in targets:
             with tempfile.TemporaryDirectory() as work:
                 src = load_source(model, Path(work))
-                ctx = Context(work_dir=Path(work) / "passes", card=src.card, cache_dir=None)
-                steps = load_recipe(target).pipeline().run(src.artifact, ctx)
+                recipe = load_recipe(target)
+                ctx = Context(work_dir=Path(work) / "passes", card=src.card, cache_dir=None,
+                              calib=_recipe_calibration(recipe, src.card))  # INT8 and spiking targets calibrate
+                steps = recipe.pipeline().run(src.artifact, ctx)
                 out[f"{model}/{target}"] = steps[-1].artifact.sha256
     return out
 

@@ -3,7 +3,6 @@ discarded and rebuilt; never a traceback, never a changed user file, never a cac
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,8 +20,8 @@ from edgekit.data.npz import make_meta, write_gazeset
 from edgekit.errors import BadInputError
 from edgekit.recipe import list_targets, load_recipe
 from edgekit.report.render import load_report
+from tests.fixtures.unprivileged import cannot_open, run_cli_without_file_privileges
 
-NOBODY = 65534
 
 
 def _fails(argv, message, capsys, code=2) -> str:
@@ -175,23 +174,6 @@ def test_every_shipped_target_ends_in_a_format_its_backend_runs():
         assert recipe.passes[-1].produces in BACKENDS[recipe.backend].accepts, name
 
 
-@contextlib.contextmanager
-def _as_nobody():
-    """Drop the effective uid to nobody for the block: root reads any file whatever its mode, nobody does not."""
-    if os.geteuid() != 0:
-        yield
-        return
-    try:
-        os.seteuid(NOBODY)
-    except (PermissionError, AttributeError):
-        pytest.skip("running as root without the right to change uid: a mode-000 file stays readable, so no "
-                    "permission error can be made here")
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-
-
 @pytest.fixture
 def shared_dir():
     """A folder anyone may enter (pytest's tmp_path is under a 0700 folder of root's), removed afterwards."""
@@ -203,7 +185,15 @@ def shared_dir():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_permission_denied_says_permission_denied(good_set, shared_dir, capsys):
+def _fails_unprivileged(argv, message) -> None:
+    """As _fails, in a child that file permissions apply to even when the tests run as root."""
+    code, _, err = run_cli_without_file_privileges(argv)
+    errors = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1 and err.strip().endswith(errors[0]), err
+    assert message in errors[0] and "fix: " in errors[0], errors[0]
+
+
+def test_permission_denied_says_permission_denied(good_set, shared_dir):
     npz, readable = shared_dir / "locked.npz", shared_dir / "eval.npz"
     npz.write_bytes(good_set.read_bytes())
     readable.write_bytes(good_set.read_bytes())
@@ -214,15 +204,13 @@ def test_permission_denied_says_permission_denied(good_set, shared_dir, capsys):
         p.chmod(0o000)
     before = _state(npz, recipe, report)
     out = shared_dir / "out"
-    with _as_nobody():
-        with pytest.raises(PermissionError):  # the OS really refuses: the test is not vacuous
-            open(npz, "rb").close()
-        _fails(["compile", "--eval-set", str(npz), "--out", str(out)], "locked.npz: permission denied (gaze-set .npz); "
-               f"fix: make it readable by this user (e.g. chmod u+r {npz})", capsys)
-        _fails(["compile", "--eval-set", str(readable), "--calib-set", str(npz), "--out", str(out)],
-               "locked.npz: permission denied", capsys)
-        _fails(["compile", "--target", str(recipe), "--out", str(out)], "locked.yaml: permission denied (recipe)", capsys)
-        _fails(["report", str(report)], "report.json: permission denied (edgekit report)", capsys)
+    assert cannot_open(npz)  # the OS really refuses: the test is not vacuous
+    _fails_unprivileged(["compile", "--eval-set", str(npz), "--out", str(out)], "locked.npz: permission denied (gaze-set "
+                        f".npz); fix: make it readable by this user (e.g. chmod u+r {npz})")
+    _fails_unprivileged(["compile", "--eval-set", str(readable), "--calib-set", str(npz), "--out", str(out)],
+                        "locked.npz: permission denied")
+    _fails_unprivileged(["compile", "--target", str(recipe), "--out", str(out)], "locked.yaml: permission denied (recipe)")
+    _fails_unprivileged(["report", str(report)], "report.json: permission denied (edgekit report)")
     assert _state(npz, recipe, report) == before and not out.exists()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import edgekit.fileio
 from edgekit.cli import run
-from edgekit.outdir import MARKER, PIDFILE, WORK_PREFIX, write_pidfile
+from edgekit.outdir import MARKER, PIDFILE, WORK_PREFIX, release_pidfile, write_pidfile
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = {"model.onnx", "io.json", "report.json", "report.md", "report.html", MARKER}
@@ -258,24 +258,25 @@ def test_stale_work_and_staging_folders_are_removed_live_ones_kept(tmp_path, mon
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()  # a pid that no longer runs
 
-    def folder(path: Path, pid: int | None) -> Path:
+    def folder(path: Path, alive: bool) -> Path:
         path.mkdir()
-        write_pidfile(path)
-        if pid is not None:
-            owner = json.loads((path / PIDFILE).read_text())
-            (path / PIDFILE).write_text(json.dumps({**owner, "pid": pid, "start": None}))
+        if alive:  # this process holds the pid file's lock, as a live run does
+            write_pidfile(path)
+        else:  # a run that wrote its pid file and died: nobody holds the lock any more
+            subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from edgekit.outdir import "
+                            "write_pidfile; write_pidfile(Path(sys.argv[1]))", str(path)], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         (path / "half.onnx").write_bytes(b"half")
         return path
 
     out = tmp_path / "out"
-    stale = [folder(tmp / f"{WORK_PREFIX}dead", dead.pid), folder(tmp_path / ".out.staging-dead", dead.pid)]
-    live = [folder(tmp / f"{WORK_PREFIX}live", None), folder(tmp_path / ".other.staging-live", None)]
-    no_pid = tmp / f"{WORK_PREFIX}older-edgekit"  # no pid file and recent: could be a live older run, kept
+    stale = [folder(tmp / f"{WORK_PREFIX}dead", False), folder(tmp_path / ".out.staging-dead", False)]
+    live = [folder(tmp / f"{WORK_PREFIX}live", True), folder(tmp_path / ".other.staging-live", True)]
+    no_pid = tmp / f"{WORK_PREFIX}older-edgekit"  # no pid file: not provably edgekit's and dead, so kept
     no_pid.mkdir()
     run_compile(None, "onnx", out=out)
     assert not any(p.exists() for p in stale) and all(p.exists() for p in live) and no_pid.exists()
     assert {p.name for p in out.iterdir()} == OUTPUTS
     assert sorted(p.name for p in tmp.glob(WORK_PREFIX + "*")) == [f"{WORK_PREFIX}live", f"{WORK_PREFIX}older-edgekit"]
+    for path in live:
+        release_pidfile(path)

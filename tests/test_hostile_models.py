@@ -25,6 +25,7 @@ from edgekit.models.io import save_weights
 from edgekit.passes.export_onnx import load_torch_artifact
 from edgekit.source import load_source
 from edgekit.torch_module import save_module
+from tests.fixtures.unprivileged import cannot_open, run_cli_without_file_privileges
 
 
 class TinyNet(nn.Module):
@@ -387,77 +388,26 @@ def test_unpickling_payload_in_a_weights_file_never_runs(tmp_path, capsys):
     assert "weights_only" not in line
 
 
-def test_permission_denied_says_so(tmp_path, capsys):
-    """Root reads any file, so as root the check runs in a child process that has dropped to `nobody`."""
-    import shutil
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="edgekit-perm-"))
+def test_permission_denied_says_so(tmp_path):
+    """Root reads any file, so the check runs in a child without root's file capabilities (tests.fixtures.unprivileged)."""
+    path = save_weights(TinyNet(), tmp_path / "locked.safetensors")
+    path.chmod(0o000)
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    save_weights(TinyNet(), hidden / "inside.safetensors")
+    hidden.chmod(0o000)
     try:
-        folder.chmod(0o755)
-        path = save_weights(TinyNet(), folder / "locked.safetensors")
-        path.chmod(0o000)
-        hidden = folder / "hidden"
-        hidden.mkdir()
-        save_weights(TinyNet(), hidden / "inside.safetensors")
-        hidden.chmod(0o700 if os.geteuid() == 0 else 0o000)
-        (folder / "out").mkdir()
-        (folder / "out").chmod(0o777)
+        assert cannot_open(path) and cannot_open(hidden / "inside.safetensors")  # not vacuous
         cases = [(path, "locked.safetensors: permission denied; fix: make it readable"),
                  (hidden / "inside.safetensors", "inside.safetensors: permission denied")]
         for model, message in cases:
-            argv = ["compile", str(model), *ARGS, "--out", str(folder / "out" / "o")]
-            if os.geteuid() != 0:
-                _refused(argv, message, capsys)
-                continue
-            code, err = _run_as_nobody(argv)
+            code, _, err = run_cli_without_file_privileges(["compile", str(model), *ARGS, "--out", str(tmp_path / "o")])
             lines = err.strip().splitlines()
             assert code == 2 and len(lines) == 1 and message in lines[0], err
             assert "Traceback" not in err and "no such file" not in err
+        assert not (tmp_path / "o").exists()
     finally:
         hidden.chmod(0o755)
-        shutil.rmtree(folder)
-
-
-def _run_as_nobody(argv) -> tuple[int, str]:
-    """edgekit's CLI in-process, in a forked child running as uid/gid 65534; returns (exit code, stderr)."""
-    import concurrent.futures.process  # noqa: F401  the child cannot read root's Python installation (/root is 0700)
-
-    import edgekit.compiler  # noqa: F401
-    import edgekit.data.synthetic  # noqa: F401
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        code, err = 99, ""
-        try:
-            import contextlib
-
-            os.setgid(65534)
-            os.setuid(65534)
-            buf = io.StringIO()
-            with contextlib.redirect_stderr(buf):
-                code = run(argv)
-            err = buf.getvalue()
-        except BaseException as exc:  # report instead of raising inside the forked pytest
-            err = f"child failed: {exc!r}"
-        finally:
-            os.write(write_end, json.dumps([code, err]).encode())
-            os._exit(0)
-    os.close(write_end)
-    import select
-    import signal
-
-    # a fork of a process with threads (JAX, loaded by other tests) can deadlock in the child: never wait forever
-    if not select.select([read_end], [], [], 180)[0]:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(read_end)
-        pytest.fail("the child running as nobody did not answer within 180 s")
-    with os.fdopen(read_end) as fh:
-        code, err = json.loads(fh.read())
-    os.waitpid(pid, 0)
-    return code, err
 
 
 def test_huge_input_shape_is_refused_before_allocating(tmp_path, capsys):

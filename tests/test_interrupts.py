@@ -33,9 +33,15 @@ def _env(place: Path) -> dict:
             "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+# edgekit's CLI with SIGINT as a terminal's user has it: a non-interactive shell starts background jobs (perhaps a CI
+# runner's pytest) with SIGINT ignored, which the children inherit, and edgekit rightly keeps an ignored SIGINT ignored
+EDGEKIT = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from edgekit.cli import main; main()"]
+
+
 def _start(place: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgekit.cli", *args], cwd=place, env=_env(place),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*EDGEKIT, *args], cwd=place, env=_env(place), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(find, proc: subprocess.Popen, timeout: float = 300):
@@ -144,7 +150,7 @@ def test_signal_during_a_parallel_build_stops_the_workers_and_leaves_no_partial_
     """SIGTERM to the build process alone, or Ctrl-C as a terminal sends it (to the whole process group)."""
     project = place / "edgekit.yaml"
     project.write_text("models:\n  - name: tinygaze\ntargets: [onnx, onnx-fp16, onnx-int8]\n")
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "build", "edgekit.yaml", "--dist", "dist", "--jobs", "2"],
+    proc = subprocess.Popen([*EDGEKIT, "build", "edgekit.yaml", "--dist", "dist", "--jobs", "2"],
                             cwd=place, env=_env(place), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     _wait_for(lambda: list((place / "dist").glob("tinygaze/.*.staging-*")), proc)
@@ -163,3 +169,27 @@ def test_signal_during_a_parallel_build_stops_the_workers_and_leaves_no_partial_
         time.sleep(0.5)
         workers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert workers == []  # no worker outlives the build
+
+
+def test_a_signal_inside_deferred_is_raised_after_the_block_even_with_other_threads():
+    """A signal mask holds only the calling thread's signals; the deferral must hold while torch's threads run."""
+    import threading
+
+    from edgekit import signals
+    from edgekit.errors import Interrupted
+
+    old = signals.install()
+    if not old:
+        pytest.skip("not on the main thread")
+    worker = threading.Thread(target=time.sleep, args=(1,), daemon=True)
+    worker.start()
+    finished = []
+    try:
+        with pytest.raises(Interrupted):
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler runs here, in the main thread
+                finished.append(True)
+        assert finished == [True]
+    finally:
+        signals.restore(old)

@@ -10,8 +10,8 @@ import typer
 
 
 def build_command(
-    project: Annotated[Path, typer.Argument(help="Project file: models x targets (see the README).")] = Path("edgekit.yaml"),
-    dist: Annotated[Path, typer.Option(help="Output folder.")] = Path("dist"),
+    project: Annotated[Path, typer.Argument(readable=False, help="Project file: models x targets (see the README).")] = Path("edgekit.yaml"),
+    dist: Annotated[Path, typer.Option(readable=False, help="Output folder.")] = Path("dist"),
     jobs: Annotated[int, typer.Option(help="Build this many (model, target) pairs in parallel.")] = 1,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure (default: keep going).")] = False,
 ) -> None:

@@ -15,15 +15,15 @@ def compile_command(
     model: Annotated[str | None, typer.Argument(help="Built-in name, weights (.safetensors/.pt with --arch), TorchScript, "
                                                      "torch.export .pt2 or .onnx. Omitted: the shipped demo (tinygaze).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgekit targets`) or a recipe .yaml.")] = "onnx",
-    out: Annotated[Path | None, typer.Option(help="Output folder (default build/<model>/<target>).")] = None,
+    out: Annotated[Path | None, typer.Option(readable=False, help="Output folder (default build/<model>/<target>).")] = None,
     force: ForceOpt = False,
     arch: Annotated[str | None, typer.Option(help="Architecture for a weights file: built-in name or package.module:Class.")] = None,
     arch_config: Annotated[str | None, typer.Option(help="JSON constructor arguments for --arch.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option(help="Input shape, e.g. 1x1x40x64 or head_pose=1x2 (repeat per input).")] = None,
     output_convention: Annotated[str | None, typer.Option(help="What the model outputs: vector (3-D gaze) or pitchyaw (radians).")] = None,
-    card: Annotated[Path | None, typer.Option(help="Model card JSON (input spec, preprocessing, output convention).")] = None,
-    calib_set: Annotated[Path | None, typer.Option(help="Calibration .npz (default: synthetic, its own seed).")] = None,
-    eval_set: Annotated[Path | None, typer.Option(help="Evaluation .npz (default: synthetic, its own seed).")] = None,
+    card: Annotated[Path | None, typer.Option(readable=False, help="Model card JSON (input spec, preprocessing, output convention).")] = None,
+    calib_set: Annotated[Path | None, typer.Option(readable=False, help="Calibration .npz (default: synthetic, its own seed).")] = None,
+    eval_set: Annotated[Path | None, typer.Option(readable=False, help="Evaluation .npz (default: synthetic, its own seed).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every pass and verify again, ignoring the pass and report caches.")] = False,
     output_format: FormatOpt = OutputFormat.human,
 ) -> None:
@@ -69,11 +69,11 @@ def compile_command(
 
 
 def report_command(
-    path: Annotated[Path, typer.Argument(help="A report.json written by edgekit compile.")],
+    path: Annotated[Path, typer.Argument(readable=False, help="A report.json written by edgekit compile.")],
     html: Annotated[bool, typer.Option("--html", help="Write report.html beside it.")] = False,
     markdown: Annotated[bool, typer.Option("--md", help="Write report.md beside it.")] = False,
-    compare: Annotated[list[Path] | None, typer.Option("--compare", help="More report.json files: write one comparison page.")] = None,
-    out: Annotated[Path, typer.Option(help="The comparison page (with --compare).")] = Path("build/compare.html"),
+    compare: Annotated[list[Path] | None, typer.Option("--compare", readable=False, help="More report.json files: write one comparison page.")] = None,
+    out: Annotated[Path, typer.Option(readable=False, help="The comparison page (with --compare).")] = Path("build/compare.html"),
 ) -> None:
     """Re-render a report without recompiling (validates it against the schema), or compare several in one HTML page."""
     from edgekit.report.render import load_report, write_reports

@@ -13,8 +13,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Gaze datasets: convert real d
 @data_app.command()
 def convert(
     dataset: Annotated[str, typer.Argument(help="openeds2020, ethxgaze, mpiigaze-mat or mpiigaze-h5.")],
-    source: Annotated[Path, typer.Argument(help="Dataset root folder or file.")],
-    out: Annotated[Path, typer.Argument(help="Output .npz.")],
+    source: Annotated[Path, typer.Argument(readable=False, help="Dataset root folder or file.")],
+    out: Annotated[Path, typer.Argument(readable=False, help="Output .npz.")],
     limit: Annotated[int | None, typer.Option(help="Keep at most this many samples.")] = None,
     size: Annotated[str | None, typer.Option(help="Resize to HxW (openeds2020, ethxgaze).")] = None,
 ) -> None:
@@ -32,7 +32,7 @@ def convert(
 
 
 @data_app.command()
-def check(path: Annotated[Path, typer.Argument(help="A gaze-set .npz.")]) -> None:
+def check(path: Annotated[Path, typer.Argument(readable=False, help="A gaze-set .npz.")]) -> None:
     """Validate a gaze-set .npz and print what it holds."""
     from edgekit.data.npz import read_gazeset
 

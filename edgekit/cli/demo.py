@@ -16,7 +16,7 @@ demo_app = typer.Typer(no_args_is_help=True, help="Built-in demo models: train, 
 @demo_app.command()
 def train(
     arch: Annotated[str, typer.Option(help="Built-in architecture: tinygaze, gazeresnet18 or temporalgaze.")] = "tinygaze",
-    out: Annotated[Path, typer.Option(help="Folder for <arch>.safetensors and <arch>.json (the model card).")] = Path("build/models"),
+    out: Annotated[Path, typer.Option(readable=False, help="Folder for <arch>.safetensors and <arch>.json (the model card).")] = Path("build/models"),
     n_train: Annotated[int | None, typer.Option(help="Training images (sequences for temporalgaze); default per model.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs; default per model.")] = None,
     batch: Annotated[int | None, typer.Option(help="Batch size; default per model.")] = None,
@@ -58,7 +58,7 @@ def _fmt(values: list[float]) -> str:
 def evaluate(
     model: Annotated[str, typer.Argument(help="Built-in model name (shipped weights).")] = "tinygaze",
     n: Annotated[int, typer.Option(help="Evaluation images (sequences for temporal models).")] = 2000,
-    eval_set: Annotated[Path | None, typer.Option(help="An evaluation .npz instead of the synthetic one.")] = None,
+    eval_set: Annotated[Path | None, typer.Option(readable=False, help="An evaluation .npz instead of the synthetic one.")] = None,
     output_format: FormatOpt = OutputFormat.human,
 ) -> None:
     """Evaluate a shipped demo model and print its accuracy report (angular error in degrees)."""
@@ -70,7 +70,7 @@ def evaluate(
 
 @demo_app.command()
 def samples(
-    out: Annotated[Path, typer.Option(help="PNG file for the contact sheet.")] = Path("build/samples.png"),
+    out: Annotated[Path, typer.Option(readable=False, help="PNG file for the contact sheet.")] = Path("build/samples.png"),
     n: Annotated[int, typer.Option(help="Number of samples.")] = 24,
     seed: Annotated[int, typer.Option(help="Renderer seed.")] = 0,
     size: Annotated[str, typer.Option(help="Image size HxW.")] = "40x64",
@@ -88,7 +88,7 @@ def samples(
 
 @demo_app.command()
 def dataset(
-    out: Annotated[Path, typer.Argument(help="Output .npz.")],
+    out: Annotated[Path, typer.Argument(readable=False, help="Output .npz.")],
     role: Annotated[str, typer.Option(help="train, val, calib or eval: each role has its own seed.")] = "eval",
     n: Annotated[int, typer.Option(help="Images, or sequences with --sequence-length.")] = 512,
     size: Annotated[str, typer.Option(help="Image size HxW.")] = "40x64",

@@ -15,9 +15,9 @@ def energy_command(
     model: Annotated[str | None, typer.Argument(help="Model as for `edgekit compile` (default: the demo).")] = None,
     targets: Annotated[str, typer.Option(
         help="Comma-separated targets to compare; `sample`: every target of the committed sample report.")] = "onnx,onnx-fp16,onnx-int8",
-    out: Annotated[Path, typer.Option(help="Folder for the compiled artifacts and reports.")] = Path("build/energy"),
+    out: Annotated[Path, typer.Option(readable=False, help="Folder for the compiled artifacts and reports.")] = Path("build/energy"),
     force: ForceOpt = False,
-    report_dir: Annotated[Path | None, typer.Option(
+    report_dir: Annotated[Path | None, typer.Option(readable=False, 
         help="Also write the sample report there: demo.md, demo.json (static numbers) and compare.html.")] = None,
     output_format: FormatOpt = OutputFormat.human,
 ) -> None:

@@ -37,8 +37,11 @@ class ToCoreML(Pass):
     observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
 
     def host_dependence(self) -> str | None:
-        return ("activation ranges come from float32 calibration runs in torch, whose kernels depend on the CPU"
-                if self.activations == "int8" else None)
+        if self.activations == "int8":
+            return "activation ranges come from float32 calibration runs in torch, whose kernels depend on the CPU"
+        if self.weights == "palettize4":  # not seen to differ, but its k-means runs on BLAS kernels chosen for the CPU
+            return "k-means palettization runs in float on BLAS kernels chosen for the CPU"
+        return None
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import numpy as np
