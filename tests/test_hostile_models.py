@@ -398,7 +398,7 @@ def test_permission_denied_says_so(tmp_path):
     hidden.chmod(0o000)
     try:
         assert cannot_open(path) and cannot_open(hidden / "inside.safetensors")  # not vacuous
-        cases = [(path, "locked.safetensors: permission denied; fix: make it readable"),
+        cases = [(path, "locked.safetensors: permission denied (model file); fix: make it readable"),
                  (hidden / "inside.safetensors", "inside.safetensors: permission denied")]
         for model, message in cases:
             code, _, err = run_cli_without_file_privileges(["compile", str(model), *ARGS, "--out", str(tmp_path / "o")])

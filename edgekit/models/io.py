@@ -36,18 +36,16 @@ def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype = torch.
 
 def check_readable(path: str | Path) -> Path:
     """A model file that can be opened and is not empty; otherwise one line saying which and what to do."""
+    from edgekit import userfile
+
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             empty = not fh.read(1)
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such file; fix: check the path") from None
-    except PermissionError:
-        raise BadInputError(f"{path}: permission denied; fix: make it readable (chmod +r) or run as its owner") from None
     except IsADirectoryError:
         raise BadInputError(f"{path}: is a folder, not a model file; fix: give the file (or an edgekit module folder)") from None
     except OSError as exc:
-        raise BadInputError(f"{path}: cannot be read ({exc.strerror}); fix: check the file") from None
+        raise userfile.fail(path, exc, "model file") from None
     if empty:
         raise BadInputError(f"{path}: empty file (0 bytes); fix: save or copy the model again, this copy is empty")
     return path
