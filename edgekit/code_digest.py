@@ -47,7 +47,8 @@ def _source_path(module: str) -> Path | None:
 
 
 def _imports(module: str) -> set[str]:
-    """edgekit modules named by the import statements of MODULE (a `from pkg import name` may name a module)."""
+    """edgekit modules named by the import statements of MODULE. `from pkg import mod` counts as mod alone: a package's
+    __init__ (which may import every submodule) does not decide what one of its modules computes."""
     path = _source_path(module)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
@@ -59,6 +60,8 @@ def _imports(module: str) -> set[str]:
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parts + ([node.module] if node.module else []))
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
+            submodules = {f"{base}.{a.name}" for a in node.names if _source_path(f"{base}.{a.name}") is not None}
+            found.update(submodules)
+            if len(submodules) < len(node.names):  # names defined in `base` itself (not only its submodules)
+                found.add(base)
     return {name for name in found if _source_path(name) is not None}
