@@ -7,6 +7,23 @@ import errno
 import signal
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (a converter's may run to pages), or its type's name when empty."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
+_GENERIC_FIX = {1: "see the report named above", 2: "correct the input named above",
+                3: "install what is named above", 130: "run the command again", 143: "run the command again"}
+
+
+def error_document(exc: BaseException | str, exit_code: int | None = None) -> dict:
+    """{"error", "exit_code", "fix"} for --format json: messages read "...; fix: ...", so the fix splits off."""
+    message = str(exc)
+    code = exit_code if exit_code is not None else getattr(exc, "exit_code", 2)
+    error, _, fix = message.partition("; fix: ")
+    return {"error": error, "exit_code": code, "fix": fix or _GENERIC_FIX.get(code, "see the message")}
+
+
 class EdgekitError(Exception):
     """Base class: the message is one line naming the thing and the fix."""
 

@@ -11,7 +11,7 @@ from edgekit.artifact import Artifact, Format, digest_path
 from edgekit.cache import REBUILT, Cache, cache_key, tool_versions
 from edgekit.code_digest import code_digest
 from edgekit.context import Context
-from edgekit.errors import BadInputError, EdgekitError, PassFailedError, from_os_error
+from edgekit.errors import BadInputError, EdgekitError, PassFailedError, first_line, from_os_error
 from edgekit.passes.base import Pass
 
 
@@ -32,21 +32,20 @@ def _run_checked(p: Pass, src: Artifact, ctx: Context, out_dir, done: list[str])
         result = p.run(src, ctx, out_dir)
     except EdgekitError as exc:
         raise type(exc)(f"{exc} [in pass {p.name}{after}]") from None
-    except OSError as exc:
-        if from_os_error(exc) is not None:  # a full disk or unwritable folder: the CLI says so in one line
-            raise
-        raise PassFailedError(f"pass {p.name}{after} failed: {_first_line(exc)}") from exc
     except Exception as exc:  # a converter or runtime crash: one line with the pass, never a traceback
-        raise PassFailedError(f"pass {p.name}{after} failed: {_first_line(exc)}") from exc
+        if isinstance(exc, OSError) and from_os_error(exc) is not None:  # a full disk: the CLI says so in one line
+            raise
+        raise PassFailedError(f"pass {p.name}{after} failed: {_described(exc)}") from exc
     broken = _contract_violation(p, src, result, out_dir)
     if broken:
         raise PassFailedError(f"pass {p.name}{after} broke the pass contract: {broken}")
     return result
 
 
-def _first_line(exc: Exception) -> str:
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+def _described(exc: Exception) -> str:
+    """`Type: first line of the message`, or the type alone when the message is empty."""
+    name, text = type(exc).__name__, first_line(exc)
+    return name if text == name else f"{name}: {text}"
 
 
 def _contract_violation(p: Pass, src: Artifact, result, out_dir) -> str | None:

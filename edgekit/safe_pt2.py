@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from edgekit.errors import BadInputError
+from edgekit.errors import BadInputError, first_line
 
 MODEL = "model"
 FIX = "fix: re-export with torch.export.save from a plain nn.Module (tensor weights and ATen operators only)"
@@ -70,7 +70,7 @@ def load_exported_program(path: str | Path):
     except Refused:
         raise
     except Exception as exc:  # a corrupt archive raises anything from zip, json, torch or the schema
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc, 200).split(". ")[0]  # torch appends paragraphs of advice
         raise BadInputError(f"{path}: not a loadable torch.export program ({first}); "
                             "fix: re-save it with torch.export.save") from None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekit.errors import BadInputError, EdgekitError
+from edgekit.errors import BadInputError, EdgekitError, first_line
 from edgekit.fileio import atomic_write_text
 from edgekit.models.io import load_into, read_state_dict, save_weights
 from edgekit.models.registry import BUILTINS, build, builtin
@@ -47,7 +47,7 @@ def build_arch(arch: str, config: dict) -> nn.Module:
     except EdgekitError:
         raise
     except (Exception, SystemExit) as exc:  # user code can raise anything
-        raise BadInputError(f"--arch {arch}: constructor failed with {config} ({_first_line(exc)}); "
+        raise BadInputError(f"--arch {arch}: constructor failed with {config} ({first_line(exc, 200)}); "
                             "fix: pass the constructor arguments it takes with --arch-config JSON") from None
     if not isinstance(module, nn.Module):
         raise BadInputError(f"--arch {arch} built a {type(module).__name__}, not a torch.nn.Module; fix: name the model's class")
@@ -62,7 +62,7 @@ def _import_class(arch: str):
     except EdgekitError:
         raise
     except (Exception, SystemExit) as exc:  # ImportError, AttributeError, or whatever the module raises while importing
-        raise BadInputError(f"--arch {arch}: cannot import ({type(exc).__name__}: {_first_line(exc)}); fix: make "
+        raise BadInputError(f"--arch {arch}: cannot import ({type(exc).__name__}: {first_line(exc, 200)}); fix: make "
                             "package.module importable (PYTHONPATH) and check the class name") from None
     if not callable(cls):
         raise BadInputError(f"--arch {arch}: {cls_name} is a {type(cls).__name__}, not a class; fix: name the model's class")
@@ -102,10 +102,6 @@ def _json_type(value) -> str | None:
     if isinstance(value, (list, tuple)):
         return "list"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def get_submodule_parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -186,7 +182,7 @@ def load_module(folder: Path, *, trusted_arch: str | None = None) -> tuple[nn.Mo
             module = apply_layer_sizes(module, spec["layer_sizes"])
         module = apply_bn_folds(module, spec.get("bn_folds", []))
     except (AttributeError, IndexError, TypeError, ValueError) as exc:
-        raise BadInputError(f"{folder / SPEC}: its layer edits do not fit {arch} ({_first_line(exc)}); fix: rebuild the "
+        raise BadInputError(f"{folder / SPEC}: its layer edits do not fit {arch} ({first_line(exc, 200)}); fix: rebuild the "
                             "folder with edgekit") from None
     return load_into(module, read_state_dict(folder / WEIGHTS), str(folder)), spec
 
@@ -202,7 +198,7 @@ def read_spec(folder: Path) -> dict:
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such file; {fix}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: not valid JSON ({_first_line(exc)}); {fix}") from None
+        raise BadInputError(f"{path}: not valid JSON ({first_line(exc, 200)}); {fix}") from None
     problem = _spec_problem(spec)
     if problem:
         raise BadInputError(f"{path}: {problem}; {fix}")

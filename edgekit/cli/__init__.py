@@ -23,7 +23,7 @@ from edgekit.cli.energy import energy_command
 from edgekit.cli.demo import demo_app
 from edgekit.cli.doctor import doctor
 from edgekit import signals
-from edgekit.errors import EdgekitError, Interrupted, from_os_error
+from edgekit.errors import EdgekitError, Interrupted, error_document, from_os_error
 
 app = typer.Typer(name="edgekit", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile trained PyTorch gaze models into verified edge artifacts, with accuracy reports in degrees.\n\n"
@@ -38,18 +38,6 @@ app.command()(schema)
 app.add_typer(demo_app, name="demo")
 app.add_typer(data_app, name="data")
 app.command()(doctor)
-
-
-_GENERIC_FIX = {1: "see the report named above", 2: "correct the input named above",
-                3: "install what is named above", 130: "run the command again", 143: "run the command again"}
-
-
-def error_document(exc: BaseException | str, exit_code: int | None = None) -> dict:
-    """{"error", "exit_code", "fix"} for --format json: messages read "...; fix: ...", so the fix splits off."""
-    message = str(exc)
-    code = exit_code if exit_code is not None else getattr(exc, "exit_code", 2)
-    error, _, fix = message.partition("; fix: ")
-    return {"error": error, "exit_code": code, "fix": fix or _GENERIC_FIX.get(code, "see the message")}
 
 
 def _wants_json(argv: list[str]) -> bool:

@@ -31,9 +31,8 @@ def compile_command(
 
     Exit codes: 0 ok, 1 a gate failed (artifact and report are kept), 2 bad input or config, 3 missing dependency.
     """
-    from edgekit.cli import error_document
     from edgekit.compiler import compile as run_compile
-    from edgekit.errors import BadInputError, GateFailedError
+    from edgekit.errors import BadInputError, GateFailedError, error_document
 
     config = None
     if arch_config:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekit.errors import BadInputError
+from edgekit.errors import BadInputError, first_line
 from edgekit.fileio import atomic_write
 from edgekit.models.card import ModelCard
 from edgekit.models.registry import build
@@ -85,7 +85,7 @@ def _torch_load_refusal(path: Path, exc: Exception) -> str:
     if "weights_only" in text or "Weights only" in text or isinstance(exc, (KeyError, EOFError)):
         return f"{path}: not a torch weights file edgekit can read without unpickling (corrupt, truncated, a plain " \
                f"pickle or another format); {fix}"
-    first = (text.strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+    first = first_line(exc, 160).split(". ")[0]
     return f"{path}: not a readable torch weights file ({first}); {fix}"
 
 

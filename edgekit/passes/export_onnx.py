@@ -16,7 +16,7 @@ from pydantic import Field
 
 from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
-from edgekit.errors import BadInputError
+from edgekit.errors import BadInputError, first_line
 from edgekit.passes.base import Pass
 from edgekit.quiet import quiet
 
@@ -59,7 +59,7 @@ def load_torchscript(path: Path):
         with quiet():
             return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:200]
+        first = first_line(exc, 200).split(". ")[0]
         raise BadInputError(f"{path}: not a loadable TorchScript file ({first}); fix: save it again with torch.jit.save") from None
 
 

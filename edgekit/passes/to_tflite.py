@@ -22,7 +22,7 @@ from pydantic import Field
 
 from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
-from edgekit.errors import BadInputError
+from edgekit.errors import BadInputError, first_line
 from edgekit.passes.int8_options import Int8Options
 from edgekit.quiet import quiet
 
@@ -162,7 +162,7 @@ def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
             calibrate_observers(prepared, samples)
             return convert_pt2e(prepared, fold_quantize=False), decisions
     except Exception as exc:
-        raise BadInputError(f"to_tflite: PT2E INT8 quantization failed ({_first_line(exc)}); fix: keep the failing "
+        raise BadInputError(f"to_tflite: PT2E INT8 quantization failed ({first_line(exc)}); fix: keep the failing "
                             "layer float with keep_float, or use the onnx-int8 target") from None
 
 
@@ -173,7 +173,7 @@ def _export(module, args, strict: bool = False):
         with quiet():
             return torch.export.export(module, args, strict=strict)
     except Exception as exc:
-        raise BadInputError(f"to_tflite: torch.export failed ({_first_line(exc)}); fix: make the model exportable "
+        raise BadInputError(f"to_tflite: torch.export failed ({first_line(exc)}); fix: make the model exportable "
                             "(no data-dependent control flow) or use the onnx target") from None
 
 
@@ -189,12 +189,8 @@ def _convert(litert_torch, module, args, original=None, **kwargs):
             where = op_location(original or module, args, op)
             raise BadInputError(f"to_tflite: operator aten.{op} (in module {where}) has no LiteRT lowering in litert-torch; "
                                 "fix: replace that layer with supported ops, or use the onnx or coreml target") from None
-        raise BadInputError(f"to_tflite: litert-torch failed ({_first_line(exc)}); fix: check the model exports with "
+        raise BadInputError(f"to_tflite: litert-torch failed ({first_line(exc)}); fix: check the model exports with "
                             "torch.export, or use the onnx target") from None
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def op_location(module, args, op: str) -> str:
