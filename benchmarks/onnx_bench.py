@@ -42,7 +42,7 @@ def compile_times() -> list[str]:
 def ort_latency(path: Path, shape: tuple[int, ...], threads: int, runs: int = 200, warmup: int = 20) -> tuple[float, float]:
     import numpy as np
 
-    from edgekit.backends.onnx import OnnxRunner
+    from edgekit.backends.onnx.runner import OnnxRunner
 
     runner = OnnxRunner(path, threads=threads)
     x = {runner.input_names[0]: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
@@ -82,8 +82,8 @@ def latency_rows() -> list[str]:
 
 
 def main() -> None:
-    from edgekit.verify import host_info
-    from edgekit.backends.onnx import runtime_version
+    from edgekit.environment import host_info
+    from edgekit.backends.onnx.runner import runtime_version
     import torch
 
     host = host_info()

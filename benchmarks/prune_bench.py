@@ -17,11 +17,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 def main(pruned_dir: Path) -> None:
     import edgekit.compiler as ek
-    from edgekit.backends.onnx import OnnxRunner, runtime_version
+    from edgekit.evalset import default_eval_set
+    from edgekit.backends.onnx.runner import OnnxRunner, runtime_version
     from edgekit.evalset import model_inputs
     from edgekit.models.io import load_shipped
     from edgekit.report.compare import scatter_svg
-    from edgekit.verify import host_info, interleaved_latency
+    from edgekit.environment import host_info
+    from edgekit.report.measure import interleaved_latency
 
     host = host_info()
     print("# Pruning benchmark\n")
@@ -36,7 +38,7 @@ def main(pruned_dir: Path) -> None:
                                                                     str(pruned_dir / f"gazeresnet18-channel{p}")) for p in (30, 50, 70)]}
         for family, variants in cases.items():
             _, card = load_shipped(family)
-            evals = model_inputs(card, ek.default_eval_set(card, 512))
+            evals = model_inputs(card, default_eval_set(card, 512))
             sample = evals.sample(0)
             rows = []
             for label, model in variants:

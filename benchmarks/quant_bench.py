@@ -57,10 +57,13 @@ def main() -> None:
     ap.add_argument("--peers", help="python of a venv with nncf (and olive-ai)")
     args = ap.parse_args()
     import edgekit.compiler as ek
-    from edgekit.backends.onnx import OnnxRunner, runtime_version
+    from edgekit.evalset import default_eval_set
+    from edgekit.backends.onnx.runner import OnnxRunner, runtime_version
     from edgekit.data.metrics import angular_error_deg
     from edgekit.evalset import model_inputs, to_vectors
-    from edgekit.verify import host_info, interleaved_latency, run_all
+    from edgekit.environment import host_info
+    from edgekit.evalset import run_all
+    from edgekit.report.measure import interleaved_latency
 
     host = host_info()
     print("# INT8 ONNX: edgekit against peers\n")
@@ -76,8 +79,8 @@ def main() -> None:
             from edgekit.models.io import load_shipped
 
             _, card = load_shipped(model)
-            evals = model_inputs(card, ek.default_eval_set(card, 512))
-            calib = model_inputs(card, ek.default_eval_set(card, 512, role="calib")).arrays[name]
+            evals = model_inputs(card, default_eval_set(card, 512))
+            calib = model_inputs(card, default_eval_set(card, 512, role="calib")).arrays[name]
             variants = {"fp32": fp32.artifact}
             for label, target in (("edgekit onnx-int8 (portable, 7-bit weights)", "onnx-int8"),):
                 variants[label] = ek.compile(model, target, out=tmp / "ek").artifact

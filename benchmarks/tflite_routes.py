@@ -165,7 +165,7 @@ def main() -> None:
 
     from edgekit.data.metrics import angular_error_deg
     from edgekit.evalset import to_vectors
-    from edgekit.evaluate import predict
+    from edgekit.models.evaluate import predict
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@
 Heavy modules (torch, onnxruntime) load on first use, so `import edgekit` is cheap.
 """
 
-__version__ = "0.1.0"
+from edgekit._version import __version__
+
 __all__ = ["__version__", "compile"]
 
 

@@ -14,24 +14,9 @@ import os
 import shutil
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from edgekit.artifact import Artifact
-
-TOOLS = ("edgekit", "torch", "numpy", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common", "coremltools",
-         "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao", "h5py", "nir")
-
-
-def tool_versions() -> dict[str, str]:
-    versions = {}
-    for dist in TOOLS:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
 
 def cache_key(pass_name: str, pass_version: int, options: dict, input_digest: str, calib_digest: str | None,
               card: dict, tools: dict[str, str], code: str) -> str:

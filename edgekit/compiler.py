@@ -13,19 +13,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit import outdir
+from edgekit._version import __version__
 from edgekit.artifact import Artifact, Format
 from edgekit.context import Context
-from edgekit.data import synthetic
 from edgekit.data.npz import GazeSet, read_gazeset
-from edgekit import outdir
 from edgekit.errors import BadInputError, from_os_error
-from edgekit.evalset import is_temporal, model_inputs
+from edgekit.environment import cache_root
+from edgekit.evalset import default_eval_set, is_temporal, model_inputs
 from edgekit.models.card import ModelCard
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.report.model import Report
-
-EVAL_SEQUENCE_LENGTH = 120
-
 
 @dataclass(frozen=True)
 class CompileResult:
@@ -42,17 +40,6 @@ def _as_set(value: GazeSet | str | Path | None) -> GazeSet | None:
     if value is None or isinstance(value, GazeSet):
         return value
     return read_gazeset(value)
-
-
-def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
-    """Synthetic images (or sequences for temporal models) of the model's input size, with the role's own seed."""
-    head_pose = any(s.source == "head_pose" for s in card.inputs)
-    if is_temporal(card):
-        window, horizons = card.image_input.shape[1], card.output.shape[1]
-        per_seq = (EVAL_SEQUENCE_LENGTH - window - horizons) // horizons + 1
-        return synthetic.synthetic_sequences(-(-n // per_seq), EVAL_SEQUENCE_LENGTH, synthetic.SEEDS[role], card.image_size,
-                                             head_pose=head_pose, role=role)
-    return synthetic.standard_set(role, n, card.image_size, head_pose=head_pose)
 
 
 def default_out_dir(model: str | None, recipe: Recipe) -> Path:
@@ -102,7 +89,7 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
     _refuse_overlap(calib_set, eval_set)
     inputs = model_inputs(src.card, eval_set)
     ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
-                  cache_dir=synthetic.cache_dir() / "passes" if cache else None, progress=progress, log=log)
+                  cache_dir=cache_root() / "passes" if cache else None, progress=progress, log=log)
     log(f"pipeline: {pipeline}")
     steps = pipeline.run(src.artifact, ctx)
     final = steps[-1].artifact if steps else src.artifact
@@ -118,10 +105,10 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
 
 def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache: bool, log):
     """Verify the artifact, or reuse the cached report of an identical earlier verification (`cache`)."""
-    from edgekit import report_cache
-    from edgekit.verify_artifact import verify
+    from edgekit.report import cache as report_cache
+    from edgekit.report.build import verify
 
-    root = synthetic.cache_dir() / "reports"
+    root = cache_root() / "reports"
     key = report_cache.report_key(src, recipe, pipeline, shipped, eval_set, calib_set) if cache else None
     cached = report_cache.load(root, key, shipped, log) if key else None
     if cached is not None:
@@ -171,15 +158,13 @@ def _place_artifact(art: Artifact, staging: Path) -> Artifact:
 
 def sidecar(card: ModelCard, art: Artifact, pipeline: str) -> dict:
     """The machine-readable I/O contract of an artifact: what a caller must feed and what comes back."""
-    import edgekit
-
     pre = card.preprocessing
     if art.meta.get("input_type") == "image":
-        return {**_tensor_sidecar(card, art, pipeline, edgekit.__version__, pre),
+        return {**_tensor_sidecar(card, art, pipeline, __version__, pre),
                 "inputs": [{"name": s.name, "kind": "image", "shape": s.shape, "color": s.color, "pixel_range": [0, 255],
                             "normalization": {"applied": "inside the model", "scale": pre.scale, "offset": pre.offset},
                             "quantization": None} for s in card.inputs]}
-    return _tensor_sidecar(card, art, pipeline, edgekit.__version__, pre)
+    return _tensor_sidecar(card, art, pipeline, __version__, pre)
 
 
 def _io_quantization(art: Artifact, side: str, index: int) -> tuple[str | None, dict | None]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from edgekit.data import synthetic
 from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.npz import GazeSet
 from edgekit.errors import BadInputError
 from edgekit.models.card import ModelCard
+
+EVAL_SEQUENCE_LENGTH = 120
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]  # a runtime's run(): inputs by name -> output 0
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,10 @@ def is_temporal(card: ModelCard) -> bool:
 
 def model_inputs(card: ModelCard, gs: GazeSet) -> ModelInputs:
     """Preprocess images (card.preprocessing), add head pose where declared, window sequences for temporal models."""
-    from edgekit.evaluate import sequence_windows
+    from edgekit.models.evaluate import sequence_windows
 
     spec = card.image_input
-    from edgekit.evaluate import preprocessed_images
+    from edgekit.models.evaluate import preprocessed_images
 
     images = preprocessed_images(card, gs)
     if is_temporal(card):
@@ -68,3 +73,27 @@ def to_vectors(outputs: np.ndarray, card: ModelCard) -> np.ndarray:
     if card.output.convention == "pitchyaw_rad":
         return pitchyaw_to_vector(out)
     return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+
+
+def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:
+    """Outputs for every sample, in batches where the model allows it, else one by one."""
+    n = len(inputs)
+    try:
+        parts = [run({k: v[i:i + batch] for k, v in inputs.arrays.items()}) for i in range(0, n, batch)]
+        out = np.concatenate(parts)
+        if len(out) == n:
+            return out
+    except Exception:  # static batch-1 graphs refuse bigger batches
+        pass
+    return np.concatenate([run(inputs.sample(i)) for i in range(n)])
+
+
+def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
+    """Synthetic images (or sequences for temporal models) of the model's input size, with the role's own seed."""
+    head_pose = any(s.source == "head_pose" for s in card.inputs)
+    if is_temporal(card):
+        window, horizons = card.image_input.shape[1], card.output.shape[1]
+        per_seq = (EVAL_SEQUENCE_LENGTH - window - horizons) // horizons + 1
+        return synthetic.synthetic_sequences(-(-n // per_seq), EVAL_SEQUENCE_LENGTH, synthetic.SEEDS[role], card.image_size,
+                                             head_pose=head_pose, role=role)
+    return synthetic.standard_set(role, n, card.image_size, head_pose=head_pose)

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 
 from edgekit.artifact import Artifact, Format, digest_path
-from edgekit.cache import REBUILT, Cache, cache_key, tool_versions
+from edgekit.cache import REBUILT, Cache, cache_key
+from edgekit.environment import host_info, tool_versions
 from edgekit.code_digest import code_digest
 from edgekit.context import Context
 from edgekit.errors import BadInputError, EdgekitError, PassFailedError, first_line, from_os_error
@@ -98,7 +99,6 @@ class Pipeline:
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
         cache = Cache(ctx.cache_dir, log=ctx.log) if ctx.cache_dir else None
         ctx.pipeline = str(self)
-        from edgekit.verify import host_info
 
         # quantized kernels and their saturation depend on the ISA, so it is part of every key
         tools = {**tool_versions(), "host_isa": ",".join(host_info()["isa_flags"])}

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgekit import userfile
 from edgekit.errors import BadInputError
+from edgekit.backends import REGISTRY as BACKENDS
+from edgekit.backends import check_last_pass
 from edgekit.passes import REGISTRY, Pass
 
 TARGETS_DIR = Path(__file__).parent / "targets"
@@ -55,8 +57,6 @@ class Recipe(BaseModel):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        from edgekit.backends import BACKENDS
-
         if v not in BACKENDS:
             raise ValueError(f"unknown backend {v!r} (known: {', '.join(BACKENDS)})")
         return v
@@ -69,20 +69,12 @@ class Recipe(BaseModel):
     @model_validator(mode="after")
     def _backend_runs_last_format(self) -> Recipe:
         """Refuse at load time what would otherwise fail after the whole pipeline ran: the backend cannot load the artifact."""
-        from edgekit.backends import BACKENDS, backends_for
-
         if not self.passes:
             raise ValueError("passes: a recipe needs at least one pass; fix: list passes (see `edgekit passes`)")
-        last = self.passes[-1]
-        if last.produces in BACKENDS[self.backend].accepts:
-            return self
-        makers = sorted(n for n, cls in REGISTRY.items() if cls.produces in BACKENDS[self.backend].accepts)
-        runs = ", ".join(sorted(f.value for f in BACKENDS[self.backend].accepts))
-        others = " or ".join(f"backend: {b}" for b in backends_for(last.produces)) or "a backend that runs it"
-        # "key: message; fix: ..." (a whole-recipe error has no location of its own: load_recipe uses the key)
-        raise ValueError(f"backend: backend {self.backend!r} runs {runs} artifacts, but the last pass {last.name} produces "
-                         f"{last.produces.value}; fix: use {others}, or end the passes with "
-                         f"{' or '.join(makers) or f'a pass that produces {runs}'}")
+        problem = check_last_pass(self.backend, self.passes[-1])
+        if problem:  # "key: message; fix: ..." (a whole-recipe error has no location of its own: load_recipe uses the key)
+            raise ValueError(f"backend: {problem}")
+        return self
 
     def pipeline(self):
         from edgekit.pipeline import Pipeline

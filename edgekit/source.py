@@ -262,7 +262,7 @@ def _copy_in(path: Path, work: Path) -> Path:
 
 
 def _load_torchscript(path: Path, work: Path, card: ModelCard) -> LoadedModel:
-    from edgekit.passes.export_onnx import load_torchscript
+    from edgekit.backends.onnx.export import load_torchscript
 
     module = load_torchscript(path)
     art = Artifact.create(_copy_in(path, work), Format.torchscript)
@@ -296,7 +296,7 @@ def _onnx_inputs(path: Path) -> list[InputSpec] | None:
 
 
 def _load_onnx(path: Path, work: Path, card: ModelCard) -> LoadedModel:
-    from edgekit.backends.onnx import OnnxRunner
+    from edgekit.backends.onnx.runner import OnnxRunner
 
     try:
         runner = OnnxRunner(path, threads=1)

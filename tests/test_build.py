@@ -114,12 +114,12 @@ def test_the_workflow_calls_only_tested_commands():
 
 
 def test_an_interrupted_build_leaves_no_half_written_artifact(tmp_path, monkeypatch):
-    import edgekit.verify_artifact
+    import edgekit.report.build
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the artifact was being verified
 
-    monkeypatch.setattr(edgekit.verify_artifact, "verify", interrupted)
+    monkeypatch.setattr(edgekit.report.build, "verify", interrupted)
     monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "empty-cache"))  # no cached report: verification runs
     dist = tmp_path / "dist"
     with pytest.raises(KeyboardInterrupt):

@@ -83,7 +83,11 @@ def test_doctor_reports_core_usable(capsys):
     assert run(["doctor", "--format", "json"]) == 0
     rows = {r["component"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["core (torch, renderer)"]["usable"] is True
-    assert any("loihi" in name for name in rows)
+    from edgekit.backends import REGISTRY
+
+    for name in REGISTRY:  # one row per registered backend, read from the registry
+        assert any(c.startswith(f"{name} backend") for c in rows), name
+    assert rows[next(c for c in rows if c.startswith("onnx backend"))]["usable"] is True
 
 
 def test_data_convert_mpiigaze_h5(tmp_path, capsys):

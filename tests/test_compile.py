@@ -152,7 +152,7 @@ def test_gate_failure_exits_1_and_keeps_artifact_and_report(tmp_path, capsys):
 
 def test_parity_names_the_first_diverging_layer(tmp_path):
     from edgekit.artifact import Artifact, Format
-    from edgekit.parity import first_divergence
+    from edgekit.report.parity import first_divergence
     from edgekit.source import load_source
 
     res = ek.compile(None, "onnx", out=tmp_path / "ok")

@@ -9,7 +9,7 @@ from edgekit.artifact import Format
 from edgekit.cli import run
 from edgekit.errors import BadInputError
 from edgekit.models.io import load_shipped, save_weights
-from edgekit.passes.export_onnx import ExportOnnx
+from edgekit.backends.onnx.export import ExportOnnx
 from edgekit.passes.fold_bn import FoldBN
 from edgekit.pipeline import Pipeline
 from tests.fixtures.gaze_models import UnsupportedOpGaze

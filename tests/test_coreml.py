@@ -9,7 +9,7 @@ from torch import nn
 
 import edgekit.compiler as ek
 from edgekit._optional import require
-from edgekit.backends.mil_interpreter import MilInterpreter, UnsupportedMilError
+from edgekit.backends.coreml.mil_interpreter import MilInterpreter, UnsupportedMilError
 from edgekit.cli import run
 from edgekit.quiet import quiet
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import edgekit.compiler as ek
-from edgekit.energy.counts import onnx_layer_counts
+from edgekit.backends.onnx.energy_counts import onnx_layer_counts
 from edgekit.energy.estimate import estimate, profile
 from edgekit.energy.meters import NvmlSource, RaplSource, measure
 

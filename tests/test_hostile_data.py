@@ -167,11 +167,11 @@ def test_backend_that_cannot_run_the_last_format_is_refused_before_any_pass(tmp_
 
 
 def test_every_shipped_target_ends_in_a_format_its_backend_runs():
-    from edgekit.backends import BACKENDS
+    from edgekit.backends import REGISTRY
 
     for name in list_targets():
         recipe = load_recipe(name)
-        assert recipe.passes[-1].produces in BACKENDS[recipe.backend].accepts, name
+        assert recipe.passes[-1].produces in REGISTRY[recipe.backend].consumes, name
 
 
 @pytest.fixture
@@ -326,7 +326,7 @@ def test_a_damaged_cached_report_is_not_reused(good_set, tmp_path, capsys, cache
 
 
 def test_a_cached_report_is_reused_only_for_the_bytes_it_describes(good_set, tmp_path, capsys, cache_root):
-    from edgekit import report_cache
+    from edgekit.report import cache as report_cache
     from edgekit.report.model import Report
 
     _compile(good_set, tmp_path / "a", capsys)

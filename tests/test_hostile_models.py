@@ -22,7 +22,7 @@ from edgekit.cli import run
 from edgekit.errors import BadInputError
 from edgekit.models import build
 from edgekit.models.io import save_weights
-from edgekit.passes.export_onnx import load_torch_artifact
+from edgekit.backends.onnx.export import load_torch_artifact
 from edgekit.source import load_source
 from edgekit.torch_module import save_module
 from tests.fixtures.unprivileged import cannot_open, run_cli_without_file_privileges

@@ -67,7 +67,7 @@ def test_each_broken_contract_is_one_line_naming_the_pass_and_those_before(tmp_p
 
 def test_the_cache_key_follows_the_code_of_the_pass_and_what_it_imports():
     assert {"edgekit.passes.fold_bn", "edgekit.torch_module", "edgekit.artifact"} <= _closure("edgekit.passes.fold_bn")
-    assert "edgekit.passes.ptq" not in _closure("edgekit.passes.fold_bn")
-    assert code_digest("edgekit.passes.fold_bn") != code_digest("edgekit.passes.export_onnx")
+    assert "edgekit.backends.onnx.ptq" not in _closure("edgekit.passes.fold_bn")
+    assert code_digest("edgekit.passes.fold_bn") != code_digest("edgekit.backends.onnx.export")
     key = lambda code: cache_key("p", 1, {}, "in", None, {}, {}, code)  # noqa: E731
-    assert key(code_digest("edgekit.passes.fold_bn")) != key(code_digest("edgekit.passes.export_onnx"))
+    assert key(code_digest("edgekit.passes.fold_bn")) != key(code_digest("edgekit.backends.onnx.export"))

@@ -72,7 +72,7 @@ def test_bn_scale_importance_needs_unfolded_batchnorm(tmp_path, capsys):
 def test_magnitude_sparsity_is_stored_sparse_in_core_ml(tmp_path):
     import numpy as np
 
-    from edgekit.backends.mil_interpreter import MilInterpreter
+    from edgekit.backends.coreml.mil_interpreter import MilInterpreter
 
     res = ek.compile(None, _recipe(tmp_path, "{method: magnitude, amount: 0.6}", "  - fold_bn\n  - to_coreml: {weights: sparse}\n",
                                    backend="coreml"), out=tmp_path / "s")

@@ -48,8 +48,8 @@ def assert_same_static_numbers(old: dict, new: dict, same_host: bool) -> None:
 
 
 def test_regeneration_gives_the_committed_static_numbers(tmp_path):
-    from edgekit.snn.lava_run import lava_available
-    from edgekit.verify import host_info
+    from edgekit.backends.lava.simulator import lava_available
+    from edgekit.environment import host_info
 
     ok, why = lava_available()
     if not ok:  # the loihi row's spike-for-spike gate needs Lava's simulator (make lava)

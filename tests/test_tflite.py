@@ -9,8 +9,8 @@ from torch import nn
 
 import edgekit.compiler as ek
 from edgekit._optional import require
-from edgekit.backends import tflite_graph
-from edgekit.backends.tflite import LiteRTRunner
+from edgekit.backends.tflite import graph as tflite_graph
+from edgekit.backends.tflite.runner import LiteRTRunner
 from edgekit.cli import run
 from edgekit.models.io import save_weights
 from edgekit.quiet import quiet
@@ -144,7 +144,7 @@ def test_two_input_model_converts_and_runs(tmp_path, target):
 
 
 def test_inputs_follow_the_signatures_argument_order_not_the_interpreters():
-    from edgekit.backends.tflite import _inputs_in_argument_order
+    from edgekit.backends.tflite.runner import _inputs_in_argument_order
 
     class Reordered:  # an interpreter listing its inputs in another order than the forward's arguments
         def get_input_details(self):

@@ -30,6 +30,7 @@ def targets(output_format: FormatOpt = OutputFormat.human) -> None:
 
 def passes(output_format: FormatOpt = OutputFormat.human) -> None:
     """List the passes with what they consume and produce and their options."""
+    import edgekit.backends  # noqa: F401  (registers the conversion passes)
     from edgekit.passes import REGISTRY
 
     rows = []

@@ -21,16 +21,12 @@ from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.npz import GazeSet, make_meta, read_gazeset, write_gazeset
 from edgekit.data.render import RENDERER_VERSION, render_eye, sample_appearance, sample_gaze
 from edgekit.data.sequences import gaze_trajectory
+from edgekit.environment import cache_root
 
 CHUNK = 256
 # Seeds of the standard synthetic sets; each role has its own, so the sets are disjoint.
 SEEDS = {"train": 0, "val": 1, "calib": 2, "eval": 3}
 DEFAULT_FPS = 60.0
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("EDGEKIT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "edgekit")
-    return Path(root)
 
 
 def _render_chunk(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,7 +127,7 @@ def _build_sequences(spec: dict, workers: int | None, progress: bool, role: str)
 
 def _cached(spec: dict, role: str, cache: bool, build) -> GazeSet:
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / "synthetic" / f"{spec['kind']}-{key}.npz"
+    path = cache_root() / "synthetic" / f"{spec['kind']}-{key}.npz"
     if cache and path.is_file():
         try:
             gs = read_gazeset(path)

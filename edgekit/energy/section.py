@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def energy_section(rows: list[dict], runner, sample, not_measurable: str | None = None) -> dict:
-    """`rows` as edgekit.energy.counts gives them (layer, op, precision, macs, weight and activation sizes).
+    """`rows` as edgekit.backends.onnx.energy_counts gives them (layer, op, precision, macs, weight and activation sizes).
 
     `not_measurable`: why this host's energy would not describe the artifact's runtime (then nothing is measured)."""
     from edgekit.energy.estimate import estimate

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from edgekit.data import synthetic
 from edgekit.data.render import HEAD_RANGE_DEG, PITCH_RANGE_DEG, RENDERER_VERSION, YAW_RANGE_DEG
-from edgekit.evaluate import evaluate_images, evaluate_temporal, preprocessed_images, reports_to_dict, sequence_windows
+from edgekit.models.evaluate import evaluate_images, evaluate_temporal, preprocessed_images, reports_to_dict, sequence_windows
 from edgekit.models.card import ModelCard
 from edgekit.models.io import load_shipped, save_weights, sha256_file
 from edgekit.models.registry import build, builtin

@@ -40,7 +40,7 @@ class QAT(Pass):
         return "fine-tunes in float32 with torch kernels chosen for the CPU"
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
-        from edgekit.passes.ptq import PTQ
+        from edgekit.backends.onnx.ptq import PTQ
         from edgekit.torch_module import load_module, save_module
 
         if ctx.calib is None:
@@ -62,8 +62,8 @@ class QAT(Pass):
 
     def _ptq_increase(self, art: Artifact, ctx, scratch: Path, ptq) -> float:
         from edgekit.evalset import model_inputs
-        from edgekit.passes.export_onnx import ExportOnnx
-        from edgekit.passes.ptq import CalibEval
+        from edgekit.backends.onnx.export import ExportOnnx
+        from edgekit.backends.onnx.ptq import CalibEval
 
         scratch.mkdir(parents=True, exist_ok=True)
         fp32 = ExportOnnx().run(art, ctx, scratch / "fp32")

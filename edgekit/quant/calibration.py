@@ -58,7 +58,7 @@ def load_calibration_spec(name_or_path: str) -> CalibrationSpec:
 
 
 def resolve_calibration(spec: CalibrationSpec, card) -> GazeSet:
-    from edgekit.compiler import default_eval_set
+    from edgekit.evalset import default_eval_set
     from edgekit.data.npz import read_gazeset
 
     if spec.source == "npz":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgekit.data import synthetic
 from edgekit.data.npz import read_gazeset
-from edgekit.evaluate import evaluate_images, evaluate_temporal, reports_to_dict
+from edgekit.models.evaluate import evaluate_images, evaluate_temporal, reports_to_dict
 from edgekit.models.io import load_shipped, sha256_file, WEIGHTS_DIR
 
 

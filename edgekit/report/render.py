@@ -86,7 +86,7 @@ def to_markdown(report: Report) -> str:
 
 
 def _spiking_markdown(report: Report) -> list[str]:
-    from edgekit.snn.report import spiking_markdown
+    from edgekit.report.spiking import spiking_markdown
 
     return spiking_markdown(report.spiking) if report.spiking else []
 

@@ -2,6 +2,7 @@ import numpy as np
 
 from edgekit.data import synthetic
 from edgekit.data.render import render_eye, sample_appearance
+from edgekit.environment import cache_root
 
 
 def _pupil_centroid(img: np.ndarray) -> np.ndarray:
@@ -61,7 +62,7 @@ def test_cache_returns_the_same_set():
     first = synthetic.synthetic_set(40, 21)
     second = synthetic.synthetic_set(40, 21)
     assert first.digest() == second.digest()
-    assert list((synthetic.cache_dir() / "synthetic").glob("images-*.npz"))
+    assert list((cache_root() / "synthetic").glob("images-*.npz"))
 
 
 def test_an_unguarded_script_with_jax_loaded_still_renders(tmp_path):

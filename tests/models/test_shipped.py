@@ -3,7 +3,7 @@
 import pytest
 
 from edgekit.data import synthetic
-from edgekit.evaluate import evaluate_images, evaluate_temporal
+from edgekit.models.evaluate import evaluate_images, evaluate_temporal
 from edgekit.models.io import load_shipped
 
 

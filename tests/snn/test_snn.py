@@ -126,8 +126,8 @@ def test_fixed_point_reads_the_file_and_tracks_the_float_snn(tmp_path):
     """No Lava needed: the fixed-point model runs the netx file; with 8-bit weights it stays near the float SNN."""
     import json
 
-    from edgekit.backends.lava import FixedPointRunner
-    from edgekit.backends.snn import normalize
+    from edgekit.backends.lava.runner import FixedPointRunner
+    from edgekit.backends.snn.runner import normalize
     from edgekit.data.metrics import angular_error_deg
 
     folder, x = _lava_artifact(tmp_path, timesteps=64, warmup=2)
@@ -146,8 +146,8 @@ def test_fixed_point_reads_the_file_and_tracks_the_float_snn(tmp_path):
 
 
 def test_lava_simulator_matches_the_fixed_point_model_spike_for_spike(tmp_path):
-    from edgekit.backends.lava import FixedPointRunner
-    from edgekit.snn.lava_run import lava_available, run_lava
+    from edgekit.backends.lava.runner import FixedPointRunner
+    from edgekit.backends.lava.simulator import lava_available, run_lava
 
     ok, why = lava_available()
     if not ok:

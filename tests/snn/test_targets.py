@@ -51,7 +51,7 @@ def test_snn_target_reports_the_t_sweep_against_the_naive_baseline(tmp_path):
 
 @pytest.mark.slow  # about 45 s: Lava's simulator on 16 images (still run by default)
 def test_loihi_target_checks_lava_spike_for_spike(tmp_path):
-    from edgekit.snn.lava_run import lava_available
+    from edgekit.backends.lava.simulator import lava_available
 
     ok, why = lava_available()
     if not ok:

@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MEASURES_SPEED = True
-WHY_NO_SPEED = ""
 SWEEP = (4, 8, 16, 32, 64)
 
 

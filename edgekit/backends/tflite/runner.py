@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._optional import require
-from edgekit.backends import tflite_graph
+from edgekit.backends.tflite import graph as tflite_graph
 
-MEASURES_SPEED = True
-WHY_NO_SPEED = ""
 
 
 def runtime_version() -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-MEASURES_SPEED = False
 WHY_NO_SPEED = ("not measured: no Loihi here; Lava's CPU simulator time per step is in the Spiking section, and a "
                 "simulator's speed says nothing about the chip")
 
@@ -32,7 +31,7 @@ class FixedPointRunner:
         return input_bias(encoder_current(self.path, self.spec, x), int(self.spec["input_scale"]), 0)
 
     def run(self, inputs: dict[str, np.ndarray], keep_trains: bool = False) -> np.ndarray:
-        from edgekit.backends.snn import normalize
+        from edgekit.backends.snn.runner import normalize
         from edgekit.snn.fixed_point import run_fixed
 
         x = next(iter(inputs.values()))
@@ -76,7 +75,7 @@ def runner(path: Path, threads: int = 1) -> FixedPointRunner:
 
 
 def counts(path: Path, runner, sample) -> dict:
-    from edgekit.backends.snn import dense_counts
+    from edgekit.backends.snn.runner import dense_counts
     from edgekit.snn.net import SpikingNet
 
     params = sum(int(lay.weight.size) + int(lay.bias.size) for lay in runner.layers if lay.weight is not None)
@@ -97,7 +96,7 @@ def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
 def spiking(art, runner, inputs, ref_out, card) -> dict:
     import torch
 
-    from edgekit.backends.snn import error_curve, naive_curve, reference
+    from edgekit.backends.snn.runner import error_curve, naive_curve, reference
     from edgekit.data.metrics import angular_error_deg
     from edgekit.snn.counts import energy_section, spiking_counts
     from edgekit.snn.net import SpikingNet
@@ -134,9 +133,9 @@ def spiking(art, runner, inputs, ref_out, card) -> dict:
 
 def lava_check(art, runner, inputs, truth: np.ndarray, samples: int) -> dict:
     """Lava's simulator on the first `samples` images against the fixed-point mirror: every spike of every layer."""
-    from edgekit.backends.snn import normalize
+    from edgekit.backends.snn.runner import normalize
     from edgekit.data.metrics import angular_error_deg
-    from edgekit.snn.lava_run import lava_available, run_lava
+    from edgekit.backends.lava.simulator import lava_available, run_lava
 
     ok, why = lava_available()
     if not ok:

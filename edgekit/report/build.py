@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 from edgekit.artifact import Artifact
-from edgekit.cache import tool_versions
+from edgekit.backends import get_backend
+from edgekit.environment import host_info, tool_versions
 from edgekit.data.npz import GazeSet
 from edgekit.evalset import ModelInputs
 from edgekit.recipe import Recipe
 from edgekit.report.model import Gate, Measurement, Report, Step
-from edgekit.verify import compare, host_info, latency, peak_memory, run_all
+from edgekit.evalset import run_all
+from edgekit.report.measure import compare, latency, peak_memory
 
 
 def _set_info(gs: GazeSet | None) -> dict | None:
@@ -51,7 +53,7 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
 def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner, runner_for, source: Artifact) -> dict:
     """Plan summary with its per-layer table, and size/latency against the FP32 artifact the plan was applied to."""
     from edgekit.quant.plan import ISA_PROFILES
-    from edgekit.verify import interleaved_latency
+    from edgekit.report.measure import interleaved_latency
 
     plan = art.meta["quant_plan"]
     macs = sum(lp["macs"] for lp in plan["layers"]) or 1
@@ -102,9 +104,7 @@ def step_rows(steps) -> list[Step]:
 
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
            calib_set: GazeSet | None, work: Path) -> Report:
-    from edgekit.backends import load_backend
-
-    backend = load_backend(recipe.backend)
+    backend = get_backend(recipe.backend)
     threads = recipe.verify.threads
     runner = backend.runner(art.path, threads=threads)
     ref_out = run_all(src.reference, inputs)
@@ -118,12 +118,12 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     skipped = pipeline.passes[:len(pipeline.passes) - len(steps)]
     if skipped:
         notes.insert(0, f"skipped {', '.join(p.name for p in skipped)}: not applicable to a {src.artifact.format.value} input")
-    if backend.MEASURES_SPEED:
+    if backend.measures_speed:
         lat = latency(runner.run, sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())
         memory = peak_memory(lambda: backend.runner(art.path, threads=threads).run(sample))
     else:
-        lat = {q: Measurement(value=None, unit="ms", method="not_measured", how=backend.WHY_NO_SPEED) for q in ("p50", "p90", "p99")}
-        memory = Measurement(value=None, unit="MiB", method="not_measured", how=backend.WHY_NO_SPEED)
+        lat = {q: Measurement(value=None, unit="ms", method="not_measured", how=backend.why_no_speed) for q in ("p50", "p90", "p99")}
+        memory = Measurement(value=None, unit="MiB", method="not_measured", how=backend.why_no_speed)
     report = Report(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         model={"source": src.source, "kind": src.kind, "name": src.card.name, "arch": src.card.arch,
@@ -154,9 +154,8 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
             quant = {**report.quantization, "int8_mac_fraction_planned": report.quantization["int8_mac_fraction"],
                      "int8_mac_fraction": runtime["int8_mac_fraction_measured"]}
             report = report.model_copy(update={"quantization": quant})
-    if hasattr(backend, "spiking"):  # spiking targets: T sweep, spike rates, synaptic ops (and the energy from them)
-        spiking = backend.spiking(art, runner, inputs, ref_out, src.card)
-        report = report.model_copy(update={"spiking": spiking, "energy": spiking.pop("energy_section", report.energy)})
+    # the backend's own sections (spiking targets: T sweep, spike rates, synaptic ops, and the energy from them)
+    report = report.model_copy(update=backend.sections(art, runner, inputs, ref_out, src.card))
     gates = check_gates(recipe, report)
     report = report.model_copy(update={"gates": gates, "passed": all(g.passed for g in gates)})
     if not report.passed and report.quantization:
@@ -165,7 +164,7 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
             "layers that cost the most accuracy in INT8 (alone, calibration set): " +
             ", ".join(f"{lp['name']} {lp['sensitivity_deg']:+.3f} deg" for lp in costly)]})
     if not report.passed and src.module is not None:
-        from edgekit.parity import first_divergence
+        from edgekit.report.parity import first_divergence
 
         report = report.model_copy(update={"parity": first_divergence(src, art, inputs.sample(accuracy.diff_from_reference.worst_sample))})
     return report

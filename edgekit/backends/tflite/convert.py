@@ -47,8 +47,8 @@ class ToTFLite(Int8Options):
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
 
-        from edgekit.backends import tflite_graph
-        from edgekit.passes.export_onnx import load_torch_artifact
+        from edgekit.backends.tflite import graph as tflite_graph
+        from edgekit.backends.onnx.export import load_torch_artifact
 
         litert_torch = require("litert_torch", "the to_tflite pass")
         if self.io == "int8" and self.precision != "int8":

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from edgekit._optional import require
+from edgekit._version import __version__
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
 from edgekit.passes.base import Pass
@@ -48,7 +49,7 @@ class ToCoreML(Pass):
         import torch
 
         ct = require("coremltools", "the to_coreml pass")
-        from edgekit.passes.export_onnx import load_torch_artifact
+        from edgekit.backends.onnx.export import load_torch_artifact
 
         from edgekit.passes.recurrent import unroll_recurrent
 
@@ -161,13 +162,11 @@ class ToCoreML(Pass):
 
     @staticmethod
     def _fill_metadata(model, card, ctx) -> None:
-        import edgekit
-
         pre = card.preprocessing
         model.short_description = card.description or f"{card.name} gaze estimator compiled by edgekit"
         model.author = "edgekit"
         model.license = "same as the source model's weights"
-        model.version = edgekit.__version__
+        model.version = __version__
         image_input = model.get_spec().description.input[0].type.HasField("imageType")
         for s in card.inputs:
             model.input_description[s.name] = (
@@ -177,7 +176,7 @@ class ToCoreML(Pass):
                 if s.source == "image" else f"{s.name}: head pitch and yaw in radians")
         model.output_description[card.output.name] = (f"{card.output.name}: {card.output.convention}, camera frame x right, "
                                                        "y down, z forward")
-        model.user_defined_metadata["edgekit.version"] = edgekit.__version__
+        model.user_defined_metadata["edgekit.version"] = __version__
         model.user_defined_metadata["edgekit.pipeline"] = ctx.pipeline
         model.user_defined_metadata["edgekit.preprocessing"] = json.dumps(pre.model_dump())
 

@@ -85,7 +85,7 @@ class MilInterpreter:
         for op in self.ops:
             if op.op_type != "const" and not hasattr(self, f"_op_{op.op_type}"):
                 raise UnsupportedMilError(f"op {op.op_type} ({op.name}) is not implemented by edgekit's MIL interpreter; "
-                                          "fix: extend edgekit/backends/mil_interpreter.py or use a target without it")
+                                          "fix: extend edgekit/backends/coreml/mil_interpreter.py or use a target without it")
         self.input_names = list(self.function.inputs)
         self.output_names = [v.name for v in self.function.outputs]
         self.macs = 0

@@ -18,7 +18,7 @@ from edgekit.quant.plan import QUANTIZABLE_OPS, LayerPlan, QuantPlan, layer_name
 def quantizable_layers(path: Path) -> list[LayerPlan]:
     """Conv/Gemm/MatMul nodes with constant weights, as plan layers with their MACs and weight counts."""
     onnx = require("onnx", "quantization")
-    from edgekit.report.counts import onnx_counts
+    from edgekit.backends.onnx.graph import onnx_counts
 
     model = onnx.load(str(path))
     inits = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.backends.mil_interpreter import MilInterpreter
+from edgekit.backends.coreml.mil_interpreter import MilInterpreter
 
-MEASURES_SPEED = False
 WHY_NO_SPEED = "not measured: Core ML predicts only on macOS/iOS, and the numpy reference interpreter's speed says nothing about a device"
 
 

@@ -9,8 +9,6 @@ import numpy as np
 from edgekit._optional import require
 
 PROVIDER = "CPUExecutionProvider"
-MEASURES_SPEED = True
-WHY_NO_SPEED = ""
 
 
 def _ort():
@@ -50,7 +48,7 @@ def runner(path: Path, threads: int = 1) -> OnnxRunner:
 
 
 def counts(path: Path, runner, sample) -> dict:
-    from edgekit.report.counts import onnx_counts
+    from edgekit.backends.onnx.graph import onnx_counts
 
     c = onnx_counts(path)
     return {**c, "params_how": "ONNX initializer elements",
@@ -60,7 +58,7 @@ def counts(path: Path, runner, sample) -> dict:
 
 def energy(path: Path, runner, sample) -> dict:
     """Per-layer counts, cited estimates, and a RAPL measurement where the host exposes the counters."""
-    from edgekit.energy.counts import onnx_layer_counts
+    from edgekit.backends.onnx.energy_counts import onnx_layer_counts
     from edgekit.energy.section import energy_section
 
     return energy_section(onnx_layer_counts(path), runner, sample)

@@ -29,10 +29,10 @@ class CalibEval:
     """Scores candidate QDQ models in onnxruntime against the FP32 model on calibration inputs."""
 
     def __init__(self, fp32: Path, inputs, card, n: int):
-        from edgekit.backends.onnx import OnnxRunner
+        from edgekit.backends.onnx.runner import OnnxRunner
         from edgekit.data.metrics import angular_error_deg
         from edgekit.evalset import to_vectors
-        from edgekit.verify import run_all
+        from edgekit.evalset import run_all
 
         self.inputs, self.card, self._angle = inputs.take(n), card, angular_error_deg
         self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
@@ -43,7 +43,7 @@ class CalibEval:
 
     def score(self, path: Path) -> tuple[float, float]:
         """(mean error increase over FP32, p95 difference from FP32), degrees."""
-        from edgekit.backends.onnx import OnnxRunner
+        from edgekit.backends.onnx.runner import OnnxRunner
 
         out = self._vec(self._run_all(OnnxRunner(path).run, self.inputs))
         increase = float(self._angle(out, self.truth).mean()) - self.ref_error
@@ -67,7 +67,7 @@ class PTQ(Int8Options):
         from edgekit.evalset import model_inputs
         from edgekit.quant.calibration import collect
         from edgekit.quant.observers import observe
-        from edgekit.quant.onnx_qdq import apply_plan, quantizable_layers, weight_error
+        from edgekit.backends.onnx.qdq import apply_plan, quantizable_layers, weight_error
         from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, tensor_key
 
         if ctx.calib is None:
@@ -103,7 +103,7 @@ class PTQ(Int8Options):
                                notes=notes)
 
     def _mixed_precision(self, plan, fp32: Path, inputs, ctx, out_dir: Path):
-        from edgekit.quant.onnx_qdq import apply_plan
+        from edgekit.backends.onnx.qdq import apply_plan
         from edgekit.quant.plan import return_sensitive_to_float
 
         scratch = out_dir / "candidates"

@@ -20,7 +20,7 @@ def onnx_layer_counts(path: Path) -> list[dict]:
     """[{'layer', 'op', 'precision', 'macs', 'weight_bytes', 'act_in_elems', 'act_out_elems', 'act_bytes_per_elem'}]."""
     require("onnx", "energy counts")
     from edgekit.quant.plan import layer_name
-    from edgekit.report.counts import node_macs, shape_inferred
+    from edgekit.backends.onnx.graph import node_macs, shape_inferred
 
     model, shapes = shape_inferred(path)
     inits = {i.name: i for i in model.graph.initializer}

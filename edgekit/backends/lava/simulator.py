@@ -3,6 +3,7 @@ environment never imports Lava). Missing environment -> MissingDependencyError w
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -24,16 +25,50 @@ class LavaResult:
     wall_seconds: float  # the whole subprocess, Python start and compilation included
 
 
-def lava_available() -> tuple[bool, str]:
-    from edgekit.cli.doctor import _lava_status
+def lava_python() -> Path:
+    """The Python of the separate Lava environment (Lava needs Python 3.10 and numpy<2).
 
-    return _lava_status()
+    Same place `scripts/setup-lava.sh` (`make lava`) uses: `$EDGEKIT_LAVA_VENV`, default `.venv-lava`; a relative
+    path is relative to the repository root when edgekit runs from a source checkout, else to the working folder.
+    """
+    venv = Path(os.environ.get("EDGEKIT_LAVA_VENV") or ".venv-lava")
+    if not venv.is_absolute():
+        repo = Path(__file__).resolve().parents[3]
+        venv = (repo if (repo / "scripts" / "setup-lava.sh").exists() else Path.cwd()) / venv
+    return venv / "bin" / "python"
+
+
+# Runs inside the Lava venv. It imports Lava's core and reads the versions, and deliberately does not import
+# lava.lib.dl.netx: netx pulls in torch-only modules (lava-dl pins torch 2.3 and is installed with --no-deps),
+# so it needs the torch shim that the Loihi backend provides, and importing it bare here would always fail.
+_LAVA_CHECK = (
+    "import importlib.metadata as m, lava, lava.magma.core.run_configs, numpy; "
+    "assert int(numpy.__version__.split('.')[0]) < 2, 'numpy ' + numpy.__version__ + ' (Lava needs numpy<2)'; "
+    "print(m.version('lava-nc'), m.version('lava-dl'))"
+)
+
+
+def lava_available() -> tuple[bool, str]:
+    py = lava_python()
+    venv = py.parent.parent
+    if not py.exists():
+        return False, f"no Lava environment at {venv}; fix: make lava (needs Python 3.10 from pyenv)"
+    try:
+        out = subprocess.run([str(py), "-I", "-c", _LAVA_CHECK], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"{py} did not run ({exc}); fix: rm -r {venv} && make lava"
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return False, f"Lava does not import in {venv} ({last}); fix: rm -r {venv} && make lava"
+    try:
+        nc, dl = out.stdout.split()
+    except ValueError:
+        return False, f"unexpected version output from {py} ({out.stdout.strip()!r}); fix: rm -r {venv} && make lava"
+    return True, f"lava-nc {nc}, lava-dl {dl} in {venv} (CPU simulator; Loihi hardware needs Intel's package)"
 
 
 def run_lava(folder: Path, input_bias: np.ndarray, timeout: float = 900) -> LavaResult:
     import time
-
-    from edgekit.cli.doctor import lava_python
 
     py = lava_python()
     if not py.exists():

@@ -30,8 +30,7 @@ def code_digest() -> str:
 
 
 def report_key(src, recipe, pipeline, art, eval_set, calib_set) -> str:
-    from edgekit.cache import tool_versions
-    from edgekit.verify import host_info
+    from edgekit.environment import host_info, tool_versions
 
     host = host_info()
     blob = json.dumps({"version": VERSION, "artifact": _shipped_digest(art), "model": src.artifact.sha256,
@@ -112,7 +111,7 @@ def store(root: Path, key: str, report: Report) -> None:
 
 def reused(report: Report, steps) -> Report:
     """The cached report with this run's pass steps, and a note saying what was reused."""
-    from edgekit.verify_artifact import step_rows
+    from edgekit.report.build import step_rows
 
     note = (f"verification reused from the report cache: the artifact, inputs, recipe, tools and host match the run of "
             f"{report.created}, which measured accuracy, latency and memory on this host")

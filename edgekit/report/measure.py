@@ -3,54 +3,15 @@ memory. Every number comes back as a Measurement saying how it was obtained."""
 
 from __future__ import annotations
 
-import functools
-import os
-import platform
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from edgekit.data.metrics import AngularSummary, angular_error_deg
-from edgekit.evalset import ModelInputs, to_vectors
+from edgekit.evalset import ModelInputs, Runner, to_vectors
 from edgekit.models.card import ModelCard
 from edgekit.report.model import Accuracy, DiffSummary, Measurement
-
-Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
-_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd")
-
-
-@functools.lru_cache(maxsize=1)
-def host_info() -> dict:
-    """CPU model and ISA flags (read once per process: the pass cache key and every report use it)."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        text = open("/proc/cpuinfo").read()
-        for line in text.splitlines():
-            if line.startswith("model name") and model in ("unknown", "", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith(("flags", "Features")):
-                present = set(line.split(":", 1)[1].split())
-                flags = [f for f in _FLAGS if f in present]
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "isa_flags": flags, "cores": os.cpu_count(), "machine": platform.machine(),
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
-
-
-def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:
-    """Outputs for every sample, in batches where the model allows it, else one by one."""
-    n = len(inputs)
-    try:
-        parts = [run({k: v[i:i + batch] for k, v in inputs.arrays.items()}) for i in range(0, n, batch)]
-        out = np.concatenate(parts)
-        if len(out) == n:
-            return out
-    except Exception:  # static batch-1 graphs refuse bigger batches
-        pass
-    return np.concatenate([run(inputs.sample(i)) for i in range(n)])
-
 
 def _flat(v: np.ndarray) -> np.ndarray:
     return v.reshape(-1, 3)

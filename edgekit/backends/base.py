@@ -1,0 +1,56 @@
+"""The Backend contract: what edgekit needs from one runtime family to verify and report an artifact."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+from edgekit.artifact import Artifact, Format
+from edgekit.extras import EXTRAS, install_hint
+
+
+class Availability(NamedTuple):
+    usable: bool
+    detail: str  # what runs it when usable; else what is missing and the fix
+
+
+class Backend:
+    """One runtime family. Subclasses live in `edgekit/backends/<name>/__init__.py` beside their conversion pass(es)
+    and runner, import their heavy runtime only inside methods, and are registered in `edgekit.backends.REGISTRY`.
+
+    runner(path) returns an object with run(inputs: dict[str, ndarray]) -> ndarray and describe() -> str.
+    """
+
+    name: ClassVar[str]
+    consumes: ClassVar[frozenset[Format]]  # the artifact formats its runner loads: a recipe's last pass must make one
+    extra: ClassVar[str]  # the pip extra that installs its converter and runtime (edgekit.extras)
+    measures_speed: ClassVar[bool] = True  # whether latency and memory measured here describe the artifact's runtime
+    why_no_speed: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def available(self) -> Availability:
+        """Whether this machine can run the backend's artifacts; the reason and the fix when not."""
+        missing = [m for m in EXTRAS[self.extra].modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return Availability(False, f"missing {', '.join(missing)}; fix: {install_hint(self.extra)}")
+        return Availability(True, "ok")
+
+    def runner(self, path: Path, threads: int = 1):
+        raise NotImplementedError
+
+    def counts(self, path: Path, runner, sample: dict) -> dict:
+        """{'params', 'macs', 'params_how', 'macs_how'} of the artifact as stored."""
+        raise NotImplementedError
+
+    def energy(self, path: Path, runner, sample: dict) -> dict:
+        """The energy section: per-layer counts, cited estimates, a measured reading where one means something."""
+        raise NotImplementedError
+
+    def runtime_details(self, art: Artifact, runner, work: Path) -> tuple[dict, list[str]]:
+        """How the artifact ran here, and notes for the report."""
+        return {"runtime": runner.describe(), "executed_here": True}, []
+
+    def sections(self, art: Artifact, runner, inputs, ref_out, card) -> dict:
+        """Report sections only this backend has (the spiking targets' `spiking`); may replace `energy`."""
+        return {}

@@ -1,0 +1,56 @@
+"""This machine as edgekit sees it: the cache root, the host's CPU and ISA flags, the installed tool versions.
+
+Read once per process (the pass cache key and every report use them).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from edgekit.extras import versioned_distributions
+
+_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd")
+
+
+def cache_root() -> Path:
+    """Where edgekit keeps rendered sets, pass outputs and reports: $EDGEKIT_CACHE_DIR, else the user cache folder."""
+    return Path(os.environ.get("EDGEKIT_CACHE_DIR")
+                or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "edgekit"))
+
+
+@functools.lru_cache(maxsize=1)
+def host_info() -> dict:
+    """CPU model and ISA flags."""
+    model, flags = platform.processor() or "unknown", []
+    try:
+        text = open("/proc/cpuinfo").read()
+        for line in text.splitlines():
+            if line.startswith("model name") and model in ("unknown", "", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith(("flags", "Features")):
+                present = set(line.split(":", 1)[1].split())
+                flags = [f for f in _FLAGS if f in present]
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "isa_flags": flags, "cores": os.cpu_count(), "machine": platform.machine(),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def has_vnni() -> bool:
+    return any(f in host_info()["isa_flags"] for f in ("avx512_vnni", "avx_vnni"))
+
+
+def tool_versions() -> dict[str, str]:
+    """Installed versions of edgekit and every tool that shapes an artifact (extras.py says which)."""
+    versions = {}
+    for dist in versioned_distributions():
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
