@@ -9,7 +9,11 @@ import hashlib
 from enum import Enum
 from pathlib import Path
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.quant.plan import QuantPlan
 
 
 class Format(str, Enum):
@@ -53,6 +57,41 @@ def _canonical_manifest(path: Path) -> bytes:
     return json.dumps({**manifest, "itemInfoEntries": by_path, "rootModelIdentifier": root}, sort_keys=True).encode()
 
 
+class ArtifactMeta(BaseModel):
+    """What a pass records about its output, for the passes after it, the report and the I/O sidecar.
+
+    Unknown keys are refused: a pass that needs to hand on something new names it here, with its type.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    notes: list[str] = Field(default_factory=list)  # for the report's steps and notes
+    precision: str | None = None  # fp32, fp16, int8 (ONNX/TFLite); Core ML: int8-weights, w8a8, palettized-4bit, ...
+    quant_plan: QuantPlan | None = None  # the INT8 plan applied (ptq, to_tflite int8): the report's Quantization section
+    bn_folds: list[list[str]] = Field(default_factory=list)  # [conv, batchnorm] pairs folded before export (parity)
+    opset: int | None = None
+    ops: list[str] | None = None  # ONNX op types in the graph
+    nodes: int | None = None
+    io: dict[str, list[dict[str, Any]]] | None = None  # TFLite inputs/outputs: dtype, shape, quantization (sidecar)
+    deployment_target: str | None = None  # Core ML
+    input_type: Literal["tensor", "image"] | None = None  # Core ML: image input puts preprocessing in the model
+    timesteps: int | None = None  # spiking
+    reset: str | None = None  # spiking
+    qcfs_thresholds: dict[str, float] | None = None  # learned by qcfs, read by to_snn
+    qcfs_levels: int | None = None
+    teacher: str | None = None  # distill
+    student: str | None = None
+    folded: int | None = None  # fold_bn: how many BatchNorm layers
+    params_before: int | None = None  # prune
+    params_after: int | None = None
+    zero_fraction: float | None = None
+    qat_before_deg: float | None = None  # qat: PTQ error increase before and after fine-tuning
+    qat_after_deg: float | None = None
+
+    def carried(self, *drop: str) -> dict:
+        """The fields a pass that transforms this artifact hands on unchanged (all set ones except notes and `drop`)."""
+        return self.model_dump(exclude={"notes", *drop}, exclude_defaults=True)
+
+
 class Artifact(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -60,12 +99,15 @@ class Artifact(BaseModel):
     format: Format
     sha256: str
     parent: str | None = None
-    meta: dict = Field(default_factory=dict)  # precision, input spec, producing pass, ...
+    meta: ArtifactMeta = Field(default_factory=ArtifactMeta)
 
     @classmethod
     def create(cls, path: Path, format: Format, parent: Artifact | None = None, **meta) -> Artifact:
         return cls(path=Path(path), format=format, sha256=digest_path(Path(path)),
-                   parent=parent.sha256 if parent else None, meta=meta)
+                   parent=parent.sha256 if parent else None, meta=ArtifactMeta(**meta))
+
+    def with_note(self, note: str) -> Artifact:
+        return self.model_copy(update={"meta": self.meta.model_copy(update={"notes": [*self.meta.notes, note]})})
 
     def files(self) -> list[Path]:
         """Every file that makes up the artifact (an .onnx with external data has two)."""

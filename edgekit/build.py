@@ -161,11 +161,11 @@ def run_job(job: Job) -> dict:
         _BUSY = False
     r = res.report
     return {**entry, "status": "passed" if r.passed else "gate_failed", "pipeline": r.pipeline,
-            "artifact": str(res.artifact.relative_to(job.out.parent.parent)), "sha256": r.artifact["sha256"],
-            "bytes_reproducible": r.artifact.get("reproducible"),  # across hosts, or on this host only (and why)
-            "size_bytes": int(r.size["artifact"].value), "precision": r.artifact["precision"],
+            "artifact": str(res.artifact.relative_to(job.out.parent.parent)), "sha256": r.artifact.sha256,
+            "bytes_reproducible": r.artifact.reproducible.model_dump(),  # across hosts, or on this host only (and why)
+            "size_bytes": int(r.size["artifact"].value), "precision": r.artifact.precision,
             "gates": [g.model_dump() for g in r.gates], "error_deg": r.accuracy.artifact.mean_deg if r.accuracy else None,
-            "tools": r.tools, "host_isa": r.host.get("isa_flags"), "inputs_digest": r.inputs_digest,
+            "tools": r.tools, "host_isa": r.host.isa_flags, "inputs_digest": r.inputs_digest,
             "report": str((res.out_dir / "report.json").relative_to(job.out.parent.parent)),
             "cached": all(s.cached for s in r.steps)}
 

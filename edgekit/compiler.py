@@ -20,7 +20,7 @@ from edgekit.context import Context
 from edgekit.data.npz import GazeSet, read_gazeset
 from edgekit.errors import BadInputError, from_os_error
 from edgekit.environment import cache_root
-from edgekit.evalset import default_eval_set, is_temporal, model_inputs
+from edgekit.evalset import default_eval_set, model_inputs
 from edgekit.models.card import ModelCard
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.report.model import Report
@@ -159,7 +159,7 @@ def _place_artifact(art: Artifact, staging: Path) -> Artifact:
 def sidecar(card: ModelCard, art: Artifact, pipeline: str) -> dict:
     """The machine-readable I/O contract of an artifact: what a caller must feed and what comes back."""
     pre = card.preprocessing
-    if art.meta.get("input_type") == "image":
+    if art.meta.input_type == "image":
         return {**_tensor_sidecar(card, art, pipeline, __version__, pre),
                 "inputs": [{"name": s.name, "kind": "image", "shape": s.shape, "color": s.color, "pixel_range": [0, 255],
                             "normalization": {"applied": "inside the model", "scale": pre.scale, "offset": pre.offset},
@@ -169,7 +169,7 @@ def sidecar(card: ModelCard, art: Artifact, pipeline: str) -> dict:
 
 def _io_quantization(art: Artifact, side: str, index: int) -> tuple[str | None, dict | None]:
     """(dtype, quantization) of an artifact's I/O tensor where the artifact declares them (TFLite int8 I/O)."""
-    entries = (art.meta.get("io") or {}).get(side) or []
+    entries = (art.meta.io or {}).get(side) or []
     if index >= len(entries):
         return None, None
     q = entries[index]["quantization"]
@@ -192,7 +192,7 @@ def _tensor_sidecar(card: ModelCard, art: Artifact, pipeline: str, version: str,
         "outputs": [{"name": card.output.name, "shape": card.output.shape, "dtype": io["outputs", 0][0] or "float32",
                      "convention": card.output.convention,
                      "gaze_frame": "x right, y down, z forward; (0,0) -> (0,0,-1)", "quantization": io["outputs", 0][1]}],
-        "precision": art.meta.get("precision", "fp32"),
+        "precision": art.meta.precision or "fp32",
     }
 
 

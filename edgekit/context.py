@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.data.npz import GazeSet
 from edgekit.models.card import ModelCard
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
+    """Frozen: a pass reads it and never changes it (the pipeline hands each run a copy with its own one-line form)."""
+
     work_dir: Path
     card: ModelCard
     calib: GazeSet | None = None
     eval: GazeSet | None = None
-    device_profile: dict = field(default_factory=dict)
     seed: int = 0
     cache_dir: Path | None = None  # None: no caching
     progress: bool = False

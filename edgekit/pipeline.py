@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -98,7 +99,7 @@ class Pipeline:
 
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
         cache = Cache(ctx.cache_dir, log=ctx.log) if ctx.cache_dir else None
-        ctx.pipeline = str(self)
+        ctx = dataclasses.replace(ctx, pipeline=str(self))
 
         # quantized kernels and their saturation depend on the ISA, so it is part of every key
         tools = {**tool_versions(), "host_isa": ",".join(host_info()["isa_flags"])}
@@ -122,7 +123,7 @@ class Pipeline:
                 art = cache.put(key, result, out_dir) if cache else result
                 if cache and key in cache.discarded:  # said in the report too, not only in the log
                     note = f"{REBUILT} ({cache.discarded[key]})"
-                    art = art.model_copy(update={"meta": {**art.meta, "notes": [*art.meta.get("notes", []), note]}})
+                    art = art.with_note(note)
             else:
                 art = hit
             steps.append(Step(str(p), art, hit is not None, time.perf_counter() - started))

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit import userfile
+from edgekit.energy.estimate import device_names
 from edgekit.errors import BadInputError
 from edgekit.backends import REGISTRY as BACKENDS
 from edgekit.backends import check_last_pass
@@ -51,7 +52,8 @@ class Recipe(BaseModel):
     passes: list[Any]
     gates: Gates = Gates()
     verify: Verify = Verify()
-    device: str = Field("host-cpu", description="device profile the artifact is meant for")
+    device: str = Field("host-cpu", description="device profile the artifact is meant for: chooses its energy estimates "
+                                                "(edgekit/targets/devices/<device>.yaml)")
     calibration: str | None = Field(None, description="calibration set (edgekit/calibration/<name>.yaml or a path)")
 
     @field_validator("backend")
@@ -59,6 +61,13 @@ class Recipe(BaseModel):
     def _known_backend(cls, v: str) -> str:
         if v not in BACKENDS:
             raise ValueError(f"unknown backend {v!r} (known: {', '.join(BACKENDS)})")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v not in device_names():
+            raise ValueError(f"unknown device {v!r} (known: {', '.join(device_names())}; edgekit/targets/devices/)")
         return v
 
     @field_validator("passes")

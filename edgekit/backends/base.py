@@ -43,14 +43,15 @@ class Backend:
         """{'params', 'macs', 'params_how', 'macs_how'} of the artifact as stored."""
         raise NotImplementedError
 
-    def energy(self, path: Path, runner, sample: dict) -> dict:
-        """The energy section: per-layer counts, cited estimates, a measured reading where one means something."""
+    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
+        """The energy section: per-layer counts, the estimates `device` (the recipe's device profile) asks for, and a
+        measured reading where one means something."""
         raise NotImplementedError
 
     def runtime_details(self, art: Artifact, runner, work: Path) -> tuple[dict, list[str]]:
         """How the artifact ran here, and notes for the report."""
         return {"runtime": runner.describe(), "executed_here": True}, []
 
-    def sections(self, art: Artifact, runner, inputs, ref_out, card) -> dict:
+    def sections(self, art: Artifact, runner, inputs, ref_out, card, device: str) -> dict:
         """Report sections only this backend has (the spiking targets' `spiking`); may replace `energy`."""
         return {}

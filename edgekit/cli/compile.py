@@ -48,7 +48,7 @@ def compile_command(
     failure = None
     if not result.passed:
         failed = [g.name for g in result.report.gates if not g.passed]
-        failure = GateFailedError(f"gate(s) {', '.join(failed)} failed for {result.report.target['name']}; artifact and "
+        failure = GateFailedError(f"gate(s) {', '.join(failed)} failed for {result.report.target.name}; artifact and "
                                   f"report kept in {result.out_dir}; fix: see report.md (the first layer that departs "
                                   f"from the reference), or relax the gate in a recipe (edgekit schema)")
     if human:

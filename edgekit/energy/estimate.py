@@ -17,19 +17,38 @@ from pathlib import Path
 
 import yaml
 
+from edgekit.errors import BadInputError
+
 DEVICES_DIR = Path(__file__).resolve().parents[1] / "targets" / "devices"
 PJ = 1e-12
 
 
+def _known(kind_is_device: bool) -> list[str]:
+    return sorted(p.stem for p in DEVICES_DIR.glob("*.yaml")
+                  if (yaml.safe_load(p.read_text()).get("kind") == "device") == kind_is_device)
+
+
 @lru_cache(maxsize=None)
 def profile(name: str) -> dict:
-    from edgekit.errors import BadInputError
-
+    """A cited energy profile (per-op constants with their sources)."""
     path = DEVICES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in DEVICES_DIR.glob("*.yaml")))
-        raise BadInputError(f"unknown energy profile {name!r}; fix: use one of {known}")
+    if not path.is_file() or name in _known(kind_is_device=True):
+        raise BadInputError(f"unknown energy profile {name!r}; fix: use one of {', '.join(_known(kind_is_device=False))}")
     return yaml.safe_load(path.read_text())
+
+
+@lru_cache(maxsize=None)
+def device(name: str) -> dict:
+    """A device profile (a recipe's `device:`): which energy profiles estimate it, at which levels or devices."""
+    path = DEVICES_DIR / f"{name}.yaml"
+    if not path.is_file() or name not in _known(kind_is_device=True):
+        raise BadInputError(f"unknown device {name!r}; fix: use one of {', '.join(_known(kind_is_device=True))} "
+                            f"(edgekit/targets/devices/)")
+    return yaml.safe_load(path.read_text())
+
+
+def device_names() -> list[str]:
+    return _known(kind_is_device=True)
 
 
 def _mac_pj(arith: dict, precision: str) -> tuple[float, float]:
@@ -39,7 +58,7 @@ def _mac_pj(arith: dict, precision: str) -> tuple[float, float]:
     return (p["mult"] + p["add"],) * 2
 
 
-def horowitz(rows: list[dict]) -> list[dict]:
+def horowitz(rows: list[dict], levels=("compute", "compute+memory")) -> list[dict]:
     prof = profile("horowitz-45nm")
     arith, mem = prof["arithmetic_pj"], prof["memory_pj_per_64bit_word"]
     lo = hi = 0.0
@@ -55,14 +74,14 @@ def horowitz(rows: list[dict]) -> list[dict]:
     arithmetic = "integer" if precisions == ["int8"] else "float"
     base = {"profile": "horowitz-45nm", "device": "45 nm CMOS", "method": "estimated", "source": prof["source"],
             "arithmetic": arithmetic}
-    return [
+    return [row for row in [
         {**base, "level": "compute", "low_uj": lo * PJ * 1e6, "high_uj": hi * PJ * 1e6,
          "assumptions": f"MACs at the precision stored in the artifact ({', '.join(precisions)}; a runtime that up-casts, like "
                         "onnxruntime's CPU provider for FP16, computes in FP32); INT8 MAC 0.23-0.30 pJ, FP16 1.5, FP32 4.6; no memory"},
         {**base, "level": "compute+memory", "low_uj": (lo + mem_lo) * PJ * 1e6, "high_uj": (hi + mem_hi) * PJ * 1e6,
          "assumptions": f"{weight_bits / 8e6:.3f} MB weights read once, {act_bits / 8e6:.3f} MB activation traffic; low: "
                         "all from 32 KB SRAM (20 pJ/64 b); high: weights from DRAM (2.6 nJ/64 b), activations 1 MB SRAM (100 pJ/64 b)"},
-    ]
+    ] if row["level"] in levels]
 
 
 def keras_spiking(rows: list[dict], devices=("cpu", "gpu", "arm")) -> list[dict]:
@@ -80,5 +99,7 @@ def keras_spiking(rows: list[dict], devices=("cpu", "gpu", "arm")) -> list[dict]
     return out
 
 
-def estimate(rows: list[dict]) -> list[dict]:
-    return horowitz(rows) + keras_spiking(rows)
+def estimate(rows: list[dict], device_name: str = "host-cpu") -> list[dict]:
+    """The estimates the device profile asks for, in its order."""
+    makers = {"horowitz-45nm": horowitz, "keras-spiking": keras_spiking}
+    return [row for name, which in device(device_name)["energy"].items() for row in makers[name](rows, which)]

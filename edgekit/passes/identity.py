@@ -19,5 +19,4 @@ class Identity(Pass):
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         shutil.copytree(src.path, out_dir / "module")
-        meta = {k: v for k, v in src.meta.items() if k != "notes"}
-        return Artifact.create(out_dir / "module", Format.torch, src, **meta, notes=["copied unchanged"])
+        return Artifact.create(out_dir / "module", Format.torch, src, **src.meta.carried(), notes=["copied unchanged"])

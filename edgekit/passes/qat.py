@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from edgekit.artifact import Artifact, Format
+from edgekit.artifact import Artifact, ArtifactMeta, Format
 from edgekit.errors import BadInputError
 from edgekit.passes.base import Pass
 
@@ -58,7 +58,7 @@ class QAT(Pass):
         after = self._ptq_increase(result, ctx, out_dir / "check-after", ptq)
         note = (f"qat: {self.steps} steps (batch {self.batch}, lr {self.lr}) with fake quantization; PTQ error increase on "
                 f"the calibration set {before:+.3f} -> {after:+.3f} deg")
-        return result.model_copy(update={"meta": {"notes": [note], "qat_before_deg": before, "qat_after_deg": after}})
+        return result.model_copy(update={"meta": ArtifactMeta(notes=[note], qat_before_deg=before, qat_after_deg=after)})
 
     def _ptq_increase(self, art: Artifact, ctx, scratch: Path, ptq) -> float:
         from edgekit.evalset import model_inputs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 
 from edgekit.artifact import Artifact
@@ -13,8 +12,11 @@ from edgekit.data.npz import GazeSet
 from edgekit.evalset import ModelInputs
 from edgekit.recipe import Recipe
 from edgekit.report.model import Gate, Measurement, Report, Step
+from edgekit.report.parity import first_divergence
+from edgekit.report.sections import ArtifactInfo, ModelInfo, Parity, TargetInfo
 from edgekit.evalset import run_all
-from edgekit.report.measure import compare, latency, peak_memory
+from edgekit.quant.plan import ISA_PROFILES
+from edgekit.report.measure import compare, interleaved_latency, latency, peak_memory
 
 
 def _set_info(gs: GazeSet | None) -> dict | None:
@@ -24,8 +26,8 @@ def _set_info(gs: GazeSet | None) -> dict | None:
 
 
 def _lava_mismatch(report: Report) -> int | None:
-    lava = (report.spiking or {}).get("lava") or {}
-    return sum(lava["mismatched_spikes_per_layer"]) + (not lava["readout_equal"]) if lava.get("ran") else None
+    lava = report.spiking.lava if report.spiking else None
+    return sum(lava.mismatched_spikes_per_layer) + (not lava.readout_equal) if lava and lava.ran else None
 
 
 def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
@@ -44,7 +46,7 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
     gates = [Gate(name=name, limit=limit, value=value, passed=value is not None and value <= limit, detail=detail)
              for name, limit, value, detail in checks if limit is not None]
     if g.min_int8_mac_fraction is not None:  # the one lower bound
-        frac = (report.quantization or {}).get("int8_mac_fraction")
+        frac = report.quantization.int8_mac_fraction if report.quantization else None
         gates.append(Gate(name="min_int8_mac_fraction", limit=g.min_int8_mac_fraction, value=frac,
                           passed=frac is not None and frac >= g.min_int8_mac_fraction, detail="share of MACs in INT8 (at least)"))
     return gates
@@ -52,10 +54,7 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
 
 def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner, runner_for, source: Artifact) -> dict:
     """Plan summary with its per-layer table, and size/latency against the FP32 artifact the plan was applied to."""
-    from edgekit.quant.plan import ISA_PROFILES
-    from edgekit.report.measure import interleaved_latency
-
-    plan = art.meta["quant_plan"]
+    plan = art.meta.quant_plan.model_dump()
     macs = sum(lp["macs"] for lp in plan["layers"]) or 1
     weights = sum(lp["weights"] for lp in plan["layers"]) or 1
     host = host_info()
@@ -73,7 +72,7 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
         "layers": plan["layers"], "host_vs_profile": host_note,
     }
     ptq_index = next((i for i, s in enumerate(steps) if s.pass_.startswith("ptq")), None)
-    comparison = {}
+    comparison = None
     # the FP32 model the plan was applied to: the step before ptq, or the input itself (an .onnx given to ptq)
     fp32 = None
     if ptq_index is not None:
@@ -98,7 +97,7 @@ def reproducibility(passes) -> dict:
 
 def step_rows(steps) -> list[Step]:
     return [Step(pass_=s.pass_, format=s.artifact.format.value, sha256=s.artifact.sha256, cached=s.cached,
-                 seconds=round(s.seconds, 3), size_bytes=s.artifact.size_bytes(), notes=s.artifact.meta.get("notes", []))
+                 seconds=round(s.seconds, 3), size_bytes=s.artifact.size_bytes(), notes=s.artifact.meta.notes)
             for s in steps]
 
 
@@ -114,7 +113,7 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     sample = inputs.sample(0)
     counts = backend.counts(art.path, runner, sample)
     runtime, extra_notes = backend.runtime_details(art, runner, work)
-    notes = [n for s in steps for n in s.artifact.meta.get("notes", [])] + extra_notes
+    notes = [n for s in steps for n in s.artifact.meta.notes] + extra_notes
     skipped = pipeline.passes[:len(pipeline.passes) - len(steps)]
     if skipped:
         notes.insert(0, f"skipped {', '.join(p.name for p in skipped)}: not applicable to a {src.artifact.format.value} input")
@@ -124,17 +123,27 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     else:
         lat = {q: Measurement(value=None, unit="ms", method="not_measured", how=backend.why_no_speed) for q in ("p50", "p90", "p99")}
         memory = Measurement(value=None, unit="MiB", method="not_measured", how=backend.why_no_speed)
+    sections = {"runtime": runtime, "energy": backend.energy(art.path, runner, sample, recipe.device)}
+    if art.meta.quant_plan:
+        sections |= _quantization_sections(art, steps, sample, recipe, runner,
+                                           lambda path: backend.runner(path, threads=threads), src.artifact)
+        if "int8_mac_fraction_measured" in runtime:  # read from the artifact itself: what the gate should check
+            quant = sections["quantization"]
+            sections["quantization"] = {**quant, "int8_mac_fraction_planned": quant["int8_mac_fraction"],
+                                        "int8_mac_fraction": runtime["int8_mac_fraction_measured"]}
+    # the backend's own sections (spiking targets: T sweep, spike rates, synaptic ops, and the energy from them)
+    sections |= backend.sections(art, runner, inputs, ref_out, src.card, recipe.device)
+    card = src.card
     report = Report(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        model={"source": src.source, "kind": src.kind, "name": src.card.name, "arch": src.card.arch,
-               "inputs": [json.loads(s.model_dump_json()) for s in src.card.inputs],
-               "output": json.loads(src.card.output.model_dump_json()),
-               "preprocessing": src.card.preprocessing.model_dump(), "digest": src.artifact.sha256},
-        target={"name": recipe.name, "backend": recipe.backend, "device": recipe.device, "description": recipe.description},
+        model=ModelInfo(source=src.source, kind=src.kind, name=card.name, arch=card.arch, inputs=card.inputs,
+                        output=card.output, preprocessing=card.preprocessing, digest=src.artifact.sha256),
+        target=TargetInfo(name=recipe.name, backend=recipe.backend, device=recipe.device, description=recipe.description),
         recipe=recipe.resolved(), pipeline=str(pipeline),
-        artifact={"path": art.path.name, "format": art.format.value, "sha256": art.sha256,
-                  "files": [f.name for f in art.files()], "sidecar": "io.json", "precision": art.meta.get("precision", "fp32"),
-                  "reproducible": reproducibility(pipeline.passes[len(pipeline.passes) - len(steps):])},
+        artifact=ArtifactInfo(path=art.path.name, format=art.format.value, sha256=art.sha256,
+                              files=[f.name for f in art.files()], sidecar="io.json",
+                              precision=art.meta.precision or "fp32",
+                              reproducible=reproducibility(pipeline.passes[len(pipeline.passes) - len(steps):])),
         steps=step_rows(steps),
         accuracy=accuracy,
         latency=lat,
@@ -143,28 +152,18 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
                                       how=f"sum of file sizes: {', '.join(f.name for f in art.files())}")},
         compute={"params": Measurement(value=counts["params"], unit="count", method="static", how=counts["params_how"]),
                  "macs": Measurement(value=counts["macs"], unit="MAC", method="static", how=counts["macs_how"])},
-        runtime=runtime, host=host_info(), tools=tool_versions(), energy=backend.energy(art.path, runner, sample),
+        host=host_info(), tools=tool_versions(),
         inputs_digest={k: v for k, v in {"model": src.artifact.sha256, "eval_set": eval_set.digest(),
                                          "calib_set": calib_set.digest() if calib_set else None}.items() if v},
-        notes=notes)
-    if art.meta.get("quant_plan"):
-        report = report.model_copy(update=_quantization_sections(
-            art, steps, sample, recipe, runner, lambda path: backend.runner(path, threads=threads), src.artifact))
-        if "int8_mac_fraction_measured" in runtime:  # read from the artifact itself: what the gate should check
-            quant = {**report.quantization, "int8_mac_fraction_planned": report.quantization["int8_mac_fraction"],
-                     "int8_mac_fraction": runtime["int8_mac_fraction_measured"]}
-            report = report.model_copy(update={"quantization": quant})
-    # the backend's own sections (spiking targets: T sweep, spike rates, synaptic ops, and the energy from them)
-    report = report.model_copy(update=backend.sections(art, runner, inputs, ref_out, src.card))
+        notes=notes, **sections)
     gates = check_gates(recipe, report)
     report = report.model_copy(update={"gates": gates, "passed": all(g.passed for g in gates)})
     if not report.passed and report.quantization:
-        costly = sorted(report.quantization["layers"], key=lambda lp: -(lp["sensitivity_deg"] or 0))[:3]
+        costly = sorted(report.quantization.layers, key=lambda lp: -(lp.sensitivity_deg or 0))[:3]
         report = report.model_copy(update={"notes": report.notes + [
             "layers that cost the most accuracy in INT8 (alone, calibration set): " +
-            ", ".join(f"{lp['name']} {lp['sensitivity_deg']:+.3f} deg" for lp in costly)]})
+            ", ".join(f"{lp.name} {lp.sensitivity_deg or 0:+.3f} deg" for lp in costly)]})
     if not report.passed and src.module is not None:
-        from edgekit.report.parity import first_divergence
-
-        report = report.model_copy(update={"parity": first_divergence(src, art, inputs.sample(accuracy.diff_from_reference.worst_sample))})
+        parity = first_divergence(src, art, inputs.sample(accuracy.diff_from_reference.worst_sample))
+        report = report.model_copy(update={"parity": Parity.model_validate(parity)})
     return report

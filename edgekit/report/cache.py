@@ -74,7 +74,7 @@ def load(root: Path, key: str, artifact=None, log=_note) -> Report | None:
     except ValueError:  # intact but of an older schema: verify again, quietly
         path.unlink(missing_ok=True)
         return None
-    if report.artifact.get("sha256") != described:
+    if report.artifact.sha256 != described:
         return _discard(path, "the report describes another artifact than its entry records", log)
     if artifact is not None and _shipped_digest(artifact) != described:
         log(f"note: the cached report {key[:12]} describes other bytes than the artifact being shipped; verifying again")
@@ -97,14 +97,14 @@ def store(root: Path, key: str, report: Report) -> None:
     The entry records the report's sha256 and the artifact digest it describes, so `load` detects any change."""
     from edgekit.fileio import atomic_write_text
 
-    lava = (report.spiking or {}).get("lava") or {}
-    if lava and not lava.get("ran"):
+    lava = report.spiking.lava if report.spiking else None
+    if lava and not lava.ran:
         return
     from edgekit.cache import REBUILT
 
     # what happened to the pass cache in this run is not true of the runs that reuse the report
     body = report.model_copy(update={"notes": [n for n in report.notes if not n.startswith(REBUILT)]}).model_dump_json()
-    described = report.artifact.get("sha256")
+    described = report.artifact.sha256
     entry = {"artifact_sha256": described, "sha256": _digest(described, body), "report": body}
     atomic_write_text(root / f"{key}.json", json.dumps(entry))
 

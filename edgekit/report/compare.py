@@ -12,12 +12,12 @@ _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#
 
 
 def _label(r: Report) -> str:
-    return f"{r.model['name']} / {r.target['name']}"
+    return f"{r.model.name} / {r.target.name}"
 
 
 def _energy(r: Report, level: str) -> tuple[float, float] | None:
-    row = next((e for e in r.energy.get("estimates", []) if e["profile"] == "horowitz-45nm" and e["level"] == level), None)
-    return (row["low_uj"], row["high_uj"]) if row else None
+    row = next((e for e in r.energy.estimates if e.profile == "horowitz-45nm" and e.level == level), None)
+    return (row.low_uj, row.high_uj) if row else None
 
 
 def scatter_svg(title: str, xlabel: str, ylabel: str, points: list[tuple[str, float, float, str]], width=520, height=340,
@@ -100,8 +100,8 @@ def size_steps_svg(reports: list[Report], width=520, height=340) -> str:
 def _energy_text(r: Report) -> str:
     from edgekit.report.summary import _range
 
-    row = next((e for e in r.energy.get("estimates", []) if e["profile"] == "horowitz-45nm" and e["level"] == "compute"), None)
-    return _range(row) if row else html.escape(r.energy.get("why", "-")[:60])
+    row = next((e for e in r.energy.estimates if e.profile == "horowitz-45nm" and e.level == "compute"), None)
+    return _range(row) if row else html.escape((r.energy.why or "-")[:60])
 
 
 def compare_html(reports: list[Report]) -> str:
@@ -109,7 +109,7 @@ def compare_html(reports: list[Report]) -> str:
     rows = ""
     for r in reports:
         acc, lat, size = r.accuracy, r.latency.get("p50"), r.size.get("artifact")
-        rows += (f"<tr><td>{e(_label(r))}</td><td>{e(r.artifact['precision'])}</td><td>{size.value / 1e6:.3f}</td>"
+        rows += (f"<tr><td>{e(_label(r))}</td><td>{e(r.artifact.precision)}</td><td>{size.value / 1e6:.3f}</td>"
                  f"<td>{'not measured' if lat is None or lat.value is None else f'{lat.value:.3f}'}</td>"
                  f"<td>{acc.artifact.mean_deg:.3f}</td><td>{acc.diff_from_reference.max_deg:.4f}</td>"
                  f"<td>{_energy_text(r)}</td><td>{'PASSED' if r.passed else 'FAILED'}</td></tr>")
@@ -117,7 +117,7 @@ def compare_html(reports: list[Report]) -> str:
     energy_pts = [(_label(r), (_energy(r, "compute") or (None, None))[1], r.accuracy.artifact.mean_deg, colour[id(r)]) for r in reports]
     latency_pts = [(_label(r), r.latency["p50"].value if r.latency.get("p50") else None, r.accuracy.artifact.mean_deg, colour[id(r)])
                    for r in reports]
-    hosts = sorted({r.host.get("cpu", "?") for r in reports})
+    hosts = sorted({r.host.cpu for r in reports})
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit comparison</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}}table{{border-collapse:collapse;width:100%}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}}th{{background:#f3f3f3}}.plots{{display:flex;flex-wrap:wrap;gap:16px}}</style>

@@ -5,21 +5,14 @@ Every number is a Measurement saying whether it was measured, estimated or stati
 
 from __future__ import annotations
 
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.data.metrics import AngularSummary
+from edgekit.report.sections import (ArtifactInfo, Comparison, Energy, HostInfo, Measurement, ModelInfo, Parity,
+                                     Quantization, Runtime, Spiking, TargetInfo)
 
-REPORT_SCHEMA_VERSION = 1
-
-
-class Measurement(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    value: float | None
-    unit: str
-    method: Literal["measured", "estimated", "static", "not_measured"]
-    how: str
+REPORT_SCHEMA_VERSION = 2  # 2: every section typed (edgekit/report/sections.py)
 
 
 class DiffSummary(BaseModel):
@@ -65,26 +58,26 @@ class Step(BaseModel):
 class Report(BaseModel):
     schema_version: int = REPORT_SCHEMA_VERSION
     created: str
-    model: dict  # source, kind, name, inputs, output, preprocessing, digest
-    target: dict  # name, backend, device, recipe path
-    recipe: dict  # resolved recipe
+    model: ModelInfo
+    target: TargetInfo
+    recipe: dict  # the resolved recipe, every pass with all its options (its own schema: `edgekit schema --kind recipe`)
     pipeline: str
-    artifact: dict  # path, format, sha256, files, sidecar
+    artifact: ArtifactInfo
     steps: list[Step]
     accuracy: Accuracy | None = None
     latency: dict[str, Measurement] = Field(default_factory=dict)
     memory: dict[str, Measurement] = Field(default_factory=dict)
     size: dict[str, Measurement] = Field(default_factory=dict)
     compute: dict[str, Measurement] = Field(default_factory=dict)  # params, MACs
-    runtime: dict = Field(default_factory=dict)  # how the artifact ran here (or why it could not)
-    parity: dict | None = None  # first diverging layer when a gate fails
-    quantization: dict | None = None  # plan summary, per-layer table, INT8 fractions, calibration
-    comparison: dict = Field(default_factory=dict)  # against the FP32 artifact of the same pipeline, measured in one run
-    spiking: dict | None = None  # spiking targets: timesteps, error vs T (and a naive baseline), rates, synaptic ops
-    energy: dict = Field(default_factory=dict)  # estimates (profile, level, low-high uJ, sources) and the measured reading
+    runtime: Runtime
+    parity: Parity | None = None  # first diverging layer when a gate fails
+    quantization: Quantization | None = None  # plan summary, per-layer table, INT8 fractions, calibration
+    comparison: Comparison | None = None  # against the FP32 artifact of the same pipeline, measured in one run
+    spiking: Spiking | None = None  # spiking targets: timesteps, error vs T (and a naive baseline), rates, synaptic ops
+    energy: Energy = Field(default_factory=Energy)  # cited estimates (profile, level, low-high uJ) and a meter reading
     gates: list[Gate] = Field(default_factory=list)
     passed: bool = True
-    host: dict = Field(default_factory=dict)
+    host: HostInfo
     tools: dict[str, str] = Field(default_factory=dict)
     inputs_digest: dict[str, str] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)

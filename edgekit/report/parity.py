@@ -60,9 +60,9 @@ def first_divergence(src, art, sample: dict[str, np.ndarray]) -> dict:
     """Compare layer by layer on one sample (the worst one); {} when the artifact is not an ONNX graph."""
     if art.format.value != "onnx" or src.module is None:
         return {"checked": False, "why": "per-layer parity needs a PyTorch reference and an ONNX artifact"}
-    bn_to_conv = {bn: conv for conv, bn in art.meta.get("bn_folds", [])}
+    bn_to_conv = {bn: conv for conv, bn in art.meta.bn_folds}
     onnx_vals = _onnx_values_by_module(art.path, sample)
-    tol = REL_TOLERANCE.get(art.meta.get("precision", "fp32"), 1e-4)
+    tol = REL_TOLERANCE.get(art.meta.precision or "fp32", 1e-4)
     checked = 0
     for name, ref in _torch_values(src.module, sample):
         if name in bn_to_conv.values():

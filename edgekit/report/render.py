@@ -43,32 +43,30 @@ def _rows(report: Report) -> list[tuple[str, str, str, str]]:
 
 def reproducible_text(report: Report) -> str:
     """Whether a rebuild elsewhere gives the same bytes (reports older than this field say nothing)."""
-    rep = report.artifact.get("reproducible")
-    if rep is None:
-        return "reproducibility not recorded"
-    where = "identical when rebuilt on any x86-64 host" if rep["across_hosts"] else "identical when rebuilt on this host only"
-    return f"{where} ({rep['why']})"
+    rep = report.artifact.reproducible
+    where = "identical when rebuilt on any x86-64 host" if rep.across_hosts else "identical when rebuilt on this host only"
+    return f"{where} ({rep.why})"
 
 
 def to_markdown(report: Report) -> str:
     status = "PASSED" if report.passed else "FAILED"
-    lines = [f"# edgekit report: {report.model['name']} -> {report.target['name']} ({status})", "",
+    lines = [f"# edgekit report: {report.model.name} -> {report.target.name} ({status})", "",
              f"- pipeline: `{report.pipeline}`",
-             f"- artifact: `{report.artifact['path']}` ({report.artifact['format']}, {report.artifact['precision']}), "
-             f"sha256 `{report.artifact['sha256'][:16]}`, I/O contract `{report.artifact['sidecar']}`",
+             f"- artifact: `{report.artifact.path}` ({report.artifact.format}, {report.artifact.precision}), "
+             f"sha256 `{report.artifact.sha256[:16]}`, I/O contract `{report.artifact.sidecar}`",
              f"- bytes: {reproducible_text(report)}",
-             f"- model: {report.model['source']} ({report.model['kind']}), inputs "
-             + ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in report.model["inputs"])
-             + f", output {report.model['output']['convention']}",
-             f"- runtime: {report.runtime.get('runtime', 'n/a')}",
-             f"- host: {report.host.get('cpu')} ({', '.join(report.host.get('isa_flags', []))})", "",
+             f"- model: {report.model.source} ({report.model.kind}), inputs "
+             + ", ".join(f"{i.name} {'x'.join(map(str, i.shape))}" for i in report.model.inputs)
+             + f", output {report.model.output.convention}",
+             f"- runtime: {report.runtime.runtime}",
+             f"- host: {report.host.cpu} ({', '.join(report.host.isa_flags)})", "",
              "## Gates", "", "| gate | limit | value | result |", "|---|---|---|---|"]
     for g in report.gates:
         lines.append(f"| {g.name} ({g.detail}) | {g.limit:g} | {'n/a' if g.value is None else f'{g.value:.5f}'} | {'pass' if g.passed else 'FAIL'} |")
     if not report.gates:
         lines.append("| (none declared) | | | |")
     if report.parity:
-        lines += ["", f"Per-layer parity: {json.dumps(report.parity)}"]
+        lines += ["", f"Per-layer parity: {report.parity.model_dump_json(exclude_none=True)}"]
     lines += ["", "## Measurements", "", "| section | quantity | value | how |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(report)]
     lines += _quant_markdown(report)
@@ -88,7 +86,7 @@ def to_markdown(report: Report) -> str:
 def _spiking_markdown(report: Report) -> list[str]:
     from edgekit.report.spiking import spiking_markdown
 
-    return spiking_markdown(report.spiking) if report.spiking else []
+    return spiking_markdown(report.spiking.model_dump()) if report.spiking else []
 
 
 _ENERGY_HEAD = ["profile", "device", "level", "energy per inference (uJ)", "method", "assumptions", "source"]
@@ -97,20 +95,20 @@ _ENERGY_HEAD = ["profile", "device", "level", "energy per inference (uJ)", "meth
 def _energy_rows(report: Report) -> list[list[str]]:
     from edgekit.report.summary import _range
 
-    return [[e["profile"], e["device"], e["level"], _range(e), e["method"], e["assumptions"], e["source"]]
-            for e in report.energy.get("estimates", [])]
+    return [[e.profile, e.device, e.level, _range(e), e.method, e.assumptions, e.source] for e in report.energy.estimates]
 
 
 def _energy_markdown(report: Report) -> list[str]:
-    if not report.energy:
+    energy = report.energy
+    if energy.why is None and not energy.estimates and energy.measured is None:
         return []
     lines = ["", "## Energy", ""]
-    if "why" in report.energy:
-        return lines + [report.energy["why"]]
-    m = report.energy.get("measured", {})
-    lines.append("- measured: " + (f"{m['dynamic_uj_per_inference']:.2f} uJ dynamic, {m['total_uj_per_inference']:.2f} uJ total "
-                                     f"per inference ({m['how']})" if m.get("dynamic_uj_per_inference") else m.get("how", "n/a")))
-    lines.append(f"- MACs by precision: {', '.join(f'{k} {v / 1e6:.2f} M' for k, v in report.energy['macs_by_precision'].items())}")
+    if energy.why is not None:
+        return lines + [energy.why]
+    m = energy.measured
+    lines.append("- measured: " + (f"{m.dynamic_uj_per_inference:.2f} uJ dynamic, {m.total_uj_per_inference:.2f} uJ total "
+                                     f"per inference ({m.how})" if m and m.dynamic_uj_per_inference else m.how if m else "n/a"))
+    lines.append(f"- MACs by precision: {', '.join(f'{k} {v / 1e6:.2f} M' for k, v in energy.macs_by_precision.items())}")
     lines.append("- estimates are count x cited per-op constant; compare only rows of the same profile, device and level")
     lines += ["", "| " + " | ".join(_ENERGY_HEAD) + " |", "|" + "---|" * len(_ENERGY_HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in _energy_rows(report)]
@@ -118,10 +116,10 @@ def _energy_markdown(report: Report) -> list[str]:
 
 
 def _quant_rows(report: Report) -> list[list[str]]:
-    return [[lp["name"], lp["op"], f"{lp['macs'] / 1e6:.3f}", f"{lp['weights']}", "INT8" if lp["int8"] else "float",
-             "" if lp["sensitivity_deg"] is None else f"{lp['sensitivity_deg']:+.4f}",
-             "" if lp["weight_error"] is None else f"{lp['weight_error']:.4f}", lp["reason"]]
-            for lp in report.quantization["layers"]]
+    return [[lp.name, lp.op, f"{lp.macs / 1e6:.3f}", f"{lp.weights}", "INT8" if lp.int8 else "float",
+             "" if lp.sensitivity_deg is None else f"{lp.sensitivity_deg:+.4f}",
+             "" if lp.weight_error is None else f"{lp.weight_error:.4f}", lp.reason]
+            for lp in report.quantization.layers]
 
 
 _QUANT_HEAD = ["layer", "op", "MMACs", "weights", "precision", "error increase alone (deg)", "weight rel. RMS error", "why"]
@@ -131,19 +129,19 @@ def _quant_markdown(report: Report) -> list[str]:
     q, c = report.quantization, report.comparison
     if not q:
         return []
-    plan = q["plan"]
+    plan = q.plan
     lines = ["", "## Quantization", "",
-             f"- INT8 share: {q['int8_mac_fraction']:.1%} of MACs, {q['int8_weight_fraction']:.1%} of weights; "
-             f"float layers: {', '.join(f['name'] + ' (' + f['reason'] + ')' for f in q['float_layers']) or 'none'}",
-             f"- weights {plan['weights']}; activations {plan['activations']}",
-             f"- calibration: {plan['calibration'].get('source')}, {plan['calibration'].get('n')} samples, digest "
-             f"`{str(plan['calibration'].get('digest'))[:16]}`", f"- {q['host_vs_profile']}"]
-    lines += [f"- mixed precision: {d}" for d in plan["decisions"]]
+             f"- INT8 share: {q.int8_mac_fraction:.1%} of MACs, {q.int8_weight_fraction:.1%} of weights; "
+             f"float layers: {', '.join(f.name + ' (' + f.reason + ')' for f in q.float_layers) or 'none'}",
+             f"- weights {plan.weights}; activations {plan.activations}",
+             f"- calibration: {plan.calibration.get('source')}, {plan.calibration.get('n')} samples, digest "
+             f"`{str(plan.calibration.get('digest'))[:16]}`", f"- {q.host_vs_profile}"]
+    lines += [f"- mixed precision: {d}" for d in plan.decisions]
     if c:
-        lines.append(f"- against FP32 (same pipeline, measured interleaved in one run): size {c['size_fp32_bytes'] / 1e6:.2f} -> "
-                     f"{c['size_int8_bytes'] / 1e6:.2f} MB ({c['size_ratio']:.2f}x smaller); latency p50 "
-                     f"{c['latency_fp32']['p50']['value']:.3f} -> {c['latency_int8']['p50']['value']:.3f} ms "
-                     f"({c['speedup_p50']:.2f}x)")
+        lines.append(f"- against FP32 (same pipeline, measured interleaved in one run): size {c.size_fp32_bytes / 1e6:.2f} -> "
+                     f"{c.size_int8_bytes / 1e6:.2f} MB ({c.size_ratio:.2f}x smaller); latency p50 "
+                     f"{c.latency_fp32['p50'].value:.3f} -> {c.latency_int8['p50'].value:.3f} ms "
+                     f"({c.speedup_p50:.2f}x)")
     lines += ["", "| " + " | ".join(_QUANT_HEAD) + " |", "|" + "---|" * len(_QUANT_HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in _quant_rows(report)]
     return lines
@@ -164,13 +162,13 @@ def to_html(report: Report) -> str:
     steps = "".join(f"<tr><td>{e(s.pass_)}</td><td>{e(s.format)}</td><td><code>{s.sha256[:12]}</code></td><td>{s.cached}</td>"
                     f"<td>{s.seconds:.2f}</td><td>{e('; '.join(s.notes))}</td></tr>" for s in report.steps)
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
-    parity = f"<p>Per-layer parity: <code>{e(json.dumps(report.parity))}</code></p>" if report.parity else ""
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit report: {e(report.model['name'])} -> {e(report.target['name'])}</title>
+    parity = f"<p>Per-layer parity: <code>{e(report.parity.model_dump_json(exclude_none=True))}</code></p>" if report.parity else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgekit report: {e(report.model.name)} -> {e(report.target.name)}</title>
 <style>{_CSS}</style></head><body>
-<h1>{e(report.model['name'])} &rarr; {e(report.target['name'])} {status}</h1>
-<p>Pipeline <code>{e(report.pipeline)}</code>; artifact <code>{e(report.artifact['path'])}</code> ({e(report.artifact['format'])},
-{e(report.artifact['precision'])}), sha256 <code>{report.artifact['sha256'][:16]}</code>; runtime {e(str(report.runtime.get('runtime', 'n/a')))};
-host {e(str(report.host.get('cpu')))}.</p>
+<h1>{e(report.model.name)} &rarr; {e(report.target.name)} {status}</h1>
+<p>Pipeline <code>{e(report.pipeline)}</code>; artifact <code>{e(report.artifact.path)}</code> ({e(report.artifact.format)},
+{e(report.artifact.precision)}), sha256 <code>{report.artifact.sha256[:16]}</code>; runtime {e(report.runtime.runtime)};
+host {e(report.host.cpu)}.</p>
 <p>Bytes: {e(reproducible_text(report))}.</p>
 <h2>Gates</h2><table><tr><th>gate</th><th>what</th><th>limit</th><th>value</th><th>result</th></tr>{gates or '<tr><td colspan=5>none declared</td></tr>'}</table>{parity}
 <h2>Measurements</h2><table><tr><th>section</th><th>quantity</th><th>value</th><th>how</th></tr>{rows}</table>
@@ -200,12 +198,13 @@ def _quant_html(report: Report) -> str:
 
 
 def _energy_html(report: Report) -> str:
-    if not report.energy:
+    lines = _energy_markdown(report)
+    if not lines:
         return ""
     e = html.escape
-    items = "".join(f"<li>{e(line[2:])}</li>" for line in _energy_markdown(report) if line.startswith("- "))
-    if "why" in report.energy:
-        return f"<h2>Energy</h2><p>{e(report.energy['why'])}</p>"
+    items = "".join(f"<li>{e(line[2:])}</li>" for line in lines if line.startswith("- "))
+    if report.energy.why is not None:
+        return f"<h2>Energy</h2><p>{e(report.energy.why)}</p>"
     head = "".join(f"<th>{e(h)}</th>" for h in _ENERGY_HEAD)
     rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _energy_rows(report))
     return f"<h2>Energy</h2><ul>{items}</ul><table><tr>{head}</tr>{rows}</table>"

@@ -24,17 +24,17 @@ def energy_rows(reports: dict[str, Report]) -> tuple[list[dict], list[str]]:
     rows, notes = [], []
     for target, report in reports.items():
         energy = report.energy
-        if "why" in energy:
-            notes.append(f"{target}: {energy['why']}")
+        if energy.why is not None:
+            notes.append(f"{target}: {energy.why}")
             continue
-        for e in energy["estimates"]:
-            rows.append({"target": target, **{k: e[k] for k in ("profile", "device", "level", "low_uj", "high_uj", "method",
-                                                                 "source", "assumptions")}, "arithmetic": e.get("arithmetic")})
-        measured = energy["measured"]
-        rows.append({"target": target, "profile": "host", "device": measured.get("meter", "-"), "level": "measured", "arithmetic": None,
-                     "low_uj": measured["dynamic_uj_per_inference"], "high_uj": measured["dynamic_uj_per_inference"],
-                     "method": "measured" if measured["dynamic_uj_per_inference"] else "not measured",
-                     "source": measured.get("runtime", "-"), "assumptions": measured["how"]})
+        for e in energy.estimates:
+            rows.append({"target": target, **e.model_dump(include={"profile", "device", "level", "low_uj", "high_uj", "method",
+                                                                   "source", "assumptions", "arithmetic"})})
+        measured = energy.measured
+        rows.append({"target": target, "profile": "host", "device": measured.meter, "level": "measured", "arithmetic": None,
+                     "low_uj": measured.dynamic_uj_per_inference, "high_uj": measured.dynamic_uj_per_inference,
+                     "method": "measured" if measured.dynamic_uj_per_inference else "not measured",
+                     "source": measured.runtime, "assumptions": measured.how})
     first: dict[tuple, dict] = {}
     first_integer: dict[tuple, dict] = {}
     for r in rows:
@@ -66,15 +66,15 @@ def static_numbers(target: str, report: Report) -> dict:
     acc = report.accuracy
     energy = report.energy
     return {
-        "target": target, "pipeline": report.pipeline, "format": report.artifact["format"], "sha256": report.artifact["sha256"],
-        "bytes_across_hosts": report.artifact["reproducible"]["across_hosts"],
+        "target": target, "pipeline": report.pipeline, "format": report.artifact.format, "sha256": report.artifact.sha256,
+        "bytes_across_hosts": report.artifact.reproducible.across_hosts,
         "size_bytes": report.size["artifact"].value, "params": report.compute["params"].value,
-        "macs": report.compute["macs"].value, "macs_by_precision": energy.get("macs_by_precision"),
+        "macs": report.compute["macs"].value, "macs_by_precision": energy.macs_by_precision or None,
         "error_deg": round(acc.artifact.mean_deg, 3), "reference_error_deg": round(acc.reference.mean_deg, 3),
         "diff_mean_deg": round(acc.diff_from_reference.mean_deg, 3), "diff_max_deg": round(acc.diff_from_reference.max_deg, 3),
         "gates": {g.name: g.passed for g in report.gates},
-        "energy_estimates_uj": [{"profile": e["profile"], "device": e["device"], "level": e["level"], "arithmetic": e.get("arithmetic"),
-                                 "low": _sig(e["low_uj"]), "high": _sig(e["high_uj"])} for e in energy.get("estimates", [])],
+        "energy_estimates_uj": [{"profile": e.profile, "device": e.device, "level": e.level, "arithmetic": e.arithmetic,
+                                 "low": _sig(e.low_uj), "high": _sig(e.high_uj)} for e in energy.estimates],
     }
 
 
@@ -83,10 +83,10 @@ def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path
     from edgekit.report.compare import write_compare
     from edgekit.report.summary import _range
 
-    model = next(iter(reports.values())).model["name"]
+    model = next(iter(reports.values())).model.name
     host = next(iter(reports.values())).host
     # digests of host-dependent artifacts (INT8, spiking) are compared only on a host with the same CPU and flags
-    numbers = {"model": model, "host": {k: host.get(k) for k in ("cpu", "machine", "isa_flags")},
+    numbers = {"model": model, "host": {k: getattr(host, k) for k in ("cpu", "machine", "isa_flags")},
                "targets": [static_numbers(t, r) for t, r in reports.items()]}
     rows, notes = energy_rows(reports)
     lines = [f"# {model} on every target", "",

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.report.model import Report
+from edgekit.report.sections import EnergyEstimate
 
 
-def _range(row: dict) -> str:
-    lo, hi = row["low_uj"], row["high_uj"]
+def _range(row: EnergyEstimate) -> str:
+    lo, hi = row.low_uj, row.high_uj
     return f"{lo:.3g}" if abs(hi - lo) <= 1e-9 * max(abs(hi), 1) else f"{lo:.3g}-{hi:.3g}"
 
 
 def summary(report: Report, out_dir: Path) -> str:
-    lines = [f"{report.model['name']} -> {report.target['name']}: {'PASSED' if report.passed else 'FAILED'}   "
+    lines = [f"{report.model.name} -> {report.target.name}: {'PASSED' if report.passed else 'FAILED'}   "
              f"[{report.pipeline}]"]
     acc = report.accuracy
     if acc:
@@ -23,33 +24,33 @@ def summary(report: Report, out_dir: Path) -> str:
         lines.append(f"  diff     mean {d.mean_deg:.5f} / p95 {d.p95_deg:.5f} / max {d.max_deg:.5f} deg from the reference")
     lat = report.latency.get("p50")
     if lat and lat.value is not None:
-        lines.append(f"  latency  p50 {lat.value:.3f} ms, p99 {report.latency['p99'].value:.3f} ms ({report.runtime.get('runtime')})")
+        lines.append(f"  latency  p50 {lat.value:.3f} ms, p99 {report.latency['p99'].value:.3f} ms ({report.runtime.runtime})")
     size = report.size.get("artifact")
     if size:
         lines.append(f"  size     {size.value / 1e6:.2f} MB; {report.compute['macs'].value / 1e6:.2f} M MACs" if "macs" in report.compute
                      else f"  size     {size.value / 1e6:.2f} MB")
-    est = {(e["profile"], e["device"], e["level"]): e for e in report.energy.get("estimates", [])}
+    est = {(e.profile, e.device, e.level): e for e in report.energy.estimates}
     h = est.get(("horowitz-45nm", "45 nm CMOS", "compute"))
     if h:
         hm = est.get(("horowitz-45nm", "45 nm CMOS", "compute+memory"))  # spiking rows estimate compute only
-        measured = report.energy.get("measured", {})
+        measured = report.energy.measured
         memory = f", with memory {_range(hm)} uJ" if hm else ""
         lines.append(f"  energy   estimated (Horowitz 45 nm): compute {_range(h)} uJ{memory}; "
-                     + (f"measured {measured['dynamic_uj_per_inference']:.1f} uJ dynamic" if measured.get("dynamic_uj_per_inference")
-                        else measured.get("how", "not measured")))
+                     + (f"measured {measured.dynamic_uj_per_inference:.1f} uJ dynamic"
+                        if measured and measured.dynamic_uj_per_inference else measured.how if measured else "not measured"))
     q, c = report.quantization, report.comparison
     if q:
-        float_macs = sorted({f"{f['op']} ({f['layer']})" for f in report.runtime.get("float_ops", []) if f["macs"]})
-        floats = [f["name"] for f in q["float_layers"]] + float_macs  # planned float layers, then what the artifact shows
-        lines.append(f"  int8     {q['int8_mac_fraction']:.1%} of MACs; float: {', '.join(floats) or 'none'}"
-                     + (f"; vs FP32 {c['size_ratio']:.2f}x smaller, {c['speedup_p50']:.2f}x faster (p50, interleaved)" if c else ""))
+        float_macs = sorted({f"{f.op} ({f.layer})" for f in report.runtime.float_ops or [] if f.macs})
+        floats = [f.name for f in q.float_layers] + float_macs  # planned float layers, then what the artifact shows
+        lines.append(f"  int8     {q.int8_mac_fraction:.1%} of MACs; float: {', '.join(floats) or 'none'}"
+                     + (f"; vs FP32 {c.size_ratio:.2f}x smaller, {c.speedup_p50:.2f}x faster (p50, interleaved)" if c else ""))
     for g in report.gates:
         bound = ">=" if g.name.startswith("min_") else "<="
         lines.append(f"  gate     {g.name} {bound if g.passed else 'MISSED'} {g.limit:g}: "
                      f"{'n/a' if g.value is None else f'{g.value:.5f}'} {'ok' if g.passed else 'FAILED'}")
-    if report.parity and report.parity.get("first_divergent_layer"):
-        lines.append(f"  parity   first diverging layer: {report.parity['first_divergent_layer']} "
-                     f"(relative error {report.parity['relative_error']:.2e})")
-    lines.append(f"  artifact {out_dir / report.artifact['path']}  (I/O contract {out_dir / 'io.json'})")
+    if report.parity and report.parity.first_divergent_layer:
+        lines.append(f"  parity   first diverging layer: {report.parity.first_divergent_layer} "
+                     f"(relative error {report.parity.relative_error:.2e})")
+    lines.append(f"  artifact {out_dir / report.artifact.path}  (I/O contract {out_dir / 'io.json'})")
     lines.append(f"  report   {out_dir / 'report.json'} | report.md | report.html")
     return "\n".join(lines)

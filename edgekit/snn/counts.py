@@ -49,27 +49,35 @@ def spiking_counts(net, spikes: list[float], acs: list[float], steps: int, sampl
                     "Eff_ACs); effective MACs = the first layer's analog input current, computed once per inference")}
 
 
-def energy_estimates(counts: dict) -> list[dict]:
-    """Loihi per-op constants (KerasSpiking table) for the spiking part; the encoder's MACs at Horowitz FP32, separately."""
-    from edgekit.energy.estimate import PJ, profile
+def energy_estimates(counts: dict, device_name: str) -> list[dict]:
+    """Per-op constants of the spiking devices the device profile lists (KerasSpiking table) for the spiking part; the
+    encoder's MACs at Horowitz FP32 and the whole inference in 45 nm integer arithmetic when it lists horowitz-45nm."""
+    from edgekit.energy.estimate import PJ, device, profile
 
+    wanted = device(device_name)["energy"]
     ks, hz = profile("keras-spiking"), profile("horowitz-45nm")
-    loihi = ks["devices"]["loihi"]
     t = counts["total"]
-    spiking_uj = (t["effective_acs"] * loihi["synop_j"] + t["neuron_updates"] * loihi["neuron_j"]) * 1e6
     mac_pj = hz["arithmetic_pj"]["fp32"]["mult"] + hz["arithmetic_pj"]["fp32"]["add"]
     encoder_uj = t["effective_macs"] * mac_pj * PJ * 1e6
-    return [
-        {"profile": "keras-spiking", "device": "loihi", "level": "compute", "low_uj": spiking_uj, "high_uj": spiking_uj,
-         "method": "estimated", "source": f"{ks['source']}; {loihi['citation']}",
-         "assumptions": f"{t['effective_acs'] / 1e6:.3f} M synaptic ops (measured spikes x fan-out) x "
-                        f"{loihi['synop_j'] * 1e12:g} pJ + {t['neuron_updates']} neuron updates x {loihi['neuron_j'] * 1e12:g} pJ; "
-                        "Loihi 1 constants, no overhead or memory; the encoder layer runs on the host (next row)"},
-        {"profile": "horowitz-45nm", "device": "45 nm CMOS (host encoder)", "level": "compute", "low_uj": encoder_uj,
-         "high_uj": encoder_uj, "method": "estimated", "source": hz["source"],
-         "assumptions": f"first layer only: {t['effective_macs'] / 1e6:.3f} M FP32 MACs x {mac_pj:g} pJ, once per inference"},
-        _integer_45nm(t, hz, encoder_uj),
-    ]
+    rows = []
+    for name in wanted.get("keras-spiking", []):
+        chip = ks["devices"][name]
+        if not chip["spiking"]:
+            continue  # a non-spiking device's per-MAC energy says nothing about accumulates driven by spikes
+        spiking_uj = (t["effective_acs"] * chip["synop_j"] + t["neuron_updates"] * chip["neuron_j"]) * 1e6
+        rows.append({"profile": "keras-spiking", "device": name, "level": "compute", "low_uj": spiking_uj, "high_uj": spiking_uj,
+                     "method": "estimated", "source": f"{ks['source']}; {chip['citation']}",
+                     "assumptions": f"{t['effective_acs'] / 1e6:.3f} M synaptic ops (measured spikes x fan-out) x "
+                                    f"{chip['synop_j'] * 1e12:g} pJ + {t['neuron_updates']} neuron updates x "
+                                    f"{chip['neuron_j'] * 1e12:g} pJ; " + ("Loihi 1 constants, " if name == "loihi" else "")
+                                    + "no overhead or memory; the encoder layer runs on the host (next row)"})
+    if "horowitz-45nm" in wanted:
+        rows += [{"profile": "horowitz-45nm", "device": "45 nm CMOS (host encoder)", "level": "compute", "low_uj": encoder_uj,
+                  "high_uj": encoder_uj, "method": "estimated", "source": hz["source"],
+                  "assumptions": f"first layer only: {t['effective_macs'] / 1e6:.3f} M FP32 MACs x {mac_pj:g} pJ, once per "
+                                 "inference"},
+                 _integer_45nm(t, hz, encoder_uj)]
+    return rows
 
 
 def _integer_45nm(t: dict, hz: dict, encoder_uj: float) -> dict:
@@ -89,11 +97,11 @@ def _integer_45nm(t: dict, hz: dict, encoder_uj: float) -> dict:
                            f"{arith['int32']['add']} pJ + the encoder row; compare with INT8 rows (integer MACs), not FP32"}
 
 
-def energy_section(counts: dict, runtime: str) -> dict:
+def energy_section(counts: dict, runtime: str, device: str) -> dict:
     """The report's Energy section for a spiking artifact: the estimates above from measured spikes; nothing measured."""
     from edgekit.energy.meters import Reading
 
     why = "not measured: a simulated spiking network has no energy meter, and this host's power says nothing about Loihi"
     return {"macs_by_precision": {"fp32": counts["total"]["effective_macs"]}, "layers": counts["layers"],
-            "estimates": energy_estimates(counts),
+            "estimates": energy_estimates(counts, device),
             "measured": Reading(None, None, 0, 0.0, why).__dict__ | {"meter": "none", "runtime": runtime}}

@@ -26,8 +26,8 @@ class CoreMLBackend(Backend):
     def counts(self, path: Path, runner, sample: dict) -> dict:
         return coreml_runtime.counts(path, runner, sample)
 
-    def energy(self, path: Path, runner, sample: dict) -> dict:
-        return coreml_runtime.energy(path, runner, sample)
+    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
+        return coreml_runtime.energy(path, runner, sample, device)
 
     def runtime_details(self, art, runner, work: Path) -> tuple[dict, list[str]]:
         return coreml_runtime.runtime_details(art, runner, work)

@@ -57,12 +57,12 @@ def counts(path: Path, interp, sample) -> dict:
             "macs_how": "counted by the MIL interpreter from the conv/linear/matmul shapes it executed, batch 1"}
 
 
-def energy(path: Path, interp, sample) -> dict:
+def energy(path: Path, interp, sample, device: str) -> dict:
     """Per-op counts from the interpreter's run of the package (precision as declared, weights as stored)."""
     from edgekit.energy.section import energy_section
 
     interp.run(sample)
-    return energy_section(interp.layers, interp, sample, not_measurable=(
+    return energy_section(interp.layers, interp, sample, device, not_measurable=(
         "Core ML runs only on Apple devices; this host runs edgekit's numpy interpreter, whose energy says nothing "
         "about a device"))
 

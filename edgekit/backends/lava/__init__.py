@@ -35,12 +35,12 @@ class LavaBackend(Backend):
     def counts(self, path: Path, runner, sample: dict) -> dict:
         return lava_runtime.counts(path, runner, sample)
 
-    def energy(self, path: Path, runner, sample: dict) -> dict:
-        return lava_runtime.energy(path, runner, sample)
+    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
+        return lava_runtime.energy(path, runner, sample, device)
 
     def runtime_details(self, art, runner, work: Path) -> tuple[dict, list[str]]:
         return lava_runtime.runtime_details(art, runner, work)
 
-    def sections(self, art, runner, inputs, ref_out, card) -> dict:
-        spiking = lava_runtime.spiking(art, runner, inputs, ref_out, card)
+    def sections(self, art, runner, inputs, ref_out, card, device: str) -> dict:
+        spiking = lava_runtime.spiking(art, runner, inputs, ref_out, card, device)
         return {"energy": spiking.pop("energy_section"), "spiking": spiking}

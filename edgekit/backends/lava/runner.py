@@ -83,7 +83,7 @@ def counts(path: Path, runner, sample) -> dict:
                         "8-bit weights and 13-bit biases in the netx file (the host encoder's first conv not included)")
 
 
-def energy(path: Path, runner, sample) -> dict:
+def energy(path: Path, runner, sample, device: str) -> dict:
     return {"why": "filled in from the spikes measured by the fixed-point model (Spiking section)"}  # replaced after spiking()
 
 
@@ -93,7 +93,7 @@ def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
         "on a subset: Spiking section)"]
 
 
-def spiking(art, runner, inputs, ref_out, card) -> dict:
+def spiking(art, runner, inputs, ref_out, card, device: str) -> dict:
     import torch
 
     from edgekit.backends.snn.runner import error_curve, naive_curve, reference
@@ -122,7 +122,7 @@ def spiking(art, runner, inputs, ref_out, card) -> dict:
            "float_snn": {"error_deg": float_row["error_deg"], "samples": len(x),
                          "fixed_minus_float_deg": fixed_err - float_row["error_deg"]},
            "counts": counts, "conversion": snn.meta,
-           "energy_section": energy_section(counts, runner.describe()),
+           "energy_section": energy_section(counts, runner.describe(), device),
            "naive_baseline": naive_curve(Path(art.path) / "snn" / "baseline", xt, truth, ref_error, ref),
            "simulator_time": {"value": seen.seconds / (steps * len(x)) * 1e3, "unit": "ms per step per image (fixed-point mirror)",
                               "method": "measured", "how": f"{runner.describe()}; verification's run over {len(x)} images "

@@ -72,5 +72,5 @@ class NullBackend(Backend):
                 "params_how": "elements of the module's parameters",
                 "macs_how": "conv and linear MACs counted by forward hooks on one sample, batch 1"}
 
-    def energy(self, path: Path, runner: TorchRunner, sample: dict) -> dict:
-        return energy_section(runner.layer_rows(sample), runner, sample)
+    def energy(self, path: Path, runner: TorchRunner, sample: dict, device: str) -> dict:
+        return energy_section(runner.layer_rows(sample), runner, sample, device)

@@ -24,8 +24,8 @@ class OnnxBackend(Backend):
     def counts(self, path: Path, runner, sample: dict) -> dict:
         return onnx_runtime.counts(path, runner, sample)
 
-    def energy(self, path: Path, runner, sample: dict) -> dict:
-        return onnx_runtime.energy(path, runner, sample)
+    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
+        return onnx_runtime.energy(path, runner, sample, device)
 
     def runtime_details(self, art, runner, work: Path) -> tuple[dict, list[str]]:
         return onnx_runtime.runtime_details(art, runner, work)

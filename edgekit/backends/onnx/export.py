@@ -160,6 +160,6 @@ class OnnxFp16(Pass):
         onnx.checker.check_model(model, full_check=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(out_dir / "model.onnx"))
-        meta = {k: v for k, v in src.meta.items() if k not in ("notes", "precision")}
+        meta = src.meta.carried("precision")
         return Artifact.create(out_dir / "model.onnx", Format.onnx, src, **meta, precision="fp16",
                                notes=["weights and activations converted to float16 with float32 I/O"])

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -72,8 +71,8 @@ class PTQ(Int8Options):
 
         if ctx.calib is None:
             raise BadInputError("ptq needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
-        if src.meta.get("precision") not in (None, "fp32"):
-            raise BadInputError(f"ptq needs an FP32 ONNX model, got {src.meta.get('precision')}; fix: put ptq before onnx_fp16")
+        if src.meta.precision not in (None, "fp32"):
+            raise BadInputError(f"ptq needs an FP32 ONNX model, got {src.meta.precision}; fix: put ptq before onnx_fp16")
         inputs = model_inputs(ctx.card, ctx.calib)
         ctx.log(f"ptq: calibrating on {len(inputs)} samples ({self.observer})")
         stats = collect(src.path, inputs.arrays)
@@ -95,11 +94,11 @@ class PTQ(Int8Options):
         plan = keep_float(plan, self.keep_float)
         plan = self._mixed_precision(plan, src.path, inputs, ctx, out_dir)
         final = apply_plan(src.path, plan, out_dir / "model.onnx")
-        meta = {k: v for k, v in src.meta.items() if k not in ("notes", "precision")}
+        meta = src.meta.carried("precision")
         notes = [f"ptq: {plan.int8_fraction('macs'):.1%} of MACs and {plan.int8_fraction('weights'):.1%} of weights in INT8 "
                  f"({bits}-bit weights, profile {self.isa_profile}); observer {self.observer}"] + plan.decisions
         (out_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
-        return Artifact.create(final, Format.onnx, src, **meta, precision="int8", quant_plan=json.loads(plan.model_dump_json()),
+        return Artifact.create(final, Format.onnx, src, **meta, precision="int8", quant_plan=plan,
                                notes=notes)
 
     def _mixed_precision(self, plan, fp32: Path, inputs, ctx, out_dir: Path):

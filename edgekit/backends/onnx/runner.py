@@ -56,17 +56,17 @@ def counts(path: Path, runner, sample) -> dict:
                         ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in c["macs_by_op"].items())}
 
 
-def energy(path: Path, runner, sample) -> dict:
+def energy(path: Path, runner, sample, device: str) -> dict:
     """Per-layer counts, cited estimates, and a RAPL measurement where the host exposes the counters."""
     from edgekit.backends.onnx.energy_counts import onnx_layer_counts
     from edgekit.energy.section import energy_section
 
-    return energy_section(onnx_layer_counts(path), runner, sample)
+    return energy_section(onnx_layer_counts(path), runner, sample, device)
 
 
 def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
     details = {"runtime": runner.describe(), "executed_here": True}
-    if art.meta.get("precision") != "fp16":
+    if art.meta.precision != "fp16":
         return details, []
     fp16 = fp16_execution(art.path, work)
     return {**details, "fp16_execution": fp16}, [fp16["note"]]

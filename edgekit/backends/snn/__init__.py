@@ -24,9 +24,9 @@ class SnnBackend(Backend):
     def counts(self, path: Path, runner, sample: dict) -> dict:
         return snn_runtime.counts(path, runner, sample)
 
-    def energy(self, path: Path, runner, sample: dict) -> dict:
-        return snn_runtime.energy(path, runner, sample)
+    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
+        return snn_runtime.energy(path, runner, sample, device)
 
-    def sections(self, art, runner, inputs, ref_out, card) -> dict:
-        spiking = snn_runtime.spiking(art, runner, inputs, ref_out, card)
+    def sections(self, art, runner, inputs, ref_out, card, device: str) -> dict:
+        spiking = snn_runtime.spiking(art, runner, inputs, ref_out, card, device)
         return {"energy": spiking.pop("energy_section"), "spiking": spiking}

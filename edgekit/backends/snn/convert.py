@@ -67,7 +67,7 @@ class ToSNN(Pass):
         ctx.log(f"to_snn: calibrating thresholds on {len(calib)} images, T={self.timesteps}, reset {self.reset}")
         net = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=self.percentile,
                       per_channel=self.per_channel, balance=self.balance, v_init=self.v_init,
-                      threshold_scale=self.threshold_scale, thresholds=src.meta.get("qcfs_thresholds"), delay=self.delay,
+                      threshold_scale=self.threshold_scale, thresholds=src.meta.qcfs_thresholds, delay=self.delay,
                       warmup=self.warmup)
         net.meta["calibration_set"] = {"source": ctx.calib.meta.get("source"), "digest": ctx.calib.digest(), "n": len(calib)}
         folder = net.save(out_dir / "snn")
@@ -77,7 +77,7 @@ class ToSNN(Pass):
         naive.meta["baseline"] = ("naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
                                   + ("; the same delays and readout window" if self.delay else ""))
         naive.save(folder / "baseline")
-        how = ("thresholds learned by qcfs" if src.meta.get("qcfs_thresholds") else
+        how = ("thresholds learned by qcfs" if src.meta.qcfs_thresholds else
                f"thresholds p{self.percentile or 'max'} per {'channel' if self.per_channel else 'layer'}")
         notes = [f"converted {len(populations(net)) + 1} layers to IF neurons (T={self.timesteps}, reset by {self.reset}, {how}, "
                  f"balance {self.balance}) with an integrator readout"]

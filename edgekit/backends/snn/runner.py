@@ -67,7 +67,7 @@ def reference(inputs, ref_out, card) -> tuple[np.ndarray, np.ndarray, float]:
     return truth, ref, float(angular_error_deg(ref, truth).mean())
 
 
-def energy(path: Path, runner, sample) -> dict:
+def energy(path: Path, runner, sample, device: str) -> dict:
     return {"why": "filled in from the spikes measured on the evaluation set (Spiking section)"}  # replaced after spiking()
 
 
@@ -101,7 +101,7 @@ def naive_curve(folder: Path, x, truth, ref_error: float, ref) -> dict | None:
     return {"what": base.meta.get("baseline"), "error_vs_timesteps": error_curve(base, x, truth, ref_error, ref)[0]}
 
 
-def spiking(art, runner, inputs, ref_out, card) -> dict:
+def spiking(art, runner, inputs, ref_out, card, device: str) -> dict:
     from edgekit.snn.counts import energy_section, spiking_counts
 
     net = runner.net
@@ -119,7 +119,7 @@ def spiking(art, runner, inputs, ref_out, card) -> dict:
     out["naive_baseline"] = naive_curve(Path(art.path) / "baseline", x, truth, ref_error, ref)
     counts = spiking_counts(net, res.spikes[net.timesteps], res.acs[net.timesteps], net.timesteps + lag, len(x))
     out["counts"] = counts
-    out["energy_section"] = energy_section(counts, runner.describe())
+    out["energy_section"] = energy_section(counts, runner.describe(), device)
     out["simulator_time"] = {"value": sweep_s / ((max(steps) + lag) * len(x)) * 1e3, "unit": "ms per step per image",
                              "method": "measured", "how": f"{runner.describe()}; one batched run of {len(x)} images x "
                                                           f"{max(steps) + lag} steps (spike counting included), wall clock"}

@@ -24,8 +24,8 @@ class TFLiteBackend(Backend):
     def counts(self, path: Path, runner, sample: dict) -> dict:
         return litert_runtime.counts(path, runner, sample)
 
-    def energy(self, path: Path, runner, sample: dict) -> dict:
-        return litert_runtime.energy(path, runner, sample)
+    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
+        return litert_runtime.energy(path, runner, sample, device)
 
     def runtime_details(self, art, runner, work: Path) -> tuple[dict, list[str]]:
         return litert_runtime.runtime_details(art, runner, work)

@@ -12,7 +12,6 @@ onnx2tf needs TensorFlow (+2.5 GB, numpy 1.x pins) and tries to download calibra
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from importlib import metadata
 from pathlib import Path
@@ -61,7 +60,7 @@ class ToTFLite(Int8Options):
         notes = []
         if self.precision == "int8":
             edge, plan = self._int8(litert_torch, module, args, ctx)
-            meta["quant_plan"] = json.loads(plan.model_dump_json())
+            meta["quant_plan"] = plan
             notes += [f"to_tflite: {plan.int8_fraction('macs'):.1%} of planned MACs in INT8 ({WEIGHT_BITS}-bit per-channel "
                       f"weights, observer {self.observer})"] + plan.decisions
         else:

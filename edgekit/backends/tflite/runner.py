@@ -110,11 +110,11 @@ def counts(path: Path, runner, sample) -> dict:
                         ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
 
 
-def energy(path: Path, runner, sample) -> dict:
+def energy(path: Path, runner, sample, device: str) -> dict:
     from edgekit.energy.section import energy_section
 
     rows = [r for r in _layers(path)[0] if r["macs"]]
-    return energy_section(rows, runner, sample)
+    return energy_section(rows, runner, sample, device)
 
 
 def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
@@ -122,7 +122,7 @@ def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
     rows, io = _layers(art.path)
     details = {"runtime": runner.describe(), "executed_here": True, "io": io,
                "op_histogram": dict(Counter(r["op"] for r in rows))}
-    if art.meta.get("precision") != "int8":
+    if art.meta.precision != "int8":
         return details, []
     macs = sum(r["macs"] for r in rows) or 1
     int8 = sum(r["macs"] for r in rows if r["precision"] == "int8") / macs
