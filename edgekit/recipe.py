@@ -56,6 +56,14 @@ class Recipe(BaseModel):
                                                 "(edgekit/targets/devices/<device>.yaml)")
     calibration: str | None = Field(None, description="calibration set (edgekit/calibration/<name>.yaml or a path)")
 
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_named(cls, v):
+        if v is None:  # YAML reads a bare `null` (or nothing) as no value, not as the null backend
+            raise ValueError(f"no backend named (known: {', '.join(BACKENDS)}); fix: name one, and quote the null "
+                             "backend as 'null'")
+        return v
+
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str) -> str:
@@ -122,8 +130,8 @@ def _pass_from_entry(entry, index: int) -> Pass:
         return REGISTRY[name](**options)
     except ValidationError as exc:
         err = exc.errors()[0]
-        path = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"passes[{index}].{name}.{path}: {err['msg']}") from None
+        where = ".".join([name, *(str(p) for p in err["loc"])])  # no option named: a check across the pass's options
+        raise ValueError(f"passes[{index}].{where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _line_of(text: str, loc: list) -> int | None:

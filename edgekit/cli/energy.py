@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edgekit.cli.options import ForceOpt, FormatOpt, OutputFormat
+from edgekit.report.summary import energy_range
 
 
 def energy_command(
@@ -28,8 +29,6 @@ def energy_command(
     from edgekit.errors import BadInputError
     from edgekit.recipe import load_recipe
     from edgekit.report.sample import SAMPLE_TARGETS, energy_rows, write_sample
-    from edgekit.report.summary import _range
-
     names = list(SAMPLE_TARGETS) if targets.strip() == "sample" else [t.strip() for t in targets.split(",") if t.strip()]
     if not names:
         raise BadInputError(f"--targets {targets!r} names no target; fix: e.g. --targets onnx,onnx-fp16")
@@ -50,7 +49,7 @@ def energy_command(
         return
     typer.echo(f"{'target':<12} {'profile':<14} {'device':<18} {'level':<15} {'uJ per inference':>18}  vs first (same profile/level)")
     for r in rows:
-        value = _range(r) if r["low_uj"] else "-"
+        value = energy_range(r["low_uj"], r["high_uj"]) if r["low_uj"] else "-"
         typer.echo(f"{r['target']:<12} {r['profile']:<14} {r['device'][:18]:<18} {r['level']:<15} {value:>18}  {r['ratio_to_first']}")
     for r in rows:
         if r["level"] == "measured" and not r["low_uj"]:

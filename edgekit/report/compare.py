@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 from edgekit.report.model import Report
+from edgekit.report.summary import energy_range
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
@@ -98,10 +99,8 @@ def size_steps_svg(reports: list[Report], width=520, height=340) -> str:
 
 
 def _energy_text(r: Report) -> str:
-    from edgekit.report.summary import _range
-
     row = next((e for e in r.energy.estimates if e.profile == "horowitz-45nm" and e.level == "compute"), None)
-    return _range(row) if row else html.escape((r.energy.why or "-")[:60])
+    return energy_range(row.low_uj, row.high_uj) if row else html.escape((r.energy.why or "-")[:60])
 
 
 def compare_html(reports: list[Report]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgekit.fileio import atomic_write_text
 from edgekit.report.model import Measurement, Report
+from edgekit.report.summary import energy_range
 
 
 def _fmt(m: Measurement | None) -> str:
@@ -93,9 +94,7 @@ _ENERGY_HEAD = ["profile", "device", "level", "energy per inference (uJ)", "meth
 
 
 def _energy_rows(report: Report) -> list[list[str]]:
-    from edgekit.report.summary import _range
-
-    return [[e.profile, e.device, e.level, _range(e), e.method, e.assumptions, e.source] for e in report.energy.estimates]
+    return [[e.profile, e.device, e.level, energy_range(e.low_uj, e.high_uj), e.method, e.assumptions, e.source] for e in report.energy.estimates]
 
 
 def _energy_markdown(report: Report) -> list[str]:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from edgekit.report.model import Report
+from edgekit.report.summary import energy_range
 
 # one target per backend and precision (recipes that add pruning, QAT or other compressions are left out), in the
 # order the comparison reads best: float first, then smaller and cheaper, then spiking
@@ -81,8 +82,6 @@ def static_numbers(target: str, report: Report) -> dict:
 def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path) -> list[Path]:
     from edgekit.fileio import atomic_write_text
     from edgekit.report.compare import write_compare
-    from edgekit.report.summary import _range
-
     model = next(iter(reports.values())).model.name
     host = next(iter(reports.values())).host
     # digests of host-dependent artifacts (INT8, spiking) are compared only on a host with the same CPU and flags
@@ -103,7 +102,7 @@ def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path
               "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['target']} | {r['profile']} | {r['device']} | {r['level']} | {r['arithmetic'] or '-'} | "
-                     f"{_range(r) if r['low_uj'] else 'not measured'} | {r['ratio_to_first']} |")
+                     f"{energy_range(r['low_uj'], r['high_uj']) if r['low_uj'] else 'not measured'} | {r['ratio_to_first']} |")
     lines += [""] + [f"- {n}" for n in notes]
     sources = sorted({f"{r['profile']}: {r['source']}" for r in rows if r["level"] != "measured"})
     lines += ["", "Sources:"] + [f"- {s}" for s in sources] + [""]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.report.model import Report
-from edgekit.report.sections import EnergyEstimate
 
 
-def _range(row: EnergyEstimate) -> str:
-    lo, hi = row.low_uj, row.high_uj
+def energy_range(low_uj: float, high_uj: float) -> str:
+    """'22.3' for a point estimate, '26.8-542' for a range (uJ, three significant digits)."""
+    lo, hi = low_uj, high_uj
     return f"{lo:.3g}" if abs(hi - lo) <= 1e-9 * max(abs(hi), 1) else f"{lo:.3g}-{hi:.3g}"
 
 
@@ -34,8 +34,8 @@ def summary(report: Report, out_dir: Path) -> str:
     if h:
         hm = est.get(("horowitz-45nm", "45 nm CMOS", "compute+memory"))  # spiking rows estimate compute only
         measured = report.energy.measured
-        memory = f", with memory {_range(hm)} uJ" if hm else ""
-        lines.append(f"  energy   estimated (Horowitz 45 nm): compute {_range(h)} uJ{memory}; "
+        memory = f", with memory {energy_range(hm.low_uj, hm.high_uj)} uJ" if hm else ""
+        lines.append(f"  energy   estimated (Horowitz 45 nm): compute {energy_range(h.low_uj, h.high_uj)} uJ{memory}; "
                      + (f"measured {measured.dynamic_uj_per_inference:.1f} uJ dynamic"
                         if measured and measured.dynamic_uj_per_inference else measured.how if measured else "not measured"))
     q, c = report.quantization, report.comparison

@@ -37,7 +37,7 @@ class ImageInputRunner:
         return getattr(self.interp, name)
 
 
-def runner(path: Path, threads: int = 1):
+def open_runner(path: Path, threads: int = 1):
     import json
 
     interp = MilInterpreter(path)
@@ -48,41 +48,7 @@ def runner(path: Path, threads: int = 1):
     return interp
 
 
-def counts(path: Path, interp, sample) -> dict:
-    interp.run(sample)
-    weights = interp.weight_precisions()
-    params = sum(w["elements"] for w in weights)
-    return {"params": params, "macs": interp.macs,
-            "params_how": "elements of the ML program's constant tensors with more than 16 elements (weights)",
-            "macs_how": "counted by the MIL interpreter from the conv/linear/matmul shapes it executed, batch 1"}
-
-
-def energy(path: Path, interp, sample, device: str) -> dict:
-    """Per-op counts from the interpreter's run of the package (precision as declared, weights as stored)."""
-    from edgekit.energy.section import energy_section
-
-    interp.run(sample)
-    return energy_section(interp.layers, interp, sample, device, not_measurable=(
-        "Core ML runs only on Apple devices; this host runs edgekit's numpy interpreter, whose energy says nothing "
-        "about a device"))
-
-
-def runtime_details(art, interp: MilInterpreter, work: Path) -> tuple[dict, list[str]]:
-    weights = interp.weight_precisions()
-    total = sum(w["elements"] for w in weights) or 1
-    by_dtype: dict[str, int] = {}
-    for w in weights:
-        by_dtype[w["dtype"]] = by_dtype.get(w["dtype"], 0) + w["elements"]
-    details = {"runtime": interp.describe(), "executed_here": True, "core_ml_runtime": _macos_check(art.path, interp),
-               "op_histogram": interp.op_histogram(), "weight_dtypes": {k: v / total for k, v in by_dtype.items()},
-               "int8_weight_fraction": (by_dtype.get("int8", 0) + by_dtype.get("uint8", 0)) / total,
-               "weights": weights}
-    note = ("Core ML outputs measured with edgekit's MIL reference interpreter (numpy, FP32 accumulation); "
-            + details["core_ml_runtime"]["status"])
-    return details, [note]
-
-
-def _macos_check(path: Path, interp: MilInterpreter) -> dict:
+def macos_check(path: Path, interp: MilInterpreter) -> dict:
     if platform.system() != "Darwin":
         return {"status": "Core ML runtime not run: MLModel.predict needs macOS, so the artifact is unverified on Core ML itself"}
     from edgekit._optional import require

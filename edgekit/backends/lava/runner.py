@@ -22,7 +22,7 @@ class FixedPointRunner:
         self.spec = json.loads((self.path / SPEC).read_text())
         self.layers = read_network(self.path / "network.net", self.spec)
         self.last = None
-        self.seen = _Seen()
+        self.seen = Seen()
 
     def input_bias(self, x: np.ndarray) -> np.ndarray:
         from edgekit.snn.fixed_point import input_bias
@@ -48,7 +48,7 @@ class FixedPointRunner:
                                                                 if self.spec.get("warmup_steps") else ""))
 
 
-class _Seen:
+class Seen:
     """What every run() so far produced, in order: the spiking section reuses verification's pass over the evaluation
     set instead of running the fixed-point model over it a second time. digest: of the inputs, to tell the sets apart."""
 
@@ -68,67 +68,6 @@ class _Seen:
         import hashlib
 
         return bool(self.outputs) and self.hash.hexdigest() == hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
-
-
-def runner(path: Path, threads: int = 1) -> FixedPointRunner:
-    return FixedPointRunner(path, threads)
-
-
-def counts(path: Path, runner, sample) -> dict:
-    from edgekit.backends.snn.runner import dense_counts
-    from edgekit.snn.net import SpikingNet
-
-    params = sum(int(lay.weight.size) + int(lay.bias.size) for lay in runner.layers if lay.weight is not None)
-    return dense_counts(SpikingNet.load(Path(path) / "snn"), params,
-                        "8-bit weights and 13-bit biases in the netx file (the host encoder's first conv not included)")
-
-
-def energy(path: Path, runner, sample, device: str) -> dict:
-    return {"why": "filled in from the spikes measured by the fixed-point model (Spiking section)"}  # replaced after spiking()
-
-
-def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
-    return {"runtime": runner.describe(), "executed_here": True, "netx": runner.spec}, [
-        "accuracy measured with edgekit's fixed-point mirror of Lava (checked spike for spike against Lava's simulator "
-        "on a subset: Spiking section)"]
-
-
-def spiking(art, runner, inputs, ref_out, card, device: str) -> dict:
-    import torch
-
-    from edgekit.backends.snn.runner import error_curve, naive_curve, reference
-    from edgekit.data.metrics import angular_error_deg
-    from edgekit.snn.counts import energy_section, spiking_counts
-    from edgekit.snn.net import SpikingNet
-
-    spec, x = runner.spec, next(iter(inputs.arrays.values()))
-    truth, ref, ref_error = reference(inputs, ref_out, card)
-    snn = SpikingNet.load(Path(art.path) / "snn")
-    if not runner.seen.covers(x):  # verification ran other inputs through this runner (or none): run the set now
-        runner.seen = _Seen()
-        runner.run({"x": x})
-    seen = runner.seen
-    fixed = np.concatenate(seen.outputs)
-    fixed_err = float(angular_error_deg(fixed, truth).mean())
-    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    curve, _ = error_curve(snn, xt, truth, ref_error, ref, tuple(sorted({4, 8, 16, 32, 64, snn.timesteps})))
-    float_row = next(r for r in curve if r["timesteps"] == snn.timesteps)
-    steps = spec["steps"]
-    counts = spiking_counts(snn, seen.spikes, seen.acs, steps, len(x))  # measured over the S + T steps Lava runs
-    out = {"timesteps": spec["timesteps"], "latency_steps": steps, "reset": "zero", "reference_error_deg": ref_error,
-           "error_vs_timesteps": curve, "curve_of": ("the float SNN in the artifact (reset to zero, "
-                        + ("Lava's one-step synaptic delays and warm-up)" if snn.delay else "no delays)")),
-           "fixed_point": {"error_deg": fixed_err, "samples": len(x), "increase_deg": fixed_err - ref_error},
-           "float_snn": {"error_deg": float_row["error_deg"], "samples": len(x),
-                         "fixed_minus_float_deg": fixed_err - float_row["error_deg"]},
-           "counts": counts, "conversion": snn.meta,
-           "energy_section": energy_section(counts, runner.describe(), device),
-           "naive_baseline": naive_curve(Path(art.path) / "snn" / "baseline", xt, truth, ref_error, ref),
-           "simulator_time": {"value": seen.seconds / (steps * len(x)) * 1e3, "unit": "ms per step per image (fixed-point mirror)",
-                              "method": "measured", "how": f"{runner.describe()}; verification's run over {len(x)} images "
-                                                           f"in {len(seen.outputs)} batch(es), wall clock"}}
-    out["lava"] = lava_check(art, runner, inputs, truth, spec.get("lava_samples", 16))
-    return out
 
 
 def lava_check(art, runner, inputs, truth: np.ndarray, samples: int) -> dict:

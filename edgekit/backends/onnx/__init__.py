@@ -9,7 +9,7 @@ from typing import ClassVar
 from edgekit.artifact import Format
 from edgekit.backends.base import Backend
 from edgekit.backends.onnx import export, ptq  # noqa: F401  (registers the passes)
-from edgekit.backends.onnx import runner as onnx_runtime
+from edgekit.backends.onnx.runner import OnnxRunner, fp16_execution
 
 
 class OnnxBackend(Backend):
@@ -19,13 +19,26 @@ class OnnxBackend(Backend):
     summary: ClassVar[str] = "onnxruntime, CPU execution provider"
 
     def runner(self, path: Path, threads: int = 1):
-        return onnx_runtime.OnnxRunner(path, threads=threads)
+        return OnnxRunner(path, threads=threads)
 
-    def counts(self, path: Path, runner, sample: dict) -> dict:
-        return onnx_runtime.counts(path, runner, sample)
+    def counts(self, path: Path, runner, sample) -> dict:
+        from edgekit.backends.onnx.graph import onnx_counts
 
-    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
-        return onnx_runtime.energy(path, runner, sample, device)
+        c = onnx_counts(path)
+        return {**c, "params_how": "ONNX initializer elements",
+                "macs_how": "from the ONNX graph with inferred shapes, batch 1: " +
+                            ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in c["macs_by_op"].items())}
+
+    def energy(self, path: Path, runner, sample, device: str) -> dict:
+        """Per-layer counts, cited estimates, and a RAPL measurement where the host exposes the counters."""
+        from edgekit.backends.onnx.energy_counts import onnx_layer_counts
+        from edgekit.energy.section import energy_section
+
+        return energy_section(onnx_layer_counts(path), runner, sample, device)
 
     def runtime_details(self, art, runner, work: Path) -> tuple[dict, list[str]]:
-        return onnx_runtime.runtime_details(art, runner, work)
+        details = {"runtime": runner.describe(), "executed_here": True}
+        if art.meta.precision != "fp16":
+            return details, []
+        fp16 = fp16_execution(art.path, work)
+        return {**details, "fp16_execution": fp16}, [fp16["note"]]

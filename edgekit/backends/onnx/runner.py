@@ -42,36 +42,6 @@ class OnnxRunner:
         return f"onnxruntime {runtime_version()} {PROVIDER}, {self.threads} intra-op thread(s)"
 
 
-def runner(path: Path, threads: int = 1) -> OnnxRunner:
-    """The backend contract: something with run(inputs) -> outputs and describe()."""
-    return OnnxRunner(path, threads=threads)
-
-
-def counts(path: Path, runner, sample) -> dict:
-    from edgekit.backends.onnx.graph import onnx_counts
-
-    c = onnx_counts(path)
-    return {**c, "params_how": "ONNX initializer elements",
-            "macs_how": "from the ONNX graph with inferred shapes, batch 1: " +
-                        ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in c["macs_by_op"].items())}
-
-
-def energy(path: Path, runner, sample, device: str) -> dict:
-    """Per-layer counts, cited estimates, and a RAPL measurement where the host exposes the counters."""
-    from edgekit.backends.onnx.energy_counts import onnx_layer_counts
-    from edgekit.energy.section import energy_section
-
-    return energy_section(onnx_layer_counts(path), runner, sample, device)
-
-
-def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
-    details = {"runtime": runner.describe(), "executed_here": True}
-    if art.meta.precision != "fp16":
-        return details, []
-    fp16 = fp16_execution(art.path, work)
-    return {**details, "fp16_execution": fp16}, [fp16["note"]]
-
-
 def fp16_execution(path: Path, work: Path) -> dict:
     """How the CPU provider really executes an FP16 model: the float16 share of weights left after its graph
     optimisations (it inserts casts and runs ops without FP16 kernels in FP32)."""

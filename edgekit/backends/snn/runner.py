@@ -6,7 +6,6 @@ beside it, spike rates per layer and NeuroBench-named synaptic operations from t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,16 +37,6 @@ class SnnRunner:
                 f"T={self.net.timesteps}, reset by {self.net.reset}")
 
 
-def runner(path: Path, threads: int = 1) -> SnnRunner:
-    return SnnRunner(path, threads)
-
-
-def counts(path: Path, runner, sample) -> dict:
-    net = runner.net
-    params = sum(int(w.numel()) + int(b.numel()) for w, b in zip(net.weights, net.biases) if w is not None)
-    return dense_counts(net, params, "weights and biases of the SNN's layers")
-
-
 def dense_counts(net, params: int, params_how: str) -> dict:
     """The report's compute counts of a spiking artifact (snn and lava backends): its parameters, and the dense MACs
     of the equivalent ANN."""
@@ -65,14 +54,6 @@ def reference(inputs, ref_out, card) -> tuple[np.ndarray, np.ndarray, float]:
     truth = inputs.truth.reshape(-1, 3)
     ref = to_vectors(ref_out, card).reshape(-1, 3)
     return truth, ref, float(angular_error_deg(ref, truth).mean())
-
-
-def energy(path: Path, runner, sample, device: str) -> dict:
-    return {"why": "filled in from the spikes measured on the evaluation set (Spiking section)"}  # replaced after spiking()
-
-
-def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
-    return {"runtime": runner.describe(), "executed_here": True}, []
 
 
 def error_curve(net, x: torch.Tensor, truth: np.ndarray, ref_error: float, ref_vectors: np.ndarray,
@@ -99,28 +80,3 @@ def naive_curve(folder: Path, x, truth, ref_error: float, ref) -> dict | None:
         return None
     base = SpikingNet.load(folder)
     return {"what": base.meta.get("baseline"), "error_vs_timesteps": error_curve(base, x, truth, ref_error, ref)[0]}
-
-
-def spiking(art, runner, inputs, ref_out, card, device: str) -> dict:
-    from edgekit.snn.counts import energy_section, spiking_counts
-
-    net = runner.net
-    x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.arrays.values())), np.float32))
-    truth, ref, ref_error = reference(inputs, ref_out, card)
-    steps = tuple(sorted(set(SWEEP) | {net.timesteps}))
-    started = time.perf_counter()
-    curve, res = error_curve(net, x, truth, ref_error, ref, steps, count=True)
-    sweep_s = time.perf_counter() - started
-    from edgekit.snn.simulate import readout_lag
-
-    lag = readout_lag(net)  # counts, rates and simulator time cover every step run: the lag and the T steps
-    out = {"timesteps": net.timesteps, "latency_steps": net.timesteps + lag, "reset": net.reset, "v_init": net.v_init,
-           "reference_error_deg": ref_error, "error_vs_timesteps": curve, "conversion": net.meta}
-    out["naive_baseline"] = naive_curve(Path(art.path) / "baseline", x, truth, ref_error, ref)
-    counts = spiking_counts(net, res.spikes[net.timesteps], res.acs[net.timesteps], net.timesteps + lag, len(x))
-    out["counts"] = counts
-    out["energy_section"] = energy_section(counts, runner.describe(), device)
-    out["simulator_time"] = {"value": sweep_s / ((max(steps) + lag) * len(x)) * 1e3, "unit": "ms per step per image",
-                             "method": "measured", "how": f"{runner.describe()}; one batched run of {len(x)} images x "
-                                                          f"{max(steps) + lag} steps (spike counting included), wall clock"}
-    return out

@@ -3,13 +3,15 @@ LiteRT interpreter runner (runner.py)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
 from edgekit.artifact import Format
 from edgekit.backends.base import Backend
 from edgekit.backends.tflite import convert  # noqa: F401  (registers the pass)
-from edgekit.backends.tflite import runner as litert_runtime
+from edgekit.backends.tflite import graph as tflite_graph
+from edgekit.backends.tflite.runner import LiteRTRunner, layers_of
 
 
 class TFLiteBackend(Backend):
@@ -19,13 +21,40 @@ class TFLiteBackend(Backend):
     summary: ClassVar[str] = "LiteRT interpreter (XNNPACK), CPU"
 
     def runner(self, path: Path, threads: int = 1):
-        return litert_runtime.runner(path, threads)
+        return LiteRTRunner(path, threads=threads)
 
-    def counts(self, path: Path, runner, sample: dict) -> dict:
-        return litert_runtime.counts(path, runner, sample)
+    def counts(self, path: Path, runner, sample) -> dict:
+        rows, _ = layers_of(path)
+        macs_by_op: Counter = Counter()
+        for r in rows:
+            macs_by_op[r["op"]] += r["macs"]
+        params = sum(r["weight_elems"] for r in rows if r["macs"])
+        return {"params": params, "macs": sum(macs_by_op.values()),
+                "params_how": "elements of the weight tensors of conv/fully-connected ops",
+                "macs_how": "from the .tflite op and tensor shapes, batch 1: " +
+                            ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
 
-    def energy(self, path: Path, runner, sample: dict, device: str) -> dict:
-        return litert_runtime.energy(path, runner, sample, device)
+    def energy(self, path: Path, runner, sample, device: str) -> dict:
+        from edgekit.energy.section import energy_section
+
+        rows = [r for r in layers_of(path)[0] if r["macs"]]
+        return energy_section(rows, runner, sample, device)
 
     def runtime_details(self, art, runner, work: Path) -> tuple[dict, list[str]]:
-        return litert_runtime.runtime_details(art, runner, work)
+        """Op histogram, and for INT8 models the measured INT8 share of MACs and every op that computes in float."""
+        rows, io = layers_of(art.path)
+        details = {"runtime": runner.describe(), "executed_here": True, "io": io,
+                   "op_histogram": dict(Counter(r["op"] for r in rows))}
+        if art.meta.precision != "int8":
+            return details, []
+        macs = sum(r["macs"] for r in rows) or 1
+        int8 = sum(r["macs"] for r in rows if r["precision"] == "int8") / macs
+        float_ops = [{"op": r["op"], "layer": r["layer"], "macs": r["macs"], "activation_dtype": r["activation_dtype"]}
+                     for r in rows if r["precision"] != "int8" and r["op"] not in tflite_graph._DATA_OPS]
+        details |= {"int8_mac_fraction_measured": int8, "float_ops": float_ops}
+        mac_ops = [f"{f['op']} ({f['layer']})" for f in float_ops if f["macs"]]
+        note = (f"INT8 model as converted: {int8:.1%} of MACs in INT8; {len(float_ops)} compute op(s) stay float"
+                + (f", with MACs: {', '.join(mac_ops)}" if mac_ops else " (none with MACs)")
+                + (f"; the rest: {', '.join(sorted({f['op'] for f in float_ops if not f['macs']}))}"
+                   if any(not f["macs"] for f in float_ops) else ""))
+        return details, [note]

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
@@ -39,6 +39,13 @@ class ToTFLite(Int8Options):
     io: Literal["float", "int8"] = Field(
         "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
 
+    @model_validator(mode="after")
+    def _int8_io_needs_int8(self) -> ToTFLite:
+        """Refused when the recipe loads, not after the passes before it have run."""
+        if self.io == "int8" and self.precision != "int8":
+            raise ValueError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
+        return self
+
     def host_dependence(self) -> str | None:
         return ("activation ranges come from float32 calibration runs in torch, whose kernels depend on the CPU"
                 if self.precision == "int8" else None)
@@ -50,8 +57,6 @@ class ToTFLite(Int8Options):
         from edgekit.backends.onnx.export import load_torch_artifact
 
         litert_torch = require("litert_torch", "the to_tflite pass")
-        if self.io == "int8" and self.precision != "int8":
-            raise BadInputError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
         module = load_torch_artifact(src, trusted_arch=ctx.card.arch).eval()
         args = tuple(torch.zeros(s.shape) for s in ctx.card.inputs)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,14 +8,12 @@ come from the model's own tensors, the same place the sidecar is written from.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from edgekit._optional import require
 from edgekit.backends.tflite import graph as tflite_graph
-
 
 
 def runtime_version() -> str:
@@ -90,48 +88,5 @@ def _read(path: str, mtime_ns: int) -> tuple[list[dict], dict]:
     return tflite_graph.layer_rows(model), tflite_graph.io_details(model)
 
 
-def _layers(path: Path) -> tuple[list[dict], dict]:
+def layers_of(path: Path) -> tuple[list[dict], dict]:
     return _read(str(path), Path(path).stat().st_mtime_ns)
-
-
-def runner(path: Path, threads: int = 1) -> LiteRTRunner:
-    return LiteRTRunner(path, threads=threads)
-
-
-def counts(path: Path, runner, sample) -> dict:
-    rows, _ = _layers(path)
-    macs_by_op: Counter = Counter()
-    for r in rows:
-        macs_by_op[r["op"]] += r["macs"]
-    params = sum(r["weight_elems"] for r in rows if r["macs"])
-    return {"params": params, "macs": sum(macs_by_op.values()),
-            "params_how": "elements of the weight tensors of conv/fully-connected ops",
-            "macs_how": "from the .tflite op and tensor shapes, batch 1: " +
-                        ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
-
-
-def energy(path: Path, runner, sample, device: str) -> dict:
-    from edgekit.energy.section import energy_section
-
-    rows = [r for r in _layers(path)[0] if r["macs"]]
-    return energy_section(rows, runner, sample, device)
-
-
-def runtime_details(art, runner, work: Path) -> tuple[dict, list[str]]:
-    """Op histogram, and for INT8 models the measured INT8 share of MACs and every op that computes in float."""
-    rows, io = _layers(art.path)
-    details = {"runtime": runner.describe(), "executed_here": True, "io": io,
-               "op_histogram": dict(Counter(r["op"] for r in rows))}
-    if art.meta.precision != "int8":
-        return details, []
-    macs = sum(r["macs"] for r in rows) or 1
-    int8 = sum(r["macs"] for r in rows if r["precision"] == "int8") / macs
-    float_ops = [{"op": r["op"], "layer": r["layer"], "macs": r["macs"], "activation_dtype": r["activation_dtype"]}
-                 for r in rows if r["precision"] != "int8" and r["op"] not in tflite_graph._DATA_OPS]
-    details |= {"int8_mac_fraction_measured": int8, "float_ops": float_ops}
-    mac_ops = [f"{f['op']} ({f['layer']})" for f in float_ops if f["macs"]]
-    note = (f"INT8 model as converted: {int8:.1%} of MACs in INT8; {len(float_ops)} compute op(s) stay float"
-            + (f", with MACs: {', '.join(mac_ops)}" if mac_ops else " (none with MACs)")
-            + (f"; the rest: {', '.join(sorted({f['op'] for f in float_ops if not f['macs']}))}"
-               if any(not f["macs"] for f in float_ops) else ""))
-    return details, [note]
