@@ -22,7 +22,9 @@ from edgekit.report.measure import compare, interleaved_latency, latency, peak_m
 def _set_info(gs: GazeSet | None) -> dict | None:
     if gs is None:
         return None
-    return {"source": gs.meta.get("source"), "n_images": len(gs), "digest": gs.digest(), "seed": gs.meta.get("seed")}
+    source, seed = gs.meta.get("source"), gs.meta.get("seed")  # a user's set: its meta may hold anything
+    return {"source": None if source is None else str(source), "n_images": len(gs), "digest": gs.digest(),
+            "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None}
 
 
 def _lava_mismatch(report: Report) -> int | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.data.metrics import AngularSummary
-from edgekit.report.sections import (ArtifactInfo, Comparison, Energy, HostInfo, Measurement, ModelInfo, Parity,
-                                     Quantization, Runtime, Spiking, TargetInfo)
+from edgekit.report.sections import (ArtifactInfo, Comparison, Energy, EvalSetInfo, HostInfo, Measurement, ModelInfo,
+                                     Parity, Quantization, Runtime, Spiking, TargetInfo)
 
 REPORT_SCHEMA_VERSION = 2  # 2: every section typed (edgekit/report/sections.py)
 
@@ -25,7 +25,7 @@ class DiffSummary(BaseModel):
 
 
 class Accuracy(BaseModel):
-    set: dict  # source, n, digest
+    set: EvalSetInfo
     truth: str  # what the error is measured against
     reference: AngularSummary
     artifact: AngularSummary

@@ -27,11 +27,11 @@ def _rows(report: Report) -> list[tuple[str, str, str, str]]:
     rows = []
     acc = report.accuracy
     if acc:
-        n = acc.set.get("n_images")
+        n = acc.set.n_images
         for label, s in (("reference", acc.reference), ("artifact", acc.artifact), ("predict-the-mean", acc.predict_mean_baseline)):
             rows.append(("accuracy", f"{label} error mean / median / p95 / max",
                          f"{s.mean_deg:.3f} / {s.median_deg:.3f} / {s.p95_deg:.3f} / {s.max_deg:.3f} deg",
-                         f"measured on {n} images of {acc.set.get('source')} against {acc.truth}"))
+                         f"measured on {n} images of {acc.set.source} against {acc.truth}"))
         d = acc.diff_from_reference
         rows.append(("accuracy", "difference from reference mean / p95 / max", f"{d.mean_deg:.5f} / {d.p95_deg:.5f} / {d.max_deg:.5f} deg",
                      f"measured: {acc.how}"))

@@ -122,6 +122,16 @@ class Runtime(Section):
 # -- accuracy -----------------------------------------------------------------------------------------------------
 
 
+class EvalSetInfo(Section):
+    """The evaluation set the accuracy was measured on."""
+
+    source: str | None
+    n_images: int
+    digest: str
+    seed: int | None = None
+    n_samples: int  # model inputs made from it (sequence windows for temporal models, else n_images)
+
+
 class Parity(Section):
     """First layer whose output departs from the PyTorch reference, on the worst sample (when a gate fails)."""
 

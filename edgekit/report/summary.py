@@ -20,7 +20,7 @@ def summary(report: Report, out_dir: Path) -> str:
     if acc:
         d = acc.diff_from_reference
         lines.append(f"  error    {acc.artifact.mean_deg:.3f} deg mean (reference {acc.reference.mean_deg:.3f}, "
-                     f"predict-the-mean {acc.predict_mean_baseline.mean_deg:.2f}) on {acc.set.get('n_samples')} samples of {acc.set.get('source')}")
+                     f"predict-the-mean {acc.predict_mean_baseline.mean_deg:.2f}) on {acc.set.n_samples} samples of {acc.set.source}")
         lines.append(f"  diff     mean {d.mean_deg:.5f} / p95 {d.p95_deg:.5f} / max {d.max_deg:.5f} deg from the reference")
     lat = report.latency.get("p50")
     if lat and lat.value is not None:
