@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from edgekit.backends import REGISTRY
 from edgekit.cli.options import OutputFormat
 from edgekit.extras import CORE, EXTRAS, install_hint
 
@@ -25,6 +24,8 @@ def _modules_row(name: str, modules: tuple[str, ...], hint: str) -> tuple[str, b
 
 
 def rows() -> list[tuple[str, bool, str]]:
+    from edgekit.backends import REGISTRY  # loads every backend's passes (torch): only when doctor runs
+
     out = [_modules_row(CORE.purpose, CORE.modules, "pip install -e .")]
     for backend in REGISTRY.values():
         usable, detail = backend.available()

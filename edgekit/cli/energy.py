@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from edgekit.cli.options import ForceOpt, FormatOpt, OutputFormat
-from edgekit.report.summary import energy_range
 
 
 def energy_command(
@@ -29,6 +28,8 @@ def energy_command(
     from edgekit.errors import BadInputError
     from edgekit.recipe import load_recipe
     from edgekit.report.sample import SAMPLE_TARGETS, energy_rows, write_sample
+    from edgekit.report.summary import energy_range
+
     names = list(SAMPLE_TARGETS) if targets.strip() == "sample" else [t.strip() for t in targets.split(",") if t.strip()]
     if not names:
         raise BadInputError(f"--targets {targets!r} names no target; fix: e.g. --targets onnx,onnx-fp16")
