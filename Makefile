@@ -1,12 +1,13 @@
-# Two entry points, each doing all set-up from a fresh clone:
+# Entry points, each doing all set-up from a fresh clone:
 #   make demo   set up, then run edgekit's main job on the built-in demo model
 #   make test   set up, then run the whole test suite
+#   make test-fast  set up, then run the tests not marked slow (no end-to-end compiles or training; under 2 minutes)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lava sample-report clean
+.PHONY: setup demo test test-fast lava sample-report clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; fix: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -26,6 +27,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 # reports/: the demo model on every target (static numbers in demo.json are checked by the tests)
 sample-report: setup

@@ -127,6 +127,10 @@ def main(root: Path) -> None:
             total += 1
             lazy += not at_top
             graph[mod].add(target)
+            # importing edgekit.a.b first runs edgekit/a/__init__.py (unless the importer lives in edgekit.a): an edge too
+            parts = target.split(".")
+            graph[mod].update(p for p in (".".join(parts[:i]) for i in range(2, len(parts)))
+                              if p in known and p != mod and not mod.startswith(p + "."))
             a, b = layer(mod), layer(target)
             if a is not None and b is not None and b > a:
                 upward.append(f"{mod} -> {target}")

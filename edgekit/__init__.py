@@ -14,7 +14,7 @@ __all__ = ["__version__", "compile"]
 
 def __getattr__(name: str):
     if name == "compile":
-        from edgekit.compiler import compile
+        from edgekit.compiler import compile  # why: lazy, imports torch; `import edgekit` stays cheap
 
         return compile
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")

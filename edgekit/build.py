@@ -19,8 +19,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgekit import signals
+from edgekit.compiler import compile as run_compile
 from edgekit.errors import BadInputError, EdgekitError
 from edgekit.fileio import atomic_write_text
+from edgekit.outdir import owned_entries
+from edgekit.report.compare import write_compare
 
 
 class ProjectModel(BaseModel):
@@ -111,8 +115,6 @@ def _worker_started() -> None:
 
 
 def _worker_signal(signum, frame) -> None:
-    from edgekit import signals
-
     if not _BUSY:
         os._exit(128 + signum)
     signals.raise_interrupted(signum, frame)
@@ -139,8 +141,6 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 def run_job(job: Job) -> dict:
     """Compile one (model, target); never raises: returns the manifest entry or the failure."""
-    from edgekit.compiler import compile as run_compile
-
     global _BUSY
     m = job.model
     entry = {"model": m.name, "target": job.target}
@@ -214,8 +214,6 @@ BUILD_FILES = ("manifest.json", "summary.md", "junit.xml", "compare.html")
 def _refuse_foreign_dist(dist: Path) -> None:
     """--dist must be absent, empty, or hold only what edgekit build writes (its files and, per model, edgekit's
     output folders), so the build never overwrites a file of the user's."""
-    from edgekit.outdir import owned_entries
-
     if os.path.lexists(dist) and not dist.is_dir():
         raise BadInputError(f"--dist {dist} is a file, not a folder; fix: choose a folder path for the build outputs")
     if not dist.is_dir():
@@ -231,8 +229,6 @@ def _refuse_foreign_dist(dist: Path) -> None:
 
 
 def _write_outputs(manifest: dict, dist: Path) -> None:
-    from edgekit.report.compare import write_compare
-
     dist.mkdir(parents=True, exist_ok=True)
     reports = [dist / e["report"] for e in manifest["artifacts"] if e.get("report")]
     if reports:

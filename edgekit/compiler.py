@@ -22,8 +22,12 @@ from edgekit.errors import BadInputError, from_os_error
 from edgekit.environment import cache_root
 from edgekit.evalset import default_eval_set, model_inputs
 from edgekit.models.card import ModelCard
+from edgekit.quant.calibration import load_calibration_spec, resolve_calibration
 from edgekit.recipe import Recipe, load_recipe
+from edgekit.report import cache as report_cache
 from edgekit.report.model import Report
+from edgekit.report.render import write_reports
+from edgekit.source import load_source
 
 @dataclass(frozen=True)
 class CompileResult:
@@ -76,8 +80,6 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
 
 def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape,
                   output_convention, card, cache: bool, progress: bool, log) -> CompileResult:
-    from edgekit.source import load_source
-
     given_eval = _as_set(eval)
     src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
                       output_convention=output_convention, card=Path(card) if card else None,
@@ -96,8 +98,6 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
     shipped = _place_artifact(final, output.staging)
     report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log)
     _write_sidecar(src.card, shipped, output.staging, str(pipeline))
-    from edgekit.report.render import write_reports
-
     write_reports(report, output.staging)
     output.commit()
     return CompileResult(artifact=output.shown / shipped.path.name, report=report, out_dir=output.shown)
@@ -105,8 +105,7 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
 
 def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache: bool, log):
     """Verify the artifact, or reuse the cached report of an identical earlier verification (`cache`)."""
-    from edgekit.report import cache as report_cache
-    from edgekit.report.build import verify
+    from edgekit.report.build import verify  # why: looked up per call, so edgekit.report.build.verify can be patched
 
     root = cache_root() / "reports"
     key = report_cache.report_key(src, recipe, pipeline, shipped, eval_set, calib_set) if cache else None
@@ -124,8 +123,6 @@ def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, ca
 def _recipe_calibration(recipe: Recipe, card: ModelCard) -> GazeSet | None:
     if recipe.calibration is None:
         return None
-    from edgekit.quant.calibration import load_calibration_spec, resolve_calibration
-
     return resolve_calibration(load_calibration_spec(recipe.calibration), card)
 
 

@@ -12,6 +12,7 @@ from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.npz import GazeSet
 from edgekit.errors import BadInputError
 from edgekit.models.card import ModelCard
+from edgekit.models.evaluate import preprocessed_images, sequence_windows
 
 EVAL_SEQUENCE_LENGTH = 120
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]  # a runtime's run(): inputs by name -> output 0
@@ -41,11 +42,7 @@ def is_temporal(card: ModelCard) -> bool:
 
 def model_inputs(card: ModelCard, gs: GazeSet) -> ModelInputs:
     """Preprocess images (card.preprocessing), add head pose where declared, window sequences for temporal models."""
-    from edgekit.models.evaluate import sequence_windows
-
     spec = card.image_input
-    from edgekit.models.evaluate import preprocessed_images
-
     images = preprocessed_images(card, gs)
     if is_temporal(card):
         window, horizons = spec.shape[1], card.output.shape[1]

@@ -8,13 +8,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from edgekit.errors import BadInputError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call write(tmp_path), then rename tmp_path to path; the temporary file is removed on any error."""
     path = Path(path)
     if os.path.lexists(path) and not path.is_file():  # a folder, or a device such as /dev/full: never replaced
-        from edgekit.errors import BadInputError
-
         raise BadInputError(f"{path} exists and is not a regular file; fix: choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

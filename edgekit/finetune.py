@@ -12,6 +12,11 @@ from contextlib import nullcontext
 import torch
 from torch.nn import functional as F
 
+from edgekit.data import synthetic
+from edgekit.errors import BadInputError
+from edgekit.evalset import model_inputs
+from edgekit.progress import track
+
 
 MAX_IMAGES = 24_000  # the size of TinyGaze's own training set
 
@@ -29,13 +34,7 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization).
     teacher: distillation; the loss mixes 1 - cos against the teacher's gaze (teacher_weight) and against the label.
     one_cycle: a one-cycle learning rate (training from scratch) instead of a constant one (fine-tuning)."""
-    from edgekit.data import synthetic
-    from edgekit.evalset import model_inputs
-    from edgekit.progress import track
-
     if card.image_input.layout != "NCHW" or len(card.inputs) != 1:
-        from edgekit.errors import BadInputError
-
         raise BadInputError(f"{label} supports single-image models; fix: drop it from the recipe for this model")
     # at most MAX_IMAGES distinct images (reshuffled each pass): rendering, not training, dominated long runs
     train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size)

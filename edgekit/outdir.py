@@ -24,7 +24,9 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from edgekit import signals
 from edgekit.errors import BadInputError
+from edgekit.fileio import atomic_write_text
 
 MARKER = ".edgekit-output.json"
 PIDFILE = ".edgekit-pid"
@@ -230,9 +232,6 @@ class Output:
 
     def commit(self) -> None:
         """Move the complete staging folder into place (whole, or entry by entry beside the user's files)."""
-        from edgekit import signals
-        from edgekit.fileio import atomic_write_text
-
         names = sorted(e for e in os.listdir(self.staging) if e != PIDFILE)
         self._made = []  # from here on the parent folders hold the output
         with _locked(self.target.parent), signals.deferred():

@@ -18,6 +18,7 @@ from edgekit.errors import BadInputError
 from edgekit.backends import REGISTRY as BACKENDS
 from edgekit.backends import check_last_pass
 from edgekit.passes import REGISTRY, Pass
+from edgekit.pipeline import Pipeline
 
 TARGETS_DIR = Path(__file__).parent / "targets"
 
@@ -94,8 +95,6 @@ class Recipe(BaseModel):
         return self
 
     def pipeline(self):
-        from edgekit.pipeline import Pipeline
-
         return Pipeline(self.passes)
 
     def resolved(self) -> dict:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from edgekit.errors import BadInputError, first_line
+from edgekit.quiet import quiet
 
 MODEL = "model"
 FIX = "fix: re-export with torch.export.save from a plain nn.Module (tensor weights and ATen operators only)"
@@ -51,8 +52,6 @@ class Refused(BadInputError):
 
 def load_exported_program(path: str | Path):
     """The ExportedProgram in `path`, loaded without unpickling or evaluating anything from the file."""
-    from edgekit.quiet import quiet
-
     torch_serde = _torch_serde()  # outside the try: if a torch upgrade moves these, that is a bug, not a bad file
     path = Path(path)
     try:

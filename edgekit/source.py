@@ -15,9 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
+from edgekit.backends.onnx.export import load_torchscript
+from edgekit.backends.onnx.runner import OnnxRunner
 from edgekit.errors import BadInputError
 from edgekit.models.card import InputSpec, ModelCard, OutputSpec
+from edgekit.models.io import check_readable, load_into, load_shipped, read_state_dict
+from edgekit.models.registry import BUILTINS, builtin
+from edgekit.safe_pt2 import load_exported_program
+from edgekit.torch_module import build_arch, load_module, save_module
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 EVAL_TENSOR_LIMIT = 4 << 30  # bytes of float32 evaluation inputs edgekit will allocate
@@ -80,8 +87,6 @@ def _card_for(arch: str | None, name: str, inputs: list[InputSpec] | None, conve
     if card_path is not None:
         card = ModelCard.load(card_path)
     elif arch and arch.lower() in _builtins():
-        from edgekit.models.registry import builtin
-
         spec = builtin(arch)
         card = ModelCard(name=name, arch=arch.lower(), arch_config=spec.config, inputs=[spec.input_spec(spec.config)],
                          output=spec.output_spec(spec.config), description=spec.description)
@@ -107,8 +112,6 @@ def _override(card: ModelCard, inputs: list[InputSpec] | None, convention: str |
 
 
 def _builtins():
-    from edgekit.models.registry import BUILTINS
-
     return BUILTINS
 
 
@@ -164,9 +167,6 @@ def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_
 
 
 def _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples) -> LoadedModel:
-    from edgekit.models.io import check_readable
-    from edgekit.torch_module import build_arch, save_module
-
     inputs = parse_input_shapes(input_shapes)
     refuse_huge_inputs(inputs, eval_samples)
     convention = {"vector": "unit_vector", "pitchyaw": "pitchyaw_rad", None: None}.get(output_convention, output_convention)
@@ -175,8 +175,6 @@ def _load(model, work, arch, arch_config, input_shapes, output_convention, card,
     model = model or "tinygaze"
     path = Path(model)
     if not _exists(path) and model.lower() in _builtins():
-        from edgekit.models.io import load_shipped
-
         module, shipped = load_shipped(model.lower())
         the_card = _override(shipped, inputs, convention)
         refuse_huge_inputs(the_card.inputs, eval_samples)
@@ -208,8 +206,6 @@ def _load(model, work, arch, arch_config, input_shapes, output_convention, card,
     if suffix in (".safetensors", ".pt", ".pth", ".bin"):
         if not arch:
             raise BadInputError(f"{path}: a weights file needs --arch (a built-in name or package.module:Class); fix: add --arch")
-        from edgekit.models.io import load_into, read_state_dict
-
         the_card = _card_for(arch, name, inputs, convention, card_path, eval_samples)
         config = {**(the_card.arch_config if arch.lower() in _builtins() else {}), **(arch_config or {})}
         module = load_into(build_arch(arch, config), read_state_dict(path), str(path))
@@ -225,8 +221,6 @@ def _load_module_folder(path: Path, work: Path, inputs, convention, card: Path |
     """An edgekit torch artifact folder (module.json + weights.safetensors), e.g. a pruned model from a pass.
     Its module.json may name a non-built-in architecture only if --arch names the same one."""
     import shutil
-
-    from edgekit.torch_module import load_module
 
     module, spec = load_module(path, trusted_arch=user_arch)  # refuses untrusted code before anything else
     arch = spec["arch"]
@@ -262,24 +256,18 @@ def _copy_in(path: Path, work: Path) -> Path:
 
 
 def _load_torchscript(path: Path, work: Path, card: ModelCard) -> LoadedModel:
-    from edgekit.backends.onnx.export import load_torchscript
-
     module = load_torchscript(path)
     art = Artifact.create(_copy_in(path, work), Format.torchscript)
     return _finish("torchscript", str(path), card, art, _torch_runner(module), module)
 
 
 def _load_exported(path: Path, work: Path, card: ModelCard) -> LoadedModel:
-    from edgekit.safe_pt2 import load_exported_program
-
     module = load_exported_program(path).module()
     art = Artifact.create(_copy_in(path, work), Format.exported_program)
     return _finish("exported_program", str(path), card, art, _torch_runner(module), module)
 
 
 def _onnx_inputs(path: Path) -> list[InputSpec] | None:
-    from edgekit._optional import require
-
     onnx = require("onnx", "reading an .onnx model")
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
@@ -296,8 +284,6 @@ def _onnx_inputs(path: Path) -> list[InputSpec] | None:
 
 
 def _load_onnx(path: Path, work: Path, card: ModelCard) -> LoadedModel:
-    from edgekit.backends.onnx.runner import OnnxRunner
-
     try:
         runner = OnnxRunner(path, threads=1)
     except Exception as exc:

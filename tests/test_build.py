@@ -21,6 +21,7 @@ def _project(tmp_path, targets=("onnx", "onnx-int8", "coreml"), extra_model: str
     return path
 
 
+@pytest.mark.slow
 def test_build_writes_artifacts_manifest_summary_and_junit(tmp_path, monkeypatch, capsys):
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
@@ -39,6 +40,7 @@ def test_build_writes_artifacts_manifest_summary_and_junit(tmp_path, monkeypatch
     assert suite.get("failures") == "0" and int(suite.get("tests")) >= 6
 
 
+@pytest.mark.slow
 def test_rebuild_from_scratch_is_byte_identical(tmp_path, monkeypatch):
     project = _project(tmp_path, ("onnx", "onnx-int8", "coreml", "tflite-int8"))
     first = build(project, tmp_path / "a")
@@ -55,6 +57,7 @@ def test_rebuild_from_scratch_is_byte_identical(tmp_path, monkeypatch):
     assert any("verification reused from the report cache" in n for n in report["notes"])
 
 
+@pytest.mark.slow
 def test_one_failure_does_not_stop_the_others_and_fails_the_build(tmp_path, capsys):
     project = _project(tmp_path, ("onnx",), extra_model="  - name: broken\n    source: missing.safetensors\n    arch: tinygaze\n")
     dist = tmp_path / "dist"
@@ -76,6 +79,7 @@ def test_fail_fast_stops_and_marks_the_rest_skipped(tmp_path):
     assert [e["status"] for e in manifest["artifacts"]] == ["error", "skipped"] and not manifest["ok"]
 
 
+@pytest.mark.slow
 def test_two_builds_at_once_on_one_cache(tmp_path):
     project = _project(tmp_path, ("onnx", "onnx-fp16"))
     env = {**os.environ, "EDGEKIT_CACHE_DIR": str(tmp_path / "shared-cache"), "PYTHONPATH": str(ROOT)}
@@ -129,6 +133,7 @@ def test_an_interrupted_build_leaves_no_half_written_artifact(tmp_path, monkeypa
     assert not any("staging" in p.name for p in leftovers)
 
 
+@pytest.mark.slow
 def test_cached_report_is_reused_only_for_identical_verification(tmp_path):
     import edgekit.compiler as ek
 

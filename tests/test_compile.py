@@ -14,7 +14,7 @@ from edgekit.data import synthetic
 from edgekit.models.io import load_shipped, save_weights
 from edgekit.recipe import list_targets, load_recipe, recipe_schema
 from edgekit.report.model import Report
-from tests.fixtures.gaze_models import PreActGaze, UnsupportedOpGaze, randomize_batchnorm
+from tests.fixtures.gaze_models import PreActGaze, randomize_batchnorm
 
 
 @pytest.fixture(scope="module")
@@ -23,30 +23,33 @@ def demo_onnx(tmp_path_factory):
     return ek.compile(None, "onnx", out=out)
 
 
+@pytest.mark.slow
 def test_demo_onnx_artifact_is_verified_and_reported(demo_onnx):
     rep, out = demo_onnx.report, demo_onnx.out_dir
     assert rep.passed and rep.pipeline == "fold_bn | export_onnx"
     acc = rep.accuracy
-    assert acc.set["n_samples"] >= 512 and acc.set["source"] == f"synthetic:v1:seed={synthetic.SEEDS['eval']}"
+    assert acc.set.n_samples >= 512 and acc.set.source == f"synthetic:v1:seed={synthetic.SEEDS['eval']}"
     assert acc.diff_from_reference.max_deg <= 0.01
     assert acc.artifact.mean_deg < 5 and acc.predict_mean_baseline.mean_deg > 15
     assert rep.latency["p50"].method == "measured" and "200 runs after 20 warm-up" in rep.latency["p50"].how
-    assert rep.latency["p50"].value <= rep.latency["p90"].value <= rep.latency["p99"].value
+    # real timings of a ~0.1 ms model, not placeholders (the percentiles themselves: tests/report/test_measure.py)
+    assert all(rep.latency[q].method == "measured" and 0 < rep.latency[q].value < 1000 for q in ("p50", "p90", "p99"))
     # folded: BN weight+bias (416) replaced by conv biases (208), plus a constant
     assert 397_600 < rep.compute["params"].value < 397_700 and 4.5e6 < rep.compute["macs"].value < 5.2e6
     assert rep.size["artifact"].value == (out / "model.onnx").stat().st_size
-    assert {"avx2"} <= set(rep.host["isa_flags"]) or rep.host["machine"] != "x86_64"
+    assert {"avx2"} <= set(rep.host.isa_flags) or rep.host.machine != "x86_64"
     assert "onnxruntime" in rep.tools and "torch" in rep.tools
     # every file written, and the report re-validates against its schema
     for name in ("model.onnx", "io.json", "report.json", "report.md", "report.html"):
         assert (out / name).is_file()
     again = Report.model_validate_json((out / "report.json").read_text())
-    assert again.artifact["sha256"] == rep.artifact["sha256"]
+    assert again.artifact.sha256 == rep.artifact.sha256
     jsonschema.validate(json.loads((out / "report.json").read_text()), Report.model_json_schema(by_alias=True))
     html = (out / "report.html").read_text()
     assert "<script src" not in html and "http" not in html.split("<body>")[1].split("schema")[0]
 
 
+@pytest.mark.slow
 def test_sidecar_states_the_input_contract(demo_onnx):
     io = json.loads((demo_onnx.out_dir / "io.json").read_text())
     (inp,) = io["inputs"]
@@ -55,29 +58,32 @@ def test_sidecar_states_the_input_contract(demo_onnx):
     assert io["outputs"][0]["convention"] == "unit_vector"
     model = onnx.load(str(demo_onnx.out_dir / "model.onnx"))
     assert [i.name for i in model.graph.input] == ["image"]
-    assert io["sha256"] == demo_onnx.report.artifact["sha256"]
+    assert io["sha256"] == demo_onnx.report.artifact.sha256
 
 
+@pytest.mark.slow
 def test_second_compile_is_served_from_the_cache(demo_onnx, tmp_path):
     again = ek.compile(None, "onnx", out=tmp_path / "again")
     assert all(s.cached for s in again.report.steps)
-    assert again.report.artifact["sha256"] == demo_onnx.report.artifact["sha256"]
+    assert again.report.artifact.sha256 == demo_onnx.report.artifact.sha256
 
 
+@pytest.mark.slow
 def test_fp16_target_within_a_tenth_of_a_degree_and_says_how_it_ran(tmp_path):
     res = ek.compile(None, "onnx-fp16", out=tmp_path / "fp16")
-    assert res.passed and res.report.artifact["precision"] == "fp16"
+    assert res.passed and res.report.artifact.precision == "fp16"
     assert 0 < res.report.accuracy.diff_from_reference.max_deg <= 0.1
-    assert "fp16_execution" in res.report.runtime
+    assert res.report.runtime.fp16_execution is not None
     assert any("CPU EP" in n for n in res.report.notes)
     fp32 = onnx.load(str(tmp_path / "fp16" / "model.onnx"))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp32.graph.initializer)
 
 
+@pytest.mark.slow
 def test_temporalgaze_exports_and_verifies(tmp_path):
     res = ek.compile("temporalgaze", "onnx", out=tmp_path / "t")
     acc = res.report.accuracy
-    assert res.passed and acc.truth.startswith("future gaze") and acc.set["n_samples"] >= 512
+    assert res.passed and acc.truth.startswith("future gaze") and acc.set.n_samples >= 512
     assert acc.diff_from_reference.max_deg <= 0.01
     assert res.report.compute["macs"].value > 10 * 4.5e6  # ten frames through the backbone, plus the GRU
     assert "GRU" in res.report.compute["macs"].how
@@ -88,6 +94,7 @@ def _tiny_weights(tmp_path):
     return save_weights(model, tmp_path / "tiny.safetensors"), model
 
 
+@pytest.mark.slow
 def test_weights_torchscript_pt2_and_onnx_inputs_all_verify(tmp_path):
     weights, model = _tiny_weights(tmp_path)
     x = torch.zeros(1, 1, 40, 64)
@@ -105,19 +112,20 @@ def test_weights_torchscript_pt2_and_onnx_inputs_all_verify(tmp_path):
     for kind, res in results.items():
         assert res.passed, kind
         assert res.report.accuracy.artifact.mean_deg < 5, kind
-    assert results["torchscript"].report.model["kind"] == "torchscript"
+    assert results["torchscript"].report.model.kind == "torchscript"
     assert any("skipped fold_bn" in n for n in results["pt2"].report.notes)
     assert results["onnx"].report.pipeline.endswith("onnx_fp16")
     assert any("skipped fold_bn, export_onnx" in n for n in results["onnx"].report.notes)
 
 
+@pytest.mark.slow
 def test_multi_input_pitchyaw_preactivation_model(tmp_path):
     model = randomize_batchnorm(PreActGaze())
     weights = save_weights(model, tmp_path / "preact.safetensors")
     res = ek.compile(str(weights), "onnx", arch="tests.fixtures.gaze_models:PreActGaze",
                      input_shape=["image=1x1x36x60", "head_pose=1x2"], output_convention="pitchyaw", out=tmp_path / "p")
     assert res.passed and res.report.accuracy.diff_from_reference.max_deg <= 0.01
-    assert [i["name"] for i in res.report.model["inputs"]] == ["image", "head_pose"]
+    assert [i.name for i in res.report.model.inputs] == ["image", "head_pose"]
     fold = res.report.steps[0]
     assert fold.pass_ == "fold_bn" and "folded 2 BatchNorm" in fold.notes[0]  # stem.1 and block.bn2 (after conv1)
     assert "kept 1 BatchNorm" in fold.notes[1] and "block.bn1" in fold.notes[1]  # pre-activation: before its conv
@@ -137,6 +145,7 @@ def test_every_shipped_target_validates_against_the_json_schema():
         assert str(load_recipe(name).pipeline())
 
 
+@pytest.mark.slow
 def test_gate_failure_exits_1_and_keeps_artifact_and_report(tmp_path, capsys):
     recipe = tmp_path / "strict.yaml"
     recipe.write_text("name: strict\nbackend: onnx\npasses:\n  - fold_bn\n  - export_onnx\n  - onnx_fp16\n"
@@ -147,9 +156,10 @@ def test_gate_failure_exits_1_and_keeps_artifact_and_report(tmp_path, capsys):
     assert "gate(s) max_diff_deg failed" in captured.err
     report = Report.model_validate_json((out / "report.json").read_text())
     assert not report.passed and (out / "model.onnx").is_file()
-    assert report.parity["checked"] and report.parity["layers_compared"] >= 5
+    assert report.parity.checked and report.parity.layers_compared >= 5
 
 
+@pytest.mark.slow
 def test_parity_names_the_first_diverging_layer(tmp_path):
     from edgekit.artifact import Artifact, Format
     from edgekit.report.parity import first_divergence

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from edgekit.artifact import Format
 from edgekit.cli import run
@@ -108,11 +107,12 @@ def test_pass_options_are_validated():
         ExportOnnx(opset=7)
 
 
+@pytest.mark.slow
 def test_report_rerenders_without_recompiling(tmp_path, capsys):
     out = tmp_path / "r"
     assert run(["compile", "--out", str(out), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["passed"] and doc["artifact_path"].endswith("model.onnx") and doc["report"]["schema_version"] == 1
+    assert doc["passed"] and doc["artifact_path"].endswith("model.onnx") and doc["report"]["schema_version"] == 2
     (out / "report.html").unlink()
     assert run(["report", str(out / "report.json"), "--html"]) == 0
     assert "<h1>tinygaze &rarr; onnx" in (out / "report.html").read_text()

@@ -193,6 +193,7 @@ def _fails_unprivileged(argv, message) -> None:
     assert message in errors[0] and "fix: " in errors[0], errors[0]
 
 
+@pytest.mark.slow
 def test_permission_denied_says_permission_denied(good_set, shared_dir):
     npz, readable = shared_dir / "locked.npz", shared_dir / "eval.npz"
     npz.write_bytes(good_set.read_bytes())
@@ -235,6 +236,7 @@ def test_report_validation_names_the_file_and_the_field(tmp_path, capsys, text, 
     _fails(["report", str(tmp_path / "bad.json")], message, capsys)
 
 
+@pytest.mark.slow
 def test_report_field_error_names_the_field(good_set, tmp_path, capsys, cache_root):
     out = tmp_path / "o"
     assert run(["compile", "--eval-set", str(good_set), "--out", str(out), "--format", "json"]) == 0
@@ -275,6 +277,7 @@ def _flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["corrupted", "truncated", "truncated-artifact-json"])
 def test_a_damaged_pass_cache_entry_is_discarded_and_rebuilt(good_set, tmp_path, capsys, cache_root, damage):
     first, _ = _compile(good_set, tmp_path / "a", capsys)
@@ -306,6 +309,7 @@ def _report_entry(cache_root: Path) -> Path:
     return entries[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["tampered", "truncated"])
 def test_a_damaged_cached_report_is_not_reused(good_set, tmp_path, capsys, cache_root, damage):
     first, _ = _compile(good_set, tmp_path / "a", capsys)
@@ -325,6 +329,7 @@ def test_a_damaged_cached_report_is_not_reused(good_set, tmp_path, capsys, cache
     assert again["accuracy"]["artifact"]["mean_deg"] == first["accuracy"]["artifact"]["mean_deg"] > 0.5
 
 
+@pytest.mark.slow
 def test_a_cached_report_is_reused_only_for_the_bytes_it_describes(good_set, tmp_path, capsys, cache_root):
     from edgekit.report import cache as report_cache
     from edgekit.report.model import Report
@@ -385,6 +390,7 @@ def test_racing_writers_of_one_key_all_get_one_whole_entry(tmp_path):
     assert Cache(tmp_path / "c").get("ef" * 32) is not None
 
 
+@pytest.mark.slow
 def test_a_rebuild_note_is_not_cached_into_later_reports(good_set, tmp_path, capsys, cache_root):
     _compile(good_set, tmp_path / "a", capsys)
     _flip(_onnx_entry(cache_root) / "model.onnx")

@@ -64,6 +64,7 @@ def test_folder_edgekit_did_not_write_is_refused_untouched(tmp_path, capsys, mon
     assert _tree(user) == before and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
 
 
+@pytest.mark.slow
 def test_force_adds_edgekit_files_beside_the_users_and_replaces_none(tmp_path, capsys, monkeypatch):
     user = _user_folder(tmp_path / "models")
     (user / "report.md").write_text("my own notes called report.md\n")
@@ -84,6 +85,7 @@ def test_force_adds_edgekit_files_beside_the_users_and_replaces_none(tmp_path, c
     assert not [p for p in user.iterdir() if "staging" in p.name or p.name == PIDFILE]
 
 
+@pytest.mark.slow
 def test_the_input_model_is_never_replaced(tmp_path, capsys):
     first = tmp_path / "first"
     assert run(["compile", "--out", str(first)]) == 0
@@ -102,6 +104,7 @@ def test_the_input_model_is_never_replaced(tmp_path, capsys):
     assert (mine / "net.onnx").read_bytes() == model.read_bytes() and (mine / "model.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_rewriting_edgekits_own_folder_needs_no_force(tmp_path):
     out = tmp_path / "build" / "tinygaze" / "onnx"
     for target in ("onnx", "onnx-fp16", "onnx"):
@@ -159,6 +162,7 @@ def test_unwritable_and_read_only_out(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "ro").exists()
 
 
+@pytest.mark.slow
 def test_report_of_a_folder_and_energy_with_a_bad_target(tmp_path, capsys):
     out = tmp_path / "r"
     assert run(["compile", "--out", str(out)]) == 0
@@ -219,6 +223,7 @@ def _json_failure(argv, code, capsys) -> dict:
     return doc
 
 
+@pytest.mark.slow
 def test_json_format_failures_are_one_object(tmp_path, capsys, monkeypatch):
     doc = _json_failure(["compile", "--target", "pdp11", "--format", "json"], 2, capsys)
     assert doc["error"] == "unknown target 'pdp11'" and doc["fix"].startswith("use one of ")
@@ -252,6 +257,7 @@ def test_stdout_on_a_full_disk(tmp_path):
                                                 "there, or write elsewhere (--out, --dist, or TMPDIR for edgekit's work folders)"]
 
 
+@pytest.mark.slow
 def test_stale_work_and_staging_folders_are_removed_live_ones_kept(tmp_path, monkeypatch):
     from edgekit.compiler import compile as run_compile
 

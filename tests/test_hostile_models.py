@@ -388,6 +388,7 @@ def test_unpickling_payload_in_a_weights_file_never_runs(tmp_path, capsys):
     assert "weights_only" not in line
 
 
+@pytest.mark.slow
 def test_permission_denied_says_so(tmp_path):
     """Root reads any file, so the check runs in a child without root's file capabilities (tests.fixtures.unprivileged)."""
     path = save_weights(TinyNet(), tmp_path / "locked.safetensors")
@@ -418,6 +419,7 @@ def test_huge_input_shape_is_refused_before_allocating(tmp_path, capsys):
     assert load_source("tinygaze", tmp_path / "w2", eval_samples=512).kind == "builtin"
 
 
+@pytest.mark.slow
 def test_refusals_print_no_torch_log_lines(tiny_pt2, tmp_path):
     """torch logs warnings and tracebacks while deserializing; none reach the user (a fresh process: no capture)."""
     evil = tmp_path / "bad.pt2"

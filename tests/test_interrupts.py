@@ -80,6 +80,7 @@ def _work_left(place: Path) -> list[str]:
     return [p.name for p in (place / "tmp").iterdir() if p.name != ".ses"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_a_compile_leaves_nothing(place, signum, code):
     proc = _start(place, "compile", "--out", "out", "--no-cache", "--format", "json")
@@ -94,6 +95,7 @@ def test_signal_during_a_compile_leaves_nothing(place, signum, code):
     _untouched(place)
 
 
+@pytest.mark.slow
 def test_sigkill_leftovers_are_removed_by_the_next_run(place):
     proc = _start(place, "compile", "--out", "out", "--no-cache")
     staging = _wait_for(lambda: _verifying(place), proc)[0]
@@ -119,6 +121,7 @@ def _consistent(folder: Path) -> str:
     return digest
 
 
+@pytest.mark.slow
 def test_two_compiles_into_one_out_at_once(place):
     """Both finish (the second waits for the first's move into place); the folder holds one complete output."""
     procs = [_start(place, "compile", "--out", "out", "--target", target, "--no-cache") for target in ("onnx", "onnx-fp16")]
@@ -129,6 +132,7 @@ def test_two_compiles_into_one_out_at_once(place):
     _untouched(place, "out")
 
 
+@pytest.mark.slow
 def test_two_builds_into_one_dist_at_once(place):
     project = place / "edgekit.yaml"
     project.write_text("models:\n  - name: tinygaze\ntargets: [onnx, onnx-fp16]\n")
@@ -145,6 +149,7 @@ def test_two_builds_into_one_dist_at_once(place):
     _untouched(place, "edgekit.yaml", "dist")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, group", [(signal.SIGTERM, False), (signal.SIGINT, True)])
 def test_signal_during_a_parallel_build_stops_the_workers_and_leaves_no_partial_output(place, signum, group):
     """SIGTERM to the build process alone, or Ctrl-C as a terminal sends it (to the whole process group)."""

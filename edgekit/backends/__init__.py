@@ -16,6 +16,7 @@ from edgekit.backends.onnx import OnnxBackend
 from edgekit.backends.snn import SnnBackend
 from edgekit.backends.tflite import TFLiteBackend
 from edgekit.errors import BadInputError
+from edgekit.passes.base import REGISTRY as PASSES
 
 REGISTRY: dict[str, Backend] = {b.name: b for b in (OnnxBackend(), CoreMLBackend(), TFLiteBackend(), SnnBackend(),
                                                     LavaBackend(), NullBackend())}
@@ -37,8 +38,6 @@ def backends_for(fmt: Format) -> list[str]:
 
 def producing_passes(backend: Backend) -> list[str]:
     """Pass names whose output this backend runs (what a recipe for it must end with)."""
-    from edgekit.passes.base import REGISTRY as PASSES
-
     return sorted(n for n, cls in PASSES.items() if cls.produces in backend.consumes)
 
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from edgekit.errors import GateFailedError
+
 
 def build_command(
     project: Annotated[Path, typer.Argument(readable=False, help="Project file: models x targets (see the README).")] = Path("edgekit.yaml"),
@@ -17,8 +19,8 @@ def build_command(
 ) -> None:
     """Build every model x target of a project into dist/ with manifest.json, a comparison page, summary.md and
     junit.xml. Exits 1 when any gate or build failed, after building everything else."""
+    # why: lazy, imports torch; `edgekit --help` must stay fast
     from edgekit.build import build
-    from edgekit.errors import GateFailedError
 
     def progress(entry: dict, done: int, total: int) -> None:
         mark = {"passed": "ok", "gate_failed": "GATE FAILED", "error": "ERROR"}[entry["status"]]

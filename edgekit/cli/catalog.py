@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 
 from edgekit.cli.options import FormatOpt, OutputFormat
+from edgekit.errors import BadInputError
+from edgekit.fileio import atomic_write_text
 
 
 def targets(output_format: FormatOpt = OutputFormat.human) -> None:
     """List the shipped target recipes: backend, pipeline, gates."""
+    # why: lazy, imports torch; `edgekit --help` must stay fast
     from edgekit.recipe import list_targets, load_recipe
 
     rows = []
@@ -30,6 +33,7 @@ def targets(output_format: FormatOpt = OutputFormat.human) -> None:
 
 def passes(output_format: FormatOpt = OutputFormat.human) -> None:
     """List the passes with what they consume and produce and their options."""
+    # why: lazy, imports torch; `edgekit --help` must stay fast
     import edgekit.backends  # noqa: F401  (registers the conversion passes)
     from edgekit.passes import REGISTRY
 
@@ -50,13 +54,13 @@ def passes(output_format: FormatOpt = OutputFormat.human) -> None:
 def schema(out: Annotated[str | None, typer.Option(help="Write the JSON Schema to this file instead of stdout.")] = None,
            kind: Annotated[str, typer.Option(help="recipe or report.")] = "recipe") -> None:
     """Print the JSON Schema of target recipes (or of reports)."""
-    from edgekit.errors import BadInputError
-
     if kind == "recipe":
+        # why: lazy, imports torch; `edgekit --help` must stay fast
         from edgekit.recipe import recipe_schema
 
         doc = recipe_schema()
     elif kind == "report":
+        # why: lazy, imports torch and cv2; `edgekit --help` must stay fast
         from edgekit.report.model import Report
 
         doc = Report.model_json_schema(by_alias=True)
@@ -64,8 +68,6 @@ def schema(out: Annotated[str | None, typer.Option(help="Write the JSON Schema t
         raise BadInputError(f"--kind {kind!r}; fix: use recipe or report")
     text = json.dumps(doc, indent=2)
     if out:
-        from edgekit.fileio import atomic_write_text
-
         atomic_write_text(out, text + "\n")
         typer.echo(f"wrote {out}")
     else:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edgekit.cli.options import ForceOpt, FormatOpt, OutputFormat
+from edgekit.errors import BadInputError, GateFailedError, error_document
 
 
 def compile_command(
@@ -31,8 +32,8 @@ def compile_command(
 
     Exit codes: 0 ok, 1 a gate failed (artifact and report are kept), 2 bad input or config, 3 missing dependency.
     """
+    # why: lazy, imports torch; `edgekit --help` must stay fast
     from edgekit.compiler import compile as run_compile
-    from edgekit.errors import BadInputError, GateFailedError, error_document
 
     config = None
     if arch_config:
@@ -52,6 +53,7 @@ def compile_command(
                                   f"report kept in {result.out_dir}; fix: see report.md (the first layer that departs "
                                   f"from the reference), or relax the gate in a recipe (edgekit schema)")
     if human:
+        # why: lazy, imports torch and cv2; `edgekit --help` must stay fast
         from edgekit.report.summary import summary
 
         typer.echo(summary(result.report, result.out_dir))
@@ -75,12 +77,14 @@ def report_command(
     out: Annotated[Path, typer.Option(readable=False, help="The comparison page (with --compare).")] = Path("build/compare.html"),
 ) -> None:
     """Re-render a report without recompiling (validates it against the schema), or compare several in one HTML page."""
+    # why: lazy, imports torch and cv2; `edgekit --help` must stay fast
     from edgekit.report.render import load_report, write_reports
     from edgekit.report.summary import summary
 
     for given in (path, *(compare or [])):
         _refuse_folder(given)
     if compare:
+        # why: lazy, imports torch and cv2; `edgekit --help` must stay fast
         from edgekit.report.compare import write_compare
 
         typer.echo(f"wrote {write_compare([path, *compare], out)}")
@@ -94,8 +98,6 @@ def report_command(
 
 
 def _refuse_folder(path: Path) -> None:
-    from edgekit.errors import BadInputError
-
     if path.is_dir():
         fix = f"pass {path / 'report.json'}" if (path / "report.json").is_file() else "pass the report.json written by edgekit compile"
         raise BadInputError(f"{path} is a folder, not a report.json; fix: {fix}")

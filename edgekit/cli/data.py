@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from edgekit.cli.demo import _parse_size
+
 data_app = typer.Typer(no_args_is_help=True, help="Gaze datasets: convert real datasets to .npz, check .npz files.")
 
 
@@ -19,7 +21,7 @@ def convert(
     size: Annotated[str | None, typer.Option(help="Resize to HxW (openeds2020, ethxgaze).")] = None,
 ) -> None:
     """Convert a gaze dataset in its published layout into one validated .npz."""
-    from edgekit.cli.demo import _parse_size
+    # why: lazy, imports cv2; `edgekit --help` must stay fast
     from edgekit.data.loaders import load_dataset
     from edgekit.data.npz import write_gazeset
 
@@ -34,6 +36,7 @@ def convert(
 @data_app.command()
 def check(path: Annotated[Path, typer.Argument(readable=False, help="A gaze-set .npz.")]) -> None:
     """Validate a gaze-set .npz and print what it holds."""
+    # why: lazy, imports cv2; `edgekit --help` must stay fast
     from edgekit.data.npz import read_gazeset
 
     gs = read_gazeset(path)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edgekit.cli.options import FormatOpt, OutputFormat
+from edgekit.errors import BadInputError
 
 demo_app = typer.Typer(no_args_is_help=True, help="Built-in demo models: train, evaluate, show synthetic samples.")
 
@@ -26,13 +27,14 @@ def train(
     seed: Annotated[int, typer.Option(help="torch seed for initialisation and shuffling.")] = 0,
 ) -> None:
     """Train a built-in model on synthetic eyes; writes safetensors weights and a model card with its measured error."""
-    from edgekit.errors import BadInputError
+    # why: lazy, imports torch; `edgekit --help` must stay fast
     from edgekit.models.registry import builtin
 
     if weights_dtype not in ("float32", "float16"):
         raise BadInputError(f"--weights-dtype {weights_dtype!r} is not supported; fix: use float32 or float16")
     spec = builtin(arch)
     if spec.temporal:
+        # why: lazy, imports torch; `edgekit --help` must stay fast
         from edgekit.models.train import train_temporal
 
         card = train_temporal(arch, out, n_sequences=n_train, epochs=epochs, batch=batch, lr=lr, seed=seed, device=device)
@@ -40,6 +42,7 @@ def train(
         typer.echo(f"{arch}: forecast error t+1..t+5 {_fmt(fc['model_deg'])} deg; hold-last {_fmt(fc['hold_last_deg'])}; "
                    f"constant-velocity {_fmt(fc['constant_velocity_deg'])}")
     else:
+        # why: lazy, imports torch; `edgekit --help` must stay fast
         from edgekit.models.train import train_image_model
 
         card = train_image_model(arch, out, n_train=n_train, epochs=epochs, batch=batch, lr=lr, seed=seed, device=device,
@@ -62,6 +65,7 @@ def evaluate(
     output_format: FormatOpt = OutputFormat.human,
 ) -> None:
     """Evaluate a shipped demo model and print its accuracy report (angular error in degrees)."""
+    # why: lazy, imports torch and cv2; `edgekit --help` must stay fast
     from edgekit.report.accuracy import evaluate_shipped, render_human
 
     report = evaluate_shipped(model, n=n, eval_set=eval_set)
@@ -78,6 +82,7 @@ def samples(
     scale: Annotated[int, typer.Option(help="Upscale factor for viewing.")] = 4,
 ) -> None:
     """Write a contact sheet of synthetic eye images with their gaze arrows."""
+    # why: lazy, imports cv2; `edgekit --help` must stay fast
     from edgekit.data.contact_sheet import contact_sheet
     from edgekit.data.synthetic import synthetic_set
 
@@ -96,9 +101,9 @@ def dataset(
     head_pose: Annotated[bool, typer.Option(help="Render and store head pose.")] = False,
 ) -> None:
     """Write a synthetic gaze set in edgekit's .npz format."""
+    # why: lazy, imports cv2; `edgekit --help` must stay fast
     from edgekit.data import synthetic
     from edgekit.data.npz import write_gazeset
-    from edgekit.errors import BadInputError
 
     if role not in synthetic.SEEDS:
         raise BadInputError(f"--role {role!r} is unknown; fix: use one of {', '.join(synthetic.SEEDS)}")
@@ -113,8 +118,6 @@ def dataset(
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    from edgekit.errors import BadInputError
-
     try:
         h, w = (int(v) for v in text.lower().split("x"))
         if h < 16 or w < 16:

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from edgekit import outdir
 from edgekit.cli.options import ForceOpt, FormatOpt, OutputFormat
+from edgekit.errors import BadInputError
 
 
 def energy_command(
@@ -23,9 +25,8 @@ def energy_command(
 ) -> None:
     """Compare energy per inference across targets. Rows are estimates (count x cited per-op constant) unless
     labelled measured; ratios are printed only between rows of the same profile, device and level."""
-    from edgekit import outdir
+    # why: lazy, imports torch; `edgekit --help` must stay fast
     from edgekit.compiler import compile as run_compile
-    from edgekit.errors import BadInputError
     from edgekit.recipe import load_recipe
     from edgekit.report.sample import SAMPLE_TARGETS, energy_rows, write_sample
     from edgekit.report.summary import energy_range

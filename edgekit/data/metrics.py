@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgekit.data.gaze import vector_to_pitchyaw
+from edgekit.data.gaze import pitchyaw_to_vector, vector_to_pitchyaw
 
 HORIZONS = 5  # frames ahead for sequence forecasting (OpenEDS2020 predicts t+1..t+5)
 
@@ -113,8 +113,6 @@ def hold_last(observed: np.ndarray, horizons: int = HORIZONS) -> np.ndarray:
 
 def constant_velocity(observed: np.ndarray, horizons: int = HORIZONS) -> np.ndarray:
     """(M, W, 3) observed windows -> (M, H, 3): the last pitch/yaw step extrapolated linearly."""
-    from edgekit.data.gaze import pitchyaw_to_vector
-
     last, prev = vector_to_pitchyaw(observed[:, -1]), vector_to_pitchyaw(observed[:, -2])
     steps = np.arange(1, horizons + 1)[None, :, None]
     return pitchyaw_to_vector(last[:, None, :] + steps * (last - prev)[:, None, :])

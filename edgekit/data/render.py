@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edgekit.data.gaze import pitchyaw_to_vector
+
 RENDERER_VERSION = 1
 EYE_RADIUS_MM = 12.0
 CORNEA_RADIUS_MM = 7.8
@@ -135,8 +137,6 @@ def _poly_mask(shape: tuple[int, int], pts_px: np.ndarray) -> np.ndarray:
 def render_eye(app: Appearance, pitchyaw: np.ndarray, height: int, width: int,
                rng: np.random.Generator) -> np.ndarray:
     """Render one uint8 (height, width) IR eye image looking along `pitchyaw`; rng draws the sensor noise."""
-    from edgekit.data.gaze import pitchyaw_to_vector
-
     g = pitchyaw_to_vector(np.asarray(pitchyaw, np.float64))
     cam = _Camera(app, height, width)
     E, R = app.eye_center, EYE_RADIUS_MM

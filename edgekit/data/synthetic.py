@@ -22,6 +22,7 @@ from edgekit.data.npz import GazeSet, make_meta, read_gazeset, write_gazeset
 from edgekit.data.render import RENDERER_VERSION, render_eye, sample_appearance, sample_gaze
 from edgekit.data.sequences import gaze_trajectory
 from edgekit.environment import cache_root
+from edgekit.progress import track
 
 CHUNK = 256
 # Seeds of the standard synthetic sets; each role has its own, so the sets are disjoint.
@@ -52,8 +53,6 @@ def _render_sequence(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _run(fn, jobs: list, workers: int, progress: bool, label: str) -> list:
-    from edgekit.progress import track
-
     fork_unsafe = "jax" in sys.modules  # fork after JAX started its threads (litert-torch imports it) can deadlock
     if workers > 1 and len(jobs) > 1 and not (fork_unsafe and _unguarded_main_script()):
         import multiprocessing

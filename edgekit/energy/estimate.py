@@ -38,7 +38,7 @@ def profile(name: str) -> dict:
 
 
 @lru_cache(maxsize=None)
-def device(name: str) -> dict:
+def device_profile(name: str) -> dict:
     """A device profile (a recipe's `device:`): which energy profiles estimate it, at which levels or devices."""
     path = DEVICES_DIR / f"{name}.yaml"
     if not path.is_file() or name not in _known(kind_is_device=True):
@@ -102,4 +102,4 @@ def keras_spiking(rows: list[dict], devices=("cpu", "gpu", "arm")) -> list[dict]
 def estimate(rows: list[dict], device_name: str = "host-cpu") -> list[dict]:
     """The estimates the device profile asks for, in its order."""
     makers = {"horowitz-45nm": horowitz, "keras-spiking": keras_spiking}
-    return [row for name, which in device(device_name)["energy"].items() for row in makers[name](rows, which)]
+    return [row for name, which in device_profile(device_name)["energy"].items() for row in makers[name](rows, which)]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit._optional import require
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -62,8 +64,6 @@ class NvmlSource:
 
     @staticmethod
     def _nvml(index: int) -> Callable[[], int]:
-        from edgekit._optional import require
-
         pynvml = require("pynvml", "measuring GPU energy with NVML")
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)

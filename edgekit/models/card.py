@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekit.errors import BadInputError
+from edgekit.fileio import atomic_write_text
 
 CARD_SCHEMA_VERSION = 1
 
@@ -94,8 +95,6 @@ class ModelCard(BaseModel):
         return self.image_input.shape[-3]
 
     def save(self, path: str | Path) -> Path:
-        from edgekit.fileio import atomic_write_text
-
         return atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
 
     @classmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgekit import userfile
 from edgekit.errors import BadInputError, first_line
 from edgekit.fileio import atomic_write
 from edgekit.models.card import ModelCard
@@ -36,8 +37,6 @@ def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype = torch.
 
 def check_readable(path: str | Path) -> Path:
     """A model file that can be opened and is not empty; otherwise one line saying which and what to do."""
-    from edgekit import userfile
-
     path = Path(path)
     try:
         with open(path, "rb") as fh:

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+import edgekit
 from edgekit.data import synthetic
 from edgekit.data.render import HEAD_RANGE_DEG, PITCH_RANGE_DEG, RENDERER_VERSION, YAW_RANGE_DEG
 from edgekit.models.evaluate import evaluate_images, evaluate_temporal, preprocessed_images, reports_to_dict, sequence_windows
 from edgekit.models.card import ModelCard
-from edgekit.models.io import load_shipped, save_weights, sha256_file
+from edgekit.models.io import load_model, load_shipped, save_weights, sha256_file
 from edgekit.models.registry import build, builtin
 from edgekit.progress import track
 
@@ -35,8 +36,6 @@ def gaze_loss(raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _provenance(device: str, started: float) -> dict:
-    import edgekit
-
     return {"edgekit": edgekit.__version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "host": platform.node(), "machine": platform.machine(),
             "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
@@ -151,8 +150,6 @@ def _finish(model, card: ModelCard, out_dir: Path, weights_dtype: str, started: 
     out_dir = Path(out_dir)
     weights = out_dir / f"{card.name}.safetensors"
     save_weights(model, weights, getattr(torch, weights_dtype))
-    from edgekit.models.io import load_model
-
     card = card.model_copy(update={"weights": {"file": weights.name, "sha256": sha256_file(weights), "dtype": weights_dtype}})
     stored = load_model(weights, card)  # exactly what ships, fp16 rounding included
     card = card.model_copy(update={"renderer": _renderer_info(), "training": training, "validation": validate(stored),

@@ -4,7 +4,7 @@ Conversion passes live with their backend (edgekit/backends/<name>/) and registe
 `edgekit.passes.base.REGISTRY` then holds every pass.
 """
 
-from edgekit.passes import distill, fold_bn, identity, prune, qat, qcfs  # noqa: F401  (registration)
+from edgekit.passes import distill, fold_bn, identity, prune, qcfs  # noqa: F401  (registration)
 from edgekit.passes.base import REGISTRY, Pass
 
 __all__ = ["REGISTRY", "Pass"]

@@ -15,7 +15,10 @@ from pydantic import Field
 
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
+from edgekit.finetune import fine_tune
+from edgekit.models.registry import builtin
 from edgekit.passes.base import Pass
+from edgekit.torch_module import build_arch, load_module, save_module
 
 
 class Distill(Pass):
@@ -39,10 +42,6 @@ class Distill(Pass):
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
-
-        from edgekit.finetune import fine_tune
-        from edgekit.models.registry import builtin
-        from edgekit.torch_module import build_arch, load_module, save_module
 
         card = ctx.card
         if card.output.convention != "unit_vector" or card.image_input.layout != "NCHW" or len(card.inputs) != 1:

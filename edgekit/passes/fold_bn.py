@@ -17,6 +17,7 @@ from torch import nn
 
 from edgekit.artifact import Artifact, Format
 from edgekit.passes.base import Pass
+from edgekit.torch_module import apply_bn_folds, load_module, save_module
 
 
 def find_conv_bn_pairs(module: nn.Module) -> tuple[list[list[str]], list[str], str | None]:
@@ -62,8 +63,6 @@ def folded_weight_and_bias(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor
 
 @torch.no_grad()
 def fold_pairs(module: nn.Module, pairs: list[list[str]]) -> nn.Module:
-    from edgekit.torch_module import apply_bn_folds
-
     for conv_name, bn_name in pairs:
         conv, bn = module.get_submodule(conv_name), module.get_submodule(bn_name)
         weight, bias = folded_weight_and_bias(conv, bn)
@@ -80,8 +79,6 @@ class FoldBN(Pass):
     summary: ClassVar[str] = "fold BatchNorm into the preceding conv/linear weights (exact in eval mode)"
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
-        from edgekit.torch_module import load_module, save_module
-
         module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         pairs, kept, why = find_conv_bn_pairs(module)
         folded = fold_pairs(copy.deepcopy(module), pairs).eval()

@@ -21,7 +21,9 @@ from pydantic import Field
 from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
+from edgekit.finetune import fine_tune
 from edgekit.passes.base import Pass
+from edgekit.torch_module import load_module, save_module
 
 
 def _prunable(module):
@@ -60,9 +62,6 @@ class Prune(Pass):
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
-
-        from edgekit.finetune import fine_tune
-        from edgekit.torch_module import load_module, save_module
 
         module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         module = copy.deepcopy(module).eval()

@@ -18,7 +18,10 @@ from torch import nn
 
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
+from edgekit.evalset import model_inputs
+from edgekit.finetune import fine_tune
 from edgekit.passes.base import Pass
+from edgekit.torch_module import get_submodule_parent, load_module, save_module
 
 
 class _Floor(torch.autograd.Function):
@@ -43,8 +46,6 @@ class QCFSAct(nn.Module):
 
 def _swap(module: nn.Module, kind: type, make) -> list[str]:
     """Replace every module of type `kind` by make(name, old); returns the names replaced, in module order."""
-    from edgekit.torch_module import get_submodule_parent
-
     names = [n for n, m in module.named_modules() if isinstance(m, kind)]
     for name in names:
         parent, leaf = get_submodule_parent(module, name)
@@ -68,10 +69,6 @@ class QCFS(Pass):
         return "fine-tunes in float32 with torch kernels chosen for the CPU"
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
-        from edgekit.evalset import model_inputs
-        from edgekit.finetune import fine_tune
-        from edgekit.torch_module import load_module, save_module
-
         if ctx.calib is None:
             raise BadInputError("qcfs needs a calibration set to initialise its thresholds; fix: declare `calibration:`")
         module, spec = load_module(src.path, trusted_arch=ctx.card.arch)

@@ -14,9 +14,11 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgekit import userfile
 from edgekit._optional import require
-from edgekit.data.npz import GazeSet
+from edgekit.data.npz import GazeSet, read_gazeset
 from edgekit.errors import BadInputError
+from edgekit.evalset import default_eval_set
 from edgekit.quant.observers import TensorStats
 
 CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "calibration"
@@ -39,8 +41,6 @@ def load_calibration_spec(name_or_path: str) -> CalibrationSpec:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CALIBRATION_DIR.glob("*.yaml")))
         raise BadInputError(f"unknown calibration set {name_or_path!r}; fix: use one of {known} or a .yaml path")
-    from edgekit import userfile
-
     text = userfile.read_text(path, "calibration spec")
     try:
         spec = CalibrationSpec.model_validate(yaml.safe_load(text))
@@ -58,9 +58,6 @@ def load_calibration_spec(name_or_path: str) -> CalibrationSpec:
 
 
 def resolve_calibration(spec: CalibrationSpec, card) -> GazeSet:
-    from edgekit.evalset import default_eval_set
-    from edgekit.data.npz import read_gazeset
-
     if spec.source == "npz":
         if not spec.path:
             raise BadInputError(f"calibration {spec.name}: source npz needs a path; fix: add path: file.npz")

@@ -12,15 +12,16 @@ import functools
 
 import numpy as np
 
+from edgekit.data.metrics import angular_error_deg
+from edgekit.evalset import to_vectors
+from edgekit.quant.fake_quant import QUANTIZABLE, fake_quantized
 from edgekit.quant.observers import TensorStats, observe
-from edgekit.quant.plan import LayerPlan, QuantPlan
+from edgekit.quant.plan import LayerPlan, QuantPlan, return_sensitive_to_float
 
 
 def layer_table(module, args) -> list[LayerPlan]:
     """Every Conv/Linear with its MACs (from one batch-1 forward) and weight count."""
     import torch
-
-    from edgekit.quant.fake_quant import QUANTIZABLE
 
     macs: dict[str, int] = {}
 
@@ -45,9 +46,6 @@ class FakeQuantJudge:
     def __init__(self, module, inputs, card, ranges: dict, weight_bits: int):
         import torch
 
-        from edgekit.data.metrics import angular_error_deg
-        from edgekit.evalset import to_vectors
-
         self.module, self.ranges, self.bits, self.card = module, ranges, weight_bits, card
         self.batch = tuple(torch.from_numpy(inputs.arrays[s.name]) for s in card.inputs)
         self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
@@ -58,8 +56,6 @@ class FakeQuantJudge:
     def _run(self, int8: set[str]) -> np.ndarray:
         import torch
 
-        from edgekit.quant.fake_quant import fake_quantized
-
         with torch.no_grad(), fake_quantized(self.module, {k: v for k, v in self.ranges.items() if k in int8}, self.bits):
             return self.module(*self.batch).numpy()
 
@@ -68,8 +64,6 @@ class FakeQuantJudge:
 
 
 def mixed_precision(plan: QuantPlan, judge: FakeQuantJudge, target: float, min_fraction: float, enabled: bool) -> QuantPlan:
-    from edgekit.quant.plan import return_sensitive_to_float
-
     sens = {lp.name: round(judge.increase({lp.name}), 4) for lp in plan.layers}
     return return_sensitive_to_float(plan, sens, lambda p: (judge.increase({lp.name for lp in p.layers if lp.int8}), ""),
                                      target=target, min_fraction=min_fraction, enabled=enabled,

@@ -14,6 +14,11 @@ import json
 import sys
 from pathlib import Path
 
+from edgekit.artifact import digest_path
+from edgekit.cache import REBUILT
+from edgekit.environment import host_info, tool_versions
+from edgekit.fileio import atomic_write_text
+from edgekit.report.build import step_rows
 from edgekit.report.model import Report
 
 VERSION = 2  # bump when the report's content changes for the same inputs
@@ -30,8 +35,6 @@ def code_digest() -> str:
 
 
 def report_key(src, recipe, pipeline, art, eval_set, calib_set) -> str:
-    from edgekit.environment import host_info, tool_versions
-
     host = host_info()
     blob = json.dumps({"version": VERSION, "artifact": _shipped_digest(art), "model": src.artifact.sha256,
                        "source": src.source, "card": src.card.model_dump(mode="json"),
@@ -43,8 +46,6 @@ def report_key(src, recipe, pipeline, art, eval_set, calib_set) -> str:
 
 def _shipped_digest(art) -> str:
     """The digest of the bytes on disk, not the one the artifact claims: a report is reused only for what it verified."""
-    from edgekit.artifact import digest_path
-
     return digest_path(art.path) if art.path.exists() else art.sha256
 
 
@@ -95,13 +96,9 @@ def _discard(path: Path, problem: str, log) -> None:
 def store(root: Path, key: str, report: Report) -> None:
     """Keep the report, unless part of its verification could not run here (Lava absent): that may change.
     The entry records the report's sha256 and the artifact digest it describes, so `load` detects any change."""
-    from edgekit.fileio import atomic_write_text
-
     lava = report.spiking.lava if report.spiking else None
     if lava and not lava.ran:
         return
-    from edgekit.cache import REBUILT
-
     # what happened to the pass cache in this run is not true of the runs that reuse the report
     body = report.model_copy(update={"notes": [n for n in report.notes if not n.startswith(REBUILT)]}).model_dump_json()
     described = report.artifact.sha256
@@ -111,8 +108,6 @@ def store(root: Path, key: str, report: Report) -> None:
 
 def reused(report: Report, steps) -> Report:
     """The cached report with this run's pass steps, and a note saying what was reused."""
-    from edgekit.report.build import step_rows
-
     note = (f"verification reused from the report cache: the artifact, inputs, recipe, tools and host match the run of "
             f"{report.created}, which measured accuracy, latency and memory on this host")
     return report.model_copy(update={"steps": step_rows(steps), "notes": report.notes + [note]})

@@ -6,7 +6,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from edgekit.fileio import atomic_write_text
 from edgekit.report.model import Report
+from edgekit.report.render import load_report
 from edgekit.report.summary import energy_range
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
@@ -132,7 +134,4 @@ estimates of the same kind and level (count x cited per-op constant, compute onl
 
 
 def write_compare(report_paths: list[Path], out: Path) -> Path:
-    from edgekit.fileio import atomic_write_text
-    from edgekit.report.render import load_report
-
     return atomic_write_text(out, compare_html([load_report(p) for p in report_paths]))

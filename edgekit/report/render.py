@@ -6,8 +6,11 @@ import html
 import json
 from pathlib import Path
 
+from edgekit import userfile
+from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write_text
 from edgekit.report.model import Measurement, Report
+from edgekit.report.spiking import spiking_markdown
 from edgekit.report.summary import energy_range
 
 
@@ -85,8 +88,6 @@ def to_markdown(report: Report) -> str:
 
 
 def _spiking_markdown(report: Report) -> list[str]:
-    from edgekit.report.spiking import spiking_markdown
-
     return spiking_markdown(report.spiking.model_dump()) if report.spiking else []
 
 
@@ -224,9 +225,6 @@ def write_reports(report: Report, folder: Path, formats: tuple[str, ...] = ("jso
 def load_report(path: Path) -> Report:
     """A report.json, validated against the schema; every problem is one line naming the file and the field."""
     from pydantic import ValidationError
-
-    from edgekit import userfile
-    from edgekit.errors import BadInputError
 
     fix = "pass the report.json written by edgekit compile"
     text = userfile.read_text(path, "edgekit report", fix)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgekit.fileio import atomic_write_text
+from edgekit.report.compare import write_compare
 from edgekit.report.model import Report
 from edgekit.report.summary import energy_range
 
@@ -80,8 +82,6 @@ def static_numbers(target: str, report: Report) -> dict:
 
 
 def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path) -> list[Path]:
-    from edgekit.fileio import atomic_write_text
-    from edgekit.report.compare import write_compare
     model = next(iter(reports.values())).model.name
     host = next(iter(reports.values())).host
     # digests of host-dependent artifacts (INT8, spiking) are compared only on a host with the same CPU and flags

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import math
 
+from edgekit.energy.estimate import PJ, device_profile, profile
+from edgekit.energy.meters import Reading
+from edgekit.snn.simulate import input_chain, static_nodes
+
 
 def layer_macs(lay: dict) -> int:
     """Dense MACs of one node's synapses as an ANN layer: a shortcut's scale one per element; a residual add none
@@ -26,8 +30,6 @@ def layer_macs(lay: dict) -> int:
 def spiking_counts(net, spikes: list[float], acs: list[float], steps: int, samples: int) -> dict:
     """Per-inference counts from totals over `samples` inferences of `steps` steps (spikes/acs: one per node of
     net.counted). A node with neurons updates them every step; synapses reading the image are MACs, once."""
-    from edgekit.snn.simulate import input_chain, static_nodes
-
     static = static_nodes(net)
     rows = []
     for k, i in enumerate(net.counted):
@@ -52,9 +54,7 @@ def spiking_counts(net, spikes: list[float], acs: list[float], steps: int, sampl
 def energy_estimates(counts: dict, device_name: str) -> list[dict]:
     """Per-op constants of the spiking devices the device profile lists (KerasSpiking table) for the spiking part; the
     encoder's MACs at Horowitz FP32 and the whole inference in 45 nm integer arithmetic when it lists horowitz-45nm."""
-    from edgekit.energy.estimate import PJ, device, profile
-
-    wanted = device(device_name)["energy"]
+    wanted = device_profile(device_name)["energy"]
     ks, hz = profile("keras-spiking"), profile("horowitz-45nm")
     t = counts["total"]
     mac_pj = hz["arithmetic_pj"]["fp32"]["mult"] + hz["arithmetic_pj"]["fp32"]["add"]
@@ -84,8 +84,6 @@ def _integer_45nm(t: dict, hz: dict, encoder_uj: float) -> dict:
     """The whole inference in 45 nm integer arithmetic, like for like with an INT8 ANN's MACs: each effective AC is
     one add of an 8-bit weight into the membrane (8-bit add low, 32-bit add high: the state is 24-bit), each neuron
     update one or two 32-bit adds (leak/threshold), plus the encoder's FP32 MACs. No memory traffic, no overhead."""
-    from edgekit.energy.estimate import PJ
-
     arith = hz["arithmetic_pj"]
     lo = t["effective_acs"] * arith["int8"]["add"] + t["neuron_updates"] * arith["int32"]["add"]
     hi = t["effective_acs"] * arith["int32"]["add"] + t["neuron_updates"] * 2 * arith["int32"]["add"]
@@ -99,8 +97,6 @@ def _integer_45nm(t: dict, hz: dict, encoder_uj: float) -> dict:
 
 def energy_section(counts: dict, runtime: str, device: str) -> dict:
     """The report's Energy section for a spiking artifact: the estimates above from measured spikes; nothing measured."""
-    from edgekit.energy.meters import Reading
-
     why = "not measured: a simulated spiking network has no energy meter, and this host's power says nothing about Loihi"
     return {"macs_by_precision": {"fp32": counts["total"]["effective_macs"]}, "layers": counts["layers"],
             "estimates": energy_estimates(counts, device),

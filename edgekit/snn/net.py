@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write_text
 from edgekit.snn.graph import PASSTHROUGH, WEIGHTED
 
@@ -97,8 +98,6 @@ class SpikingNet:
     @classmethod
     def load(cls, folder: Path) -> SpikingNet:
         from safetensors.torch import load_file
-
-        from edgekit.errors import BadInputError
 
         try:
             spec = json.loads((folder / SPEC).read_text())

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekit._optional import require
+from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write_text
 from edgekit.snn.fixed_point import UV_MAX, QuantLayer
 from edgekit.snn.net import SpikingNet
@@ -70,8 +72,6 @@ def _dataset(group, name: str, value) -> None:
 
 def write_network(layers: list[QuantLayer], path: Path, steps: int) -> Path:
     """Write the netx HDF5 (shapes as C,H,W: netx reverses them to x,y,channel; kernels in torch's layout)."""
-    from edgekit._optional import require
-
     h5py = require("h5py", "writing netx HDF5 files")
     tmp = path.with_name(f".{path.name}.tmp")
     try:  # a failed write leaves neither the file nor its temporary
@@ -117,8 +117,6 @@ def write_network(layers: list[QuantLayer], path: Path, steps: int) -> Path:
 
 def read_network(path: Path, spec: dict) -> list[QuantLayer]:
     """The quantised layers back from a netx file (what the fixed-point model runs: the file, not the SNN)."""
-    from edgekit._optional import require
-
     h5py = require("h5py", "reading netx HDF5 files")
     layers: list[QuantLayer] = []
     flatten = False
@@ -152,8 +150,6 @@ def write_artifact(net: SpikingNet, folder: Path) -> tuple[Path, dict]:
     from safetensors.torch import save_file
 
     if net.reset != "zero":
-        from edgekit.errors import BadInputError
-
         raise BadInputError("Lava's CUBA neuron resets to zero, but this SNN was converted with reset by subtraction; "
                             "fix: set to_snn reset: zero for the loihi target")
     _check_loadable(net)
@@ -181,8 +177,6 @@ def _check_loadable(net: SpikingNet) -> None:
     raise NotImplementedError, and it has no add): name the first node it cannot load."""
     if net.sequential:
         return
-    from edgekit.errors import BadInputError
-
     names = {-1: "the image"} | {i: lay["name"] for i, lay in enumerate(net.layers)}
     i = next((i for i, lay in enumerate(net.layers) if lay["kind"] in ("add", "pool")),
              next(i for i, lay in enumerate(net.layers) if "inputs" in lay))  # a branch always ends in an add

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit._optional import require
+
 
 def to_nir(net):
-    from edgekit._optional import require
-
     nir = require("nir", "exporting the SNN to NIR")
     nodes = {"input": nir.Input(input_type={"input": np.array(net.input_shape)})}
     edges, value_of = [], {-1: "input"}  # node index -> the NIR node carrying its value
@@ -65,8 +65,6 @@ def _neurons(nir, nodes: dict, i: int, lay: dict) -> str:
 
 
 def write_nir(net, path: Path) -> Path:
-    from edgekit._optional import require
-
     nir = require("nir", "exporting the SNN to NIR")
     nir.write(str(path), to_nir(net))
     return path

@@ -34,6 +34,7 @@ def test_gazeresnet18_ships_under_5_degrees_in_fp16():
     assert rep.model.mean_deg < 5.0
 
 
+@pytest.mark.slow
 def test_temporalgaze_beats_both_baselines():
     model, card = load_shipped("temporalgaze")
     fc = card.validation["forecast"]

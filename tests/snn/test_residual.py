@@ -18,6 +18,8 @@ from edgekit.snn.graph import spiking_graph
 from edgekit.snn.simulate import simulate
 from tests.snn.residual_gaze import ResidualGaze, trained
 
+pytestmark = pytest.mark.slow  # the module's fixture trains the residual net (about 20 s); the last test compiles
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -129,11 +131,11 @@ def test_snn_target_compiles_a_residual_model_from_weights_and_arch(model, tmp_p
     card = json.loads((WEIGHTS_DIR / "tinygaze.json").read_text())
     card |= {"name": "resgaze", "arch": "tests.snn.residual_gaze:ResidualGaze", "arch_config": {}}
     (tmp_path / "card.json").write_text(json.dumps(card))
-    from tests.snn.test_targets import _small_recipe
+    from tests.backends.snn.test_targets import _small_recipe
 
     res = ek.compile(str(weights), _small_recipe(tmp_path, "snn"), arch="tests.snn.residual_gaze:ResidualGaze",
                      card=tmp_path / "card.json", eval=synthetic.standard_set("eval", 32, (40, 64)), out=tmp_path / "out",
                      cache=False)
-    rows = {r["layer"]: r for r in res.report.spiking["counts"]["layers"]}
+    rows = {r["layer"]: r for r in res.report.spiking.counts.layers}
     assert {"add", "add.shortcut", "add_1", "blocks.1.down.0"} <= set(rows)
-    assert res.report.spiking["error_vs_timesteps"][-1]["timesteps"] == 64
+    assert res.report.spiking.error_vs_timesteps[-1].timesteps == 64

@@ -56,6 +56,7 @@ def test_maxpool_recurrence_and_multi_input_are_refused_by_name():
         spiking_graph(PreReluReuse(), 1)
 
 
+@pytest.mark.slow
 def test_shipped_tinygaze_converts_within_the_issue_targets():
     from edgekit.data import synthetic
     from edgekit.data.metrics import angular_error_deg
@@ -145,6 +146,7 @@ def test_fixed_point_reads_the_file_and_tracks_the_float_snn(tmp_path):
     assert runner.last.spikes_per_layer[0] > 0
 
 
+@pytest.mark.slow
 def test_lava_simulator_matches_the_fixed_point_model_spike_for_spike(tmp_path):
     from edgekit.backends.lava.runner import FixedPointRunner
     from edgekit.backends.lava.simulator import lava_available, run_lava

@@ -11,6 +11,7 @@ from edgekit.backends.base import Backend
 from edgekit.backends.coreml import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.coreml.mil_interpreter import MilInterpreter
 from edgekit.backends.coreml.runner import WHY_NO_SPEED, macos_check, open_runner
+from edgekit.energy.section import energy_section
 
 
 class CoreMLBackend(Backend):
@@ -34,8 +35,6 @@ class CoreMLBackend(Backend):
 
     def energy(self, path: Path, interp, sample, device: str) -> dict:
         """Per-op counts from the interpreter's run of the package (precision as declared, weights as stored)."""
-        from edgekit.energy.section import energy_section
-
         interp.run(sample)
         return energy_section(interp.layers, interp, sample, device, not_measurable=(
             "Core ML runs only on Apple devices; this host runs edgekit's numpy interpreter, whose energy says nothing "

@@ -11,8 +11,12 @@ from pydantic import Field
 from edgekit._optional import require
 from edgekit._version import __version__
 from edgekit.artifact import Artifact, Format
+from edgekit.backends.onnx.export import load_torch_artifact
 from edgekit.errors import BadInputError
+from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
+from edgekit.passes.recurrent import unroll_recurrent
+from edgekit.quant.fake_quant import QUANTIZABLE, input_ranges
 from edgekit.quiet import quiet
 
 
@@ -49,10 +53,6 @@ class ToCoreML(Pass):
         import torch
 
         ct = require("coremltools", "the to_coreml pass")
-        from edgekit.backends.onnx.export import load_torch_artifact
-
-        from edgekit.passes.recurrent import unroll_recurrent
-
         card = ctx.card
         module = load_torch_artifact(src, trusted_arch=ctx.card.arch)
         unrolled = []
@@ -120,9 +120,6 @@ class ToCoreML(Pass):
         """Forward pre-hooks that quantize and dequantize every conv/linear input with its calibrated uint8 range;
         traced, they become MIL quantize/dequantize ops. Ranges: edgekit's observers over the calibration set."""
         import torch
-
-        from edgekit.evalset import model_inputs
-        from edgekit.quant.fake_quant import QUANTIZABLE, input_ranges
 
         if ctx.calib is None:
             raise BadInputError("to_coreml activations=int8 needs a calibration set; fix: add `calibration:` to the recipe")

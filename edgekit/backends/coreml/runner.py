@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit._optional import require
 from edgekit.backends.coreml.mil_interpreter import MilInterpreter
 
 WHY_NO_SPEED = "not measured: Core ML predicts only on macOS/iOS, and the numpy reference interpreter's speed says nothing about a device"
@@ -51,8 +52,6 @@ def open_runner(path: Path, threads: int = 1):
 def macos_check(path: Path, interp: MilInterpreter) -> dict:
     if platform.system() != "Darwin":
         return {"status": "Core ML runtime not run: MLModel.predict needs macOS, so the artifact is unverified on Core ML itself"}
-    from edgekit._optional import require
-
     ct = require("coremltools", "running Core ML on macOS")
     model = ct.models.MLModel(str(path))
     spec = model.get_spec()

@@ -13,6 +13,10 @@ from edgekit.backends.base import Availability, Backend
 from edgekit.backends.lava import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.lava.runner import WHY_NO_SPEED, FixedPointRunner, Seen, lava_check
 from edgekit.backends.lava.simulator import lava_available
+from edgekit.backends.snn.runner import dense_counts, error_curve, naive_curve, reference
+from edgekit.data.metrics import angular_error_deg
+from edgekit.snn.counts import energy_section, spiking_counts
+from edgekit.snn.net import SpikingNet
 
 
 class LavaBackend(Backend):
@@ -35,9 +39,6 @@ class LavaBackend(Backend):
         return FixedPointRunner(path, threads)
 
     def counts(self, path: Path, runner, sample) -> dict:
-        from edgekit.backends.snn.runner import dense_counts
-        from edgekit.snn.net import SpikingNet
-
         params = sum(int(lay.weight.size) + int(lay.bias.size) for lay in runner.layers if lay.weight is not None)
         return dense_counts(SpikingNet.load(Path(path) / "snn"), params,
                             "8-bit weights and 13-bit biases in the netx file (the host encoder's first conv not included)")
@@ -56,11 +57,6 @@ class LavaBackend(Backend):
 
     def spiking(self, art, runner, inputs, ref_out, card, device: str) -> dict:
         import torch
-
-        from edgekit.backends.snn.runner import error_curve, naive_curve, reference
-        from edgekit.data.metrics import angular_error_deg
-        from edgekit.snn.counts import energy_section, spiking_counts
-        from edgekit.snn.net import SpikingNet
 
         spec, x = runner.spec, next(iter(inputs.arrays.values()))
         truth, ref, ref_error = reference(inputs, ref_out, card)

@@ -14,7 +14,10 @@ from typing import ClassVar
 from pydantic import Field
 
 from edgekit.artifact import Artifact, Format
+from edgekit.fileio import atomic_write_text
 from edgekit.passes.base import Pass
+from edgekit.snn.net import SpikingNet
+from edgekit.snn.netx import SPEC, write_artifact
 
 
 class ToNetx(Pass):
@@ -27,10 +30,6 @@ class ToNetx(Pass):
     lava_samples: int = Field(16, ge=1, description="evaluation images also run through Lava's simulator and compared spike for spike")
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
-        from edgekit.fileio import atomic_write_text
-        from edgekit.snn.net import SpikingNet
-        from edgekit.snn.netx import SPEC, write_artifact
-
         net = SpikingNet.load(src.path)
         folder, quant = write_artifact(net, out_dir / "model.lava")
         shutil.copytree(src.path, folder / "snn")  # float SNN, its naive baseline and NIR graph: the report's curves

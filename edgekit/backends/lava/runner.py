@@ -10,14 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.backends.lava.simulator import lava_available, run_lava
+from edgekit.backends.snn.runner import normalize
+from edgekit.data.metrics import angular_error_deg
+from edgekit.snn.fixed_point import input_bias, run_fixed
+from edgekit.snn.netx import SPEC, encoder_current, read_network
+
 WHY_NO_SPEED = ("not measured: no Loihi here; Lava's CPU simulator time per step is in the Spiking section, and a "
                 "simulator's speed says nothing about the chip")
 
 
 class FixedPointRunner:
     def __init__(self, path: Path, threads: int = 1):
-        from edgekit.snn.netx import SPEC, read_network
-
         self.path = Path(path)
         self.spec = json.loads((self.path / SPEC).read_text())
         self.layers = read_network(self.path / "network.net", self.spec)
@@ -25,15 +29,9 @@ class FixedPointRunner:
         self.seen = Seen()
 
     def input_bias(self, x: np.ndarray) -> np.ndarray:
-        from edgekit.snn.fixed_point import input_bias
-        from edgekit.snn.netx import encoder_current
-
         return input_bias(encoder_current(self.path, self.spec, x), int(self.spec["input_scale"]), 0)
 
     def run(self, inputs: dict[str, np.ndarray], keep_trains: bool = False) -> np.ndarray:
-        from edgekit.backends.snn.runner import normalize
-        from edgekit.snn.fixed_point import run_fixed
-
         x = next(iter(inputs.values()))
         started = time.perf_counter()
         self.last = run_fixed(self.layers, self.input_bias(x), self.spec["timesteps"], keep_trains,
@@ -72,10 +70,6 @@ class Seen:
 
 def lava_check(art, runner, inputs, truth: np.ndarray, samples: int) -> dict:
     """Lava's simulator on the first `samples` images against the fixed-point mirror: every spike of every layer."""
-    from edgekit.backends.snn.runner import normalize
-    from edgekit.data.metrics import angular_error_deg
-    from edgekit.backends.lava.simulator import lava_available, run_lava
-
     ok, why = lava_available()
     if not ok:
         return {"ran": False, "summary": f"not run: {why}"}

@@ -14,13 +14,12 @@ import numpy as np
 from edgekit.artifact import Format
 from edgekit.backends.base import Availability, Backend
 from edgekit.energy.section import energy_section
+from edgekit.torch_module import load_module
 
 
 class TorchRunner:
     def __init__(self, path: Path, threads: int = 1):
         import torch
-
-        from edgekit.torch_module import load_module
 
         self.torch, self.threads = torch, threads
         self.module = load_module(Path(path))[0].eval()

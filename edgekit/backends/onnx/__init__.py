@@ -8,8 +8,11 @@ from typing import ClassVar
 
 from edgekit.artifact import Format
 from edgekit.backends.base import Backend
-from edgekit.backends.onnx import export, ptq  # noqa: F401  (registers the passes)
+from edgekit.backends.onnx import export, ptq, qat  # noqa: F401  (registers the passes)
+from edgekit.backends.onnx.energy_counts import onnx_layer_counts
+from edgekit.backends.onnx.graph import onnx_counts
 from edgekit.backends.onnx.runner import OnnxRunner, fp16_execution
+from edgekit.energy.section import energy_section
 
 
 class OnnxBackend(Backend):
@@ -22,8 +25,6 @@ class OnnxBackend(Backend):
         return OnnxRunner(path, threads=threads)
 
     def counts(self, path: Path, runner, sample) -> dict:
-        from edgekit.backends.onnx.graph import onnx_counts
-
         c = onnx_counts(path)
         return {**c, "params_how": "ONNX initializer elements",
                 "macs_how": "from the ONNX graph with inferred shapes, batch 1: " +
@@ -31,9 +32,6 @@ class OnnxBackend(Backend):
 
     def energy(self, path: Path, runner, sample, device: str) -> dict:
         """Per-layer counts, cited estimates, and a RAPL measurement where the host exposes the counters."""
-        from edgekit.backends.onnx.energy_counts import onnx_layer_counts
-        from edgekit.energy.section import energy_section
-
         return energy_section(onnx_layer_counts(path), runner, sample, device)
 
     def runtime_details(self, art, runner, work: Path) -> tuple[dict, list[str]]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._optional import require
+from edgekit.backends.onnx.graph import node_macs, shape_inferred
+from edgekit.quant.plan import layer_name
 
 _BYTES = {1: 4, 10: 2, 3: 1, 2: 1, 6: 4, 7: 8, 11: 8}  # onnx TensorProto types: FLOAT, FLOAT16, INT8, UINT8, INT32, INT64, DOUBLE
 
@@ -19,9 +21,6 @@ _BYTES = {1: 4, 10: 2, 3: 1, 2: 1, 6: 4, 7: 8, 11: 8}  # onnx TensorProto types:
 def onnx_layer_counts(path: Path) -> list[dict]:
     """[{'layer', 'op', 'precision', 'macs', 'weight_bytes', 'act_in_elems', 'act_out_elems', 'act_bytes_per_elem'}]."""
     require("onnx", "energy counts")
-    from edgekit.quant.plan import layer_name
-    from edgekit.backends.onnx.graph import node_macs, shape_inferred
-
     model, shapes = shape_inferred(path)
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}

@@ -19,6 +19,8 @@ from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError, first_line
 from edgekit.passes.base import Pass
 from edgekit.quiet import quiet
+from edgekit.safe_pt2 import load_exported_program
+from edgekit.torch_module import load_module
 
 
 def load_torch_artifact(art: Artifact, *, trusted_arch: str | None = None):
@@ -28,13 +30,9 @@ def load_torch_artifact(art: Artifact, *, trusted_arch: str | None = None):
     import torch
 
     if art.format == Format.torch:
-        from edgekit.torch_module import load_module
-
         return load_module(art.path, trusted_arch=trusted_arch)[0]
     if art.format == Format.torchscript:
         return load_torchscript(art.path)
-    from edgekit.safe_pt2 import load_exported_program
-
     module = load_exported_program(art.path).module().requires_grad_(False)
 
     class Opaque(torch.nn.Module):

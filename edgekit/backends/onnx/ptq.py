@@ -20,19 +20,21 @@ import numpy as np
 from pydantic import Field
 
 from edgekit.artifact import Artifact, Format
+from edgekit.backends.onnx.qdq import apply_plan, quantizable_layers, weight_error
+from edgekit.backends.onnx.runner import OnnxRunner
+from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
+from edgekit.evalset import model_inputs, run_all, to_vectors
 from edgekit.passes.int8_options import Int8Options
+from edgekit.quant.calibration import collect
+from edgekit.quant.observers import observe
+from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, return_sensitive_to_float, tensor_key
 
 
 class CalibEval:
     """Scores candidate QDQ models in onnxruntime against the FP32 model on calibration inputs."""
 
     def __init__(self, fp32: Path, inputs, card, n: int):
-        from edgekit.backends.onnx.runner import OnnxRunner
-        from edgekit.data.metrics import angular_error_deg
-        from edgekit.evalset import to_vectors
-        from edgekit.evalset import run_all
-
         self.inputs, self.card, self._angle = inputs.take(n), card, angular_error_deg
         self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
         self._run_all = run_all
@@ -42,8 +44,6 @@ class CalibEval:
 
     def score(self, path: Path) -> tuple[float, float]:
         """(mean error increase over FP32, p95 difference from FP32), degrees."""
-        from edgekit.backends.onnx.runner import OnnxRunner
-
         out = self._vec(self._run_all(OnnxRunner(path).run, self.inputs))
         increase = float(self._angle(out, self.truth).mean()) - self.ref_error
         return increase, float(np.percentile(self._angle(out, self.ref), 95))
@@ -63,12 +63,6 @@ class PTQ(Int8Options):
         return "activation ranges and mixed-precision scores come from float32 calibration runs in onnxruntime, whose kernels depend on the CPU"
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
-        from edgekit.evalset import model_inputs
-        from edgekit.quant.calibration import collect
-        from edgekit.quant.observers import observe
-        from edgekit.backends.onnx.qdq import apply_plan, quantizable_layers, weight_error
-        from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, tensor_key
-
         if ctx.calib is None:
             raise BadInputError("ptq needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
         if src.meta.precision not in (None, "fp32"):
@@ -102,9 +96,6 @@ class PTQ(Int8Options):
                                notes=notes)
 
     def _mixed_precision(self, plan, fp32: Path, inputs, ctx, out_dir: Path):
-        from edgekit.backends.onnx.qdq import apply_plan
-        from edgekit.quant.plan import return_sensitive_to_float
-
         scratch = out_dir / "candidates"
         scratch.mkdir(parents=True, exist_ok=True)
         judge = CalibEval(fp32, inputs, ctx.card, self.sensitivity_samples)

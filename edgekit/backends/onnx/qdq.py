@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._optional import require
+from edgekit.backends.onnx.graph import onnx_counts
 from edgekit.quant.plan import QUANTIZABLE_OPS, LayerPlan, QuantPlan, layer_name, tensor_key
 
 
 def quantizable_layers(path: Path) -> list[LayerPlan]:
     """Conv/Gemm/MatMul nodes with constant weights, as plan layers with their MACs and weight counts."""
     onnx = require("onnx", "quantization")
-    from edgekit.backends.onnx.graph import onnx_counts
-
     model = onnx.load(str(path))
     inits = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
     macs = onnx_counts(path)["macs_by_node"]

@@ -14,6 +14,8 @@ from edgekit.artifact import Format
 from edgekit.backends.base import Backend
 from edgekit.backends.snn import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.snn.runner import SWEEP, SnnRunner, dense_counts, error_curve, naive_curve, reference
+from edgekit.snn.counts import energy_section, spiking_counts
+from edgekit.snn.simulate import readout_lag
 
 
 class SnnBackend(Backend):
@@ -38,8 +40,6 @@ class SnnBackend(Backend):
         return {"energy": spiking.pop("energy_section"), "spiking": spiking}
 
     def spiking(self, art, runner, inputs, ref_out, card, device: str) -> dict:
-        from edgekit.snn.counts import energy_section, spiking_counts
-
         net = runner.net
         x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.arrays.values())), np.float32))
         truth, ref, ref_error = reference(inputs, ref_out, card)
@@ -47,8 +47,6 @@ class SnnBackend(Backend):
         started = time.perf_counter()
         curve, res = error_curve(net, x, truth, ref_error, ref, steps, count=True)
         sweep_s = time.perf_counter() - started
-        from edgekit.snn.simulate import readout_lag
-
         lag = readout_lag(net)  # counts, rates and simulator time cover every step run: the lag and the T steps
         out = {"timesteps": net.timesteps, "latency_steps": net.timesteps + lag, "reset": net.reset, "v_init": net.v_init,
                "reference_error_deg": ref_error, "error_vs_timesteps": curve, "conversion": net.meta}

@@ -13,7 +13,11 @@ from pydantic import Field
 
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
+from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
+from edgekit.snn.convert import convert, populations
+from edgekit.snn.nir_export import write_nir
+from edgekit.torch_module import load_module
 
 
 class ToSNN(Pass):
@@ -43,11 +47,6 @@ class ToSNN(Pass):
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
-
-        from edgekit.evalset import model_inputs
-        from edgekit.snn.convert import convert, populations
-        from edgekit.snn.nir_export import write_nir
-        from edgekit.torch_module import load_module
 
         if ctx.calib is None:
             raise BadInputError("to_snn needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")

@@ -11,6 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekit.data.metrics import angular_error_deg
+from edgekit.evalset import to_vectors
+from edgekit.snn.counts import layer_macs
+from edgekit.snn.net import SpikingNet
+from edgekit.snn.simulate import simulate
+
 SWEEP = (4, 8, 16, 32, 64)
 
 
@@ -20,13 +26,9 @@ def normalize(out: np.ndarray, on: bool) -> np.ndarray:
 
 class SnnRunner:
     def __init__(self, path: Path, threads: int = 1):
-        from edgekit.snn.net import SpikingNet
-
         self.net, self.threads = SpikingNet.load(Path(path)), threads
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        from edgekit.snn.simulate import simulate
-
         x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.values())), np.float32))
         torch.set_num_threads(self.threads)  # the recipe's thread count, as the other runtimes are given theirs
         out = simulate(self.net, x, self.net.timesteps, count=False).outputs[self.net.timesteps]
@@ -40,17 +42,12 @@ class SnnRunner:
 def dense_counts(net, params: int, params_how: str) -> dict:
     """The report's compute counts of a spiking artifact (snn and lava backends): its parameters, and the dense MACs
     of the equivalent ANN."""
-    from edgekit.snn.counts import layer_macs
-
     return {"params": params, "macs": sum(layer_macs(net.layers[i]) for i in net.weighted), "params_how": params_how,
             "macs_how": "dense MACs of the equivalent ANN, batch 1 (the spiking section has ACs from measured spikes)"}
 
 
 def reference(inputs, ref_out, card) -> tuple[np.ndarray, np.ndarray, float]:
     """(labelled gaze, the reference model's gaze vectors, its mean error) on the evaluation set."""
-    from edgekit.data.metrics import angular_error_deg
-    from edgekit.evalset import to_vectors
-
     truth = inputs.truth.reshape(-1, 3)
     ref = to_vectors(ref_out, card).reshape(-1, 3)
     return truth, ref, float(angular_error_deg(ref, truth).mean())
@@ -59,9 +56,6 @@ def reference(inputs, ref_out, card) -> tuple[np.ndarray, np.ndarray, float]:
 def error_curve(net, x: torch.Tensor, truth: np.ndarray, ref_error: float, ref_vectors: np.ndarray,
                 steps: tuple[int, ...] = SWEEP, count: bool = False):
     """Mean angular error and increase over the ANN at each T, from one simulation of max(steps) steps."""
-    from edgekit.data.metrics import angular_error_deg
-    from edgekit.snn.simulate import simulate
-
     res = simulate(net, x, max(steps), record=steps, count=count)
     rows = []
     for t in steps:
@@ -74,8 +68,6 @@ def error_curve(net, x: torch.Tensor, truth: np.ndarray, ref_error: float, ref_v
 
 def naive_curve(folder: Path, x, truth, ref_error: float, ref) -> dict | None:
     """The same curve for the naive conversion stored beside the SNN (None when the artifact has none)."""
-    from edgekit.snn.net import SpikingNet
-
     if not folder.is_dir():
         return None
     base = SpikingNet.load(folder)

@@ -12,6 +12,7 @@ from edgekit.backends.base import Backend
 from edgekit.backends.tflite import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.backends.tflite.runner import LiteRTRunner, layers_of
+from edgekit.energy.section import energy_section
 
 
 class TFLiteBackend(Backend):
@@ -35,8 +36,6 @@ class TFLiteBackend(Backend):
                             ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
 
     def energy(self, path: Path, runner, sample, device: str) -> dict:
-        from edgekit.energy.section import energy_section
-
         rows = [r for r in layers_of(path)[0] if r["macs"]]
         return energy_section(rows, runner, sample, device)
 

@@ -21,8 +21,14 @@ from pydantic import Field, model_validator
 
 from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
+from edgekit.backends.onnx.export import load_torch_artifact
+from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.errors import BadInputError, first_line
+from edgekit.evalset import model_inputs
 from edgekit.passes.int8_options import Int8Options
+from edgekit.quant.fake_quant import input_ranges
+from edgekit.quant.plan import QuantPlan, keep_float
+from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_table, mixed_precision, range_observer_class
 from edgekit.quiet import quiet
 
 WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8s8 saturation (see quant/plan.py)
@@ -52,9 +58,6 @@ class ToTFLite(Int8Options):
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
-
-        from edgekit.backends.tflite import graph as tflite_graph
-        from edgekit.backends.onnx.export import load_torch_artifact
 
         litert_torch = require("litert_torch", "the to_tflite pass")
         module = load_torch_artifact(src, trusted_arch=ctx.card.arch).eval()
@@ -91,8 +94,6 @@ class ToTFLite(Int8Options):
         import torch
         from litert_torch.quantize import quant_config
 
-        from edgekit.evalset import model_inputs
-
         if ctx.calib is None:
             raise BadInputError("to_tflite precision=int8 needs a calibration set; fix: add `calibration:` to the recipe")
         inputs = model_inputs(ctx.card, ctx.calib)
@@ -109,10 +110,6 @@ class ToTFLite(Int8Options):
 
     def _plan(self, module, args, ctx, inputs, tensors):
         """edgekit's plan: layers with MACs, observer ranges, keep_float, mixed precision scored in torch."""
-        from edgekit.quant.fake_quant import input_ranges
-        from edgekit.quant.plan import QuantPlan, keep_float
-        from edgekit.quant.torch_plan import FakeQuantJudge, layer_table, mixed_precision
-
         plan = QuantPlan(weights={"dtype": "int8", "bits": WEIGHT_BITS, "scheme": "symmetric", "granularity": "per_output_channel"},
                          activations={"dtype": "int8", "scheme": "asymmetric", "granularity": "per_tensor", "observer": self.observer,
                                       **({"percentile": self.percentile} if self.observer == "percentile" else {})},
@@ -131,8 +128,6 @@ class ToTFLite(Int8Options):
         for activation ranges, and the plan's float layers left unannotated."""
         from litert_torch.quantize import pt2e_quantizer
 
-        from edgekit.quant.torch_plan import range_observer_class
-
         base = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=range_observer_class().with_args(
             method=self.observer, percentile=self.percentile, eps=2**-12))
@@ -149,8 +144,6 @@ class ToTFLite(Int8Options):
 def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     """prepare_pt2e, two calibration sweeps (ranges, then histograms), convert_pt2e; returns the QDQ module."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from edgekit.quant.torch_plan import calibrate_observers
 
     decisions = []
     try:
@@ -226,8 +219,6 @@ def _cast_weights_fp16(path: Path) -> bytes:
 def _output_range(module, ctx) -> tuple[float, float]:
     """Range of the model output over the calibration set: the int8 output's scale and zero point."""
     import torch
-
-    from edgekit.evalset import model_inputs
 
     inputs = model_inputs(ctx.card, ctx.calib)
     with torch.no_grad():

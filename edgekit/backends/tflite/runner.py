@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekit._optional import require
 from edgekit.backends.tflite import graph as tflite_graph
+from edgekit.quiet import quiet
 
 
 def runtime_version() -> str:
@@ -26,8 +27,6 @@ class LiteRTRunner:
     """One LiteRT interpreter, batch 1 (as converted); run() loops over a batch and returns float64 outputs."""
 
     def __init__(self, path: Path, threads: int = 1):
-        from edgekit.quiet import quiet
-
         interpreter = require("ai_edge_litert.interpreter", "running TFLite artifacts")
         self.threads = threads
         with quiet():  # it prints "Created TensorFlow Lite XNNPACK delegate for CPU"

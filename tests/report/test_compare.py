@@ -4,10 +4,14 @@ import os
 import shutil
 import subprocess
 
+import cv2
+import numpy as np
 import pytest
 
 import edgekit.compiler as ek
 from edgekit.cli import run
+
+pytestmark = pytest.mark.slow  # compiles onnx and onnx-int8, then renders in Chromium
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -38,4 +42,9 @@ def test_comparison_page_renders_with_its_plots(tmp_path, capsys):
     assert "tinygaze / onnx-int8" in dom and "estimated: Horowitz 45 nm" in dom
     shot = tmp_path / "shot.png"
     _chromium(tmp_path, "--window-size=1200,1000", f"--screenshot={shot}", page.as_uri())
-    assert shot.is_file() and shot.stat().st_size > 20_000  # a real rendering, not a blank page
+    img = cv2.imread(str(shot))  # decoded: a real rendering at the window's size, not a blank or flat page
+    assert img is not None and img.shape == (1000, 1200, 3)
+    assert 0.005 < (img.max(axis=2) < 100).mean() < 0.5  # dark text and axes on a light page
+    for colour in ("#1f77b4", "#d62728"):  # each artifact's points and lines in its series colour
+        bgr = np.array([int(colour[i:i + 2], 16) for i in (5, 3, 1)])
+        assert (np.abs(img.astype(int) - bgr).max(axis=2) <= 30).sum() >= 100, colour

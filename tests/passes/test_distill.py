@@ -17,6 +17,7 @@ from edgekit.models.registry import build
 from edgekit.recipe import TARGETS_DIR
 
 
+@pytest.mark.slow
 def test_student_learns_the_teachers_gaze():
     card = ModelCard.load(WEIGHTS_DIR / "gazeresnet18.json")
     teacher = build("gazeresnet18")
@@ -45,6 +46,7 @@ def _distill_recipe(tmp_path, **distill) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_max_pooling_residual_model_reaches_the_snn_target_through_a_student(tmp_path):
     from edgekit.snn.net import SpikingNet
 

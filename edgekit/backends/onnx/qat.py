@@ -1,4 +1,5 @@
-"""qat: quantization-aware fine-tuning, run only when post-training quantization misses its target.
+"""qat: quantization-aware fine-tuning, run only when ONNX post-training quantization misses its target (it lives with
+the ONNX backend because it scores what export_onnx | ptq would give).
 
 The pass first measures what PTQ would give (export, calibrate, quantize, score in onnxruntime on the
 calibration set). If the mean error increase is within `target_error_increase_deg` the model passes
@@ -17,8 +18,15 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from edgekit.artifact import Artifact, ArtifactMeta, Format
+from edgekit.backends.onnx.export import ExportOnnx
+from edgekit.backends.onnx.ptq import PTQ, CalibEval
 from edgekit.errors import BadInputError
+from edgekit.evalset import model_inputs
+from edgekit.finetune import fine_tune
 from edgekit.passes.base import Pass
+from edgekit.quant.fake_quant import fake_quantized, input_ranges
+from edgekit.quant.plan import ISA_PROFILES
+from edgekit.torch_module import load_module, save_module
 
 
 class QAT(Pass):
@@ -40,9 +48,6 @@ class QAT(Pass):
         return "fine-tunes in float32 with torch kernels chosen for the CPU"
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
-        from edgekit.backends.onnx.ptq import PTQ
-        from edgekit.torch_module import load_module, save_module
-
         if ctx.calib is None:
             raise BadInputError("qat needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
         ptq = PTQ(observer=self.observer, isa_profile=self.isa_profile, mixed_precision=False)
@@ -61,10 +66,6 @@ class QAT(Pass):
         return result.model_copy(update={"meta": ArtifactMeta(notes=[note], qat_before_deg=before, qat_after_deg=after)})
 
     def _ptq_increase(self, art: Artifact, ctx, scratch: Path, ptq) -> float:
-        from edgekit.evalset import model_inputs
-        from edgekit.backends.onnx.export import ExportOnnx
-        from edgekit.backends.onnx.ptq import CalibEval
-
         scratch.mkdir(parents=True, exist_ok=True)
         fp32 = ExportOnnx().run(art, ctx, scratch / "fp32")
         int8 = ptq.run(fp32, ctx, scratch / "int8")
@@ -76,11 +77,6 @@ class QAT(Pass):
         import functools
 
         import torch
-
-        from edgekit.evalset import model_inputs
-        from edgekit.finetune import fine_tune
-        from edgekit.quant.fake_quant import fake_quantized, input_ranges
-        from edgekit.quant.plan import ISA_PROFILES
 
         calib = torch.from_numpy(model_inputs(ctx.card, ctx.calib).arrays[ctx.card.image_input.name])
         module.eval()

@@ -10,6 +10,18 @@ from edgekit.energy.estimate import estimate, profile
 from edgekit.energy.meters import NvmlSource, RaplSource, measure
 
 
+def _host_rapl_readable() -> bool:
+    """Whether this host exposes a readable RAPL package counter (most VMs and containers do not)."""
+    try:
+        int(Path("/sys/class/powercap/intel-rapl:0/energy_uj").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+HOST_RAPL = _host_rapl_readable()
+
+
 class FakeTime:
     """A clock that advances only when the test says so, and a sleep that advances it."""
 
@@ -106,6 +118,7 @@ def fp32_and_int8(tmp_path_factory):
     return ek.compile(None, "onnx", out=root / "fp32"), ek.compile(None, "onnx-int8", out=root / "int8")
 
 
+@pytest.mark.slow
 def test_estimates_follow_the_artifact_counts_and_cited_constants(fp32_and_int8):
     fp32, int8 = fp32_and_int8
     rows32, rows8 = onnx_layer_counts(fp32.artifact), onnx_layer_counts(int8.artifact)
@@ -126,16 +139,26 @@ def test_estimates_follow_the_artifact_counts_and_cited_constants(fp32_and_int8)
     assert "Horowitz" in profile("horowitz-45nm")["source"]
 
 
+@pytest.mark.slow
 def test_every_report_has_an_energy_section(fp32_and_int8):
     for res in fp32_and_int8:
         energy = res.report.energy
-        assert {e["level"] for e in energy["estimates"]} == {"compute", "compute+memory"}
-        measured = energy["measured"]
-        assert measured["dynamic_uj_per_inference"] is None or measured["dynamic_uj_per_inference"] > 0
-        assert measured["how"]
+        assert {e.level for e in energy.estimates} == {"compute", "compute+memory"}
+        measured = energy.measured
+        assert measured.meter == "RAPL (powercap)" and measured.runtime
+        if not HOST_RAPL:  # nothing to read: no number, and the reading says so
+            assert measured.dynamic_uj_per_inference is None and measured.total_uj_per_inference is None
+            assert measured.inferences == 0 and measured.how.startswith("not measured: ")
+            assert "RAPL" in measured.how, measured.how
+        elif measured.dynamic_uj_per_inference is None:  # counters read, but the window was lost in the noise
+            assert measured.inferences >= 1 and measured.how.startswith("not measured: "), measured.how
+        else:
+            assert 0 < measured.dynamic_uj_per_inference <= measured.total_uj_per_inference
+            assert measured.inferences >= 1 and measured.how.startswith("measured: RAPL"), measured.how
         assert "## Energy" in (res.out_dir / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_energy_command_compares_like_with_like(tmp_path, capsys):
     import json
 
@@ -151,4 +174,9 @@ def test_energy_command_compares_like_with_like(tmp_path, capsys):
                         (r["profile"], r["device"], r["level"]))
             assert base is not r
     measured = [r for r in rows if r["level"] == "measured"]
-    assert all(r["method"] in ("measured", "not measured") for r in measured)
+    assert {r["target"] for r in measured} == {"onnx", "onnx-int8"}
+    for r in measured:
+        if HOST_RAPL and r["low_uj"] is not None:
+            assert r["method"] == "measured" and r["low_uj"] > 0, r
+        else:  # no counters on this host (or a reading lost in the noise): no number, and the row says why
+            assert r["method"] == "not measured" and r["low_uj"] is None and r["assumptions"].startswith("not measured: "), r

@@ -8,7 +8,7 @@ import pytest
 from edgekit.cli import run
 from edgekit.report.sample import SAMPLE_TARGETS
 
-REPORTS = Path(__file__).resolve().parents[1] / "reports"
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
 
 # Stated tolerances for regenerating reports/demo.json on another host. Float artifacts (bytes_across_hosts) have the
@@ -47,6 +47,7 @@ def assert_same_static_numbers(old: dict, new: dict, same_host: bool) -> None:
     assert new["diff_max_deg"] == pytest.approx(old["diff_max_deg"], rel=HOST_DEPENDENT_RELATIVE), f"{name}: diff_max_deg"
 
 
+@pytest.mark.slow
 def test_regeneration_gives_the_committed_static_numbers(tmp_path):
     from edgekit.backends.lava.simulator import lava_available
     from edgekit.environment import host_info
@@ -87,17 +88,19 @@ def test_the_comparison_can_fail():
 def test_spiking_integer_row_by_hand_and_compared_only_with_integer_rows():
     from edgekit.report.model import Report
     from edgekit.report.sample import energy_rows
+    from edgekit.report.sections import Energy, EnergyReading
     from edgekit.snn.counts import energy_estimates
 
     counts = {"total": {"effective_acs": 1e6, "neuron_updates": 1e5, "effective_macs": 1000}}
-    integer = next(e for e in energy_estimates(counts) if e["device"] == "45 nm CMOS")
+    integer = next(e for e in energy_estimates(counts, "loihi2") if e["device"] == "45 nm CMOS")
     encoder_uj = 1000 * (3.7 + 0.9) * 1e-6  # FP32 MAC 4.6 pJ
     assert integer["low_uj"] == pytest.approx(1e6 * 0.03e-6 + 1e5 * 0.1e-6 + encoder_uj)  # 8-bit adds, one 32-bit add
     assert integer["high_uj"] == pytest.approx(1e6 * 0.1e-6 + 1e5 * 0.2e-6 + encoder_uj)  # 32-bit adds, two per update
 
     def fake(estimates):
-        energy = {"estimates": estimates, "measured": {"dynamic_uj_per_inference": None, "how": "not measured: test"}}
-        return Report.model_construct(energy=energy)
+        measured = EnergyReading(dynamic_uj_per_inference=None, total_uj_per_inference=None, inferences=0, window_s=0.0,
+                                 how="not measured: test", meter="none", runtime="test")
+        return Report.model_construct(energy=Energy(estimates=estimates, measured=measured))
 
     row = {"profile": "horowitz-45nm", "device": "45 nm CMOS", "level": "compute", "method": "estimated", "source": "s",
            "assumptions": "a"}

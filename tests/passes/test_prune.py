@@ -22,17 +22,19 @@ def test_default_pruned_recipe_quarters_macs_and_holds_half_a_degree(tmp_path):
     assert "fine-tuned 3000 steps" in rep.steps[0].notes[0]
 
 
+@pytest.mark.slow
 def test_channel_pruning_rebuilds_from_its_artifact_and_composes_with_ptq_and_coreml(tmp_path):
     prune = "{method: channel, amount: 0.5, fine_tune_steps: 20}"
     int8 = ek.compile(None, _recipe(tmp_path, prune, "  - fold_bn\n  - export_onnx\n  - ptq\n",
                                     extra="calibration: synthetic-512\n"), out=tmp_path / "i8")
-    assert int8.report.artifact["precision"] == "int8" and int8.report.compute["macs"].value < 0.3 * 4.84e6
+    assert int8.report.artifact.precision == "int8" and int8.report.compute["macs"].value < 0.3 * 4.84e6
     coreml = ek.compile(None, _recipe(tmp_path, prune, "  - fold_bn\n  - to_coreml\n", backend="coreml"), out=tmp_path / "cm")
-    assert coreml.report.runtime["op_histogram"]["conv"] == 5 and coreml.report.compute["macs"].value < 0.3 * 4.84e6
+    assert coreml.report.runtime.op_histogram["conv"] == 5 and coreml.report.compute["macs"].value < 0.3 * 4.84e6
     # the accuracy of a barely fine-tuned net is measured, not assumed
     assert coreml.report.accuracy.diff_from_reference.max_deg > 0.1
 
 
+@pytest.mark.slow
 def test_magnitude_pruning_is_sparsity_without_speed(tmp_path):
     res = ek.compile(None, _recipe(tmp_path, "{method: magnitude, amount: 0.5, scope: global}"), out=tmp_path / "m")
     note = res.report.steps[0].notes[0]
@@ -55,9 +57,10 @@ def test_pruned_torch_artifact_reloads_with_its_new_sizes(tmp_path):
     art = Prune(method="channel", amount=0.25).run(src.artifact, Context(work_dir=tmp_path, card=card), tmp_path / "out")
     module, spec = load_module(art.path)
     assert "layer_sizes" in spec and module.features[0][0].out_channels == 12  # 16 channels, a quarter removed
-    assert art.meta["params_after"] < art.meta["params_before"]
+    assert art.meta.params_after < art.meta.params_before
 
 
+@pytest.mark.slow
 def test_bn_scale_importance_needs_unfolded_batchnorm(tmp_path, capsys):
     from edgekit.cli import run
 
@@ -69,6 +72,7 @@ def test_bn_scale_importance_needs_unfolded_batchnorm(tmp_path, capsys):
     assert "bn_scale needs BatchNorm layers" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_magnitude_sparsity_is_stored_sparse_in_core_ml(tmp_path):
     import numpy as np
 
@@ -77,8 +81,8 @@ def test_magnitude_sparsity_is_stored_sparse_in_core_ml(tmp_path):
     res = ek.compile(None, _recipe(tmp_path, "{method: magnitude, amount: 0.6}", "  - fold_bn\n  - to_coreml: {weights: sparse}\n",
                                    backend="coreml"), out=tmp_path / "s")
     rep = res.report
-    assert rep.runtime["op_histogram"]["constexpr_sparse_to_dense"] >= 4
-    assert rep.runtime["weight_dtypes"].get("sparse-fp16", 0) > 0.9
+    assert rep.runtime.op_histogram["constexpr_sparse_to_dense"] >= 4
+    assert rep.runtime.weight_dtypes.get("sparse-fp16", 0) > 0.9
     interp = MilInterpreter(res.artifact)
     for op in (o for o in interp.ops if o.op_type == "constexpr_sparse_to_dense"):  # decoded as coremltools does
         args = {k: v.val for k, v in op.inputs.items()}

@@ -1,0 +1,143 @@
+"""edgekit/backends/onnx/ptq.py on a tiny ONNX gaze net (well under a second per compile): the plan it builds, the
+QDQ model it writes and runs in onnxruntime, keep_float, mixed precision, its refusals and its options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import torch  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+from torch import nn  # noqa: E402
+
+import edgekit  # noqa: E402
+from edgekit.artifact import Artifact, Format  # noqa: E402
+from edgekit.backends.onnx.ptq import PTQ  # noqa: E402
+from edgekit.context import Context  # noqa: E402
+from edgekit.data.synthetic import standard_set  # noqa: E402
+from edgekit.errors import BadInputError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """conv-relu-conv-relu-pool-fc -> (pitch, yaw); ONNX layer names 0, 2 (Conv) and 6 (Gemm)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 2)).eval()
+    path = tmp_path_factory.mktemp("ptq") / "tiny.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 40, 64),), str(path), input_names=["image"], output_names=["gaze"],
+                      dynamic_axes={"image": {0: "n"}, "gaze": {0: "n"}}, opset_version=17, dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return standard_set("calib", 32), standard_set("eval", 16)
+
+
+def compile_ptq(tiny_onnx: Path, sets, out: Path, **options):
+    opts = {"mixed_precision": False, "sensitivity_samples": 16, "observer": "minmax", **options}
+    recipe = out.parent / f"{out.name}.yaml"
+    recipe.write_text(json.dumps({"name": "tiny-int8", "backend": "onnx", "passes": [{"ptq": opts}],
+                                  "verify": {"eval_images": 16, "latency_runs": 2, "warmup_runs": 0}}))
+    calib, ev = sets
+    result = edgekit.compile(str(tiny_onnx), target=str(recipe), out=out, eval=ev, calib=calib, cache=False,
+                             output_convention="pitchyaw")
+    return result, json.loads(result.report.model_dump_json(by_alias=True))
+
+
+def int8_weights(path: Path) -> dict[str, np.ndarray]:
+    """Quantized weight initializers by the layer that consumes them (via their DequantizeLinear)."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name: inits[dq[n.input[1]]] for n in model.graph.node
+            if n.op_type in ("Conv", "Gemm") and n.input[1] in dq and dq[n.input[1]] in inits}
+
+
+def test_all_layers_int8_with_7_bit_weights_on_the_portable_profile(tiny_onnx, sets, tmp_path):
+    result, doc = compile_ptq(tiny_onnx, sets, tmp_path / "portable")
+    q = doc["quantization"]
+    assert doc["artifact"]["precision"] == "int8"
+    assert [(lp["name"], lp["op"], lp["int8"]) for lp in q["layers"]] == [("0", "Conv", True), ("2", "Conv", True),
+                                                                          ("6", "Gemm", True)]
+    assert q["int8_mac_fraction"] == 1.0 and q["float_layers"] == []
+    assert q["plan"]["weights"]["bits"] == 7 and q["plan"]["isa_profile"] == "portable"
+    assert q["plan"]["calibration"]["n"] == 32
+    weights = int8_weights(result.artifact)
+    assert sorted(weights) == ["/0/Conv", "/2/Conv", "/6/Gemm"]
+    for name, w in weights.items():
+        assert w.dtype == np.int8
+        assert np.abs(w.astype(int)).max() <= 64, name  # 7-bit: cannot saturate u8s8 kernels
+    # onnxruntime ran it, and INT8 moved the outputs a little, not a lot
+    diff = doc["accuracy"]["diff_from_reference"]
+    assert 0 < diff["max_deg"] < 2.0
+    assert doc["artifact"]["reproducible"]["across_hosts"] is False  # calibration runs float kernels of this CPU
+    assert json.loads((result.out_dir / "report.json").read_text())["quantization"]["layers"] == q["layers"]
+
+
+def test_vnni_profile_uses_the_full_8_bit_range(tiny_onnx, sets, tmp_path):
+    result, doc = compile_ptq(tiny_onnx, sets, tmp_path / "vnni", isa_profile="x86-vnni")
+    assert doc["quantization"]["plan"]["weights"]["bits"] == 8
+    assert max(int(np.abs(w.astype(int)).max()) for w in int8_weights(result.artifact).values()) == 127
+
+
+def test_keep_float_leaves_the_matched_layer_float(tiny_onnx, sets, tmp_path):
+    result, doc = compile_ptq(tiny_onnx, sets, tmp_path / "keep", keep_float=["6"])
+    q = doc["quantization"]
+    assert {lp["name"]: lp["int8"] for lp in q["layers"]} == {"0": True, "2": True, "6": False}
+    assert q["float_layers"] == [{"name": "6", "reason": "kept float by keep_float ['6']"}]
+    macs = {lp["name"]: lp["macs"] for lp in q["layers"]}
+    assert q["int8_mac_fraction"] == pytest.approx((macs["0"] + macs["2"]) / sum(macs.values()))
+    assert sorted(int8_weights(result.artifact)) == ["/0/Conv", "/2/Conv"]
+
+
+def test_mixed_precision_returns_layers_to_float_until_the_target_holds(tiny_onnx, sets, tmp_path):
+    _, doc = compile_ptq(tiny_onnx, sets, tmp_path / "mixed", mixed_precision=True, target_error_increase_deg=1e-6,
+                         min_int8_mac_fraction=0.0)
+    q = doc["quantization"]
+    decisions = q["plan"]["decisions"]
+    assert decisions[0].startswith("all quantizable layers in INT8: error increase")
+    assert q["float_layers"], "an unreachable target must send at least one layer back to float"
+    first = q["float_layers"][0]["name"]
+    assert decisions[1].startswith(f"{first} -> float")
+    sens = {lp["name"]: lp["sensitivity_deg"] for lp in q["layers"]}
+    assert all(v is not None for v in sens.values())
+    assert sens[first] == max(sens.values())  # the most sensitive layer goes first
+
+
+def test_ptq_refuses_to_run_without_a_calibration_set(tmp_path):
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"not read")
+    with pytest.raises(BadInputError, match="ptq needs a calibration set; fix: declare `calibration:`"):
+        PTQ().run(Artifact.create(src, Format.onnx), Context(work_dir=tmp_path, card=None, calib=None), tmp_path / "o")
+
+
+def test_ptq_refuses_a_model_that_is_not_fp32(tmp_path):
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"not read")
+    ctx = Context(work_dir=tmp_path, card=None, calib=standard_set("calib", 16))
+    with pytest.raises(BadInputError, match="ptq needs an FP32 ONNX model, got fp16; fix: put ptq before onnx_fp16"):
+        PTQ().run(Artifact.create(src, Format.onnx, precision="fp16"), ctx, tmp_path / "o")
+
+
+@pytest.mark.parametrize("options", [{"isa_profile": "xnnpack"}, {"observer": "max"}, {"percentile": 50},
+                                     {"percentile": 100.5}, {"sensitivity_samples": 8}, {"target_error_increase_deg": 0},
+                                     {"min_int8_mac_fraction": 1.1}, {"keep_floats": ["fc"]}])
+def test_ptq_option_validation(options):
+    with pytest.raises(ValidationError):
+        PTQ(**options)
+
+
+def test_ptq_options_and_host_dependence():
+    p = PTQ(isa_profile="arm64", keep_float=["fc*"])
+    assert str(p) == "ptq(keep_float=['fc*'], isa_profile=arm64)" or str(p) == "ptq(isa_profile=arm64, keep_float=['fc*'])"
+    assert "onnxruntime" in p.host_dependence()
+    assert PTQ.consumes == frozenset({Format.onnx}) and PTQ.produces == Format.onnx

@@ -1,0 +1,143 @@
+"""edgekit/quant/plan.py: layer naming, the plan's INT8 shares, keep_float and mixed precision, on hand-built plans whose
+answers are known by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.quant.plan import (ISA_PROFILES, LayerPlan, QuantPlan, keep_float, layer_name, return_sensitive_to_float,
+                                tensor_key)
+
+
+def plan_of(**macs: int) -> QuantPlan:
+    return QuantPlan(layers=[LayerPlan(name=n, op="Conv", node=f"/{n}/Conv", macs=m, weights=m // 10) for n, m in macs.items()])
+
+
+@pytest.mark.parametrize("node, name", [
+    ("/features/features.0/features.0.0/Conv", "features.0.0"),
+    ("/fc/Gemm", "fc"),
+    ("/fc/Gemm/", "fc"),  # trailing slash: empty parts are ignored
+    ("Conv_0", "Conv_0"),  # no module path: the node's own name
+    ("", ""),
+])
+def test_layer_name_is_the_producing_module(node, name):
+    assert layer_name(node) == name
+
+
+def test_tensor_key_strips_slashes_and_numbers_extra_outputs():
+    assert tensor_key("/features/features.0/Relu") == "features/features.0/Relu"
+    assert tensor_key("/features/features.0/Relu", 0) == "features/features.0/Relu"
+    assert tensor_key("/split/Split", 2) == "split/Split:2"
+
+
+def test_int8_fraction_weighs_layers_by_macs_or_weights():
+    plan = plan_of(a=100, b=300).with_float({"b"}, "test")
+    assert plan.int8_fraction("macs") == pytest.approx(0.25)
+    assert plan.int8_fraction("weights") == pytest.approx(10 / 40)
+    assert QuantPlan().int8_fraction("macs") == 0.0  # no layers: no division by zero
+    assert [lp.name for lp in plan.float_layers] == ["b"]
+
+
+def test_with_float_keeps_the_first_reason_of_a_float_layer():
+    plan = plan_of(a=1, b=1).with_float({"a"}, "first")
+    again = plan.with_float({"a", "b"}, "second")
+    assert [(lp.name, lp.int8, lp.reason) for lp in again.layers] == [("a", False, "first"), ("b", False, "second")]
+    assert all(lp.int8 for lp in plan_of(a=1).layers)  # the original plan is not modified (a copy is returned)
+
+
+def test_keep_float_matches_module_names_with_fnmatch():
+    plan = QuantPlan(layers=[LayerPlan(name=n, op="Conv", node=n, macs=1, weights=1)
+                             for n in ("features.0.0", "features.0.3", "features.1.0", "fc")])
+    kept = keep_float(plan, ["features.0.*", "fc"])
+    assert {lp.name: lp.int8 for lp in kept.layers} == {"features.0.0": False, "features.0.3": False,
+                                                         "features.1.0": True, "fc": False}
+    assert kept.layers[0].reason == "kept float by keep_float ['features.0.*', 'fc']"
+    assert keep_float(plan, ["classifier*"]) is plan  # no match: the same plan
+    assert keep_float(plan, []) is plan
+
+
+def test_weight_bits_of_each_isa_profile_follow_from_u8s8_saturation():
+    """VPMADDUBSW adds two u8*s8 products into a signed 16-bit lane: with 8-bit weights 2*255*127 overflows, with 7-bit
+    weights 2*255*64 does not. Profiles whose kernels can saturate must use 7 bits."""
+    int16_max = 2**15 - 1
+    assert 2 * 255 * 127 > int16_max
+    assert 2 * 255 * 2 ** (7 - 1) <= int16_max
+    assert {p: v["weight_bits"] for p, v in ISA_PROFILES.items()} == {
+        "portable": 7, "x86-avx2": 7, "x86-vnni": 8, "arm64": 8, "xnnpack": 8}
+    assert all(v["why"] for v in ISA_PROFILES.values())
+
+
+def test_ptq_offers_only_known_isa_profiles():
+    from typing import get_args
+
+    from edgekit.backends.onnx.ptq import PTQ
+
+    assert set(get_args(PTQ.model_fields["isa_profile"].annotation)) <= set(ISA_PROFILES)
+
+
+class AdditiveScore:
+    """A model whose error increase is the sum of its INT8 layers' sensitivities (known in advance)."""
+
+    def __init__(self, sens: dict[str, float]):
+        self.sens, self.calls = sens, 0
+
+    def __call__(self, plan: QuantPlan):
+        self.calls += 1
+        return sum(self.sens[lp.name] for lp in plan.layers if lp.int8), ""
+
+
+SENS = {"a": 0.5, "b": 0.1, "c": 0.05}
+
+
+def mixed(plan, *, target=0.3, min_fraction=0.0, enabled=True, sens=SENS):
+    score = AdditiveScore(sens)
+    out = return_sensitive_to_float(plan, sens, score, target=target, min_fraction=min_fraction, enabled=enabled,
+                                    label="all INT8", where="on 4 calibration samples")
+    return out, score
+
+
+def test_mixed_precision_returns_the_most_sensitive_layer_until_the_target_holds():
+    out, score = mixed(plan_of(a=10, b=60, c=30))
+    assert {lp.name: lp.int8 for lp in out.layers} == {"a": False, "b": True, "c": True}
+    assert out.layers[0].reason == "kept float: most sensitive layer left (+0.500 deg alone)"
+    assert [lp.sensitivity_deg for lp in out.layers] == [0.5, 0.1, 0.05]
+    assert out.decisions == ["all INT8: error increase +0.650 deg on 4 calibration samples",
+                             "a -> float: error increase +0.150 deg"]
+    assert score.calls == 2
+
+
+def test_mixed_precision_goes_on_while_the_target_is_missed():
+    out, _ = mixed(plan_of(a=10, b=60, c=30), target=0.06)
+    assert [lp.name for lp in out.float_layers] == ["a", "b"]  # 0.65 -> 0.15 -> 0.05 <= 0.06
+    assert out.int8_fraction("macs") == pytest.approx(0.3)
+
+
+def test_mixed_precision_stops_at_the_minimum_int8_mac_share():
+    out, _ = mixed(plan_of(a=10, b=60, c=30), min_fraction=0.95)
+    assert out.float_layers == []
+    assert out.decisions[-1] == "stopped: moving a to float would leave 90.0% of MACs in INT8, below 95%"
+
+
+def test_mixed_precision_boundary_share_is_allowed():
+    out, _ = mixed(plan_of(a=10, b=60, c=30), min_fraction=0.9)  # exactly 90% left: allowed
+    assert [lp.name for lp in out.float_layers] == ["a"]
+
+
+def test_mixed_precision_disabled_only_scores():
+    out, score = mixed(plan_of(a=10, b=60, c=30), enabled=False)
+    assert out.float_layers == [] and score.calls == 1
+    assert out.decisions == ["all INT8: error increase +0.650 deg on 4 calibration samples"]
+
+
+def test_mixed_precision_never_picks_a_layer_already_float_and_ends_when_none_is_left():
+    plan = keep_float(plan_of(a=10, b=60, c=30), ["a"])
+    out, score = mixed(plan, target=-1.0)  # unreachable: every INT8 layer goes float, then it stops
+    assert {lp.name: lp.reason.split(" ")[0] for lp in out.layers} == {"a": "kept", "b": "kept", "c": "kept"}
+    assert out.layers[0].reason.startswith("kept float by keep_float")
+    assert out.decisions[1:] == ["b -> float: error increase +0.050 deg", "c -> float: error increase +0.000 deg"]
+    assert score.calls == 3
+
+
+def test_plan_round_trips_through_json():
+    plan, _ = mixed(plan_of(a=10, b=60, c=30))
+    assert QuantPlan.model_validate_json(plan.model_dump_json()) == plan
