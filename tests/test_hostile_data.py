@@ -230,6 +230,7 @@ def test_a_folder_where_a_file_belongs_says_so(tmp_path, capsys):
 @pytest.mark.parametrize("text, message", [
     ('{"schema_version": 1, "created": ', "bad.json: not an edgekit report: not valid JSON (line 1, column 34"),
     ("[]", "bad.json: not an edgekit report: field (top level): Input should be an object"),
+    ('{"schema_version": 1, "created": "2026-11-30"}', "bad.json: report schema v1, and this edgekit reads v2; fix: compile"),
 ])
 def test_report_validation_names_the_file_and_the_field(tmp_path, capsys, text, message):
     (tmp_path / "bad.json").write_text(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 from edgekit import userfile
 from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write_text
-from edgekit.report.model import Measurement, Report
+from edgekit.report.model import REPORT_SCHEMA_VERSION, Measurement, Report
 from edgekit.report.spiking import spiking_markdown
 from edgekit.report.summary import energy_range
 
@@ -229,10 +229,14 @@ def load_report(path: Path) -> Report:
     fix = "pass the report.json written by edgekit compile"
     text = userfile.read_text(path, "edgekit report", fix)
     try:
-        json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:  # say where, before the schema says "invalid JSON"
         raise BadInputError(f"{path}: not an edgekit report: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                             f"{exc.msg}); fix: {fix} (truncated? compile again)") from None
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    if isinstance(version, int) and version != REPORT_SCHEMA_VERSION:
+        raise BadInputError(f"{path}: report schema v{version}, and this edgekit reads v{REPORT_SCHEMA_VERSION}; fix: "
+                            "compile the model again with this edgekit (or render it with the edgekit that wrote it)")
     try:
         return Report.model_validate_json(text)
     except ValidationError as exc:
