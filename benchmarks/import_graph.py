@@ -5,7 +5,7 @@ Usage: python benchmarks/import_graph.py [path/to/edgekit]   (default: the edgek
 
 Layers, lowest first (a module may import its own layer and any lower one):
   0 base:      errors, _optional, quiet, fileio, userfile, signals, progress, code_digest, environment, extras, _version
-  1 data:      data, models, artifact, energy, quant, snn, context, evalset, torch_module, safe_pt2
+  1 data:      data, models, artifact, energy, quant, snn, context, evalset, torch_module, safe_pt2, trace_check
   2 passes:    passes, backends, finetune
   3 assembly:  pipeline, recipe, cache, report, source (and the top-level report modules report/ replaced)
   4 api:       compiler, build, outdir
@@ -21,7 +21,7 @@ from pathlib import Path
 
 LAYERS = {
     0: ["errors", "_optional", "quiet", "fileio", "userfile", "signals", "progress", "code_digest", "environment", "extras", "_version"],
-    1: ["data", "models", "artifact", "energy", "quant", "snn", "context", "evalset", "torch_module", "safe_pt2",
+    1: ["data", "models", "artifact", "energy", "quant", "snn", "context", "evalset", "torch_module", "safe_pt2", "trace_check",
         ],
     2: ["passes", "backends", "finetune"],
     3: ["pipeline", "recipe", "cache", "report", "source", "verify", "verify_artifact", "evaluate", "parity", "report_cache"],

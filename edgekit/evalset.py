@@ -72,6 +72,11 @@ def to_vectors(outputs: np.ndarray, card: ModelCard) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
 
 
+def run_batches(run: Runner, inputs: ModelInputs, batch: int) -> np.ndarray:
+    """Outputs for every sample, `batch` samples per call (the last call may hold fewer); errors propagate."""
+    return np.concatenate([run({k: v[i:i + batch] for k, v in inputs.arrays.items()}) for i in range(0, len(inputs), batch)])
+
+
 def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:
     """Outputs for every sample, in batches where the model allows it, else one by one."""
     n = len(inputs)

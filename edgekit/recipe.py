@@ -43,6 +43,9 @@ class Verify(BaseModel):
     latency_runs: int = Field(200, ge=1)
     warmup_runs: int = Field(20, ge=0)
     threads: int = Field(1, ge=1, description="runtime threads for latency (accuracy runs use the same)")
+    batch: int = Field(1, ge=1, description="samples per call when the artifact and the reference run the evaluation set: "
+                                            "both run at the same batch; 1 (default) is how a tracker calls a model, and "
+                                            "keeps batch statistics or value-dependent branches from agreeing with themselves")
 
 
 class Recipe(BaseModel):
@@ -83,6 +86,17 @@ class Recipe(BaseModel):
     @classmethod
     def _build_passes(cls, entries: list) -> list[Pass]:
         return [_pass_from_entry(e, i) for i, e in enumerate(entries)]
+
+    @model_validator(mode="after")
+    def _difference_targets_from_gates(self) -> Recipe:
+        """INT8 passes aim at every accuracy gate, not only the error increase: p95/max difference targets they leave
+        unset come from the recipe's gates (so mixed precision and QAT act on a model that fails only those)."""
+        from_gates = {"target_p95_diff_deg": self.gates.p95_diff_deg, "target_max_diff_deg": self.gates.max_diff_deg}
+        self.passes = [p.model_copy(update={k: v for k, v in from_gates.items()
+                                            if k in type(p).model_fields and getattr(p, k) is None and v is not None})
+                       if getattr(p, "precision", "int8") == "int8" else p  # to_tflite fp32/fp16 quantizes nothing
+                       for p in self.passes]
+        return self
 
     @model_validator(mode="after")
     def _backend_runs_last_format(self) -> Recipe:

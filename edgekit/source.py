@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
@@ -25,6 +26,7 @@ from edgekit.models.io import check_readable, load_into, load_shipped, read_stat
 from edgekit.models.registry import BUILTINS, builtin
 from edgekit.safe_pt2 import load_exported_program
 from edgekit.torch_module import build_arch, load_module, save_module
+from edgekit.trace_check import check_no_data_dependent_branches
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 EVAL_TENSOR_LIMIT = 4 << 30  # bytes of float32 evaluation inputs edgekit will allocate
@@ -38,6 +40,7 @@ class LoadedModel:
     artifact: Artifact
     reference: Runner
     module: object | None = None  # the torch module (None for .onnx inputs)
+    notes: tuple[str, ...] = ()  # for the report: what loading found (values frozen by tracing)
 
 
 def parse_input_shapes(values: list[str] | None) -> list[InputSpec] | None:
@@ -241,9 +244,17 @@ def _exists(path: Path) -> bool:
                             "searchable (chmod +x) or run as its owner") from None
 
 
+_EAGER = ("builtin", "weights", "module-folder")  # Python modules: their forward() may branch on values
+
+
 def _finish(kind, source, card, artifact, runner, module) -> LoadedModel:
     _check_runs(runner, card, source)
-    return LoadedModel(kind=kind, source=source, card=card, artifact=artifact, reference=runner, module=module)
+    notes: list[str] = []
+    if kind in _EAGER:
+        args = tuple(torch.zeros(s.shape) for s in card.inputs)
+        notes = check_no_data_dependent_branches(module, args, source)
+    return LoadedModel(kind=kind, source=source, card=card, artifact=artifact, reference=runner, module=module,
+                       notes=tuple(notes))
 
 
 def _copy_in(path: Path, work: Path) -> Path:

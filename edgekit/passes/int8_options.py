@@ -17,5 +17,9 @@ class Int8Options(Pass):
     keep_float: list[str] = Field(default_factory=list, description="module-name patterns (fnmatch) kept in float")
     mixed_precision: bool = Field(True, description="return the most sensitive layers to float until the target holds")
     target_error_increase_deg: float = Field(0.3, gt=0, description="mixed precision aims at this mean increase")
+    target_p95_diff_deg: float | None = Field(None, gt=0, description="mixed precision also aims at this p95 difference "
+                                              "from FP32 (calibration set); unset: the recipe's gates.p95_diff_deg")
+    target_max_diff_deg: float | None = Field(None, gt=0, description="mixed precision also aims at this largest difference "
+                                              "from FP32 (calibration set); unset: the recipe's gates.max_diff_deg")
     min_int8_mac_fraction: float = Field(0.9, ge=0, le=1, description="mixed precision keeps at least this INT8 MAC share")
     sensitivity_samples: int = Field(256, ge=16, description="calibration samples used to score candidates")

@@ -25,10 +25,28 @@ ISA_PROFILES = {
 }
 
 
+def module_paths(node_name: str) -> list[str]:
+    """The full module path at each scope depth of a TorchScript-exported ONNX node name.
+
+    The exporter names a scope by the attribute (`/stage1/block1/conv1/Conv`) or, for a Sequential's child, by its
+    dotted name within the parent (`/features/features.0/features.0.0/Conv`, `/down/down.0/Conv`), so the full path is
+    built level by level: ['stage1', 'stage1.block1', 'stage1.block1.conv1'], never the bare 'conv1' that another
+    stage's block also has."""
+    segments: list[str] = []
+    paths = []
+    for part in [p for p in node_name.split("/") if p][:-1]:  # the last part is the op
+        if segments and part.startswith(segments[-1] + "."):
+            segments[-1] = part  # a Sequential child: its name already holds the parent's
+        else:
+            segments.append(part)
+        paths.append(".".join(segments))
+    return paths
+
+
 def layer_name(node_name: str) -> str:
-    """`/features/features.0/features.0.0/Conv` -> `features.0.0` (the module that produced the node)."""
-    parts = [p for p in node_name.split("/") if p]
-    return parts[-2] if len(parts) >= 2 else (parts[0] if parts else node_name)
+    """`/stage1/block1/conv1/Conv` -> `stage1.block1.conv1` (the full path of the module that produced the node)."""
+    paths = module_paths(node_name)
+    return paths[-1] if paths else node_name.strip("/")
 
 
 def tensor_key(node_name: str, index: int = 0) -> str:
@@ -77,18 +95,30 @@ def keep_float(plan: QuantPlan, patterns: list[str]) -> QuantPlan:
     return plan.with_float(names, f"kept float by keep_float {patterns}") if names else plan
 
 
+def missed_targets(p95: float, largest: float, target_p95: float | None, target_max: float | None) -> list[str]:
+    """The difference targets a candidate misses (the accuracy gates besides the error increase)."""
+    return ([f"p95 difference {p95:.3f} > {target_p95} deg"] if target_p95 is not None and p95 > target_p95 else []) + \
+           ([f"largest difference {largest:.3f} > {target_max} deg"] if target_max is not None and largest > target_max else [])
+
+
 def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *, target: float, min_fraction: float,
                               enabled: bool, label: str, where: str) -> QuantPlan:
-    """Mixed precision, shared by every INT8 pass: while the model's error increase misses `target`, the most
-    sensitive INT8 layer returns to float, as long as `min_fraction` of MACs stay INT8.
+    """Mixed precision, shared by every INT8 pass: while the model misses a target, the most sensitive INT8 layer
+    returns to float, as long as `min_fraction` of MACs stay INT8.
 
-    `sens`: each layer's error increase alone in INT8; `score(plan) -> (increase, extra)` measures the whole plan,
-    `extra` being what else the caller reports beside it (e.g. ", p95 difference 0.4 deg")."""
+    `sens`: each layer's error increase alone in INT8; `score(plan) -> (increase, extra[, missed])` measures the whole
+    plan: `extra` is what else the caller reports beside it (e.g. ", p95 difference 0.4 deg") and `missed` (optional)
+    names the caller's other targets the plan misses (p95 or max difference from FP32), each one a reason to go on."""
+
+    def measure(candidate):
+        result = score(candidate)
+        return result[0], result[1], list(result[2]) if len(result) > 2 else []
+
     plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
                                               for lp in plan.layers]})
-    increase, extra = score(plan)
+    increase, extra, missed = measure(plan)
     decisions = [f"{label}: error increase {increase:+.3f} deg{extra} {where}"]
-    while enabled and increase > target:
+    while enabled and (increase > target or missed):
         candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
         if not candidates:
             break
@@ -99,6 +129,6 @@ def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *,
                              f"in INT8, below {min_fraction:.0%}")
             break
         plan = trial
-        increase, extra = score(plan)
+        increase, extra, missed = measure(plan)
         decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg{extra}")
     return plan.model_copy(update={"decisions": decisions})

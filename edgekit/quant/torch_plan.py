@@ -16,7 +16,7 @@ from edgekit.data.metrics import angular_error_deg
 from edgekit.evalset import to_vectors
 from edgekit.quant.fake_quant import QUANTIZABLE, fake_quantized
 from edgekit.quant.observers import TensorStats, observe
-from edgekit.quant.plan import LayerPlan, QuantPlan, return_sensitive_to_float
+from edgekit.quant.plan import LayerPlan, QuantPlan, missed_targets, return_sensitive_to_float
 
 
 def layer_table(module, args) -> list[LayerPlan]:
@@ -51,7 +51,8 @@ class FakeQuantJudge:
         self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
         self._angle = angular_error_deg
         self.truth = inputs.truth.reshape(-1, 3)
-        self.ref_error = float(angular_error_deg(self._vec(self._run(set())), self.truth).mean())
+        self.ref = self._vec(self._run(set()))
+        self.ref_error = float(angular_error_deg(self.ref, self.truth).mean())
 
     def _run(self, int8: set[str]) -> np.ndarray:
         import torch
@@ -59,13 +60,26 @@ class FakeQuantJudge:
         with torch.no_grad(), fake_quantized(self.module, {k: v for k, v in self.ranges.items() if k in int8}, self.bits):
             return self.module(*self.batch).numpy()
 
+    def score(self, int8: set[str]) -> tuple[float, float, float]:
+        """(mean error increase over float, p95 and largest difference from float), degrees."""
+        out = self._vec(self._run(int8))
+        diff = self._angle(out, self.ref)
+        return float(self._angle(out, self.truth).mean()) - self.ref_error, float(np.percentile(diff, 95)), float(diff.max())
+
     def increase(self, int8: set[str]) -> float:
-        return float(self._angle(self._vec(self._run(int8)), self.truth).mean()) - self.ref_error
+        return self.score(int8)[0]
 
 
-def mixed_precision(plan: QuantPlan, judge: FakeQuantJudge, target: float, min_fraction: float, enabled: bool) -> QuantPlan:
+def mixed_precision(plan: QuantPlan, judge: FakeQuantJudge, target: float, min_fraction: float, enabled: bool,
+                    target_p95: float | None = None, target_max: float | None = None) -> QuantPlan:
     sens = {lp.name: round(judge.increase({lp.name}), 4) for lp in plan.layers}
-    return return_sensitive_to_float(plan, sens, lambda p: (judge.increase({lp.name for lp in p.layers if lp.int8}), ""),
+
+    def score(candidate):
+        increase, p95, largest = judge.score({lp.name for lp in candidate.layers if lp.int8})
+        extra = f", p95 difference {p95:.3f} deg, largest {largest:.3f} deg" if target_p95 or target_max else ""
+        return increase, extra, missed_targets(p95, largest, target_p95, target_max)
+
+    return return_sensitive_to_float(plan, sens, score,
                                      target=target, min_fraction=min_fraction, enabled=enabled,
                                      label="all planned layers in INT8",
                                      where=f"on {len(judge.truth)} calibration samples (torch fake quantization)")

@@ -7,17 +7,16 @@ from pathlib import Path
 
 from edgekit.artifact import Artifact
 from edgekit.backends import get_backend
-from edgekit.environment import host_info, tool_versions
 from edgekit.data.npz import GazeSet
-from edgekit.evalset import ModelInputs
+from edgekit.environment import host_info, tool_versions
+from edgekit.errors import first_line
+from edgekit.evalset import ModelInputs, run_batches
+from edgekit.quant.plan import ISA_PROFILES
 from edgekit.recipe import Recipe
+from edgekit.report.measure import compare, interleaved_latency, latency, peak_memory
 from edgekit.report.model import Gate, Measurement, Report, Step
 from edgekit.report.parity import first_divergence
 from edgekit.report.sections import ArtifactInfo, ModelInfo, Parity, TargetInfo
-from edgekit.evalset import run_all
-from edgekit.quant.plan import ISA_PROFILES
-from edgekit.report.measure import compare, interleaved_latency, latency, peak_memory
-
 
 def _set_info(gs: GazeSet | None) -> dict | None:
     if gs is None:
@@ -30,6 +29,17 @@ def _set_info(gs: GazeSet | None) -> dict | None:
 def _lava_mismatch(report: Report) -> int | None:
     lava = report.spiking.lava if report.spiking else None
     return sum(lava.mismatched_spikes_per_layer) + (not lava.readout_equal) if lava and lava.ran else None
+
+
+def _run_artifact(runner, inputs: ModelInputs, batch: int) -> tuple:
+    """(outputs, the batch they ran at, notes): the recipe's batch, or 1 when the artifact's graph is fixed at batch 1."""
+    if batch == 1:
+        return run_batches(runner.run, inputs, 1), 1, []
+    try:
+        return run_batches(runner.run, inputs, batch), batch, []
+    except Exception as exc:  # a static batch-1 graph refuses bigger batches
+        note = f"verified at batch 1: the artifact refused batch {batch} ({first_line(exc, 120)})"
+        return run_batches(runner.run, inputs, 1), 1, [note]
 
 
 def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
@@ -108,14 +118,15 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     backend = get_backend(recipe.backend)
     threads = recipe.verify.threads
     runner = backend.runner(art.path, threads=threads)
-    ref_out = run_all(src.reference, inputs)
-    art_out = run_all(runner.run, inputs)
-    how = f"artifact: {runner.describe()}; reference: the model as loaded ({src.kind}) before any pass"
+    art_out, batch, batch_note = _run_artifact(runner, inputs, recipe.verify.batch)
+    ref_out = run_batches(src.reference, inputs, batch)  # exactly as the artifact ran: same samples per call
+    how = (f"artifact: {runner.describe()}; reference: the model as loaded ({src.kind}) before any pass; both at batch "
+           f"{batch}")
     accuracy = compare(ref_out, art_out, inputs, src.card, _set_info(eval_set), how)
     sample = inputs.sample(0)
     counts = backend.counts(art.path, runner, sample)
     runtime, extra_notes = backend.runtime_details(art, runner, work)
-    notes = [n for s in steps for n in s.artifact.meta.notes] + extra_notes
+    notes = list(src.notes) + [n for s in steps for n in s.artifact.meta.notes] + extra_notes + batch_note
     skipped = pipeline.passes[:len(pipeline.passes) - len(steps)]
     if skipped:
         notes.insert(0, f"skipped {', '.join(p.name for p in skipped)}: not applicable to a {src.artifact.format.value} input")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._optional import require
+from edgekit.quant.plan import module_paths
 
 REL_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.1}  # relative to the layer's largest reference value
 
@@ -24,9 +25,8 @@ def _onnx_values_by_module(path: Path, sample: dict[str, np.ndarray]) -> dict[st
     known = {vi.name: vi for vi in model.graph.value_info}
     last_by_scope: dict[str, str] = {}
     for node in model.graph.node:
-        parts = [p for p in node.name.split("/")[:-1] if p]
-        for depth in range(1, len(parts) + 1):
-            last_by_scope[parts[depth - 1]] = node.output[0]
+        for path in module_paths(node.name):
+            last_by_scope[path] = node.output[0]
     outputs = {o.name for o in model.graph.output}
     for name in set(last_by_scope.values()) - outputs:
         if name in known:

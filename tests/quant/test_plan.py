@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.quant.plan import (ISA_PROFILES, LayerPlan, QuantPlan, keep_float, layer_name, return_sensitive_to_float,
-                                tensor_key)
+from edgekit.quant.plan import (ISA_PROFILES, LayerPlan, QuantPlan, keep_float, layer_name, missed_targets,
+                                return_sensitive_to_float, tensor_key)
 
 
 def plan_of(**macs: int) -> QuantPlan:
@@ -15,6 +15,10 @@ def plan_of(**macs: int) -> QuantPlan:
 
 @pytest.mark.parametrize("node, name", [
     ("/features/features.0/features.0.0/Conv", "features.0.0"),
+    # attribute scopes build the full path: two stages' block1.conv1 are two layers, not one row
+    ("/stage1/block1/conv1/Conv", "stage1.block1.conv1"),
+    ("/stage2/block1/conv1/Conv", "stage2.block1.conv1"),
+    ("/blocks/blocks.1/down/down.0/Conv", "blocks.1.down.0"),  # a Sequential inside a block
     ("/fc/Gemm", "fc"),
     ("/fc/Gemm/", "fc"),  # trailing slash: empty parts are ignored
     ("Conv_0", "Conv_0"),  # no module path: the node's own name
@@ -141,3 +145,31 @@ def test_mixed_precision_never_picks_a_layer_already_float_and_ends_when_none_is
 def test_plan_round_trips_through_json():
     plan, _ = mixed(plan_of(a=10, b=60, c=30))
     assert QuantPlan.model_validate_json(plan.model_dump_json()) == plan
+
+
+def test_mixed_precision_goes_on_while_another_accuracy_target_is_missed():
+    """The error increase is within target from the start; a p95/max difference target still returns layers to float."""
+    def score(plan):
+        largest = sum(SENS[lp.name] for lp in plan.layers if lp.int8) * 4  # a stand-in difference that shrinks likewise
+        return 0.0, "", missed_targets(largest / 2, largest, None, 0.3)
+
+    out = return_sensitive_to_float(plan_of(a=10, b=60, c=30), SENS, score, target=0.3, min_fraction=0.0, enabled=True,
+                                    label="all INT8", where="here")
+    assert [lp.name for lp in out.float_layers] == ["a", "b"]  # largest 2.6 -> 0.6 -> 0.2 <= 0.3
+
+
+def test_missed_targets_names_each_target_missed():
+    assert missed_targets(0.5, 2.0, 1.0, 3.0) == []
+    assert missed_targets(1.5, 4.0, 1.0, 3.0) == ["p95 difference 1.500 > 1.0 deg", "largest difference 4.000 > 3.0 deg"]
+    assert missed_targets(1.5, 4.0, None, None) == []
+
+
+def test_recipes_fill_int8_difference_targets_from_their_gates():
+    from edgekit.recipe import load_recipe
+
+    ptq = load_recipe("onnx-int8").passes[-1]
+    assert (ptq.target_p95_diff_deg, ptq.target_max_diff_deg) == (1.0, 3.0)  # gates p95_diff_deg / max_diff_deg
+    qat = next(p for p in load_recipe("onnx-int8-qat").passes if p.name == "qat")
+    assert (qat.target_p95_diff_deg, qat.target_max_diff_deg) == (1.0, 3.0)
+    assert load_recipe("tflite-int8").passes[-1].target_max_diff_deg is None  # no such gate: no such target
+    assert load_recipe("tflite").passes[-1].target_max_diff_deg is None  # FP32: nothing quantized, nothing to aim at

@@ -28,7 +28,7 @@ from edgekit.evalset import model_inputs, run_all, to_vectors
 from edgekit.passes.int8_options import Int8Options
 from edgekit.quant.calibration import collect
 from edgekit.quant.observers import observe
-from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, return_sensitive_to_float, tensor_key
+from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, missed_targets, return_sensitive_to_float, tensor_key
 
 
 class CalibEval:
@@ -42,11 +42,13 @@ class CalibEval:
         self.ref = self._vec(run_all(OnnxRunner(fp32).run, self.inputs))
         self.ref_error = float(angular_error_deg(self.ref, self.truth).mean())
 
-    def score(self, path: Path) -> tuple[float, float]:
-        """(mean error increase over FP32, p95 difference from FP32), degrees."""
+    def score(self, path: Path) -> tuple[float, float, float]:
+        """(mean error increase over FP32, p95 and largest difference from FP32), degrees."""
         out = self._vec(self._run_all(OnnxRunner(path).run, self.inputs))
         increase = float(self._angle(out, self.truth).mean()) - self.ref_error
-        return increase, float(np.percentile(self._angle(out, self.ref), 95))
+        diff = self._angle(out, self.ref)
+        return increase, float(np.percentile(diff, 95)), float(diff.max())
+
 
 
 class PTQ(Int8Options):
@@ -107,8 +109,9 @@ class PTQ(Int8Options):
             sens[lp.name] = judge.score(apply_plan(fp32, alone, scratch / "alone.onnx"))[0]
 
         def score(candidate):
-            increase, p95 = judge.score(apply_plan(fp32, candidate, scratch / "full.onnx"))
-            return increase, f", p95 difference {p95:.3f} deg"
+            increase, p95, largest = judge.score(apply_plan(fp32, candidate, scratch / "full.onnx"))
+            missed = missed_targets(p95, largest, self.target_p95_diff_deg, self.target_max_diff_deg)
+            return increase, f", p95 difference {p95:.3f} deg, largest {largest:.3f} deg", missed
 
         plan = return_sensitive_to_float(plan, sens, score, target=self.target_error_increase_deg,
                                          min_fraction=self.min_int8_mac_fraction, enabled=self.mixed_precision,

@@ -120,7 +120,8 @@ class ToTFLite(Int8Options):
             ranges = input_ranges(module, [tuple(t[i:i + 64] for t in tensors) for i in range(0, len(inputs), 64)], self.observer,
                                   self.percentile)
         judge = FakeQuantJudge(module, inputs.take(self.sensitivity_samples), ctx.card, ranges, WEIGHT_BITS)
-        plan = mixed_precision(plan, judge, self.target_error_increase_deg, self.min_int8_mac_fraction, self.mixed_precision)
+        plan = mixed_precision(plan, judge, self.target_error_increase_deg, self.min_int8_mac_fraction, self.mixed_precision,
+                               self.target_p95_diff_deg, self.target_max_diff_deg)
         return plan.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}})
 
     def _quantizer(self, plan):
