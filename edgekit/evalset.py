@@ -15,6 +15,7 @@ from edgekit.models.card import ModelCard
 from edgekit.models.evaluate import preprocessed_images, sequence_windows
 
 EVAL_SEQUENCE_LENGTH = 120
+FRAME_STRIDE = 4  # windows of a one-frame temporal model start every 4th frame: 512 windows span 19 sequences
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]  # a runtime's run(): inputs by name -> output 0
 
 
@@ -40,15 +41,35 @@ def is_temporal(card: ModelCard) -> bool:
     return card.image_input.layout == "NTCHW"
 
 
+def temporal_frame(card: ModelCard) -> str:
+    """Which frames a temporal model's output describes: 'future' (horizons), 'last' or 'middle' (of its window)."""
+    out, ndim = card.output, len(card.output.shape)
+    frame = out.frame or ("future" if ndim == 3 else None)
+    if frame is None:
+        raise BadInputError(f"the temporal model outputs shape {out.shape}: one frame's gaze, and its card does not say "
+                            "which frame; fix: set output.frame in the card to 'last' or 'middle' (or 'future' for a "
+                            "(1, H, C) forecast)")
+    if (frame == "future") != (ndim == 3):
+        want = "(1, H, C): H future frames" if frame == "future" else "(1, C): one frame"
+        raise BadInputError(f"the card's output.frame {frame!r} needs an output of shape {want}, but it declares "
+                            f"{out.shape}; fix: correct output.shape or output.frame in the card")
+    return frame
+
+
 def model_inputs(card: ModelCard, gs: GazeSet) -> ModelInputs:
     """Preprocess images (card.preprocessing), add head pose where declared, window sequences for temporal models."""
     spec = card.image_input
     images = preprocessed_images(card, gs)
-    if is_temporal(card):
+    if is_temporal(card) and temporal_frame(card) == "future":
         window, horizons = spec.shape[1], card.output.shape[1]
         obs, fut = sequence_windows(gs, window, horizons, stride=max(1, horizons))
         arrays = {spec.name: images[obs]}
         truth = gs.gaze[fut]
+    elif is_temporal(card):  # the gaze of one frame of the observed window
+        window = spec.shape[1]
+        obs, _ = sequence_windows(gs, window, 0, stride=FRAME_STRIDE)
+        arrays = {spec.name: images[obs]}
+        truth = gs.gaze[obs[:, window - 1 if temporal_frame(card) == "last" else window // 2]]
     else:
         arrays = {spec.name: images}
         truth = gs.gaze
@@ -94,8 +115,12 @@ def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
     """Synthetic images (or sequences for temporal models) of the model's input size, with the role's own seed."""
     head_pose = any(s.source == "head_pose" for s in card.inputs)
     if is_temporal(card):
-        window, horizons = card.image_input.shape[1], card.output.shape[1]
-        per_seq = (EVAL_SEQUENCE_LENGTH - window - horizons) // horizons + 1
+        window = card.image_input.shape[1]
+        if temporal_frame(card) == "future":
+            horizons = card.output.shape[1]
+            per_seq = (EVAL_SEQUENCE_LENGTH - window - horizons) // horizons + 1
+        else:
+            per_seq = (EVAL_SEQUENCE_LENGTH - window) // FRAME_STRIDE + 1
         return synthetic.synthetic_sequences(-(-n // per_seq), EVAL_SEQUENCE_LENGTH, synthetic.SEEDS[role], card.image_size,
                                              head_pose=head_pose, role=role)
     return synthetic.standard_set(role, n, card.image_size, head_pose=head_pose)

@@ -46,6 +46,7 @@ HEAD = InputSpec(name="head_pose", shape=[1, 2], layout="NC", color="none", sour
 FRAMES = InputSpec(name="frames", shape=[1, 7, 1, *models.EYE_SIZE], layout="NTCHW")
 VECTOR = OutputSpec(name="gaze", shape=[1, 3], convention="unit_vector")
 PITCHYAW = OutputSpec(name="gaze", shape=[1, 2], convention="pitchyaw_rad")
+MIDDLE_FRAME = OutputSpec(name="gaze", shape=[1, 2], convention="pitchyaw_rad", frame="middle")  # Gaze360: the window's centre
 
 # name -> class, inputs, output, loss, recipe (epochs, batch, lr), preprocessing, weights dtype
 SPECS = {
@@ -57,7 +58,7 @@ SPECS = {
     "mobilegaze": dict(cls=models.MobileGaze, inputs=[IMAGE], output=VECTOR, loss="cosine", epochs=3, batch=128, lr=5e-3),
     "gaze_transformer": dict(cls=models.GazeTransformer, inputs=[IMAGE], output=VECTOR, loss="cosine", epochs=8,
                              batch=128, lr=2e-3),
-    "gaze360_temporal": dict(cls=models.Gaze360Temporal, inputs=[FRAMES], output=PITCHYAW, loss="l1_pitchyaw",
+    "gaze360_temporal": dict(cls=models.Gaze360Temporal, inputs=[FRAMES], output=MIDDLE_FRAME, loss="l1_pitchyaw",
                              epochs=20, batch=8, lr=5e-3),
     "stn_gaze": dict(cls=models.SpatialTransformerGaze, inputs=[IMAGE], output=VECTOR, loss="cosine", epochs=10,
                      batch=128, lr=3e-3),

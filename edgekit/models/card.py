@@ -36,6 +36,10 @@ class OutputSpec(BaseModel):
     name: str = "gaze"
     shape: list[int]
     convention: Literal["unit_vector", "pitchyaw_rad"] = "unit_vector"
+    # temporal models only: "future" = the next H frames' gaze, shape (1, H, C) (edgekit's temporalgaze); "last" or
+    # "middle" = the gaze of that frame of the observed window, shape (1, C) (a tracker's current frame, Gaze360).
+    # Unset: "future" for a (1, H, C) output; a (1, C) output must say which frame.
+    frame: Literal["future", "last", "middle"] | None = None
 
 
 class Preprocessing(BaseModel):

@@ -83,9 +83,7 @@ ONNX_OUTCOME = {
     "l2cs_bins": "pass",
     "mobilegaze": "pass",
     "gaze_transformer": "pass",
-    # known gap (issue 17, item 5): evalset reads the (B, 2) middle-frame output as 2 forecast horizons, and
-    # verification fails with a raw numpy broadcast error instead of describing the model
-    "gaze360_temporal": "shape mismatch",
+    "gaze360_temporal": "pass",  # its card says output.frame: middle (the window's centre frame)
     # known gap: the onnx recipe's opset 17 has no AffineGrid (a copy of onnx.yaml at opset 20 exports and passes)
     "stn_gaze": "aten::affine_grid_generator (in module the top-level module) is not supported by the ONNX exporter at opset 17",
 }
