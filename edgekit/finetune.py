@@ -34,24 +34,28 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization).
     teacher: distillation; the loss mixes 1 - cos against the teacher's gaze (teacher_weight) and against the label.
     one_cycle: a one-cycle learning rate (training from scratch) instead of a constant one (fine-tuning)."""
-    if card.image_input.layout != "NCHW" or len(card.inputs) != 1:
-        raise BadInputError(f"{label} supports single-image models; fix: drop it from the recipe for this model")
-    # at most MAX_IMAGES distinct images (reshuffled each pass): rendering, not training, dominated long runs
-    train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size)
-    x = torch.from_numpy(model_inputs(card, train).arrays[card.image_input.name]).to(device)
+    if card.image_input.layout != "NCHW":
+        raise BadInputError(f"{label} trains on single eye images, not {card.image_input.layout} sequences; fix: drop it "
+                            "from the recipe for this model")
+    # at most MAX_IMAGES distinct images (reshuffled each pass): rendering, not training, dominated long runs;
+    # every input the model declares is fed (head pose rendered with the eyes when it takes one)
+    head_pose = any(s.source == "head_pose" for s in card.inputs)
+    train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size, head_pose=head_pose)
+    arrays = model_inputs(card, train).arrays
+    xs = [torch.from_numpy(arrays[s.name]).to(device) for s in card.inputs]
     y = torch.from_numpy(train.gaze.astype("float32")).to(device)
-    taught = _teacher_gaze(teacher, x, card.output.convention, batch) if teacher is not None else None
+    taught = _teacher_gaze(teacher, xs, card.output.convention, batch) if teacher is not None else None
     module.to(device)
     gen = torch.Generator().manual_seed(seed)
-    per_pass = max(len(x) // batch, 1)
-    order = torch.cat([torch.randperm(len(x), generator=gen)[:per_pass * batch] for _ in range(-(-steps // per_pass))]).to(device)
+    per_pass = max(len(y) // batch, 1)
+    order = torch.cat([torch.randperm(len(y), generator=gen)[:per_pass * batch] for _ in range(-(-steps // per_pass))]).to(device)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps) if one_cycle else None
     module.train()
     with context(module):
         for step in track(range(steps), total=steps, description=label, enabled=progress):
             idx = order[step * batch:(step + 1) * batch]
-            out = to_vector(module(x[idx]), card.output.convention)
+            out = to_vector(module(*(x[idx] for x in xs)), card.output.convention)
             loss = (1 - F.cosine_similarity(out, y[idx], dim=-1)).mean()
             if taught is not None:
                 loss = (1 - teacher_weight) * loss + teacher_weight * (1 - F.cosine_similarity(out, taught[idx], dim=-1)).mean()
@@ -64,6 +68,6 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
 
 
 @torch.no_grad()
-def _teacher_gaze(teacher: torch.nn.Module, x: torch.Tensor, convention: str, batch: int) -> torch.Tensor:
+def _teacher_gaze(teacher: torch.nn.Module, xs: list[torch.Tensor], convention: str, batch: int) -> torch.Tensor:
     teacher.eval()
-    return torch.cat([to_vector(teacher(x[i:i + batch]), convention) for i in range(0, len(x), batch)])
+    return torch.cat([to_vector(teacher(*(x[i:i + batch] for x in xs)), convention) for i in range(0, len(xs[0]), batch)])

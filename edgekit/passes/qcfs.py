@@ -73,12 +73,13 @@ class QCFS(Pass):
             raise BadInputError("qcfs needs a calibration set to initialise its thresholds; fix: declare `calibration:`")
         module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         module.eval()
-        calib = torch.from_numpy(model_inputs(ctx.card, ctx.calib).take(256).arrays[ctx.card.image_input.name])
+        arrays = model_inputs(ctx.card, ctx.calib).take(256).arrays  # every declared input (image, head pose)
+        calib = [torch.from_numpy(arrays[s.name]) for s in ctx.card.inputs]
         outputs: dict[str, torch.Tensor] = {}
         hooks = [m.register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, o.detach()))
                  for n, m in module.named_modules() if isinstance(m, nn.ReLU)]
         with torch.no_grad():
-            module(calib)
+            module(*calib)
         for h in hooks:
             h.remove()
         if not outputs:
