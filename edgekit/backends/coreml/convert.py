@@ -55,9 +55,16 @@ class ToCoreML(Pass):
         ct = require("coremltools", "the to_coreml pass")
         card = ctx.card
         module = load_torch_artifact(src, trusted_arch=ctx.card.arch)
-        unrolled = []
+        unrolled, native = [], []
         if not isinstance(module, torch.jit.ScriptModule):
-            module, unrolled = unroll_recurrent(module)  # coremltools 9.0 cannot convert torch 2.13's GRU
+            try:
+                module, unrolled = unroll_recurrent(module)  # coremltools 9.0 cannot convert torch 2.13's GRU
+            except BadInputError:
+                # multi-layer / bidirectional LSTMs cannot be unrolled, but coremltools converts nn.LSTM itself
+                # (MIL lstm ops, which edgekit's interpreter runs); a GRU it cannot convert keeps the refusal
+                native = [n for n, m in module.named_modules() if isinstance(m, torch.nn.LSTM)]
+                if not native or any(isinstance(m, torch.nn.GRU) for m in module.modules()):
+                    raise
         args = tuple(torch.zeros(s.shape) for s in card.inputs)
         hooks = self._activation_quantizers(module, ctx) if self.activations == "int8" else []
         try:
@@ -70,7 +77,7 @@ class ToCoreML(Pass):
                     inputs=self._inputs(ct, card),
                     outputs=[ct.TensorType(name=card.output.name, dtype=np.float32)],
                     minimum_deployment_target=getattr(ct.target, self.deployment_target),
-                    compute_precision=self._compute_precision(ct, bool(unrolled)),
+                    compute_precision=self._compute_precision(ct, bool(unrolled or native)),
                     compute_units=getattr(ct.ComputeUnit, self.compute_units.upper()))
         except Exception as exc:
             raise BadInputError(f"to_coreml: coremltools could not convert the model ({str(exc).strip().splitlines()[0][:240]}); "
@@ -90,6 +97,10 @@ class ToCoreML(Pass):
         if unrolled:
             notes.append(f"recurrent layers {', '.join(unrolled)} unrolled into linear/sigmoid/tanh ops over the "
                          f"{card.image_input.shape[1]}-step window (coremltools cannot convert torch 2.13's GRU/LSTM)"
+                         + ("; only conv and relu run in FP16, the recurrence in FP32" if self.precision == "fp16" else ""))
+        if native:
+            notes.append(f"LSTM layers {', '.join(native)} converted by coremltools to MIL lstm ops (multi-layer or "
+                         "bidirectional layers are not unrolled)"
                          + ("; only conv and relu run in FP16, the recurrence in FP32" if self.precision == "fp16" else ""))
         return Artifact.create(path, Format.coreml, src, precision=precision, deployment_target=self.deployment_target,
                                input_type=self.input_type, notes=notes)

@@ -365,3 +365,188 @@ class MilInterpreter:
         raw = np.unpackbits(np.asarray(indices, np.uint8), bitorder="little")[: n * bits].reshape(n, bits)
         idx = (raw * (1 << np.arange(bits))).sum(axis=1)
         return lut[idx].reshape([int(s) for s in shape])
+
+    # --- activations, normalisation, attention and spatial-transformer ops ------------------------
+    def _op_relu6(self, op, x):
+        return np.clip(self._f(x), 0, 6)
+
+    def _op_silu(self, op, x):
+        x = self._f(x)
+        return x / (1 + np.exp(-x))
+
+    def _op_clip(self, op, x, alpha, beta):
+        return np.minimum(np.maximum(self._f(x), np.float32(alpha)), np.float32(beta))
+
+    def _op_thresholded_relu(self, op, x, alpha=1.0):
+        x = self._f(x)
+        return np.where(x >= np.float32(alpha), x, np.float32(0))  # MIL: x if x >= alpha, else 0
+
+    def _op_sigmoid_hard(self, op, x, alpha=0.2, beta=0.5):
+        return np.clip(np.float32(alpha) * self._f(x) + np.float32(beta), 0, 1)
+
+    def _op_gelu(self, op, x, mode="EXACT"):
+        x = self._f(x)
+        mode = str(mode)
+        if mode == "TANH_APPROXIMATION":
+            return 0.5 * x * (1 + np.tanh(np.float32(np.sqrt(2 / np.pi)) * (x + np.float32(0.044715) * x ** 3)))
+        if mode == "SIGMOID_APPROXIMATION":
+            return x / (1 + np.exp(np.float32(-1.702) * x))
+        if mode != "EXACT":
+            raise UnsupportedMilError(f"gelu {op.name}: mode {mode!r} is not implemented")
+        return (0.5 * x * (1 + _erf(x / np.float32(np.sqrt(2))))).astype(np.float32)
+
+    def _op_softmax(self, op, x, axis=-1):
+        x = self._f(x)
+        e = np.exp(x - x.max(axis=int(axis), keepdims=True))
+        return e / e.sum(axis=int(axis), keepdims=True)
+
+    def _op_reduce_max(self, op, x, axes=None, keep_dims=False):
+        return self._reduce(x, axes, keep_dims, np.max)
+
+    def _op_batch_norm(self, op, x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
+        x = self._f(x)
+        if x.ndim not in (3, 4, 5):
+            raise UnsupportedMilError(f"batch_norm {op.name}: input rank {x.ndim} (MIL allows 3 to 5)")
+        shape = [1, -1] + [1] * (x.ndim - 2)  # channel axis 1
+        out = (x - self._f(mean).reshape(shape)) / np.sqrt(self._f(variance).reshape(shape) + np.float32(epsilon))
+        if gamma is not None:
+            out = out * self._f(gamma).reshape(shape)
+        return out + self._f(beta).reshape(shape) if beta is not None else out
+
+    def _op_layer_norm(self, op, x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+        x = self._f(x)
+        axes = sorted(int(a) % x.ndim for a in (axes if axes is not None else range(x.ndim)))
+        norm_shape = [x.shape[d] if d in axes else 1 for d in range(x.ndim)]
+        centred = x - x.mean(axis=tuple(axes), keepdims=True)
+        out = centred / np.sqrt((centred * centred).mean(axis=tuple(axes), keepdims=True) + np.float32(epsilon))
+        if gamma is not None:
+            out = out * self._f(gamma).reshape(norm_shape)
+        return out + self._f(beta).reshape(norm_shape) if beta is not None else out
+
+    _LSTM_ACTIVATIONS = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh, "relu": lambda v: np.maximum(v, 0),
+                         "linear": lambda v: v}
+
+    def _op_lstm(self, op, x, initial_h, initial_c, weight_ih, weight_hh, bias=None, peephole=None, weight_ih_back=None,
+                 weight_hh_back=None, bias_back=None, peephole_back=None, direction="forward", output_sequence=False,
+                 recurrent_activation="sigmoid", cell_activation="tanh", activation="tanh", clip=None):
+        direction = str(direction)
+        acts = []
+        for a in (recurrent_activation, cell_activation, activation):
+            if str(a) not in self._LSTM_ACTIVATIONS:
+                raise UnsupportedMilError(f"lstm {op.name}: activation {str(a)!r} is not implemented (its alpha/beta are "
+                                          "not part of the op); fix: use sigmoid/tanh/relu/linear")
+            acts.append(self._LSTM_ACTIVATIONS[str(a)])
+        if clip is not None:
+            raise UnsupportedMilError(f"lstm {op.name}: clip is not implemented")
+        if direction == "bidirectional" and not bool(output_sequence):
+            raise UnsupportedMilError(f"lstm {op.name}: bidirectional with output_sequence=False is not implemented")
+        x = self._f(x)  # (seq, batch, input)
+        hidden = np.asarray(weight_hh).shape[1]
+        h0, c0 = self._f(initial_h), self._f(initial_c)
+        runs = [(weight_ih, weight_hh, bias, peephole, direction == "reverse")]
+        if direction == "bidirectional":
+            runs.append((weight_ih_back, weight_hh_back, bias_back, peephole_back, True))
+        seqs, hs, cs = [], [], []
+        for d, (w_ih, w_hh, b, peep, backward) in enumerate(runs):
+            sl = slice(d * hidden, (d + 1) * hidden)
+            seq, h, c = self._lstm_direction(x, h0[:, sl], c0[:, sl], w_ih, w_hh, b, peep, backward, *acts)
+            seqs.append(seq), hs.append(h), cs.append(c)
+            self._count(op, 4 * hidden * (x.shape[2] + hidden) * x.shape[0] * x.shape[1], x, seq)
+        h, c = np.concatenate(hs, axis=-1), np.concatenate(cs, axis=-1)
+        out = np.concatenate(seqs, axis=-1) if bool(output_sequence) else h[None]
+        return out, h, c
+
+    def _lstm_direction(self, x, h, c, w_ih, w_hh, b, peep, backward, rec_act, cell_act, out_act):
+        """One direction of MIL's lstm: gates in i, f, o, z order; peepholes (i, f, o) on the cell state."""
+        w_ih, w_hh = self._f(w_ih), self._f(w_hh)
+        hidden = w_hh.shape[1]
+        b = self._f(b) if b is not None else np.zeros(4 * hidden, np.float32)
+        p = self._f(peep) if peep is not None else np.zeros(3 * hidden, np.float32)
+        pi, pf, po = p[:hidden], p[hidden:2 * hidden], p[2 * hidden:]
+        steps = range(x.shape[0] - 1, -1, -1) if backward else range(x.shape[0])
+        out = np.zeros((x.shape[0], x.shape[1], hidden), np.float32)
+        for t in steps:
+            g = x[t] @ w_ih.T + h @ w_hh.T + b
+            i = rec_act(g[:, :hidden] + pi * c)
+            f = rec_act(g[:, hidden:2 * hidden] + pf * c)
+            z = cell_act(g[:, 3 * hidden:])
+            c = f * c + i * z
+            o = rec_act(g[:, 2 * hidden:3 * hidden] + po * c)
+            h = o * out_act(c)
+            out[t] = h
+        return out, h, c
+
+    # grid sampling: Core ML's affine and resample, which coremltools emits for torch's affine_grid + grid_sample
+    def _op_affine(self, op, x, transform_matrix, output_height, output_width, sampling_mode="bilinear",
+                   padding_mode="constant", padding_value=0.0, coordinates_mode="normalized_minus_one_to_one",
+                   align_corners=False):
+        if str(coordinates_mode) != "normalized_minus_one_to_one":
+            raise UnsupportedMilError(f"affine {op.name}: coordinates_mode {str(coordinates_mode)!r} is not implemented")
+        x, m = self._f(x), self._f(transform_matrix).reshape(-1, 6)
+        h, w = int(output_height), int(output_width)
+
+        def axis(n):  # normalised output pixel positions, as torch's affine_grid places them
+            return np.linspace(-1, 1, n, dtype=np.float32) if bool(align_corners) else (
+                (2 * np.arange(n, dtype=np.float32) + 1) / n - 1)
+        gx, gy = np.meshgrid(axis(w), axis(h))  # (h, w)
+        m = np.broadcast_to(m, (x.shape[0], 6))
+        cx = m[:, 0, None, None] * gx + m[:, 1, None, None] * gy + m[:, 2, None, None]
+        cy = m[:, 3, None, None] * gx + m[:, 4, None, None] * gy + m[:, 5, None, None]
+        return self._op_resample(op, x, np.stack([cx, cy], axis=-1), sampling_mode, padding_mode, padding_value,
+                                 coordinates_mode, align_corners)
+
+    def _op_resample(self, op, x, coordinates, sampling_mode="bilinear", padding_mode="constant", padding_value=0.0,
+                     coordinates_mode="normalized_minus_one_to_one", align_corners=False):
+        x, coords = self._f(x), self._f(coordinates)  # x (B, C, H, W); coords (B, H2, W2, 2) in (x, y) order
+        mode, pad, cmode = str(sampling_mode), str(padding_mode), str(coordinates_mode)
+        if mode not in ("bilinear", "nearest"):
+            raise UnsupportedMilError(f"resample {op.name}: sampling_mode {mode!r} is not implemented")
+        if pad not in ("constant", "border", "reflection", "symmetric"):
+            raise UnsupportedMilError(f"resample {op.name}: padding_mode {pad!r} is not implemented")
+        size = np.array([x.shape[3], x.shape[2]], np.float32)  # (W, H)
+        if cmode == "unnormalized":
+            pix = coords
+        elif cmode == "normalized_minus_one_to_one":
+            pix = (coords + 1) / 2 * (size - 1) if bool(align_corners) else ((coords + 1) * size - 1) / 2
+        else:
+            raise UnsupportedMilError(f"resample {op.name}: coordinates_mode {cmode!r} is not implemented; "
+                                      "fix: use normalized_minus_one_to_one or unnormalized")
+        px, py = pix[..., 0], pix[..., 1]
+        if mode == "nearest":  # round half to even, as torch's grid_sample (the source of these ops) does
+            return self._gather(x, np.rint(py).astype(np.int64), np.rint(px).astype(np.int64), pad, padding_value)
+        x0, y0 = np.floor(px), np.floor(py)
+        fx, fy = (px - x0)[:, None], (py - y0)[:, None]
+        x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+        g = lambda yy, xx: self._gather(x, yy, xx, pad, padding_value)  # noqa: E731
+        return ((g(y0, x0) * (1 - fx) + g(y0, x0 + 1) * fx) * (1 - fy)
+                + (g(y0 + 1, x0) * (1 - fx) + g(y0 + 1, x0 + 1) * fx) * fy)
+
+    @staticmethod
+    def _gather(x, yy, xx, pad, padding_value):
+        """x[b, :, yy[b], xx[b]] -> (B, C, H2, W2), pixels outside the image padded per MIL's padding_mode."""
+        h, w = x.shape[2], x.shape[3]
+
+        def fold(i, n):
+            if pad == "border":
+                return np.clip(i, 0, n - 1)
+            if pad == "reflection":  # |1 2 3| -> 2 3 2 1 2 3 2 1 2 (edge not repeated)
+                period = 2 * (n - 1) if n > 1 else 1
+                i = np.mod(i, period)
+                return np.where(i >= n, period - i, i)
+            if pad == "symmetric":  # |1 2 3| -> 3 2 1 1 2 3 3 2 1 (edge repeated)
+                i = np.mod(i, 2 * n)
+                return np.where(i >= n, 2 * n - 1 - i, i)
+            return np.clip(i, 0, n - 1)
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        b = np.arange(x.shape[0])[:, None, None]
+        out = x[b, :, fold(yy, h), fold(xx, w)]  # (B, H2, W2, C)
+        if pad == "constant":
+            out = np.where(inside[..., None], out, np.float32(padding_value))
+        return np.moveaxis(out, -1, 1)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf in float64 (numpy has none): math.erf per element, exact to double precision."""
+    from math import erf
+
+    return np.vectorize(erf, otypes=[np.float64])(np.asarray(x, np.float64))
