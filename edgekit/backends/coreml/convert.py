@@ -11,13 +11,25 @@ from pydantic import Field
 from edgekit._optional import require
 from edgekit._version import __version__
 from edgekit.artifact import Artifact, Format
-from edgekit.backends.onnx.export import load_torch_artifact
+from edgekit.backends.onnx.export import load_torch_artifact, unsupported_op_location
 from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
 from edgekit.passes.recurrent import unroll_recurrent
 from edgekit.quant.fake_quant import QUANTIZABLE, input_ranges
 from edgekit.quiet import quiet
+
+
+def _failing_torch_op(exc: BaseException) -> str | None:
+    """The TorchScript op coremltools was converting when it failed (its frontend holds it in a local `node`), so the
+    error can name the op and, through a trace, the module; None when the failure was elsewhere."""
+    tb, kind = exc.__traceback__, None
+    while tb is not None:
+        node = tb.tb_frame.f_locals.get("node")
+        if isinstance(getattr(node, "kind", None), str):
+            kind = node.kind
+        tb = tb.tb_next
+    return kind
 
 
 class ToCoreML(Pass):
@@ -80,8 +92,12 @@ class ToCoreML(Pass):
                     compute_precision=self._compute_precision(ct, bool(unrolled or native)),
                     compute_units=getattr(ct.ComputeUnit, self.compute_units.upper()))
         except Exception as exc:
-            raise BadInputError(f"to_coreml: coremltools could not convert the model ({str(exc).strip().splitlines()[0][:240]}); "
-                                "fix: replace the unsupported layer or pick another target") from None
+            kind = _failing_torch_op(exc)
+            where = f" op {kind} (in module {unsupported_op_location(module, args, kind)})" if kind else " the model"
+            fix = ("compute the shape with -1 (x.flatten(1), x.reshape(-1, ...)) instead of sizes read from x.shape or "
+                   "x.size()" if kind == "int" else "replace the unsupported layer or pick another target")
+            raise BadInputError(f"to_coreml: coremltools could not convert{where} ({str(exc).strip().splitlines()[0][:240]}); "
+                                f"fix: {fix}") from None
         model = self._compress(model, ct)
         self._fill_metadata(model, card, ctx)
         path = out_dir / "model.mlpackage"

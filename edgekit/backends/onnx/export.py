@@ -62,7 +62,8 @@ def load_torchscript(path: Path):
 
 
 def unsupported_op_location(module, args, op: str) -> str:
-    """The module path that calls `op`, read from the scope names of a traced graph."""
+    """The module path that calls `op` (`aten::cummax`, or a converter's short lowercase name such as `int`), read from
+    the scope names of a traced graph."""
     import torch
 
     try:
@@ -72,9 +73,9 @@ def unsupported_op_location(module, args, op: str) -> str:
     except Exception:
         return "unknown module"
     for node in graph.nodes():
-        if node.kind() == op:
+        if node.kind() == op or node.kind().split("::")[-1].lower() == op.lower():
             scope = node.scopeName().split("/")[-1].replace("__module.", "")
-            return scope or "the top-level module"
+            return scope or "(top level)"
     return "unknown module"
 
 

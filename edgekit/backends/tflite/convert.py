@@ -202,7 +202,7 @@ def op_location(module, args, op: str) -> str:
         if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] == op:
             stack = node.meta.get("nn_module_stack") or {}
             paths = [path for path, _ in stack.values() if path]
-            return paths[-1].replace("L['self'].", "") if paths else "the top-level module"
+            return paths[-1].replace("L['self'].", "") if paths else "(top level)"
     return "unknown module"
 
 
