@@ -85,7 +85,8 @@ ONNX_OUTCOME = {
     "gaze_transformer": "pass",
     "gaze360_temporal": "pass",  # its card says output.frame: middle (the window's centre frame)
     # known gap: the onnx recipe's opset 17 has no AffineGrid (a copy of onnx.yaml at opset 20 exports and passes)
-    "stn_gaze": "aten::affine_grid_generator (in module (top level)) is not supported by the ONNX exporter at opset 17",
+    "stn_gaze": "aten::affine_grid_generator (in module (top level)) is not supported by the ONNX exporter at opset 17; "
+                "fix: set `export_onnx: {opset: 20}` in the recipe",
 }
 
 

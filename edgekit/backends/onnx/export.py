@@ -79,6 +79,23 @@ def unsupported_op_location(module, args, op: str) -> str:
     return "unknown module"
 
 
+def _first_opset_that_exports(module, args, names, out_name, axes, start: int, last: int = 20) -> int | None:
+    """The lowest opset from `start` to `last` (onnxruntime runs up to 20 here) at which the model exports, or None."""
+    import tempfile
+
+    import torch
+
+    for opset in range(start, last + 1):
+        with tempfile.TemporaryDirectory(prefix="edgekit-opset-") as tmp, quiet():
+            try:
+                torch.onnx.export(module, args, str(Path(tmp) / "m.onnx"), dynamo=False, opset_version=opset,
+                                  input_names=names, output_names=[out_name], dynamic_axes=axes)
+                return opset
+            except Exception:
+                continue
+    return None
+
+
 class ExportOnnx(Pass):
     name: ClassVar[str] = "export_onnx"
     version: ClassVar[int] = 1
@@ -112,9 +129,11 @@ class ExportOnnx(Pass):
             if match:
                 op = match.group(1)
                 where = unsupported_op_location(module, args, op)
+                higher = _first_opset_that_exports(module, args, names, out_name, axes, self.opset + 1)
+                fix = (f"set `export_onnx: {{opset: {higher}}}` in the recipe (opset {higher} exports it)" if higher else
+                       "replace that layer with supported ops")
                 raise BadInputError(f"export_onnx: operator {op} (in module {where}) is not supported by the ONNX exporter at "
-                                    f"opset {match.group(2)}; fix: replace that layer with supported ops or raise the "
-                                    "recipe's opset") from None
+                                    f"opset {match.group(2)}; fix: {fix}") from None
             raise BadInputError(f"export_onnx failed: {text.strip().splitlines()[0][:300]}; fix: check the model traces "
                                 "with torch.jit.trace") from None
         model = onnx.load(str(path))
