@@ -152,8 +152,9 @@ class ToCoreML(Pass):
             raise BadInputError("to_coreml activations=int8 needs a calibration set; fix: add `calibration:` to the recipe")
         if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
             raise BadInputError("to_coreml activations=int8 needs a PyTorch module (not TorchScript); fix: give the weights")
-        x = torch.from_numpy(model_inputs(ctx.card, ctx.calib).arrays[ctx.card.image_input.name])
-        ranges = input_ranges(module, [(x[i:i + 64],) for i in range(0, len(x), 64)], self.observer)
+        arrays = model_inputs(ctx.card, ctx.calib).arrays  # every declared input (image, head pose)
+        xs = [torch.from_numpy(arrays[spec.name]) for spec in ctx.card.inputs]
+        ranges = input_ranges(module, [tuple(x[i:i + 64] for x in xs) for i in range(0, len(xs[0]), 64)], self.observer)
         hooks = []
         for name, m in module.named_modules():
             if isinstance(m, QUANTIZABLE) and name in ranges:

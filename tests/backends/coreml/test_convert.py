@@ -116,3 +116,26 @@ def test_int8_activation_hooks_quantize_conv_inputs_to_256_levels(card, tmp_path
     with torch.no_grad():
         net(x)
     assert seen["conv2_in"].unique().numel() > 256  # without the hooks the float activations take many more values
+
+
+def test_int8_activation_calibration_feeds_every_declared_input(tmp_path):
+    """A head-pose model (MPIIGaze-style) is calibrated with its image and its head pose (fed the image alone, its
+    forward raises TypeError): one hook per conv/linear."""
+    import torch
+
+    from edgekit.data.synthetic import standard_set
+    from edgekit.models.card import InputSpec, ModelCard, OutputSpec
+    from tests.fixtures.gaze_models import PreActGaze
+
+    card = ModelCard(name="preact", arch="tests.fixtures.gaze_models:PreActGaze",
+                     inputs=[InputSpec(name="image", shape=[1, 1, 36, 60]),
+                             InputSpec(name="head_pose", shape=[1, 2], source="head_pose")],
+                     output=OutputSpec(shape=[1, 2], convention="pitchyaw_rad"))
+    torch.manual_seed(0)
+    net = PreActGaze().eval()
+    calib = standard_set("calib", 16, (36, 60), head_pose=True)
+    hooks = ToCoreML(activations="int8", observer="minmax")._activation_quantizers(net, Context(work_dir=tmp_path, card=card,
+                                                                                                  calib=calib))
+    assert len(hooks) == 4  # stem conv, block conv1 and conv2, fc
+    for h in hooks:
+        h.remove()
