@@ -102,8 +102,7 @@ def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:
     """Outputs for every sample, in batches where the model allows it, else one by one."""
     n = len(inputs)
     try:
-        parts = [run({k: v[i:i + batch] for k, v in inputs.arrays.items()}) for i in range(0, n, batch)]
-        out = np.concatenate(parts)
+        out = run_batches(run, inputs, batch)
         if len(out) == n:
             return out
     except Exception:  # static batch-1 graphs refuse bigger batches

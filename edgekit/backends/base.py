@@ -55,3 +55,12 @@ class Backend:
     def sections(self, art: Artifact, runner, inputs, ref_out, card, device: str) -> dict:
         """Report sections only this backend has (the spiking targets' `spiking`); may replace `energy`."""
         return {}
+
+
+class SpikingSections:
+    """For the spiking backends (snn, lava): their `spiking()` section carries the energy measured from spikes, which
+    replaces the placeholder their `energy()` gives."""
+
+    def sections(self, art: Artifact, runner, inputs, ref_out, card, device: str) -> dict:
+        spiking = self.spiking(art, runner, inputs, ref_out, card, device)
+        return {"energy": spiking.pop("energy_section"), "spiking": spiking}

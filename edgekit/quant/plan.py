@@ -106,17 +106,12 @@ def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *,
     """Mixed precision, shared by every INT8 pass: while the model misses a target, the most sensitive INT8 layer
     returns to float, as long as `min_fraction` of MACs stay INT8.
 
-    `sens`: each layer's error increase alone in INT8; `score(plan) -> (increase, extra[, missed])` measures the whole
-    plan: `extra` is what else the caller reports beside it (e.g. ", p95 difference 0.4 deg") and `missed` (optional)
-    names the caller's other targets the plan misses (p95 or max difference from FP32), each one a reason to go on."""
-
-    def measure(candidate):
-        result = score(candidate)
-        return result[0], result[1], list(result[2]) if len(result) > 2 else []
-
+    `sens`: each layer's error increase alone in INT8; `score(plan) -> (increase, extra, missed)` measures the whole
+    plan: `extra` is what else the caller reports beside it (e.g. ", p95 difference 0.4 deg") and `missed` names the
+    caller's other targets the plan misses (p95 or max difference from FP32), each one a reason to go on."""
     plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
                                               for lp in plan.layers]})
-    increase, extra, missed = measure(plan)
+    increase, extra, missed = score(plan)
     decisions = [f"{label}: error increase {increase:+.3f} deg{extra} {where}"]
     while enabled and (increase > target or missed):
         candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
@@ -129,6 +124,6 @@ def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *,
                              f"in INT8, below {min_fraction:.0%}")
             break
         plan = trial
-        increase, extra, missed = measure(plan)
+        increase, extra, missed = score(plan)
         decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg{extra}")
     return plan.model_copy(update={"decisions": decisions})

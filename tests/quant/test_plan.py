@@ -87,7 +87,7 @@ class AdditiveScore:
 
     def __call__(self, plan: QuantPlan):
         self.calls += 1
-        return sum(self.sens[lp.name] for lp in plan.layers if lp.int8), ""
+        return sum(self.sens[lp.name] for lp in plan.layers if lp.int8), "", []
 
 
 SENS = {"a": 0.5, "b": 0.1, "c": 0.05}

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgekit.artifact import Format
-from edgekit.backends.base import Availability, Backend
+from edgekit.backends.base import Availability, Backend, SpikingSections
 from edgekit.backends.lava import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.lava.runner import WHY_NO_SPEED, FixedPointRunner, Seen, lava_check
 from edgekit.backends.lava.simulator import lava_available
@@ -19,7 +19,7 @@ from edgekit.snn.counts import energy_section, spiking_counts
 from edgekit.snn.net import SpikingNet
 
 
-class LavaBackend(Backend):
+class LavaBackend(SpikingSections, Backend):
     name: ClassVar[str] = "lava"
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.lava})
     extra: ClassVar[str] = "snn"
@@ -50,10 +50,6 @@ class LavaBackend(Backend):
         return {"runtime": runner.describe(), "executed_here": True, "netx": runner.spec}, [
             "accuracy measured with edgekit's fixed-point mirror of Lava (checked spike for spike against Lava's simulator "
             "on a subset: Spiking section)"]
-
-    def sections(self, art, runner, inputs, ref_out, card, device: str) -> dict:
-        spiking = self.spiking(art, runner, inputs, ref_out, card, device)
-        return {"energy": spiking.pop("energy_section"), "spiking": spiking}
 
     def spiking(self, art, runner, inputs, ref_out, card, device: str) -> dict:
         import torch

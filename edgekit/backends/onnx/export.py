@@ -8,6 +8,7 @@ is simplified with onnxslim only when that changes it, and passes the ONNX check
 from __future__ import annotations
 
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -79,17 +80,19 @@ def unsupported_op_location(module, args, op: str) -> str:
     return "unknown module"
 
 
-def _first_opset_that_exports(module, args, names, out_name, axes, start: int, last: int = 20) -> int | None:
-    """The lowest opset from `start` to `last` (onnxruntime runs up to 20 here) at which the model exports, or None."""
-    import tempfile
-
+def _export(module, args, path: Path, opset: int, names: list[str], out_name: str, axes) -> None:
     import torch
 
+    torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
+                      output_names=[out_name], dynamic_axes=axes, do_constant_folding=True)
+
+
+def _first_opset_that_exports(module, args, names, out_name, axes, start: int, last: int = 20) -> int | None:
+    """The lowest opset from `start` to `last` (onnxruntime runs up to 20 here) at which the model exports, or None."""
     for opset in range(start, last + 1):
         with tempfile.TemporaryDirectory(prefix="edgekit-opset-") as tmp, quiet():
             try:
-                torch.onnx.export(module, args, str(Path(tmp) / "m.onnx"), dynamo=False, opset_version=opset,
-                                  input_names=names, output_names=[out_name], dynamic_axes=axes)
+                _export(module, args, Path(tmp) / "m.onnx", opset, names, out_name, axes)
                 return opset
             except Exception:
                 continue
@@ -121,8 +124,7 @@ class ExportOnnx(Pass):
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
             with quiet():
-                torch.onnx.export(module, args, str(path), dynamo=False, opset_version=self.opset, input_names=names,
-                                  output_names=[out_name], dynamic_axes=axes, do_constant_folding=True)
+                _export(module, args, path, self.opset, names, out_name, axes)
         except Exception as exc:
             text = str(exc)
             match = re.search(r"operator '?([\w:.]+)'? to ONNX opset version (\d+)", text)

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from edgekit.artifact import Format
-from edgekit.backends.base import Backend
+from edgekit.backends.base import Backend, SpikingSections
 from edgekit.backends.snn import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.snn.runner import SWEEP, SnnRunner, dense_counts, error_curve, naive_curve, reference
 from edgekit.snn.counts import energy_section, spiking_counts
 from edgekit.snn.simulate import readout_lag
 
 
-class SnnBackend(Backend):
+class SnnBackend(SpikingSections, Backend):
     name: ClassVar[str] = "snn"
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.snn})
     extra: ClassVar[str] = "snn"
@@ -34,10 +34,6 @@ class SnnBackend(Backend):
 
     def energy(self, path: Path, runner, sample, device: str) -> dict:
         return {"why": "filled in from the spikes measured on the evaluation set (Spiking section)"}  # replaced after spiking()
-
-    def sections(self, art, runner, inputs, ref_out, card, device: str) -> dict:
-        spiking = self.spiking(art, runner, inputs, ref_out, card, device)
-        return {"energy": spiking.pop("energy_section"), "spiking": spiking}
 
     def spiking(self, art, runner, inputs, ref_out, card, device: str) -> dict:
         net = runner.net
