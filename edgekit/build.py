@@ -34,6 +34,7 @@ class ProjectModel(BaseModel):
     arch: str | None = None
     input_shape: list[str] | None = None
     output_convention: str | None = None
+    output_frame: str | None = Field(None, description="temporal models: last, middle or future (as --output-frame)")
     eval_set: str | None = None
     calib_set: str | None = None
 
@@ -147,7 +148,7 @@ def run_job(job: Job) -> dict:
     try:
         _BUSY = True
         res = run_compile(_resolve(job.root, m.source) or m.name, _resolve(job.root, job.target), out=job.out, arch=m.arch,
-                          input_shape=m.input_shape, output_convention=m.output_convention,
+                          input_shape=m.input_shape, output_convention=m.output_convention, output_frame=m.output_frame,
                           eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set))
     except EdgekitError as exc:
         return {**entry, "status": "error", "reason": str(exc)}

@@ -54,7 +54,7 @@ def default_out_dir(model: str | None, recipe: Recipe) -> Path:
 def compile(model: str | None = None, target: str | Path = "onnx", *, calib: GazeSet | str | Path | None = None,
             eval: GazeSet | str | Path | None = None, out: str | Path | None = None, arch: str | None = None,
             arch_config: dict | None = None, input_shape: list[str] | None = None, output_convention: str | None = None,
-            card: str | Path | None = None, cache: bool = True, progress: bool = False, force: bool = False,
+            output_frame: str | None = None, card: str | Path | None = None, cache: bool = True, progress: bool = False, force: bool = False,
             log=lambda msg: None) -> CompileResult:
     """Compile MODEL (None = the shipped demo) for TARGET; returns the artifact path and its report.
 
@@ -69,7 +69,8 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
     try:
         with outdir.output_folder(out_dir, force=force, protect=inputs) as output, outdir.work_folder() as work:
             return _compile_into(output, work, model, recipe, calib=calib, eval=eval, arch=arch, arch_config=arch_config,
-                                 input_shape=input_shape, output_convention=output_convention, card=card, cache=cache,
+                                 input_shape=input_shape, output_convention=output_convention, output_frame=output_frame,
+                                 card=card, cache=cache,
                                  progress=progress, log=log)
     except OSError as exc:
         err = from_os_error(exc)
@@ -79,10 +80,10 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
 
 
 def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape,
-                  output_convention, card, cache: bool, progress: bool, log) -> CompileResult:
+                  output_convention, output_frame, card, cache: bool, progress: bool, log) -> CompileResult:
     given_eval = _as_set(eval)
     src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
-                      output_convention=output_convention, card=Path(card) if card else None,
+                      output_convention=output_convention, output_frame=output_frame, card=Path(card) if card else None,
                       eval_samples=len(given_eval) if given_eval is not None else recipe.verify.eval_images)
     pipeline = recipe.pipeline()
     pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
@@ -184,7 +185,7 @@ def _tensor_sidecar(card: ModelCard, art: Artifact, pipeline: str, version: str,
                     "source": s.source,
                     "normalization": ({"formula": "x = pixel * scale + offset", "scale": pre.scale, "offset": pre.offset,
                                        "equalize_hist": pre.equalize_hist, "color": s.color, "pixel_range": [0, 255]}
-                                      if s.source == "image" else {"formula": "head pitch, yaw in radians (gaze convention)"}),
+                                      if s.takes_pixels else {"formula": s.meaning()}),
                     "quantization": io["inputs", i][1]} for i, s in enumerate(card.inputs)],
         "outputs": [{"name": card.output.name, "shape": card.output.shape, "dtype": io["outputs", 0][0] or "float32",
                      "convention": card.output.convention,

@@ -9,9 +9,10 @@ import numpy as np
 
 from edgekit.data import synthetic
 from edgekit.data.gaze import pitchyaw_to_vector
-from edgekit.data.npz import GazeSet
+from edgekit.data.npz import EXTRA_PREFIX, GazeSet
+from edgekit.data.views import RENDERED_VIEWS
 from edgekit.errors import BadInputError
-from edgekit.models.card import ModelCard
+from edgekit.models.card import InputSpec, ModelCard
 from edgekit.models.evaluate import preprocessed_images, sequence_windows
 
 EVAL_SEQUENCE_LENGTH = 120
@@ -57,7 +58,8 @@ def temporal_frame(card: ModelCard) -> str:
 
 
 def model_inputs(card: ModelCard, gs: GazeSet) -> ModelInputs:
-    """Preprocess images (card.preprocessing), add head pose where declared, window sequences for temporal models."""
+    """Preprocess images (card.preprocessing), add every further declared input (head pose, extra arrays), window
+    sequences for temporal models."""
     spec = card.image_input
     images = preprocessed_images(card, gs)
     if is_temporal(card) and temporal_frame(card) == "future":
@@ -74,15 +76,44 @@ def model_inputs(card: ModelCard, gs: GazeSet) -> ModelInputs:
         arrays = {spec.name: images}
         truth = gs.gaze
     for extra in card.inputs[1:]:
-        if extra.source != "head_pose":
-            raise BadInputError(f"input {extra.name!r}: only one image input is supported; fix: declare source head_pose")
-        if gs.head_pose is None:
-            raise BadInputError(f"the model takes head pose ({extra.name!r}) but the evaluation set has none; "
-                                "fix: use a set with head_pose (synthetic sets render it for such models)")
-        if is_temporal(card) or extra.shape[1:] != [2]:
-            raise BadInputError(f"input {extra.name!r} shape {extra.shape}: head pose must be (1, 2); fix: --input-shape")
-        arrays[extra.name] = gs.head_pose.astype(np.float32)
+        arrays[extra.name] = _extra_input(card, extra, gs)
     return ModelInputs(arrays, truth.astype(np.float64))
+
+
+def _extra_input(card: ModelCard, spec: InputSpec, gs: GazeSet) -> np.ndarray:
+    """The array feeding a model input beyond the first: head pose, or the set's extra array named by its source."""
+    if is_temporal(card):
+        raise BadInputError(f"input {spec.name!r}: temporal models take one image sequence only; fix: drop the extra "
+                            "input or use a per-frame model")
+    if spec.source == "head_pose":
+        if gs.head_pose is None:
+            raise BadInputError(f"the model takes head pose ({spec.name!r}) but the evaluation set has none; "
+                                "fix: use a set with head_pose (synthetic sets render it for such models)")
+        if spec.shape[1:] != [2]:
+            raise BadInputError(f"input {spec.name!r} shape {spec.shape}: head pose must be (1, 2); fix: --input-shape")
+        return gs.head_pose.astype(np.float32)
+    if spec.source == "image":
+        raise BadInputError(f"input {spec.name!r} also declares source 'image'; fix: give each further crop its own "
+                            f"source, an extra array of the set (e.g. second_eye, face)")
+    arr = gs.extras.get(spec.source)
+    if arr is None:
+        rendered = f"; synthetic sets render {', '.join(RENDERED_VIEWS)}" if spec.source not in RENDERED_VIEWS else ""
+        raise BadInputError(f"input {spec.name!r} is fed from the set's extra array {spec.source!r}, which the set lacks "
+                            f"(it has {sorted(gs.extras) or 'none'}); fix: store it as '{EXTRA_PREFIX}{spec.source}' in the "
+                            f".npz{rendered}")
+    if arr.dtype == np.uint8 and arr.ndim in (3, 4) and len(spec.shape) == 4:  # an image: preprocessed like the eye
+        return card.preprocessing.apply(arr, spec.shape[1], tuple(spec.shape[2:]))
+    if arr[0].size != int(np.prod(spec.shape[1:])):
+        raise BadInputError(f"input {spec.name!r} {spec.shape} cannot take the set's '{EXTRA_PREFIX}{spec.source}' of shape "
+                            f"{arr.shape} (per sample {arr[0].size} values); fix: store one {spec.shape[1:]} entry per image")
+    return np.ascontiguousarray(arr.reshape(len(arr), *spec.shape[1:]).astype(np.float32))
+
+
+def render_options(card: ModelCard) -> dict:
+    """What the synthetic renderer must draw for a model: head pose, and the extra views its inputs take."""
+    sources = {s.source: s for s in card.inputs[1:]}
+    views = {name: list(s.shape[-2:]) for name, s in sources.items() if name in RENDERED_VIEWS}
+    return {"head_pose": "head_pose" in sources or bool(views), **({"views": views} if views else {})}
 
 
 def to_vectors(outputs: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -112,7 +143,6 @@ def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:
 
 def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
     """Synthetic images (or sequences for temporal models) of the model's input size, with the role's own seed."""
-    head_pose = any(s.source == "head_pose" for s in card.inputs)
     if is_temporal(card):
         window = card.image_input.shape[1]
         if temporal_frame(card) == "future":
@@ -121,5 +151,5 @@ def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
         else:
             per_seq = (EVAL_SEQUENCE_LENGTH - window) // FRAME_STRIDE + 1
         return synthetic.synthetic_sequences(-(-n // per_seq), EVAL_SEQUENCE_LENGTH, synthetic.SEEDS[role], card.image_size,
-                                             head_pose=head_pose, role=role)
-    return synthetic.standard_set(role, n, card.image_size, head_pose=head_pose)
+                                             head_pose=render_options(card)["head_pose"], role=role)
+    return synthetic.standard_set(role, n, card.image_size, **render_options(card))

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from edgekit.data import synthetic
 from edgekit.errors import BadInputError
-from edgekit.evalset import model_inputs
+from edgekit.evalset import model_inputs, render_options
 from edgekit.progress import track
 
 
@@ -38,9 +38,8 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
         raise BadInputError(f"{label} trains on single eye images, not {card.image_input.layout} sequences; fix: drop it "
                             "from the recipe for this model")
     # at most MAX_IMAGES distinct images (reshuffled each pass): rendering, not training, dominated long runs;
-    # every input the model declares is fed (head pose rendered with the eyes when it takes one)
-    head_pose = any(s.source == "head_pose" for s in card.inputs)
-    train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size, head_pose=head_pose)
+    # every input the model declares is fed (head pose and extra views rendered with the eyes when it takes them)
+    train = synthetic.standard_set("train", min(steps * batch, MAX_IMAGES), card.image_size, **render_options(card))
     arrays = model_inputs(card, train).arrays
     xs = [torch.from_numpy(arrays[s.name]).to(device) for s in card.inputs]
     y = torch.from_numpy(train.gaze.astype("float32")).to(device)

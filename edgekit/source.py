@@ -44,13 +44,15 @@ class LoadedModel:
 
 
 def parse_input_shapes(values: list[str] | None) -> list[InputSpec] | None:
-    """`1x1x40x64` or `image=1x1x36x60` (repeatable; a name `head_pose` is fed the head-pose vector)."""
+    """`1x1x40x64` or `image=1x1x36x60` (repeatable). Inputs after the first are fed by their name: `head_pose` (or any
+    1x2 input) the head-pose vector, any other name the set's extra array of that name (second_eye, face, face_grid
+    are rendered for synthetic sets)."""
     if not values:
         return None
     specs = []
     for i, text in enumerate(values):
-        name, _, dims = text.rpartition("=")
-        name = name or ("image" if i == 0 else f"input{i}")
+        given, _, dims = text.rpartition("=")
+        name = given or ("image" if i == 0 else f"input{i}")
         try:
             shape = [int(d) for d in dims.lower().split("x")]
             if not shape or min(shape) < 1:
@@ -59,10 +61,19 @@ def parse_input_shapes(values: list[str] | None) -> list[InputSpec] | None:
             raise BadInputError(f"--input-shape {text!r} is not like 1x1x40x64 or name=1x2; fix: give positive sizes joined by x") from None
         if shape[0] != 1:
             raise BadInputError(f"--input-shape {text!r}: batch must be 1 (artifacts are exported for batch 1); fix: 1x...")
-        source = "head_pose" if name == "head_pose" or (i > 0 and shape == [1, 2]) else "image"
+        if i == 0:
+            source = "image"
+        elif name == "head_pose" or shape == [1, 2]:
+            source = "head_pose"
+        elif given.isidentifier():
+            source = given
+        else:
+            raise BadInputError(f"--input-shape {text!r}: a further input is fed from the set's extra array of its name, "
+                                "so it needs a name like face=1x1x32x32; fix: name it (letters, digits, _)")
         layout = {5: "NTCHW", 4: "NCHW"}.get(len(shape), "NC")
-        specs.append(InputSpec(name=name, shape=shape, layout=layout if source == "image" else "NC",
-                               color="gray" if source == "image" else "none", source=source))
+        image_like = len(shape) >= 4
+        specs.append(InputSpec(name=name, shape=shape, layout=layout if image_like else "NC",
+                               color="gray" if image_like else "none", source=source))
     return specs
 
 
@@ -159,14 +170,27 @@ def _starts_like_zip(path: Path) -> bool:
 
 def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_config: dict | None = None,
                 input_shapes: list[str] | None = None, output_convention: str | None = None,
-                card: Path | None = None, eval_samples: int = 512) -> LoadedModel:
+                output_frame: str | None = None, card: Path | None = None, eval_samples: int = 512) -> LoadedModel:
     """Resolve MODEL (None = the demo) into a LoadedModel; the first artifact is written under `work`.
 
     No code from a model file runs: weights load as tensors only, .pt2 programs through edgekit.safe_pt2, and a
     module folder's non-built-in architecture only when `arch` names it. `eval_samples` sizes the evaluation set,
     refused beyond EVAL_TENSOR_LIMIT before anything is allocated."""
     loaded = _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples)
-    return dataclasses.replace(loaded, card=_trusted_card(loaded.card, arch))
+    the_card = _trusted_card(loaded.card, arch)
+    if output_frame is not None:
+        the_card = _with_frame(the_card, output_frame)
+    return dataclasses.replace(loaded, card=the_card)
+
+
+def _with_frame(card: ModelCard, frame: str) -> ModelCard:
+    """--output-frame: which frame a temporal model's output describes (last, middle, or future horizons)."""
+    if frame not in ("last", "middle", "future"):
+        raise BadInputError(f"--output-frame {frame!r}; fix: use last, middle or future")
+    if card.image_input.layout != "NTCHW":
+        raise BadInputError(f"--output-frame {frame} describes temporal models, but {card.name} takes "
+                            f"{card.image_input.layout} images; fix: drop --output-frame or give a 1xTxCxHxW --input-shape")
+    return card.model_copy(update={"output": card.output.model_copy(update={"frame": frame})})
 
 
 def _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples) -> LoadedModel:

@@ -32,6 +32,7 @@ from torch.nn import functional as F  # noqa: E402
 import edgekit  # noqa: E402
 from edgekit.data import synthetic  # noqa: E402
 from edgekit.data.render import HEAD_RANGE_DEG, PITCH_RANGE_DEG, RENDERER_VERSION, YAW_RANGE_DEG  # noqa: E402
+from edgekit.evalset import model_inputs, render_options  # noqa: E402
 from edgekit.models.card import InputSpec, ModelCard, OutputSpec, Preprocessing  # noqa: E402
 from edgekit.models.evaluate import preprocessed_images  # noqa: E402
 from edgekit.models.io import save_weights, sha256_file  # noqa: E402
@@ -46,6 +47,11 @@ HEAD = InputSpec(name="head_pose", shape=[1, 2], layout="NC", color="none", sour
 FRAMES = InputSpec(name="frames", shape=[1, 7, 1, *models.EYE_SIZE], layout="NTCHW")
 VECTOR = OutputSpec(name="gaze", shape=[1, 3], convention="unit_vector")
 PITCHYAW = OutputSpec(name="gaze", shape=[1, 2], convention="pitchyaw_rad")
+# iTracker: the first eye is the rendered one; the other eye, face and face grid are views rendered beside it
+RIGHT_EYE = InputSpec(name="right_eye", shape=[1, 1, *models.EYE_SIZE])
+LEFT_EYE = InputSpec(name="left_eye", shape=[1, 1, *models.EYE_SIZE], source="second_eye")
+FACE = InputSpec(name="face", shape=[1, 1, 32, 32], source="face")
+FACE_GRID = InputSpec(name="face_grid", shape=[1, 625], layout="NC", color="none", source="face_grid")
 MIDDLE_FRAME = OutputSpec(name="gaze", shape=[1, 2], convention="pitchyaw_rad", frame="middle")  # Gaze360: the window's centre
 
 # name -> class, inputs, output, loss, recipe (epochs, batch, lr), preprocessing, weights dtype
@@ -62,6 +68,8 @@ SPECS = {
                              epochs=20, batch=8, lr=5e-3),
     "stn_gaze": dict(cls=models.SpatialTransformerGaze, inputs=[IMAGE], output=VECTOR, loss="cosine", epochs=10,
                      batch=128, lr=3e-3),
+    "itracker": dict(cls=models.ITracker, inputs=[RIGHT_EYE, LEFT_EYE, FACE, FACE_GRID], output=VECTOR, loss="cosine",
+                     epochs=5, batch=128, lr=3e-3),
 }
 LOSSES = {"l1_pitchyaw": "mean |pitch, yaw - truth| (radians)",
           "cosine": "1 - cos(pred, g)",
@@ -93,13 +101,13 @@ def _optimiser(model, lr, total_steps):
 
 
 def train_images(name: str, spec: dict, model, card: ModelCard) -> tuple[dict, float]:
-    head = measure.takes_head_pose(card)
     render_started = time.time()
-    train = synthetic.standard_set("train", N_TRAIN, card.image_size, head_pose=head)
+    train = synthetic.standard_set("train", N_TRAIN, card.image_size, **render_options(card))
     render_s = time.time() - render_started
     started = time.time()
-    x = torch.from_numpy(preprocessed_images(card, train))
-    hp = torch.from_numpy(train.head_pose) if head else None
+    arrays = model_inputs(card, train).arrays  # every declared input, fed as edgekit feeds it
+    xs = [torch.from_numpy(arrays[s.name]) for s in card.inputs]
+    x = xs[0]
     vec = torch.from_numpy(train.gaze)
     py = torch.from_numpy(train.pitchyaw)
     epochs, batch, lr = spec["epochs"], spec["batch"], spec["lr"]
@@ -116,12 +124,13 @@ def train_images(name: str, spec: dict, model, card: ModelCard) -> tuple[dict, f
             if spec["loss"] == "l2cs":
                 loss = _l2cs_loss(model, x[idx], py[idx])
             else:
-                out = model(x[idx], hp[idx]) if head else model(x[idx])
+                out = model(*(t[idx] for t in xs))
                 loss = _angle_loss(spec["loss"], model, out, vec[idx], py[idx])
             total += _step(opt, sched, loss)
         losses.append(round(total / steps, 5))
     train_s = time.time() - started
-    return {"n_train": N_TRAIN, "train_seed": synthetic.SEEDS["train"], "train_head_pose": head,
+    return {"n_train": N_TRAIN, "train_seed": synthetic.SEEDS["train"], "train_head_pose": train.head_pose is not None,
+            **({"train_views": sorted(train.extras)} if train.extras else {}),
             "train_set_digest": train.digest(), "epoch_loss": losses, "render_s": round(render_s, 1)}, train_s
 
 

@@ -50,3 +50,17 @@ def test_forecast_models_keep_their_future_frames(seqs):
 
 def test_default_evaluation_sets_hold_enough_windows_of_either_kind():
     assert len(model_inputs(card([1, 2], "middle"), default_eval_set(card([1, 2], "middle"), 64))) >= 64
+
+
+def test_output_frame_flag_sets_the_card_and_is_checked(tmp_path):
+    from edgekit.source import load_source
+
+    loaded = load_source("temporalgaze", tmp_path / "a", output_frame="future")
+    assert loaded.card.output.frame == "future" and temporal_frame(loaded.card) == "future"
+    wrong = load_source("temporalgaze", tmp_path / "b", output_frame="last")  # its output is (1, 5, 3): horizons
+    with pytest.raises(BadInputError, match=r"output.frame 'last' needs an output of shape \(1, C\)"):
+        temporal_frame(wrong.card)
+    with pytest.raises(BadInputError, match="--output-frame last describes temporal models, but tinygaze takes NCHW"):
+        load_source("tinygaze", tmp_path / "c", output_frame="last")
+    with pytest.raises(BadInputError, match="--output-frame 'first'; fix: use last, middle or future"):
+        load_source("temporalgaze", tmp_path / "d", output_frame="first")

@@ -22,6 +22,8 @@ def compile_command(
     arch_config: Annotated[str | None, typer.Option(help="JSON constructor arguments for --arch.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option(help="Input shape, e.g. 1x1x40x64 or head_pose=1x2 (repeat per input).")] = None,
     output_convention: Annotated[str | None, typer.Option(help="What the model outputs: vector (3-D gaze) or pitchyaw (radians).")] = None,
+    output_frame: Annotated[str | None, typer.Option(help="Temporal models: which frame the output is: last or middle (of the "
+                                                           "input window), or future (1xHx3 forecast horizons).")] = None,
     card: Annotated[Path | None, typer.Option(readable=False, help="Model card JSON (input spec, preprocessing, output convention).")] = None,
     calib_set: Annotated[Path | None, typer.Option(readable=False, help="Calibration .npz (default: synthetic, its own seed).")] = None,
     eval_set: Annotated[Path | None, typer.Option(readable=False, help="Evaluation .npz (default: synthetic, its own seed).")] = None,
@@ -44,7 +46,8 @@ def compile_command(
             raise BadInputError(f"--arch-config {arch_config!r} is not a JSON object; fix: e.g. '{{\"width\": 8}}'") from None
     human = output_format == OutputFormat.human
     result = run_compile(model, target, calib=calib_set, eval=eval_set, out=out, arch=arch, arch_config=config,
-                         input_shape=input_shape, output_convention=output_convention, card=card, cache=not no_cache, force=force,
+                         input_shape=input_shape, output_convention=output_convention, output_frame=output_frame, card=card,
+                         cache=not no_cache, force=force,
                          progress=human, log=(lambda msg: typer.echo(msg, err=True)) if human else (lambda msg: None))
     failure = None
     if not result.passed:

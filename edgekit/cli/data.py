@@ -41,5 +41,6 @@ def check(path: Annotated[Path, typer.Argument(readable=False, help="A gaze-set 
 
     gs = read_gazeset(path)
     optional = [k for k in ("pitchyaw", "head_pose", "seq_id", "frame_idx", "timestamp_s") if getattr(gs, k) is not None]
-    typer.echo(f"{path}: ok, {len(gs)} images {gs.image_shape}, optional {optional}, source {gs.meta['source']}, "
-               f"digest {gs.digest()[:16]}")
+    extras = ", ".join(f"{k} {v.dtype}{list(v.shape[1:])}" for k, v in sorted(gs.extras.items()))
+    typer.echo(f"{path}: ok, {len(gs)} images {gs.image_shape}, optional {optional}, "
+               + (f"extra inputs [{extras}], " if extras else "") + f"source {gs.meta['source']}, digest {gs.digest()[:16]}")

@@ -4,6 +4,11 @@ Keys: `images` uint8 (N,H,W) or (N,H,W,C); `gaze` float32 (N,3) unit vectors in 
 `edgekit.data.gaze`; optional `pitchyaw` float32 (N,2), `head_pose` float32 (N,2), `seq_id` int32,
 `frame_idx` int32, `timestamp_s` float64; `meta` a JSON string (format_version, layout, color,
 gaze_convention, source, fps, preprocessing). Loaders for real datasets convert into this.
+
+Inputs beyond the eye image and head pose (a second eye crop, a face crop, a face grid) are named extra arrays:
+key `extra_<name>`, one row per image, fed to the model input whose card declares `source: <name>`. A uint8 extra
+of shape (N,H,W) or (N,H,W,C) is an image (preprocessed like the eye image); any other numeric extra is fed as
+float32, reshaped to the input's shape.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for stored gaze vectors
 _OPTIONAL = {"pitchyaw": (np.float32, 2), "head_pose": (np.float32, 2), "seq_id": (np.int32, 1),
              "frame_idx": (np.int32, 1), "timestamp_s": (np.float64, 1)}
 _REQUIRED_META = ("format_version", "layout", "color", "gaze_convention", "source")
+EXTRA_PREFIX = "extra_"
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +48,7 @@ class GazeSet:
     seq_id: np.ndarray | None = None
     frame_idx: np.ndarray | None = None
     timestamp_s: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, ...) extra input arrays
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -52,8 +59,8 @@ class GazeSet:
 
     def subset(self, index) -> GazeSet:
         """Rows selected by a slice, boolean mask or integer index array."""
-        pick = {k: (v[index] if v is not None else None) for k, v in self._arrays().items()}
-        return replace(self, **pick)
+        pick = {k: (v[index] if v is not None else None) for k, v in self._arrays().items() if k in _FIELDS}
+        return replace(self, **pick, extras={k: v[index] for k, v in self.extras.items()})
 
     def digest(self) -> str:
         """sha256 over the arrays and meta: identifies the set in cache keys and reports."""
@@ -67,7 +74,12 @@ class GazeSet:
         return h.hexdigest()
 
     def _arrays(self) -> dict[str, np.ndarray | None]:
-        return {"images": self.images, "gaze": self.gaze, **{k: getattr(self, k) for k in _OPTIONAL}}
+        """Every array by its key in the .npz (extras as extra_<name>)."""
+        return {"images": self.images, "gaze": self.gaze, **{k: getattr(self, k) for k in _OPTIONAL},
+                **{EXTRA_PREFIX + k: v for k, v in self.extras.items()}}
+
+
+_FIELDS = ("images", "gaze", *_OPTIONAL)
 
 
 def make_meta(source: str, *, layout: str = "NHW", color: str = "gray", fps: float | None = None,
@@ -117,10 +129,12 @@ def read_gazeset(path: str | os.PathLike) -> GazeSet:
             raise BadInputError(f"{path}: missing key '{key}' (has {sorted(contents)}); fix: add {_WANT[key]} "
                                 "(edgekit.data.write_gazeset writes every key)")
     meta = _meta(path, contents.pop("meta"))
-    unknown = set(contents) - {"images", "gaze", *_OPTIONAL}
+    extras = {k[len(EXTRA_PREFIX):]: contents.pop(k) for k in list(contents) if k.startswith(EXTRA_PREFIX)}
+    unknown = set(contents) - set(_FIELDS)
     if unknown:
-        raise BadInputError(f"{path}: unknown keys {sorted(unknown)}; fix: keep only images, gaze, meta and {sorted(_OPTIONAL)}")
-    gazeset = GazeSet(meta=meta, **contents)
+        raise BadInputError(f"{path}: unknown keys {sorted(unknown)}; fix: keep only images, gaze, meta and {sorted(_OPTIONAL)}, "
+                            f"and name extra model inputs {EXTRA_PREFIX}<name> (e.g. {EXTRA_PREFIX}face)")
+    gazeset = GazeSet(meta=meta, extras=extras, **contents)
     validate(gazeset, where=str(path))
     return gazeset
 
@@ -214,6 +228,17 @@ def validate(gs: GazeSet, where: str = "gaze set") -> None:
             fail(f"'{key}' must have shape {want}, got {arr.shape}", f"store one {key} entry per image")
         if arr.dtype != dtype:
             fail(f"'{key}' must be {np.dtype(dtype).name}, got {arr.dtype}", f"cast {key} to {np.dtype(dtype).name}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            fail(f"'{key}' has NaN or inf", "drop or fix those rows")
+    for name, arr in gs.extras.items():
+        key = EXTRA_PREFIX + name
+        if not name.isidentifier():
+            fail(f"extra array name {name!r} is not an identifier", "name extra arrays with letters, digits and _")
+        if not isinstance(arr, np.ndarray) or arr.ndim < 2 or arr.shape[0] != n:
+            fail(f"'{key}' must have one row per image ({n}, ...), got shape {getattr(arr, 'shape', None)}",
+                 f"store one {name} entry per image")
+        if arr.dtype.kind not in "uif":
+            fail(f"'{key}' must be numeric, got {arr.dtype}", f"store {name} as uint8 (an image) or float32")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             fail(f"'{key}' has NaN or inf", "drop or fix those rows")
     missing = [k for k in _REQUIRED_META if k not in gs.meta]

@@ -21,6 +21,7 @@ from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.npz import GazeSet, make_meta, read_gazeset, write_gazeset
 from edgekit.data.render import RENDERER_VERSION, render_eye, sample_appearance, sample_gaze
 from edgekit.data.sequences import gaze_trajectory
+from edgekit.data.views import render_views
 from edgekit.environment import cache_root
 from edgekit.progress import track
 
@@ -30,17 +31,21 @@ SEEDS = {"train": 0, "val": 1, "calib": 2, "eval": 3}
 DEFAULT_FPS = 60.0
 
 
-def _render_chunk(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seed, chunk, count, height, width, head_pose = args
+def _render_chunk(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    seed, chunk, count, height, width, head_pose, views = args
     rng = np.random.default_rng([seed, chunk])
+    view_rng = np.random.default_rng([seed, chunk, 1])  # its own stream: the eye images do not depend on the views
     images = np.empty((count, height, width), np.uint8)
     pitchyaw = sample_gaze(rng, count)
     heads = np.zeros((count, 2))
+    extras: dict[str, list[np.ndarray]] = {name: [] for name in views}
     for i in range(count):
         app = sample_appearance(rng, width, head_pose=head_pose)
         heads[i] = app.head_pitchyaw
         images[i] = render_eye(app, pitchyaw[i], height, width, rng)
-    return images, pitchyaw, heads
+        for name, view in render_views(app, pitchyaw[i], images[i], views, view_rng).items():
+            extras[name].append(view)
+    return images, pitchyaw, heads, {name: np.stack(v) for name, v in extras.items() if v}
 
 
 def _render_sequence(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,22 +86,27 @@ def default_workers() -> int:
 
 
 def synthetic_set(n: int, seed: int, size: tuple[int, int] = (40, 64), *, head_pose: bool = False,
-                  workers: int | None = None, cache: bool = True, progress: bool = False,
-                  role: str = "custom") -> GazeSet:
-    """`n` independent eye images of `size` (H, W) with uniform gaze; cached by (version, seed, n, size)."""
+                  views: dict[str, list[int]] | None = None, workers: int | None = None, cache: bool = True,
+                  progress: bool = False, role: str = "custom") -> GazeSet:
+    """`n` independent eye images of `size` (H, W) with uniform gaze; cached by (version, seed, n, size, views).
+    views: extra arrays rendered beside each eye (edgekit.data.views: second_eye, face, face_grid), name -> [H, W]."""
     height, width = size
     spec = {"kind": "images", "renderer": RENDERER_VERSION, "seed": seed, "n": n, "size": [height, width], "head_pose": head_pose}
+    if views:  # only when asked, so the cache keys and metadata of sets without views stay as they were
+        spec["views"] = {name: list(views[name]) for name in sorted(views)}
     return _cached(spec, role, cache, lambda: _build_images(spec, workers, progress, role))
 
 
 def _build_images(spec: dict, workers: int | None, progress: bool, role: str) -> GazeSet:
     n, seed, (height, width), head_pose = spec["n"], spec["seed"], spec["size"], spec["head_pose"]
-    jobs = [(seed, c, min(CHUNK, n - c * CHUNK), height, width, head_pose) for c in range((n + CHUNK - 1) // CHUNK)]
+    views = spec.get("views", {})
+    jobs = [(seed, c, min(CHUNK, n - c * CHUNK), height, width, head_pose, views) for c in range((n + CHUNK - 1) // CHUNK)]
     parts = _run(_render_chunk, jobs, workers or default_workers(), progress, f"rendering {n} eye images")
-    images, pitchyaw, heads = (np.concatenate(p) for p in zip(*parts))
+    images, pitchyaw, heads = (np.concatenate(p) for p in list(zip(*parts))[:3])
+    extras = {name: np.concatenate([part[3][name] for part in parts]) for name in views}
     return GazeSet(
         images=images, gaze=pitchyaw_to_vector(pitchyaw).astype(np.float32), pitchyaw=pitchyaw.astype(np.float32),
-        head_pose=heads.astype(np.float32) if head_pose else None,
+        head_pose=heads.astype(np.float32) if head_pose else None, extras=extras,
         meta=make_meta(f"synthetic:v{RENDERER_VERSION}:seed={seed}", preprocessing="none", seed=seed, role=role, renderer=spec))
 
 

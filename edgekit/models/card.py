@@ -20,7 +20,9 @@ CARD_SCHEMA_VERSION = 1
 
 
 class InputSpec(BaseModel):
-    """One model input. `source` says what feeds it: the eye image (preprocessed) or the head-pose vector."""
+    """One model input. `source` says what feeds it: `image` (the eye image, preprocessed), `head_pose` (pitch, yaw) or
+    the name of an extra array of the gaze set (`extra_<name>` in the .npz; the renderer draws second_eye, face and
+    face_grid), preprocessed like the eye image when it is a uint8 image."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str = "image"
@@ -28,7 +30,20 @@ class InputSpec(BaseModel):
     dtype: Literal["float32"] = "float32"
     layout: str = "NCHW"
     color: Literal["gray", "rgb", "bgr", "none"] = "gray"
-    source: Literal["image", "head_pose"] = "image"
+    source: str = Field("image", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @property
+    def takes_pixels(self) -> bool:
+        """Whether the input is an image preprocessed like the eye (the eye itself, or a 4-D crop such as a face)."""
+        return self.source == "image" or (self.source != "head_pose" and len(self.shape) == 4)
+
+    def meaning(self) -> str:
+        """What the values mean, for sidecars and model descriptions."""
+        if self.takes_pixels:
+            return f"{self.color} pixels of the {'eye image' if self.source == 'image' else self.source}, x = pixel * scale + offset"
+        if self.source == "head_pose":
+            return "head pitch, yaw in radians (gaze convention)"
+        return f"the gaze set's extra array {self.source!r} as float32"
 
 
 class OutputSpec(BaseModel):

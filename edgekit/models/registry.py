@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -10,12 +11,12 @@ from edgekit.errors import BadInputError
 from edgekit.models.card import InputSpec, OutputSpec
 from edgekit.models.resnet import GazeResNet18
 from edgekit.models.temporal import TemporalGaze
-from edgekit.models.tinygaze import TinyGaze
+from edgekit.models.tinygaze import tinygaze
 
 
 @dataclass(frozen=True)
 class Builtin:
-    cls: type[nn.Module]
+    cls: Callable[..., nn.Module]  # a class, or a function choosing one by its arguments
     config: dict
     description: str
     temporal: bool = False
@@ -34,7 +35,7 @@ class Builtin:
 
 
 BUILTINS: dict[str, Builtin] = {
-    "tinygaze": Builtin(TinyGaze, {"width": 16, "input_size": [40, 64]},
+    "tinygaze": Builtin(tinygaze, {"width": 16, "input_size": [40, 64]},
                         "TinyGaze: 5 conv+BN+ReLU layers, fc128, fc3; 1x40x64 gray (the default demo model)",
                         defaults={"n_train": 24000, "epochs": 8, "batch": 128, "lr": 3e-3}),
     "gazeresnet18": Builtin(GazeResNet18, {"in_channels": 1, "input_size": [64, 96]},

@@ -8,6 +8,7 @@ training images, mixed with the labels; verification then measures it against th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,8 +29,9 @@ class Distill(Pass):
     produces: ClassVar[Format] = Format.torch
     summary: ClassVar[str] = "train a built-in student (default TinyGaze, sequential) from this model's gaze on synthetic eyes"
 
-    student: str = Field("tinygaze", description="built-in architecture of the student (single-image, vector output; "
-                                                  "sequential for the loihi targets)")
+    student: str = Field("tinygaze", description="built-in architecture of the student (per-frame; sequential for the "
+                                                  "loihi targets); it outputs in the model's convention and takes "
+                                                  "every input the model takes")
     student_config: dict = Field(default_factory=dict, description="constructor arguments; input size and channels "
                                                                    "come from the model card")
     steps: int = Field(1500, ge=1, description="training steps (one-cycle learning rate)")
@@ -44,16 +46,21 @@ class Distill(Pass):
         import torch
 
         card = ctx.card
-        if card.output.convention != "unit_vector" or card.image_input.layout != "NCHW" or len(card.inputs) != 1:
-            raise BadInputError("distill trains single-image students that output a 3-D gaze vector; fix: distil a "
-                                "single-image, vector-output model (or drop distill from the recipe)")
+        if card.image_input.layout != "NCHW":
+            raise BadInputError(f"distill trains per-frame students on single eye images, not {card.image_input.layout} "
+                                "sequences; fix: distil a per-frame model (or drop distill from the recipe)")
         spec = builtin(self.student)  # a one-line error for an unknown name
         if spec.temporal:
             raise BadInputError(f"distill: the student {self.student} is a temporal model; fix: use a per-frame student "
                                 "such as tinygaze")
         teacher, _ = load_module(src.path, trusted_arch=card.arch)
+        # the student fits the model's interface: its output convention and every input (flat ones such as head pose
+        # feed its head; further image crops are taken but not used: the student learns from the eye image)
+        extra_inputs = [0 if s.takes_pixels else math.prod(s.shape[1:]) for s in card.inputs[1:]]
         config = {**spec.config, **self.student_config, "input_size": list(card.image_size),
-                  "in_channels": card.image_input.shape[1]}
+                  "in_channels": card.image_input.shape[1],
+                  **({"outputs": 2} if card.output.convention == "pitchyaw_rad" else {}),
+                  **({"extra_inputs": extra_inputs} if extra_inputs else {})}
         torch.manual_seed(ctx.seed)
         student = build_arch(self.student, config)
         ctx.log(f"distill: training {self.student} for {self.steps} steps from the model's gaze on synthetic training eyes")
@@ -63,5 +70,9 @@ class Distill(Pass):
         params = sum(p.numel() for p in student.parameters())
         notes = [f"distilled into {self.student} ({params:,} parameters) over {self.steps} steps of {self.batch} synthetic eyes "
                  f"(loss {self.teacher_weight:g} teacher, {1 - self.teacher_weight:g} labels)"]
+        unused = [s.name for s, size in zip(card.inputs[1:], extra_inputs) if not size]
+        if unused:
+            notes.append(f"the student takes but does not use {', '.join(unused)}: it sees the eye image "
+                         f"{card.image_input.name!r} and flat inputs only")
         return Artifact.create(out_dir / "module", Format.torch, src, notes=notes, teacher=card.arch,
                                student=self.student)

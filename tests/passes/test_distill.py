@@ -66,3 +66,27 @@ def test_distill_refuses_an_unknown_or_temporal_student(tmp_path):
         with pytest.raises(BadInputError, match=match):
             ek.compile("gazeresnet18", _distill_recipe(tmp_path, student=student), eval=synthetic.standard_set("eval", 8, size),
                        calib=synthetic.standard_set("calib", 16, size), out=tmp_path / "out", cache=False)
+
+
+@pytest.mark.slow
+def test_a_head_pose_pitch_yaw_model_distils_into_a_student_with_its_interface(tmp_path):
+    """MPIIGaze's LeNet takes head pose and outputs pitch/yaw: the student takes both inputs (head pose feeds its head)
+    and answers in pitch/yaw, so the ONNX artifact has the model's interface and is verified like the model."""
+    import onnx
+
+    from tests.zoo import measure
+
+    recipe = yaml.safe_load((TARGETS_DIR / "onnx.yaml").read_text())
+    recipe["passes"] = [{"distill": {"steps": 60, "batch": 32, "student_config": {"width": 8}}}] + recipe["passes"]
+    recipe["gates"] = {}
+    recipe["verify"] |= {"latency_runs": 1, "warmup_runs": 0, "eval_images": 64}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    card = ModelCard.load(measure.card_path("mpiigaze_lenet"))
+    res = ek.compile(str(measure.weights_path("mpiigaze_lenet")), str(tmp_path / "r.yaml"), card=measure.card_path("mpiigaze_lenet"),
+                     arch=card.arch, out=tmp_path / "out", cache=False)
+    graph = onnx.load(str(res.artifact)).graph
+    assert [i.name for i in graph.input] == ["image", "head_pose"]
+    assert graph.output[0].type.tensor_type.shape.dim[1].dim_value == 2  # pitch, yaw
+    acc = res.report.accuracy
+    assert acc.artifact.mean_deg < acc.predict_mean_baseline.mean_deg - 3, (acc.artifact.mean_deg, acc.predict_mean_baseline)
+    assert any("distilled into tinygaze" in n for n in res.report.notes)

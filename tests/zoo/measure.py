@@ -16,7 +16,7 @@ import torch
 from edgekit.data import synthetic
 from edgekit.data.metrics import accuracy
 from edgekit.data.npz import GazeSet
-from edgekit.evalset import model_inputs, to_vectors
+from edgekit.evalset import model_inputs, render_options, to_vectors
 from edgekit.models.card import ModelCard
 from edgekit.models.evaluate import preprocessed_images, sequence_windows
 from edgekit.models.io import load_into, read_state_dict
@@ -39,16 +39,13 @@ def is_temporal(card: ModelCard) -> bool:
     return card.image_input.layout == "NTCHW"
 
 
-def takes_head_pose(card: ModelCard) -> bool:
-    return any(s.source == "head_pose" for s in card.inputs)
-
-
 def val_set(card: ModelCard) -> GazeSet:
-    """The held-out validation set of a card: 'val' seed, the card's input size, head pose where the model takes it."""
+    """The held-out validation set of a card: 'val' seed, the card's input size, head pose and views where the model
+    takes them."""
     if is_temporal(card):
         return synthetic.synthetic_sequences(VAL_SEQUENCES, SEQUENCE_LENGTH, synthetic.SEEDS["val"], card.image_size,
                                              role="val")
-    return synthetic.standard_set("val", VAL_IMAGES, card.image_size, head_pose=takes_head_pose(card))
+    return synthetic.standard_set("val", VAL_IMAGES, card.image_size, **render_options(card))
 
 
 def temporal_windows(seqs: GazeSet, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@
 Each class follows the structure its paper describes (the facts: layer kinds, order, where head pose
 enters, how the output is formed), at widths small enough to train on edgekit's synthetic eyes in under
 a minute on one CPU thread. No code is copied from any implementation. Input is a 1x36x60 grayscale eye
-(the MPIIGaze normalised eye size), float32 NCHW, already normalised by edgekit's preprocessing.
+(the MPIIGaze normalised eye size), float32 NCHW, already normalised by edgekit's preprocessing; ITracker
+also takes the other eye, a face crop and a face grid (edgekit.data.views renders them).
 
 Constructor arguments are JSON-serialisable keywords with defaults, so edgekit can rebuild any of them
 from `arch="tests.zoo.models:ClassName"` plus the card's `arch_config`.
@@ -348,6 +349,47 @@ class SpatialTransformerGaze(nn.Module):
         return F.normalize(self.fc(self.cnn(warped)), dim=-1)
 
 
+class ITracker(nn.Module):
+    """Multi-input gaze network after Krafka, Khosla, Kellnhofer, Kannan, Bhandarkar, Matusik and Torralba, "Eye
+    tracking for everyone", CVPR 2016 (iTracker).
+
+    Kept: four inputs, the right and left eye crops, the face crop and the 25x25 face grid (where the face lies in
+    the camera frame); one eye CNN whose weights both eyes share, its two feature vectors concatenated into a fully
+    connected layer; a separate face CNN followed by two fully connected layers; two fully connected layers on the
+    flattened face grid; all three concatenated into two final fully connected layers.
+    Simplified: 3-layer conv+ReLU+max-pool CNNs at widths 8-16 on 36x60 eyes and a 32x32 face instead of the
+    AlexNet-like stacks on 224x224 crops; the head regresses a 3-D gaze vector (L2-normalised in the graph) instead
+    of a 2-D point on the screen.
+    Inputs: right_eye (B, 1, 36, 60), left_eye (B, 1, 36, 60), face (B, 1, 32, 32), face_grid (B, 625).
+    Output (B, 3) unit gaze vector.
+    """
+
+    def __init__(self, width: int = 8, fc: int = 32, face_size: list = [32, 32], grid: int = 25,
+                 input_size: list = EYE_SIZE):
+        super().__init__()
+        w = width
+
+        def cnn(pooled: tuple[int, int]) -> nn.Sequential:
+            # the pooled size divides the 9x15 eye / 8x8 face maps, so every exporter takes it as a fixed-kernel pool
+            return nn.Sequential(nn.Conv2d(1, w, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(w, 2 * w, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(2 * w, 2 * w, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(pooled), nn.Flatten())
+
+        self.eye = cnn((3, 5))  # shared by both eyes, as in the paper
+        self.fc_eyes = nn.Sequential(nn.Linear(2 * 2 * w * 15, fc), nn.ReLU())
+        self.face = cnn((2, 2))
+        self.fc_face = nn.Sequential(nn.Linear(2 * w * 4, fc), nn.ReLU(), nn.Linear(fc, fc // 2), nn.ReLU())
+        self.fc_grid = nn.Sequential(nn.Linear(grid * grid, fc), nn.ReLU(), nn.Linear(fc, fc // 2), nn.ReLU())
+        self.fc1 = nn.Linear(fc + fc // 2 + fc // 2, fc)
+        self.fc2 = nn.Linear(fc, 3)
+
+    def forward(self, right_eye: torch.Tensor, left_eye: torch.Tensor, face: torch.Tensor,
+                face_grid: torch.Tensor) -> torch.Tensor:
+        eyes = self.fc_eyes(torch.cat([self.eye(right_eye), self.eye(left_eye)], dim=1))
+        x = torch.cat([eyes, self.fc_face(self.face(face)), self.fc_grid(face_grid)], dim=1)
+        return F.normalize(self.fc2(F.relu(self.fc1(x))), dim=-1)
+
+
 ZOO = {
     "mpiigaze_lenet": MPIIGazeLeNet,
     "preact_resnet_gaze": PreActResNetGaze,
@@ -356,4 +398,5 @@ ZOO = {
     "gaze_transformer": GazeTransformer,
     "gaze360_temporal": Gaze360Temporal,
     "stn_gaze": SpatialTransformerGaze,
+    "itracker": ITracker,
 }

@@ -1,17 +1,18 @@
 """The test model zoo: committed weights + cards load through edgekit's loaders and reproduce their cards' numbers.
 
-No training here (scripts/train_zoo.py makes the weights). The slow smoke tests record what
-`edgekit.compile(..., "onnx")` does with each architecture today, including known edgekit gaps: they
-assert the observed outcome, so a change in either direction shows up.
+No training here (scripts/train_zoo.py makes the weights). What each model gives on every target is the zoo matrix
+(benchmarks/zoo.md); tests/zoo/test_zoo_matrix.py rebuilds two cells per model and compares them with it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import torch
 
+from edgekit.evalset import render_options
 from edgekit.models.card import ModelCard
 from edgekit.models.io import sha256_file
 from tests.zoo import measure, models
@@ -21,12 +22,12 @@ NAMES = sorted(models.ZOO)
 
 @pytest.fixture(scope="module")
 def val_sets():
-    """Validation sets by (temporal, head_pose), rendered once per module (they are small)."""
+    """Validation sets by (temporal, what the renderer draws), rendered once per module (they are small)."""
     return {}
 
 
 def _val(card: ModelCard, cache: dict):
-    key = (measure.is_temporal(card), measure.takes_head_pose(card))
+    key = (measure.is_temporal(card), json.dumps(render_options(card), sort_keys=True))
     if key not in cache:
         cache[key] = measure.val_set(card)
     return cache[key]
@@ -73,36 +74,3 @@ def test_constructor_args_are_json_keywords():
         for p in inspect.signature(cls).parameters.values():
             assert p.default is not inspect.Parameter.empty, f"{cls.__name__}.{p.name} needs a default"
             json.dumps(p.default)
-
-
-# What edgekit.compile(weights, "onnx", card=..., arch=...) does with each zoo model today (the "before" state).
-# "pass": compiles and passes its gates; otherwise a substring of the error it raises.
-ONNX_OUTCOME = {
-    "mpiigaze_lenet": "pass",
-    "preact_resnet_gaze": "pass",
-    "l2cs_bins": "pass",
-    "mobilegaze": "pass",
-    "gaze_transformer": "pass",
-    "gaze360_temporal": "pass",  # its card says output.frame: middle (the window's centre frame)
-    # known gap: the onnx recipe's opset 17 has no AffineGrid (a copy of onnx.yaml at opset 20 exports and passes)
-    "stn_gaze": "aten::affine_grid_generator (in module (top level)) is not supported by the ONNX exporter at opset 17; "
-                "fix: set `export_onnx: {opset: 20}` in the recipe",
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_onnx_compile_outcome(name, tmp_path):
-    import edgekit
-
-    card = ModelCard.load(measure.card_path(name))
-    expected = ONNX_OUTCOME[name]
-    try:
-        result = edgekit.compile(str(measure.weights_path(name)), "onnx", card=str(measure.card_path(name)),
-                                 arch=card.arch, out=tmp_path / "out")
-    except Exception as exc:  # noqa: BLE001 - the observed failure is the point
-        assert expected != "pass", f"{name}: compile raised {type(exc).__name__}: {exc}"
-        assert expected in str(exc), f"{name}: compile raised {type(exc).__name__}: {exc}"
-        return
-    outcome = "pass" if result.passed else "gate fail"
-    assert outcome == expected, f"{name}: compile finished with {outcome}"

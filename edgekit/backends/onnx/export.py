@@ -80,6 +80,14 @@ def unsupported_op_location(module, args, op: str) -> str:
     return "unknown module"
 
 
+# fixes for the exporter's "ONNX export of operator X, <condition>" refusals
+_EXPORT_FIXES = {
+    "adaptive_avg_pool2d": "give AdaptiveAvgPool2d an output size that divides its input size (the exporter turns it "
+                           "into a fixed-kernel AvgPool), or pool with nn.AvgPool2d",
+    "adaptive_max_pool2d": "give AdaptiveMaxPool2d an output size that divides its input size, or pool with nn.MaxPool2d",
+}
+
+
 def _export(module, args, path: Path, opset: int, names: list[str], out_name: str, axes) -> None:
     import torch
 
@@ -136,6 +144,12 @@ class ExportOnnx(Pass):
                        "replace that layer with supported ops")
                 raise BadInputError(f"export_onnx: operator {op} (in module {where}) is not supported by the ONNX exporter at "
                                     f"opset {match.group(2)}; fix: {fix}") from None
+            match = re.search(r"ONNX export of operator (\w+), ([^.]*)", text)
+            if match:  # an operator the exporter takes only in some configurations
+                op, why = match.groups()
+                where = unsupported_op_location(module, args, f"aten::{op}")
+                raise BadInputError(f"export_onnx: operator {op} (in module {where}) cannot be exported: {why.strip()}; fix: "
+                                    f"{_EXPORT_FIXES.get(op, 'replace that layer with supported ops')}") from None
             raise BadInputError(f"export_onnx failed: {text.strip().splitlines()[0][:300]}; fix: check the model traces "
                                 "with torch.jit.trace") from None
         model = onnx.load(str(path))
