@@ -22,12 +22,13 @@ from edgekit.report.build import step_rows
 from edgekit.report.model import Report
 
 VERSION = 2  # bump when the report's content changes for the same inputs
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # edgekit/, not edgekit/report/: every backend decides a report
 
 
 @functools.cache
 def code_digest() -> str:
     """sha256 of edgekit's Python sources and target files: a changed backend or report must not reuse old reports."""
-    root = Path(__file__).resolve().parent
+    root = PACKAGE_ROOT
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts):
         h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())

@@ -8,7 +8,9 @@
    rescales what one spike of each channel stands for downstream by the least-squares gain between SNN rates and ANN
    activations (the best measured: benchmarks/snn.md); `bias` shifts each channel's bias by the mean rate gap; `scale`
    picks a per-layer threshold scale from a grid by the readout's error against the ANN.
-3. The last layer is a non-spiking integrator read as y = V_T / T; its bias gets the same mean correction.
+3. The last layer is a non-spiking integrator read as y = V_T / T; its bias gets the same mean correction. Its values
+   are the model's output in its card's convention: a gaze vector (L2-normalised when the model ends in F.normalize)
+   or pitch and yaw in radians (output_convention pitchyaw_rad; the host turns them into a vector, edgekit.evalset).
 """
 
 from __future__ import annotations
@@ -82,15 +84,17 @@ def through(net: SpikingNet, chain: list[int], per_channel: torch.Tensor) -> tor
 def convert(module: nn.Module, n_inputs: int, calib: torch.Tensor, *, timesteps: int = 32, reset: str = "subtract",
             percentile: float | None = 99.9, per_channel: bool = True, balance: str = "gain", v_init: float = 0.5,
             threshold_scale: float = 1.0, thresholds: dict[str, float] | None = None, delay: bool = False,
-            warmup: int = 0) -> SpikingNet:
+            warmup: int = 0, output_convention: str = "unit_vector", input_names: list[str] | None = None) -> SpikingNet:
     """Convert a BN-folded CNN (sequential or with residual blocks) into a SpikingNet calibrated on `calib`
     (preprocessed images, N x C x H x W). thresholds: per-layer thresholds by ReLU name (learned by the qcfs pass)
     instead of percentiles. delay: simulate (and balance) with one step of synaptic delay per layer, as Lava runs it; warmup: steps
-    between the readout's lag and its window."""
+    between the readout's lag and its window. output_convention: what the model outputs (unit_vector: a 3-D gaze vector;
+    pitchyaw_rad: pitch and yaw in radians, read out as they are)."""
     if balance not in ("none", "scale", "bias", "gain"):
         raise BadInputError(f"balance {balance!r}; fix: use none, scale, bias or gain")
     module = module.eval()
-    nodes, normalized = spiking_graph(module, n_inputs)
+    nodes, normalized = spiking_graph(module, n_inputs, input_names)
+    _check_readout(nodes, normalized, output_convention)
     acts = ann_walk(nodes, calib)
     with torch.no_grad():
         ref = module(calib)
@@ -108,6 +112,7 @@ def convert(module: nn.Module, n_inputs: int, calib: torch.Tensor, *, timesteps:
     specs = [_spec(node, i, nodes, acts, calib) for i, node in enumerate(nodes)]
     net = SpikingNet(layers=specs, weights=[None] * len(nodes), biases=[None] * len(nodes), input_shape=list(calib.shape[1:]),
                      timesteps=timesteps, reset=reset, v_init=v_init, normalize_output=normalized, delay=delay, warmup=warmup,
+                     output_convention=output_convention,
                      meta={"thresholds": [{"layer": nodes[i].name, "min": float(lam.min()), "max": float(lam.max())}
                                           for i, lam in lams.items()],
                            "learned_thresholds": bool(thresholds), "percentile": percentile,
@@ -122,6 +127,23 @@ def convert(module: nn.Module, n_inputs: int, calib: torch.Tensor, *, timesteps:
     elif balance == "gain":
         _gain_balance(net, acts, lams, calib, timesteps)
     return net
+
+
+def _check_readout(nodes: list[Node], normalized: bool, convention: str) -> None:
+    """The integrator readout carries the card's output: 3 values (a vector) or 2 (pitch, yaw in radians)."""
+    want = {"unit_vector": 3, "pitchyaw_rad": 2}.get(convention)
+    if want is None:
+        raise BadInputError(f"output convention {convention!r}; fix: use unit_vector or pitchyaw_rad")
+    last = nodes[-1]
+    m = last.module if last.kind != "add" else next((nodes[i].module for i in last.inputs if nodes[i].module is not None), None)
+    out = getattr(m, "out_features", getattr(m, "out_channels", None))
+    if out is not None and out != want:
+        raise BadInputError(f"layer {last.name} outputs {out} values but the card says {convention} ({want} values: "
+                            f"{'a 3-D gaze vector' if want == 3 else 'pitch and yaw in radians'}); fix: set the card's "
+                            "output.convention to match the model")
+    if normalized and convention == "pitchyaw_rad":
+        raise BadInputError(f"the model L2-normalises the output of layer {last.name}, but the card says pitchyaw_rad; fix: "
+                            "drop the final F.normalize for pitch/yaw, or set output.convention unit_vector")
 
 
 def _spec(node: Node, i: int, nodes: list[Node], acts: list, calib: torch.Tensor) -> dict:

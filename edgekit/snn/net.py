@@ -35,6 +35,7 @@ class SpikingNet:
     meta: dict = field(default_factory=dict)  # calibration details, thresholds (lambda) per layer
     delay: bool = False  # one step of synaptic delay per layer, as Lava runs the network (readout lags by the depth)
     warmup: int = 0  # steps run after the lag before the readout window opens (the delays leave transients)
+    output_convention: str = "unit_vector"  # the readout's meaning: a gaze vector, or pitchyaw_rad (pitch, yaw in radians)
 
     @property
     def weighted(self) -> list[int]:
@@ -79,6 +80,7 @@ class SpikingNet:
         return {"format_version": FORMAT_VERSION, "input_shape": self.input_shape, "timesteps": self.timesteps,
                 "reset": self.reset, "v_init": self.v_init, "normalize_output": self.normalize_output,
                 "readout": "integrator: y = V_T / T (no threshold, no reset)", "threshold": 1.0,
+                "output_convention": self.output_convention,
                 "layers": self.layers, "meta": self.meta} | ({"synaptic_delay": 1} if self.delay else {}) \
             | ({"readout_warmup": self.warmup} if self.warmup else {})
 
@@ -109,4 +111,5 @@ class SpikingNet:
                    biases=[tensors.get(f"{i}.bias") for i in range(n)], input_shape=spec["input_shape"],
                    timesteps=spec["timesteps"], reset=spec["reset"], v_init=spec["v_init"],
                    normalize_output=spec["normalize_output"], meta=spec.get("meta", {}),
-                   delay=bool(spec.get("synaptic_delay", 0)), warmup=int(spec.get("readout_warmup", 0)))
+                   delay=bool(spec.get("synaptic_delay", 0)), warmup=int(spec.get("readout_warmup", 0)),
+                   output_convention=spec.get("output_convention", "unit_vector"))

@@ -70,8 +70,24 @@ def _dataset(group, name: str, value) -> None:
     group.create_dataset(name, data=data, track_times=False)
 
 
-def write_network(layers: list[QuantLayer], path: Path, steps: int) -> Path:
-    """Write the netx HDF5 (shapes as C,H,W: netx reverses them to x,y,channel; kernels in torch's layout)."""
+def layer_names(net: SpikingNet) -> list[str]:
+    """The SNN layer each quantised layer comes from (the input population carries the host encoder's output)."""
+    weighted = net.weighted
+    return [f"input ({net.layers[weighted[0]]['name']} on the host)"] + [net.layers[i]["name"] for i in weighted[1:]]
+
+
+def netx_names(layers: list[QuantLayer], names: list[str]) -> list[str]:
+    """One name per netx layer index (netx counts the flatten layers too): errors from netx map back to these."""
+    out = []
+    for lay, name in zip(layers, names):
+        out += [f"flatten before {name}"] if lay.flatten_before else []
+        out.append(name)
+    return out
+
+
+def write_network(layers: list[QuantLayer], path: Path, steps: int, names: list[str] | None = None) -> Path:
+    """Write the netx HDF5 (shapes as C,H,W: netx reverses them to x,y,channel; kernels in torch's layout). A failure
+    names the layer (names: one per layer, the SNN's)."""
     h5py = require("h5py", "writing netx HDF5 files")
     tmp = path.with_name(f".{path.name}.tmp")
     try:  # a failed write leaves neither the file nor its temporary
@@ -82,37 +98,47 @@ def write_network(layers: list[QuantLayer], path: Path, steps: int) -> Path:
             root = _no_times_group(f, "layer")
             index = 0
             for k, lay in enumerate(layers):
-                if lay.flatten_before:
-                    g = _no_times_group(root, str(index))
-                    _dataset(g, "type", "flatten")
-                    _dataset(g, "shape", [int(np.prod(layers[k - 1].out_shape))])
-                    index += 1
-                g = _no_times_group(root, str(index))
-                index += 1
-                _dataset(g, "type", {"input": "input", "conv": "conv", "dense": "dense"}[lay.kind])
-                _dataset(g, "shape", list(lay.out_shape))
-                neuron = _no_times_group(g, "neuron")
-                for key, val in (("type", "CUBA"), ("iDecay", 4096), ("vDecay", 0), ("vThMant", lay.vth), ("refDelay", 1),
-                                 ("gradedSpike", 0)):
-                    _dataset(neuron, key, val)
-                if lay.kind == "input":
-                    _dataset(g, "weight", int(lay.scale))
-                    _dataset(g, "bias", 0)
-                    continue
-                _dataset(g, "bias", lay.bias)
-                if lay.kind == "conv":
-                    _dataset(g, "weight", lay.weight)  # netx flips it and Lava convolves (flips again): torch's correlation
-                    _dataset(g, "stride", list(lay.stride))
-                    _dataset(g, "padding", list(lay.padding))
-                    _dataset(g, "dilation", [1, 1])
-                    _dataset(g, "groups", 1)
-                else:
-                    _dataset(g, "weight", lay.weight)
+                try:
+                    index = _write_layer(root, layers, k, lay, index)
+                except Exception as exc:  # noqa: BLE001 - named by layer, one line
+                    name = names[k] if names else f"#{k}"
+                    raise BadInputError(f"netx export failed at layer {name} ({lay.kind}, netx layer {index}): "
+                                        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                                        "; fix: check that layer's weights and shapes (to_snn output)") from None
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_layer(root, layers: list[QuantLayer], k: int, lay: QuantLayer, index: int) -> int:
+    """Layer k (and the flatten before it) as netx groups from `index`; returns the next index."""
+    if lay.flatten_before:
+        g = _no_times_group(root, str(index))
+        _dataset(g, "type", "flatten")
+        _dataset(g, "shape", [int(np.prod(layers[k - 1].out_shape))])
+        index += 1
+    g = _no_times_group(root, str(index))
+    index += 1
+    _dataset(g, "type", {"input": "input", "conv": "conv", "dense": "dense"}[lay.kind])
+    _dataset(g, "shape", list(lay.out_shape))
+    neuron = _no_times_group(g, "neuron")
+    for key, val in (("type", "CUBA"), ("iDecay", 4096), ("vDecay", 0), ("vThMant", lay.vth), ("refDelay", 1),
+                     ("gradedSpike", 0)):
+        _dataset(neuron, key, val)
+    if lay.kind == "input":
+        _dataset(g, "weight", int(lay.scale))
+        _dataset(g, "bias", 0)
+        return index
+    _dataset(g, "bias", lay.bias)
+    _dataset(g, "weight", lay.weight)  # conv: netx flips it and Lava convolves (flips again): torch's correlation
+    if lay.kind == "conv":
+        _dataset(g, "stride", list(lay.stride))
+        _dataset(g, "padding", list(lay.padding))
+        _dataset(g, "dilation", [1, 1])
+        _dataset(g, "groups", 1)
+    return index
 
 
 def read_network(path: Path, spec: dict) -> list[QuantLayer]:
@@ -157,17 +183,20 @@ def write_artifact(net: SpikingNet, folder: Path) -> tuple[Path, dict]:
     layers, notes = quantize(net)
     depth = len(layers) - 1
     start = depth + net.warmup  # the readout window opens after the delays and the warm-up
-    write_network(layers, folder / NETWORK, net.timesteps + start)
+    names = layer_names(net)
+    write_network(layers, folder / NETWORK, net.timesteps + start, names)
     first = net.weighted[0]
     save_file({"weight": net.weights[first].contiguous(), "bias": net.biases[first].contiguous()}, str(folder / ENCODER))
     enc = net.layers[first]
     spec = {"format_version": 1, "timesteps": net.timesteps, "delay_steps": depth, "warmup_steps": net.warmup,
             "readout_start": start, "steps": net.timesteps + start,
             "input_shape": net.input_shape, "input_scale": INPUT_SCALE, "normalize_output": net.normalize_output,
+            "output_convention": net.output_convention,
             "encoder": {"name": enc["name"], "stride": enc["stride"], "padding": enc["padding"]},
             "scales": [lay.scale for lay in layers], "readout": "(V(S+T) - V(S)) / (scale * T) of the last layer, S = readout_start (delays + warm-up)",
-            "layers": [{"kind": lay.kind, "shape": list(lay.out_shape), "vth": lay.vth, "spiking": lay.spiking}
-                       for lay in layers], "quantization": notes}
+            "layers": [{"kind": lay.kind, "name": name, "shape": list(lay.out_shape), "vth": lay.vth, "spiking": lay.spiking}
+                       for lay, name in zip(layers, names)], "netx_layers": netx_names(layers, names),
+            "quantization": notes}
     atomic_write_text(folder / SPEC, json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return folder, notes
 

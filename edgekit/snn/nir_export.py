@@ -37,7 +37,10 @@ def to_nir(net):
     edges.append((prev, "output"))
     meta = {"edgekit.reset": net.reset, "edgekit.v_init": float(net.v_init), "edgekit.timesteps": int(net.timesteps),
             **({"edgekit.synaptic_delay_steps": 1, "edgekit.readout_warmup": int(net.warmup)} if net.delay else {}),
-            "edgekit.readout": "integrator V_T / T, then L2-normalised" if net.normalize_output else "integrator V_T / T"}
+            "edgekit.output_convention": net.output_convention,
+            "edgekit.readout": ("integrator V_T / T, then L2-normalised" if net.normalize_output else
+                                "integrator V_T / T = (pitch, yaw) in radians" if net.output_convention == "pitchyaw_rad"
+                                else "integrator V_T / T")}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 

@@ -13,7 +13,7 @@ from edgekit.backends.base import Availability, Backend, SpikingSections
 from edgekit.backends.lava import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.lava.runner import WHY_NO_SPEED, FixedPointRunner, Seen, lava_check
 from edgekit.backends.lava.simulator import lava_available
-from edgekit.backends.snn.runner import dense_counts, error_curve, naive_curve, reference
+from edgekit.backends.snn.runner import dense_counts, error_curve, naive_curve, readout_vectors, reference
 from edgekit.data.metrics import angular_error_deg
 from edgekit.snn.counts import energy_section, spiking_counts
 from edgekit.snn.net import SpikingNet
@@ -62,7 +62,7 @@ class LavaBackend(SpikingSections, Backend):
             runner.run({"x": x})
         seen = runner.seen
         fixed = np.concatenate(seen.outputs)
-        fixed_err = float(angular_error_deg(fixed, truth).mean())
+        fixed_err = float(angular_error_deg(readout_vectors(fixed, spec.get("output_convention", "unit_vector")), truth).mean())
         xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
         curve, _ = error_curve(snn, xt, truth, ref_error, ref, tuple(sorted({4, 8, 16, 32, 64, snn.timesteps})))
         float_row = next(r for r in curve if r["timesteps"] == snn.timesteps)

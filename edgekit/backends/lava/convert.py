@@ -22,7 +22,8 @@ from edgekit.snn.netx import SPEC, write_artifact
 
 class ToNetx(Pass):
     name: ClassVar[str] = "to_netx"
-    version: ClassVar[int] = 3  # 2: the snn copy keeps the naive baseline; 3: readout_start (warm-up) in lava.json
+    version: ClassVar[int] = 4  # 2: the snn copy keeps the naive baseline; 3: readout_start (warm-up) in lava.json;
+    # 4: output_convention and layer names in lava.json
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.snn})
     produces: ClassVar[Format] = Format.lava
     summary: ClassVar[str] = "SNN -> netx HDF5 for Lava/Loihi 2: 8-bit weights, CUBA neurons (reset to zero), host-side encoder"

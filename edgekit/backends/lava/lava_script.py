@@ -75,6 +75,25 @@ def _stub_torch_only_modules() -> None:
         sys.modules[name] = module
 
 
+def load_network(network_cls, path: str, spec: dict):
+    """netx's Network, or exit 1 with one line on stderr naming the layer netx failed on (the index netx's _create was
+    at, mapped to the SNN layer through lava.json's netx_layers)."""
+    try:
+        return network_cls(net_config=path)
+    except Exception as exc:  # noqa: BLE001 - reported as one line, the caller raises it
+        index, tb = None, exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "_create" and "i" in tb.tb_frame.f_locals:
+                index = tb.tb_frame.f_locals["i"]
+            tb = tb.tb_next
+        names = spec.get("netx_layers") or []
+        name = names[index] if index is not None and index < len(names) else None
+        where = (f"netx layer {index}" + (f" ({name})" if name else "")) if index is not None else "the netx file"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"netx could not load {where}: {type(exc).__name__}: {msg}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(folder: str, inputs: str, out: str) -> None:
     _stub_torch_only_modules()
     from lava.lib.dl.netx.hdf5 import Network
@@ -87,7 +106,7 @@ def main(folder: str, inputs: str, out: str) -> None:
     S = spec.get("readout_start", D)  # the readout window opens after the delays and any warm-up
     block = S + T + D + 1
     bias_in = np.load(inputs)["input_bias"]  # (N, C, H, W) int
-    net = Network(net_config=os.path.join(folder, "network.net"))
+    net = load_network(Network, os.path.join(folder, "network.net"), spec)
     layers = list(net.layers)
     sinks = []
     for layer in layers[:-1]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.lava.simulator import lava_available, run_lava
-from edgekit.backends.snn.runner import normalize
+from edgekit.backends.snn.runner import normalize, readout_vectors
 from edgekit.data.metrics import angular_error_deg
 from edgekit.snn.fixed_point import input_bias, run_fixed
 from edgekit.snn.netx import SPEC, encoder_current, read_network
@@ -79,12 +79,13 @@ def lava_check(art, runner, inputs, truth: np.ndarray, samples: int) -> dict:
     res = run_lava(Path(art.path), runner.input_bias(x))
     spec = runner.spec
     lava_out = normalize((res.v_end - res.v_start) / 64 / (spec["scales"][-1] * spec["timesteps"]), spec["normalize_output"])
+    convention = spec.get("output_convention", "unit_vector")  # pitch/yaw readouts become vectors for the error
     # every layer must come back with the same shape; a missing or misshapen layer counts all its spikes as mismatched
     mismatched = [int((a != b).sum()) if a.shape == b.shape else int(max(a.size, b.size))
                   for a, b in zip(res.trains, trains)] + [int(t.size) for t in trains[len(res.trains):]]
     total = [int(a.sum()) for a in res.trains]
     readout_equal = bool(np.array_equal(res.v_end - res.v_start, runner.last.v_diff))
-    lava_err, mine_err = float(angular_error_deg(lava_out, truth[:samples]).mean()), float(angular_error_deg(mine, truth[:samples]).mean())
+    lava_err, mine_err = (float(angular_error_deg(readout_vectors(o, convention), truth[:samples]).mean()) for o in (lava_out, mine))
     match = sum(mismatched) == 0 and readout_equal
     return {"ran": True, "samples": len(x), "spikes_per_layer": total, "mismatched_spikes_per_layer": mismatched,
             "readout_equal": readout_equal, "match": match, "lava_error_deg": lava_err, "fixed_point_error_deg": mine_err,

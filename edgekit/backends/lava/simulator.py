@@ -84,6 +84,9 @@ def run_lava(folder: Path, input_bias: np.ndarray, timeout: float = 900) -> Lava
         wall = time.perf_counter() - started
         if proc.returncode != 0 or not out.exists():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            if last.startswith("netx could not load"):  # lava_script names the layer netx failed on
+                raise EdgekitError(f"Lava's simulator on {folder.name}: {last}; fix: re-export the network with to_netx "
+                                   "(netx builds input, conv, flatten and dense layers only)")
             raise EdgekitError(f"Lava's simulator failed on {folder.name} ({last}); fix: check `edgekit doctor` and the "
                                "netx file")
         data = np.load(out)

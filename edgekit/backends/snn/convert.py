@@ -22,7 +22,8 @@ from edgekit.torch_module import load_module
 
 class ToSNN(Pass):
     name: ClassVar[str] = "to_snn"
-    version: ClassVar[int] = 3  # 2: residual graphs, synaptic delay and readout warm-up; 3: the naive baseline gets the warm-up too
+    version: ClassVar[int] = 4  # 2: residual graphs, synaptic delay and readout warm-up; 3: the naive baseline gets the warm-up
+    # too; 4: pitch/yaw readouts (output_convention in snn.json)
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.snn
     summary: ClassVar[str] = "ANN -> rate-coded SNN: percentile thresholds, layer-wise balancing, IF neurons, integrator readout"
@@ -50,34 +51,47 @@ class ToSNN(Pass):
 
         if ctx.calib is None:
             raise BadInputError("to_snn needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
-        if ctx.card.output.convention != "unit_vector":
-            raise BadInputError(f"to_snn converts models that output a 3-D gaze vector, not {ctx.card.output.convention}; "
-                                "fix: use a vector-output model (the spiking readout is L2-normalised)")
-        if ctx.card.image_input.layout != "NCHW":
-            raise BadInputError(f"to_snn converts single-image (NCHW) models, not {ctx.card.image_input.layout} sequences; fix: "
-                                "convert a per-frame model such as TinyGaze")
         if self.warmup and not self.delay:
             raise BadInputError(f"to_snn warmup {self.warmup} without delay: the warm-up counts from Lava's delays; fix: set "
                                 "delay: true (the loihi targets) or warmup: 0")
         module, _ = load_module(src.path, trusted_arch=ctx.card.arch)
+        if ctx.card.image_input.layout != "NCHW":
+            raise BadInputError(_temporal_error(module, ctx.card))
         inputs = model_inputs(ctx.card, ctx.calib).take(self.calib_images)
         calib = torch.from_numpy(next(iter(inputs.arrays.values())))
-        n_inputs = len(ctx.card.inputs)
+        n_inputs, names = len(ctx.card.inputs), [s.name for s in ctx.card.inputs]
+        convention = ctx.card.output.convention  # unit_vector or pitchyaw_rad: the readout carries it as it is
         ctx.log(f"to_snn: calibrating thresholds on {len(calib)} images, T={self.timesteps}, reset {self.reset}")
         net = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=self.percentile,
                       per_channel=self.per_channel, balance=self.balance, v_init=self.v_init,
                       threshold_scale=self.threshold_scale, thresholds=src.meta.qcfs_thresholds, delay=self.delay,
-                      warmup=self.warmup)
+                      warmup=self.warmup, output_convention=convention, input_names=names)
         net.meta["calibration_set"] = {"source": ctx.calib.meta.get("source"), "digest": ctx.calib.digest(), "n": len(calib)}
         folder = net.save(out_dir / "snn")
         write_nir(net, folder / "model.nir")
         naive = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=None,
-                        per_channel=False, balance="none", v_init=0.0, delay=self.delay, warmup=self.warmup)
+                        per_channel=False, balance="none", v_init=0.0, delay=self.delay, warmup=self.warmup,
+                        output_convention=convention, input_names=names)
         naive.meta["baseline"] = ("naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
                                   + ("; the same delays and readout window" if self.delay else ""))
         naive.save(folder / "baseline")
         how = ("thresholds learned by qcfs" if src.meta.qcfs_thresholds else
                f"thresholds p{self.percentile or 'max'} per {'channel' if self.per_channel else 'layer'}")
         notes = [f"converted {len(populations(net)) + 1} layers to IF neurons (T={self.timesteps}, reset by {self.reset}, {how}, "
-                 f"balance {self.balance}) with an integrator readout"]
+                 f"balance {self.balance}) with an integrator readout"
+                 + (" of pitch and yaw in radians (the host converts them to a gaze vector)" if convention == "pitchyaw_rad"
+                    else "")]
         return Artifact.create(folder, Format.snn, src, notes=notes, timesteps=self.timesteps, reset=self.reset)
+
+
+def _temporal_error(module, card) -> str:
+    """One line for a sequence model: its input layout and the recurrent (or other temporal) layer by module path."""
+    from torch import nn
+
+    rec = next(((name, type(m).__name__) for name, m in module.named_modules()
+                if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN, nn.MultiheadAttention))), None)
+    what = f"; layer {rec[0]} ({rec[1]}) runs across frames" if rec else ""
+    return (f"input {card.image_input.name} is an {card.image_input.layout} frame sequence{what}: to_snn converts "
+            "single-image (NCHW) models, whose rate code spends its timesteps on one image; fix: convert a per-frame "
+            "model (such as TinyGaze, or this model's per-frame CNN exported as its own model) and run the temporal "
+            "part on the host")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.metrics import angular_error_deg
 from edgekit.evalset import to_vectors
 from edgekit.snn.counts import layer_macs
@@ -22,6 +23,16 @@ SWEEP = (4, 8, 16, 32, 64)
 
 def normalize(out: np.ndarray, on: bool) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12) if on else out
+
+
+def readout_vectors(out: np.ndarray, convention: str) -> np.ndarray:
+    """Readout values -> unit gaze vectors: pitch/yaw in radians through edgekit.data.gaze, a vector normalised."""
+    out = np.asarray(out, np.float64)
+    if convention == "pitchyaw_rad":
+        if out.shape[-1] != 2:
+            raise ValueError(f"a pitch/yaw readout has 2 values, not {out.shape[-1]}")
+        return pitchyaw_to_vector(out)
+    return normalize(out, True)
 
 
 class SnnRunner:
@@ -55,11 +66,12 @@ def reference(inputs, ref_out, card) -> tuple[np.ndarray, np.ndarray, float]:
 
 def error_curve(net, x: torch.Tensor, truth: np.ndarray, ref_error: float, ref_vectors: np.ndarray,
                 steps: tuple[int, ...] = SWEEP, count: bool = False):
-    """Mean angular error and increase over the ANN at each T, from one simulation of max(steps) steps."""
+    """Mean angular error and increase over the ANN at each T, from one simulation of max(steps) steps (the readout
+    turned into gaze vectors by the net's output convention)."""
     res = simulate(net, x, max(steps), record=steps, count=count)
     rows = []
     for t in steps:
-        out = normalize(res.outputs[t], True)
+        out = readout_vectors(res.outputs[t], net.output_convention)
         err = float(angular_error_deg(out, truth).mean())
         rows.append({"timesteps": t, "error_deg": err, "increase_deg": err - ref_error,
                      "diff_from_ann_mean_deg": float(angular_error_deg(out, ref_vectors).mean())})

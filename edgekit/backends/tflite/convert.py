@@ -12,6 +12,7 @@ onnx2tf needs TensorFlow (+2.5 GB, numpy 1.x pins) and tries to download calibra
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from importlib import metadata
 from pathlib import Path
@@ -132,14 +133,125 @@ class ToTFLite(Int8Options):
         base = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=range_observer_class().with_args(
             method=self.observer, percentile=self.percentile, eps=2**-12))
-        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-            dataclasses.replace(base, input_activation=act, output_activation=act))
+        quantizer = _quantizer_class()().set_global(dataclasses.replace(base, input_activation=act, output_activation=act))
         for lp in plan.float_layers:
             quantizer.set_module_name(lp.name, None)
-        # recurrent layers stay float (as to_coreml keeps the recurrence): litert-torch 0.10's GRU annotator also
-        # fails on a GRU called without an initial hidden state
-        quantizer.STATIC_OPS = [op for op in quantizer.STATIC_OPS if op != "gru_io_only"]
         return quantizer
+
+
+# Ops whose INT8 output LiteRT accepts with one scale and zero point only (the TFLite 8-bit quantization spec).
+# tflite/kernels/activations.cc refuses any other at prepare for SOFTMAX, LOGISTIC (1/256, -128) and LOG_SOFTMAX
+# (16/256, 127); TANH's reference kernel takes any, but XNNPACK's QS8 tanh only the spec's (1/128, 0).
+# Keyed by the aten op's name as torch.export writes it (softmax.int, _softmax.default, ...).
+FIXED_OUTPUT_QPARAMS = {"softmax": (1 / 256, -128), "_softmax": (1 / 256, -128), "sigmoid": (1 / 256, -128),
+                        "log_softmax": (16 / 256, 127), "_log_softmax": (16 / 256, 127), "tanh": (1 / 128, 0)}
+
+
+def _aten_name(node) -> str:
+    return getattr(node.target, "__name__", "").split(".")[0] if node.op == "call_function" else ""
+
+
+@functools.cache
+def _quantizer_class():
+    """litert-torch's PT2EQuantizer with two things fixed for edgekit's plan.
+
+    - Fixed-output ops: litert-torch 0.10 annotates only aten._softmax and aten.sigmoid with the fixed scale, but
+      torch.export writes F.softmax as aten.softmax.int: the softmax took its consumer's observed range and LiteRT
+      refused it at prepare (`output->params.scale not near 1.f / 256`). After litert-torch's own annotation and its
+      propagation through view/permute/mean, every op in FIXED_OUTPUT_QPARAMS whose input is quantized gets the output
+      quantization LiteRT requires (then propagated on the same way); one with a float input stays float.
+    - set_module_name(name, None) leaves that module float, fixed-output ops included: litert-torch 0.10 asserts on
+      None, and its module-name filter reads the name from nn_module_stack's keys ('L__self___fc_yaw' -> 'fc.yaw'),
+      which torch 2.13 no longer writes, so no plan layer returned to float stayed float; edgekit matches the paths.
+    Recurrent layers stay float (as to_coreml keeps the recurrence): litert-torch 0.10's GRU annotator also fails on a
+    GRU called without an initial hidden state."""
+    import torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.pt2e_quantizer_utils import _is_annotated, propagate_annotation
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec, QuantizationAnnotation
+
+    def quantized_output(node) -> bool:
+        annotation = node.meta.get("quantization_annotation") if hasattr(node, "meta") else None
+        return annotation is not None and annotation._annotated and annotation.output_qspec is not None
+
+    class EdgekitPT2EQuantizer(pt2e_quantizer.PT2EQuantizer):
+        STATIC_OPS = [op for op in pt2e_quantizer.PT2EQuantizer.STATIC_OPS if op not in ("gru_io_only", "fixed_qparams")]
+
+        def set_module_name(self, module_name, quantization_config):
+            self.module_name_config[module_name] = quantization_config
+            return self
+
+        def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
+            return model if quantization_config is None else super()._annotate_all_static_patterns(
+                model, quantization_config, filter_fn)
+
+        def _annotate_for_static_quantization_config(self, model):
+            for name, config in self.module_name_config.items():
+                self._annotate_all_static_patterns(model, config, _in_module(name))
+            for module_type, config in self.module_type_config.items():
+                self._annotate_all_static_patterns(model, config, pt2e_quantizer._get_module_type_filter(module_type))
+            special = [_in_module(name) for name in self.module_name_config] + \
+                [pt2e_quantizer._get_module_type_filter(t) for t in self.module_type_config]
+            return self._annotate_all_static_patterns(model, self.global_config, lambda n: not any(f(n) for f in special))
+
+        def annotate(self, model):
+            model = super().annotate(model)
+            if self.global_config is None or self.global_config.input_activation is None:
+                return model  # dynamic quantization: no activation scales at all
+            in_float_module = [_in_module(name) for name, config in self.module_name_config.items() if config is None]
+            for node in model.graph.nodes:
+                name = _aten_name(node)
+                if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or not quantized_output(node.args[0]) \
+                        or any(f(node) for f in in_float_module):
+                    continue
+                scale, zero_point = FIXED_OUTPUT_QPARAMS[name]
+                spec = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=scale, zero_point=zero_point, quant_min=-128,
+                                                    quant_max=127, qscheme=torch.per_tensor_affine)
+                node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=spec, _annotated=True)
+            propagate_annotation(model)  # on through a view or permute after it, as litert-torch does for the others
+            return model
+
+    return EdgekitPT2EQuantizer
+
+
+def _in_module(name: str):
+    """Node filter: the node runs inside module `name` (a full path, as the plan names layers)."""
+    def inside(node) -> bool:
+        return any(path.replace("L['self'].", "") == name for path, _ in (node.meta.get("nn_module_stack") or {}).values())
+    return inside
+
+
+def node_location(node) -> str:
+    """Where an exported op comes from: the full module path that calls it (torch.export's nn_module_stack) and the
+    source line, e.g. `module fc_pitch (tests/zoo/models.py:145)` or `the top-level module (models.py:145)`."""
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [path for path, _ in stack.values() if path]
+    module = "module " + paths[-1].replace("L['self'].", "") if paths else "the top-level module"
+    trace = [line for line in (node.meta.get("stack_trace") or "").splitlines() if line.strip().startswith("File ")]
+    match = re.search(r'File "([^"]+)", line (\d+)', trace[-1]) if trace else None
+    if match:
+        file = Path(match.group(1))
+        file = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else Path(file.name)
+        return f"{module} ({file}:{match.group(2)})"
+    return module
+
+
+def fixed_output_decisions(prepared) -> list[str]:
+    """One line per op with a LiteRT-fixed INT8 output: quantized with that scale, or kept float and why."""
+    lines = []
+    for node in prepared.graph.nodes:
+        name = _aten_name(node)
+        if name not in FIXED_OUTPUT_QPARAMS:
+            continue
+        annotation = node.meta.get("quantization_annotation")
+        op = f"{name.lstrip('_')} `{node.name}` in {node_location(node)}"
+        if annotation is not None and annotation.output_qspec is not None:
+            scale, zero = FIXED_OUTPUT_QPARAMS[name]
+            lines.append(f"{op}: INT8 with the output quantization LiteRT requires (scale 1/{round(1 / scale)}, zero "
+                         f"point {zero}), not the observed range")
+        else:
+            lines.append(f"{op} kept float: its input is float (no INT8 producer, or a float layer)")
+    return lines
 
 
 def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
@@ -157,6 +269,7 @@ def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     try:
         with quiet():
             prepared = prepare_pt2e(exported, quantizer)
+            decisions += fixed_output_decisions(prepared)
             calibrate_observers(prepared, samples)
             return convert_pt2e(prepared, fold_quantize=False), decisions
     except Exception as exc:

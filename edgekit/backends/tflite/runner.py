@@ -8,12 +8,15 @@ come from the model's own tensors, the same place the sidecar is written from.
 from __future__ import annotations
 
 import functools
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgekit._optional import require
 from edgekit.backends.tflite import graph as tflite_graph
+from edgekit.errors import BadInputError
 from edgekit.quiet import quiet
 
 
@@ -29,7 +32,8 @@ class LiteRTRunner:
     def __init__(self, path: Path, threads: int = 1):
         interpreter = require("ai_edge_litert.interpreter", "running TFLite artifacts")
         self.threads = threads
-        with quiet():  # it prints "Created TensorFlow Lite XNNPACK delegate for CPU"
+        self.path = Path(path)
+        with quiet(), _litert_errors(self.path, "prepare"):  # it prints "Created TensorFlow Lite XNNPACK delegate for CPU"
             self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         self.inputs = _inputs_in_argument_order(self.interpreter)
@@ -41,12 +45,42 @@ class LiteRTRunner:
         for i in range(len(arrays[0])):
             for detail, array in zip(self.inputs, arrays):
                 self.interpreter.set_tensor(detail["index"], _quantize(array[i:i + 1], detail))
-            self.interpreter.invoke()
+            with _litert_errors(self.path, "invoke"):
+                self.interpreter.invoke()
             outs.append(_dequantize(self.interpreter.get_tensor(self.output["index"]), self.output))
         return np.concatenate(outs).astype(np.float64)
 
     def describe(self) -> str:
         return f"LiteRT interpreter (ai-edge-litert {runtime_version()}) with the XNNPACK delegate, {self.threads} thread(s)"
+
+
+_NODE = re.compile(r"Node number (\d+) \((\w+)\) failed to (\w+)")
+# the output quantization LiteRT's INT8 kernels require (to_tflite's FIXED_OUTPUT_QPARAMS gives each op its own)
+_FIXED_OUTPUT = {"SOFTMAX": "1/256, zero point -128", "LOGISTIC": "1/256, zero point -128",
+                 "LOG_SOFTMAX": "16/256, zero point 127", "TANH": "1/128, zero point 0"}
+
+
+def litert_error(exc: BaseException, path: Path, stage: str) -> BadInputError:
+    """LiteRT's RuntimeError (`tflite/kernels/activations.cc:560 output->params.scale not near 1.f / 256 (...)Node
+    number 11 (SOFTMAX) failed to prepare.`) as one line naming the node, its op, the kernel's check and a fix."""
+    text = " ".join(str(exc).split())
+    match = _NODE.search(text)
+    check = text[:match.start()].strip() if match else text
+    where = f"node {match.group(1)} ({match.group(2)})" if match else "a node"
+    stage = match.group(3) if match else stage
+    required = _FIXED_OUTPUT.get(match.group(2)) if match else None
+    fix = (f"LiteRT's INT8 {match.group(2)} needs output scale {required}: keep the layer that feeds it float "
+           "(keep_float in the recipe) or use the tflite-fp16 target" if required else
+           "try another tflite target (tflite, tflite-fp16), or report it with the model and the recipe")
+    return BadInputError(f"{path.name}: LiteRT could not {stage} {where}: {check[:240] or type(exc).__name__}; fix: {fix}")
+
+
+@contextmanager
+def _litert_errors(path: Path, stage: str):
+    try:
+        yield
+    except (RuntimeError, ValueError) as exc:
+        raise litert_error(exc, path, stage) from None
 
 
 def _inputs_in_argument_order(interpreter) -> list[dict]:

@@ -1,0 +1,235 @@
+"""TFLite INT8 ops whose output quantization LiteRT fixes (SOFTMAX, LOGISTIC, LOG_SOFTMAX, TANH): to_tflite gives them
+the scale and zero point the kernels require (a softmax that took an observed range crashed LiteRT at prepare), a
+kept-float layer is left float without crashing, and a LiteRT error at prepare or invoke is one line with a fix."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekit._optional import require
+from edgekit.backends.tflite import graph as tflite_graph
+from edgekit.backends.tflite.convert import FIXED_OUTPUT_QPARAMS, ToTFLite, _aten_name, _convert, _export, _quantize_pt2e
+from edgekit.backends.tflite.runner import LiteRTRunner, litert_error
+from edgekit.errors import BadInputError
+from edgekit.quant.plan import LayerPlan, QuantPlan
+from edgekit.quiet import quiet
+
+litert_torch = require("litert_torch", "TFLite tests")
+
+SHAPE = (1, 1, 12, 20)
+
+
+class SoftmaxExpectationHead(nn.Module):
+    """L2CS-style: a small conv backbone, two linear heads of bin scores, each angle the softmax expectation over
+    the bin centres (tests/zoo/models.py's L2CSBins in miniature, plain torch)."""
+
+    def __init__(self, bins: int = 12, act: str = "softmax"):
+        super().__init__()
+        self.act = act
+        self.backbone = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc_pitch = nn.Linear(16, bins)
+        self.fc_yaw = nn.Linear(16, bins)
+        self.fc_out = nn.Linear(bins, 1)
+        self.register_buffer("centres", torch.tensor([math.radians(-3 * bins / 2 + 3 * (i + 0.5)) for i in range(bins)]),
+                             persistent=False)
+
+    def angle(self, logits):
+        if self.act == "softmax":
+            return (F.softmax(logits, dim=1) * self.centres).sum(dim=1, keepdim=True)
+        fn = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "log_softmax": lambda t: F.log_softmax(t, dim=1)}[self.act]
+        return self.fc_out(fn(logits))
+
+    def forward(self, x):
+        f = self.backbone(x)
+        return torch.cat([self.angle(self.fc_pitch(f)), self.angle(self.fc_yaw(f))], dim=1)
+
+
+def _model(act: str = "softmax") -> nn.Module:
+    torch.manual_seed(0)
+    model = SoftmaxExpectationHead(act=act).eval()
+    with torch.no_grad():  # confident enough bins that the expectation moves with the input
+        model.fc_pitch.weight.mul_(40)
+        model.fc_yaw.weight.mul_(40)
+    return model
+
+
+def _samples(n: int, seed: int = 0) -> torch.Tensor:
+    """Brightness ramps of random direction and strength plus noise: images whose features differ."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, SHAPE[2]), np.linspace(-1, 1, SHAPE[3]), indexing="ij")
+    a, b = rng.uniform(-1, 1, (2, n, 1, 1, 1))
+    x = a * xx + b * yy + 0.2 * rng.standard_normal((n, *SHAPE[1:]))
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def _to_int8_tflite(model: nn.Module, path: Path, plan: QuantPlan | None = None,
+                    calib: torch.Tensor | None = None) -> tuple[Path, list[str]]:
+    """to_tflite's INT8 route without a card or calibration set: edgekit's quantizer, PT2E, litert-torch, float input."""
+    from litert_torch.quantize import quant_config
+
+    calib = _samples(64, seed=1) if calib is None else calib
+    args = (torch.zeros(1, *calib.shape[1:]),)
+    quantizer = ToTFLite(precision="int8")._quantizer(plan or QuantPlan())
+    converted, decisions = _quantize_pt2e(model, args, quantizer, [(calib[i:i + 1],) for i in range(len(calib))])
+    edge = _convert(litert_torch, converted, args, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer),
+                    original=model)
+    with quiet():
+        edge.export(str(path))
+    flat = tflite_graph.read(path)
+    tflite_graph.float_inputs(flat)
+    tflite_graph.write(flat, path)
+    return path, decisions
+
+
+def _op_outputs(runner: LiteRTRunner, op: str) -> list[tuple[str, tuple[float, int]]]:
+    tensors = runner.interpreter.get_tensor_details()
+    return [(tensors[o]["dtype"].__name__, tensors[o]["quantization"]) for d in runner.interpreter._get_ops_details()
+            if d["op_name"] == op for o in d["outputs"]]
+
+
+def test_softmax_int_gets_litert_fixed_output_quantization():
+    """torch.export writes F.softmax as aten.softmax.int, which litert-torch 0.10's own fixed-qparams annotator misses."""
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+
+    model = _model()
+    quantizer = ToTFLite(precision="int8")._quantizer(QuantPlan())
+    graph = quantizer.annotate(quantizer.transform_for_annotation(_export(model, (torch.zeros(SHAPE),)).module()))
+    softmaxes = [n for n in graph.graph.nodes if _aten_name(n) in FIXED_OUTPUT_QPARAMS]
+    assert [str(n.target) for n in softmaxes] == ["aten.softmax.int", "aten.softmax.int"]
+    for node in softmaxes:
+        spec = node.meta["quantization_annotation"].output_qspec
+        assert isinstance(spec, FixedQParamsQuantizationSpec)
+        assert (spec.scale, spec.zero_point, spec.dtype) == (1 / 256, -128, torch.int8)
+
+
+class ReshapedSoftmax(nn.Module):
+    """A softmax behind a view (quantized only once litert-torch propagates the linear's range through the view) and a
+    sigmoid on the raw input (float: nothing quantizes its input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 12)
+
+    def forward(self, x):
+        p = F.softmax(self.fc(x).view(-1, 2, 6), dim=2).reshape(-1, 12)
+        return p + torch.sigmoid(x).sum(dim=1, keepdim=True)
+
+
+def _annotated(model, args, plan=None):
+    quantizer = ToTFLite(precision="int8")._quantizer(plan or QuantPlan())
+    graph = quantizer.annotate(quantizer.transform_for_annotation(_export(model, args).module()))
+    return {_aten_name(n): n.meta.get("quantization_annotation") for n in graph.graph.nodes
+            if _aten_name(n) in FIXED_OUTPUT_QPARAMS}
+
+
+def test_fixed_output_after_a_view_is_quantized_and_one_on_a_float_input_is_not():
+    found = _annotated(ReshapedSoftmax().eval(), (torch.zeros(1, 4),))
+    assert (found["softmax"].output_qspec.scale, found["softmax"].output_qspec.zero_point) == (1 / 256, -128)
+    assert found["sigmoid"] is None  # its input is the float model input
+
+
+def test_a_float_layer_from_the_plan_is_accepted():
+    """set_module_name(name, None) leaves the layer float (litert-torch 0.10 asserts on None)."""
+    plan = QuantPlan(layers=[LayerPlan(name="fc_yaw", op="Gemm", node="fc_yaw", macs=192, weights=192, int8=False)])
+    quantizer = ToTFLite(precision="int8")._quantizer(plan)
+    assert quantizer.module_name_config == {"fc_yaw": None}
+
+
+def test_litert_prepare_error_is_one_line_naming_node_op_and_fix(tmp_path):
+    exc = RuntimeError("tflite/kernels/activations.cc:560 output->params.scale not near 1.f / 256 (0.001738 != "
+                       "0.003906)Node number 11 (SOFTMAX) failed to prepare.\n")
+    msg = str(litert_error(exc, tmp_path / "model.tflite", "prepare"))
+    assert "\n" not in msg
+    assert msg.startswith("model.tflite: LiteRT could not prepare node 11 (SOFTMAX): tflite/kernels/activations.cc:560")
+    assert "; fix: " in msg and "1/256, zero point -128" in msg and "keep_float" in msg
+    other = str(litert_error(RuntimeError("something else"), tmp_path / "m.tflite", "invoke"))
+    assert other.startswith("m.tflite: LiteRT could not invoke a node: something else; fix: ")
+
+
+def test_runner_turns_a_broken_file_into_bad_input(tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(BadInputError) as err:
+        LiteRTRunner(bad)
+    assert "LiteRT could not prepare" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_softmax_expectation_head_runs_in_litert_and_matches_float(tmp_path):
+    model = _model()
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite")
+    runner = LiteRTRunner(path)  # crashed here before: SOFTMAX failed to prepare
+    assert _op_outputs(runner, "SOFTMAX") == [("int8", (1 / 256, -128))] * 2
+    x = _samples(32, seed=2)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = runner.run({"image": x.numpy()})
+    assert np.ptp(ref, axis=0).min() > 0.05, "the head must respond to the input for the comparison to mean anything"
+    assert np.abs(out - ref).max() < 0.02  # radians: about 1 degree, on a +-18 degree bin range
+    assert sum("INT8 with the output quantization LiteRT requires (scale 1/256, zero point -128)" in d
+               for d in decisions) == 2
+    assert all("the top-level module (" in d and "test_fixed_output.py:" in d for d in decisions if "softmax" in d)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act, op, qparams, tol", [("sigmoid", "LOGISTIC", (1 / 256, -128), 0.05),
+                                                   ("tanh", "TANH", (1 / 128, 0), 0.05),
+                                                   ("log_softmax", "LOG_SOFTMAX", (16 / 256, 127), 0.5)])
+def test_other_fixed_output_ops_run_with_the_required_quantization(tmp_path, act, op, qparams, tol):
+    model = _model(act)
+    path, _ = _to_int8_tflite(model, tmp_path / "m.tflite")
+    runner = LiteRTRunner(path)
+    assert _op_outputs(runner, op) == [("int8", qparams)] * 2
+    x = _samples(16, seed=2)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(runner.run({"image": x.numpy()}) - ref).max() < tol
+
+
+@pytest.mark.slow
+def test_softmax_behind_a_view_runs_in_litert(tmp_path):
+    model = ReshapedSoftmax().eval()
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 2, (64, 4)).astype(np.float32))
+    path, _ = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x)
+    runner = LiteRTRunner(path)
+    assert _op_outputs(runner, "SOFTMAX") == [("int8", (1 / 256, -128))]
+    with torch.no_grad():
+        ref = model(x[:16]).numpy()
+    assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05
+
+
+@pytest.mark.slow
+def test_float_layer_before_a_softmax_keeps_it_float_and_runs(tmp_path):
+    """A plan layer returned to float feeds its softmax a float input: the softmax stays float (named in the
+    decisions), the other head's stays INT8, and LiteRT runs the mix."""
+    model = _model()
+    plan = QuantPlan(layers=[LayerPlan(name="fc_yaw", op="Gemm", node="fc_yaw", macs=192, weights=192, int8=False)])
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", plan)
+    runner = LiteRTRunner(path)
+    assert sorted(_op_outputs(runner, "SOFTMAX")) == [("float32", (0.0, 0)), ("int8", (1 / 256, -128))]
+    assert sum("kept float: its input is float" in d for d in decisions) == 1
+    x = _samples(16, seed=2)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(runner.run({"image": x.numpy()}) - ref).max() < 0.02
+
+
+@pytest.mark.slow
+def test_l2cs_bins_zoo_model_compiles_for_tflite_int8(tmp_path):
+    """The zoo's L2CS model (softmax expectation heads) gets a report with gates, not a LiteRT crash."""
+    import edgekit.compiler as ek
+
+    weights = Path(__file__).parents[2] / "zoo" / "weights"
+    res = ek.compile(str(weights / "l2cs_bins.safetensors"), "tflite-int8", card=weights / "l2cs_bins.card.json",
+                     arch="tests.zoo.models:L2CSBins", out=tmp_path / "l2cs", cache=False)
+    assert res.report.gates and res.report.passed, [g for g in res.report.gates if not g.passed]
+    assert res.report.accuracy.error_increase_deg <= 0.3
+    assert res.report.runtime.op_histogram["SOFTMAX"] == 2
+    assert sum("softmax" in n and "scale 1/256" in n for n in res.report.notes) == 2
