@@ -33,6 +33,24 @@ def _prunable(module):
     return layers[:-1], layers[-1]  # the last layer produces the gaze: keep it whole
 
 
+def _failing_module(exc: BaseException, root) -> str:
+    """`module path (Class) at file:line`: the innermost frame of the model's own code in the traceback."""
+    import traceback
+
+    from torch import nn
+
+    names = {id(m): n for n, m in root.named_modules()}
+    tb, found = exc.__traceback__, "the model's forward"
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names and "/torch/" not in tb.tb_frame.f_code.co_filename:
+            where = traceback.extract_tb(tb, limit=1)[0]
+            found = (f"module {names[id(owner)] or '(top level)'} ({type(owner).__name__}) at "
+                     f"{Path(where.filename).name}:{where.lineno}")
+        tb = tb.tb_next
+    return found
+
+
 def _compressed_bytes(module) -> int:
     import numpy as np
 
@@ -44,7 +62,7 @@ def _compressed_bytes(module) -> int:
 
 class Prune(Pass):
     name: ClassVar[str] = "prune"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: stacked recurrent layers kept whole
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.torch
     summary: ClassVar[str] = "unstructured magnitude or structured channel pruning (torch-pruning), optional fine-tuning"
@@ -115,11 +133,24 @@ class Prune(Pass):
         example = tuple(torch.zeros(s.shape) for s in ctx.card.inputs)
         importance = {"l1": tp.importance.MagnitudeImportance(p=1), "l2": tp.importance.MagnitudeImportance(p=2),
                       "bn_scale": tp.importance.BNScaleImportance()}[self.importance]
+        # torch-pruning prunes only single-layer recurrent cells: stacked ones keep their widths (and so do their inputs)
+        stacked = [(n, m) for n, m in module.named_modules()
+                   if isinstance(m, torch.nn.RNNBase) and (m.num_layers > 1 or m.bidirectional)]
         try:
             pruner = tp.pruner.MetaPruner(module, example, importance=importance, pruning_ratio=self.amount,
-                                          ignored_layers=[last[1]])
+                                          ignored_layers=[last[1]] + [m for _, m in stacked])
             pruner.step()
         except Exception as exc:
             raise BadInputError(f"prune: torch-pruning could not trace the model ({str(exc).splitlines()[0][:200]}); "
                                 "fix: use method magnitude") from None
-        return f"prune: channel pruning of {self.amount:.0%} of channels by {self.importance} (torch-pruning, residual-aware)"
+        try:
+            with torch.no_grad():
+                module.eval()(*example)
+        except Exception as exc:  # a width torch-pruning cannot see: a reshape by a fixed head or token count
+            raise BadInputError(f"prune: after channel pruning the model fails in {_failing_module(exc, module)} "
+                                f"({str(exc).splitlines()[0][:160]}): torch-pruning cannot see that this code fixes a "
+                                "width (e.g. attention heads reshaped by a constant); fix: use method magnitude, or "
+                                "compute the shape from the tensor") from None
+        kept = f"; kept whole: {', '.join(n for n, _ in stacked)} (stacked or bidirectional recurrent)" if stacked else ""
+        return (f"prune: channel pruning of {self.amount:.0%} of channels by {self.importance} (torch-pruning, "
+                f"residual-aware){kept}")

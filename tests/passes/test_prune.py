@@ -92,3 +92,17 @@ def test_magnitude_sparsity_is_stored_sparse_in_core_ml(tmp_path):
                                      backend="coreml"), out=tmp_path / "d")
     assert rep.size["artifact"].value < 0.75 * dense.report.size["artifact"].value  # the zeros are not stored
     assert rep.accuracy.diff_from_reference.max_deg == pytest.approx(dense.report.accuracy.diff_from_reference.max_deg, abs=1e-6)
+
+
+def test_a_width_fixed_in_code_is_one_line_naming_the_module(tmp_path):
+    """Heads reshaped by a constant: torch-pruning removes channels the reshape needs; the pass names the module and line
+    instead of failing later in fine-tuning or export."""
+    from edgekit.errors import BadInputError
+    from edgekit.models.card import ModelCard
+    from tests.zoo import measure
+
+    card = ModelCard.load(measure.card_path("gaze_transformer"))
+    with pytest.raises(BadInputError, match=r"^prune: after channel pruning the model fails in module blocks.0.attn "
+                                            r"\(Attention\) at models.py:\d+ \(shape .* is invalid"):
+        ek.compile(str(measure.weights_path("gaze_transformer")), _recipe(tmp_path, "{method: channel, amount: 0.3}"),
+                   card=measure.card_path("gaze_transformer"), arch=card.arch, out=tmp_path / "o", cache=False)
