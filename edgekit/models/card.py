@@ -82,7 +82,9 @@ class Preprocessing(BaseModel):
         if imgs.shape[-1] == 1 and channels == 3:
             imgs = np.repeat(imgs, 3, axis=-1)
         x = imgs.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        # a fresh C-order copy: for one channel numpy would keep the NHWC strides, which torch reads as channels_last
+        # (a model's x.view(x.size(0), -1) after a conv then fails in the reference run)
+        return x.transpose(0, 3, 1, 2).copy(order="C")
 
 
 class ModelCard(BaseModel):

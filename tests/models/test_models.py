@@ -80,3 +80,17 @@ def test_plain_state_dict_file_loads(tmp_path):
     state = read_state_dict(tmp_path / "sd.pt")
     assert set(state) == set(m.state_dict())
     assert np.allclose(state["head.weight"].numpy(), m.head.weight.detach().numpy())
+
+
+def test_preprocessed_gray_images_are_plain_nchw_for_torch():
+    """One channel: numpy's transpose of NHWC keeps strides torch reads as channels_last, after which a model's
+    x.view(x.size(0), -1) behind a conv fails in the reference run; preprocessing hands over plain NCHW."""
+    import numpy as np
+    import torch
+
+    from edgekit.models.card import Preprocessing
+
+    x = torch.from_numpy(Preprocessing().apply(np.zeros((4, 36, 60), np.uint8), 1, (36, 60)))
+    assert x.stride() == (36 * 60, 36 * 60, 60, 1)
+    y = torch.nn.Conv2d(1, 4, 3)(x)
+    assert y.view(y.size(0), -1).shape == (4, 4 * 34 * 58)

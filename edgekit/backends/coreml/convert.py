@@ -78,26 +78,43 @@ class ToCoreML(Pass):
                 if not native or any(isinstance(m, torch.nn.GRU) for m in module.modules()):
                     raise
         args = tuple(torch.zeros(s.shape) for s in card.inputs)
-        hooks = self._activation_quantizers(module, ctx) if self.activations == "int8" else []
-        try:
-            with quiet():
-                traced = module if src.format == Format.torchscript else torch.jit.trace(module, args, check_trace=False)
+        ranges = self._activation_ranges(module, ctx) if self.activations == "int8" else {}
+        convert = dict(convert_to="mlprogram", inputs=self._inputs(ct, card),
+                       outputs=[ct.TensorType(name=card.output.name, dtype=np.float32)],
+                       minimum_deployment_target=getattr(ct.target, self.deployment_target),
+                       compute_precision=self._compute_precision(ct, bool(unrolled or native)),
+                       compute_units=getattr(ct.ComputeUnit, self.compute_units.upper()))
+        exported_note = None
+        try:  # the default, TorchScript: every model it converts keeps its package bytes
+            hooks = _quantizer_hooks(module, ranges, decomposed=False)
+            try:
+                with quiet():
+                    traced = module if src.format == Format.torchscript else torch.jit.trace(module, args, check_trace=False)
+            finally:
                 for h in hooks:
                     h.remove()
-                model = ct.convert(
-                    traced, convert_to="mlprogram",
-                    inputs=self._inputs(ct, card),
-                    outputs=[ct.TensorType(name=card.output.name, dtype=np.float32)],
-                    minimum_deployment_target=getattr(ct.target, self.deployment_target),
-                    compute_precision=self._compute_precision(ct, bool(unrolled or native)),
-                    compute_units=getattr(ct.ComputeUnit, self.compute_units.upper()))
+            with quiet():
+                model = ct.convert(traced, **convert)
         except Exception as exc:
             kind = _failing_torch_op(exc)
-            where = f" op {kind} (in module {unsupported_op_location(module, args, kind)})" if kind else " the model"
-            fix = ("compute the shape with -1 (x.flatten(1), x.reshape(-1, ...)) instead of sizes read from x.shape or "
-                   "x.size()" if kind == "int" else "replace the unsupported layer or pick another target")
-            raise BadInputError(f"to_coreml: coremltools could not convert{where} ({str(exc).strip().splitlines()[0][:240]}); "
-                                f"fix: {fix}") from None
+            if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+                raise self._refusal(module, args, kind, exc, None) from None
+            # the fallback, taken only when TorchScript conversion fails (so the choice is deterministic): the
+            # torch.export program coremltools recommends for torch 2, in which static shapes make x.shape[0] /
+            # x.size(0) plain integers (no aten::Int) and affine_grid becomes an explicit grid (MIL resample)
+            try:
+                model = self._convert_exported(ct, module, args, ranges, dict(  # a fresh FP16 op selector
+                    convert, compute_precision=self._compute_precision(ct, bool(unrolled or native))))
+            except BadInputError:
+                raise
+            except Exception as exported_exc:
+                raise self._refusal(module, args, kind, exc, exported_exc) from None
+            why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            exported_note = ("converted from a torch.export program (ATen dialect, affine_grid decomposed into an explicit "
+                             "sampling grid): TorchScript conversion failed" + (f" on op {kind}" if kind else "")
+                             + f" ({why})")
+        samplers = sorted({op.op_type for f in model._mil_program.functions.values() for op in f.operations
+                           if op.op_type in _SAMPLERS}) if self.precision == "fp16" and not (unrolled or native) else []
         model = self._compress(model, ct)
         self._fill_metadata(model, card, ctx)
         path = out_dir / "model.mlpackage"
@@ -114,6 +131,11 @@ class ToCoreML(Pass):
             notes.append(f"recurrent layers {', '.join(unrolled)} unrolled into linear/sigmoid/tanh ops over the "
                          f"{card.image_input.shape[1]}-step window (coremltools cannot convert torch 2.13's GRU/LSTM)"
                          + ("; only conv and relu run in FP16, the recurrence in FP32" if self.precision == "fp16" else ""))
+        if exported_note:
+            notes.append(exported_note)
+        if samplers:
+            notes.append(f"grid sampling ({', '.join(samplers)} and the ops computing its coordinates) kept in FP32, "
+                         "the rest in FP16")
         if native:
             notes.append(f"LSTM layers {', '.join(native)} converted by coremltools to MIL lstm ops (multi-layer or "
                          "bidirectional layers are not unrolled)"
@@ -141,11 +163,44 @@ class ToCoreML(Pass):
             # an unrolled recurrence compounds FP16 rounding step after step (TemporalGaze: max difference 0.075
             # -> 0.025 degrees on 100 windows when only the convolutions run in FP16)
             return ct.transform.FP16ComputePrecision(op_selector=lambda op: op.op_type in ("conv", "relu"))
-        return ct.precision.FLOAT16
+        # grid sampling in FP32 (FP16 everywhere else; a program without resample/affine is plain FLOAT16): an FP16
+        # sampling coordinate is off by up to 2^-11 of the image width (stn_gaze: max difference 0.168 -> 0.075 degrees
+        # on 512 eye images)
+        return ct.transform.FP16ComputePrecision(op_selector=_NotGridSampling())
 
-    def _activation_quantizers(self, module, ctx) -> list:
-        """Forward pre-hooks that quantize and dequantize every conv/linear input with its calibrated uint8 range;
-        traced, they become MIL quantize/dequantize ops. Ranges: edgekit's observers over the calibration set."""
+    def _convert_exported(self, ct, module, args, ranges: dict, convert: dict):
+        """ct.convert on module's torch.export program, decomposed as coremltools asks (`run_decompositions`) plus
+        affine_grid_generator -> linspace/mul/sum (torch's own decomposition): coremltools maps affine_grid + grid_sample
+        to MIL affine, which has only zeros padding, and a grid tensor to MIL resample, which has every padding mode."""
+        import torch
+
+        hooks = _quantizer_hooks(module, ranges, decomposed=True)
+        try:
+            with quiet():
+                program = torch.export.export(module, args)
+        finally:
+            for h in hooks:
+                h.remove()
+        with quiet():
+            program = program.run_decompositions(_decompositions())
+            _check_exported_grid_samplers(program)
+            return ct.convert(program, **convert)
+
+    @staticmethod
+    def _refusal(module, args, kind: str | None, exc: BaseException, exported_exc: BaseException | None) -> BadInputError:
+        where = f" op {kind} (in module {unsupported_op_location(module, args, kind)})" if kind else " the model"
+        fix = ("compute the shape with -1 (x.flatten(1), x.reshape(-1, ...)) instead of sizes read from x.shape or "
+               "x.size()" if kind == "int" else "replace the unsupported layer or pick another target")
+        also = ""
+        if exported_exc is not None:
+            exported_kind = _failing_torch_op(exported_exc)
+            first = (str(exported_exc).strip().splitlines() or [type(exported_exc).__name__])[0][:160]
+            also = f"; its torch.export path failed too{f' on op {exported_kind}' if exported_kind else ''} ({first})"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+        return BadInputError(f"to_coreml: coremltools could not convert{where} ({first}){also}; fix: {fix}")
+
+    def _activation_ranges(self, module, ctx) -> dict:
+        """Each conv/linear input's calibrated range: edgekit's observers over the calibration set."""
         import torch
 
         if ctx.calib is None:
@@ -154,16 +209,12 @@ class ToCoreML(Pass):
             raise BadInputError("to_coreml activations=int8 needs a PyTorch module (not TorchScript); fix: give the weights")
         arrays = model_inputs(ctx.card, ctx.calib).arrays  # every declared input (image, head pose)
         xs = [torch.from_numpy(arrays[spec.name]) for spec in ctx.card.inputs]
-        ranges = input_ranges(module, [tuple(x[i:i + 64] for x in xs) for i in range(0, len(xs[0]), 64)], self.observer)
-        hooks = []
-        for name, m in module.named_modules():
-            if isinstance(m, QUANTIZABLE) and name in ranges:
-                lo, hi = min(ranges[name][0], 0.0), max(ranges[name][1], 1e-6)
-                scale = (hi - lo) / 255.0
-                zero = int(round(-lo / scale))
-                hooks.append(m.register_forward_pre_hook(lambda _m, a, s=scale, z=zero: (
-                    torch.dequantize(torch.quantize_per_tensor(a[0], s, z, torch.quint8)), *a[1:])))
-        return hooks
+        return input_ranges(module, [tuple(x[i:i + 64] for x in xs) for i in range(0, len(xs[0]), 64)], self.observer)
+
+    def _activation_quantizers(self, module, ctx) -> list:
+        """Forward pre-hooks that quantize and dequantize every conv/linear input with its calibrated uint8 range;
+        traced, they become MIL quantize/dequantize ops. Ranges: edgekit's observers over the calibration set."""
+        return _quantizer_hooks(module, self._activation_ranges(module, ctx), decomposed=False)
 
     def _compress(self, model, ct):
         """Weight compression with coremltools.optimize (data-free: no predict, so it runs off macOS)."""
@@ -198,12 +249,98 @@ class ToCoreML(Pass):
                 f"{s.name}: {s.color} image {s.shape[-1]}x{s.shape[-2]}; the model applies x * {pre.scale:.8g} + {pre.offset:g}"
                 if image_input and s.source == "image" else
                 f"{s.name}: float32 {'x'.join(map(str, s.shape))} {s.layout}; pixels x -> x * {pre.scale:.8g} + {pre.offset:g}"
-                if s.source == "image" else f"{s.name}: head pitch and yaw in radians")
+                if s.takes_pixels else f"{s.name}: {s.meaning()}")
         model.output_description[card.output.name] = (f"{card.output.name}: {card.output.convention}, camera frame x right, "
                                                        "y down, z forward")
         model.user_defined_metadata["edgekit.version"] = __version__
         model.user_defined_metadata["edgekit.pipeline"] = ctx.pipeline
         model.user_defined_metadata["edgekit.preprocessing"] = json.dumps(pre.model_dump())
+
+
+_SAMPLERS = {"resample": "coordinates", "affine": "transform_matrix"}
+
+
+class _NotGridSampling:
+    """FP16 op selector: False (keep FP32) for MIL resample/affine and every op whose output reaches their sampling
+    coordinates or transform (a spatial transformer's localisation net and grid); True elsewhere, so a program without
+    them is converted exactly as with ct.precision.FLOAT16. The FP32 set is found once per block, before the FP16
+    pass inserts any cast."""
+
+    def __init__(self):
+        self.fp32: dict[int, tuple[object, set[int]]] = {}
+
+    def __call__(self, op) -> bool:
+        block = op.enclosing_block
+        if id(block) not in self.fp32:
+            keep, stack = set(), [o for o in block.operations if o.op_type in _SAMPLERS]
+            for o in stack:
+                keep.add(id(o))
+            stack = [getattr(o, _SAMPLERS[o.op_type]).op for o in stack]
+            while stack:
+                o = stack.pop()
+                if o is None or id(o) in keep:
+                    continue
+                keep.add(id(o))
+                stack.extend(v.op for v in o.inputs.values() if not isinstance(v, (list, tuple)))
+                stack.extend(x.op for v in o.inputs.values() if isinstance(v, (list, tuple)) for x in v)
+            self.fp32[id(block)] = (block, keep)  # the block is held so its id is not reused
+        return id(op) not in self.fp32[id(block)][1]
+
+
+def _quantizer_hooks(module, ranges: dict, decomposed: bool) -> list:
+    """Forward pre-hooks that quantize and dequantize every conv/linear input to uint8 with its range. TorchScript:
+    torch.quantize_per_tensor (quantized tensors); torch.export: the quantized_decomposed ops on float tensors (what
+    coremltools' torch.export frontend reads). Both round half to even; both become MIL quantize/dequantize."""
+    import torch
+
+    if decomposed and ranges:
+        import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
+    hooks = []
+    for name, m in module.named_modules():
+        if isinstance(m, QUANTIZABLE) and name in ranges:
+            lo, hi = min(ranges[name][0], 0.0), max(ranges[name][1], 1e-6)
+            scale = (hi - lo) / 255.0
+            zero = int(round(-lo / scale))
+            if decomposed:
+                qd = torch.ops.quantized_decomposed
+                hook = (lambda _m, a, s=scale, z=zero: (qd.dequantize_per_tensor(
+                    qd.quantize_per_tensor(a[0], s, z, 0, 255, torch.uint8), s, z, 0, 255, torch.uint8), *a[1:]))
+            else:
+                hook = (lambda _m, a, s=scale, z=zero: (
+                    torch.dequantize(torch.quantize_per_tensor(a[0], s, z, torch.quint8)), *a[1:]))
+            hooks.append(m.register_forward_pre_hook(hook))
+    return hooks
+
+
+def _decompositions() -> dict:
+    """The torch.export decomposition table for coremltools: `run_decompositions({})` (what coremltools asks for)
+    plus affine_grid_generator, so grid_sample reads an explicit grid and becomes MIL resample."""
+    import torch
+    from torch._decomp import get_decompositions
+
+    return get_decompositions([torch.ops.aten.affine_grid_generator])
+
+
+_GRID_SAMPLE_MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
+
+
+def _check_exported_grid_samplers(program) -> None:
+    """Refuse, in one line naming the module, a grid_sample Core ML cannot express: MIL resample samples bilinear or
+    nearest (no bicubic); every torch padding mode has a MIL one (zeros -> constant, border -> border, reflection ->
+    reflection with align_corners, symmetric without)."""
+    import torch
+
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target not in (torch.ops.aten.grid_sampler.default,
+                                                             torch.ops.aten.grid_sampler_2d.default):
+            continue
+        mode = node.args[2] if len(node.args) > 2 else 0
+        if mode not in (0, 1):
+            stack = node.meta.get("nn_module_stack") or {}
+            path = next(reversed(stack.values()))[0] if stack else ""
+            raise BadInputError(f"to_coreml: grid_sample mode {_GRID_SAMPLE_MODES.get(mode, mode)!r} in module "
+                                f"{path or '(top level)'} has no Core ML equivalent (MIL resample samples bilinear or "
+                                "nearest); fix: use mode='bilinear' or 'nearest', or pick another target")
 
 
 def _serialize_deterministically(package: Path) -> None:

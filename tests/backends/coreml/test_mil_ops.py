@@ -263,7 +263,8 @@ def test_converted_packages_match_torch(case, tmp_path):
 
 
 # --- the zoo end to end: every architecture whose Core ML package converts, compiled and verified ----------------
-ZOO_COREML = ["gaze360_temporal", "gaze_transformer", "l2cs_bins", "mobilegaze", "mpiigaze_lenet", "preact_resnet_gaze"]
+ZOO_COREML = ["gaze360_temporal", "gaze_transformer", "l2cs_bins", "mobilegaze", "mpiigaze_lenet", "preact_resnet_gaze",
+              "stn_gaze"]
 
 
 @pytest.mark.slow
@@ -277,16 +278,16 @@ def test_zoo_model_compiles_to_coreml_and_passes(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_stn_gaze_coreml_conversion_fails_in_one_line(tmp_path, capsys):
-    """coremltools 9.0 cannot convert the spatial transformer (torch 2.13's traced x.shape[0] -> aten::Int on a
-    1-element array; and its affine op refuses grid_sample's border padding): one line, no traceback, nothing left."""
+@pytest.mark.parametrize("target", ["coreml-fp32", "coreml-int8", "coreml-w8a8", "coreml-palettized"])
+def test_stn_gaze_converts_through_torch_export_on_every_coreml_target(target, tmp_path):
+    """coremltools 9.0 cannot convert the traced spatial transformer (torch 2.13's traced x.shape[0] -> aten::Int on a
+    1-element array; its affine op refuses grid_sample's border padding): to_coreml falls back to the torch.export
+    program, affine_grid decomposed into a grid that MIL resample samples with border padding."""
     name = "stn_gaze"
     out = tmp_path / "o"
     assert run(["compile", str(measure.weights_path(name)), "--card", str(measure.card_path(name)), "--arch",
-                f"tests.zoo.models:{models.ZOO[name].__name__}", "-t", "coreml", "--out", str(out), "--no-cache"]) == 2
-    err = capsys.readouterr().err
-    # the message names the op coremltools failed on and the module that calls it, and says how to avoid it
-    assert "to_coreml: coremltools could not convert op int (in module (top level))" in err and "Traceback" not in err
-    error = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "fix: compute the shape with -1" in error[0]
-    assert not out.exists()
+                f"tests.zoo.models:{models.ZOO[name].__name__}", "-t", target, "--out", str(out), "--no-cache"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert any("converted from a torch.export program" in n for step in report["steps"] for n in step["notes"])
+    interp = MilInterpreter(out / "model.mlpackage")
+    assert [op.padding_mode.val for op in interp.ops if op.op_type == "resample"] == ["border"]
