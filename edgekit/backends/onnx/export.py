@@ -17,6 +17,7 @@ from pydantic import Field
 
 from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
+from edgekit.backends.onnx.symbolics import older_opset_symbolics
 from edgekit.errors import BadInputError, first_line
 from edgekit.passes.base import Pass
 from edgekit.quiet import quiet
@@ -91,8 +92,9 @@ _EXPORT_FIXES = {
 def _export(module, args, path: Path, opset: int, names: list[str], out_name: str, axes) -> None:
     import torch
 
-    torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
-                      output_names=[out_name], dynamic_axes=axes, do_constant_folding=True)
+    with older_opset_symbolics(opset):  # affine_grid below opset 20
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
+                          output_names=[out_name], dynamic_axes=axes, do_constant_folding=True)
 
 
 def _first_opset_that_exports(module, args, names, out_name, axes, start: int, last: int = 20) -> int | None:

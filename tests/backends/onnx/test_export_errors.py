@@ -1,5 +1,5 @@
 """export_onnx: an operator the TorchScript exporter refuses becomes one line naming the op, the module that calls it
-and the fix."""
+and the fix; affine_grid, which ONNX has only from opset 20, exports at older opsets."""
 
 from __future__ import annotations
 
@@ -43,3 +43,38 @@ def test_adaptive_pool_with_an_uneven_output_names_module_and_fix(tmp_path, pool
                                             r"exported: output size that are not factor of input size; fix: give "
                                             r"AdaptiveAvgPool2d an output size that divides its input size"):
         ExportOnnx().run(src, Ctx(card), tmp_path / "out")
+
+
+class Warp(nn.Module):
+    """A spatial transformer's sampling: a batch-sized affine grid (x.shape[0]) and grid_sample."""
+
+    def __init__(self, align_corners: bool = False, padding: str = "border"):
+        super().__init__()
+        self.align_corners, self.padding = align_corners, padding
+        self.theta = nn.Linear(36 * 60, 6)
+
+    def forward(self, x):
+        theta = self.theta(x.flatten(1)).view(-1, 2, 3)
+        grid = nn.functional.affine_grid(theta, [x.shape[0], 1, 36, 60], align_corners=self.align_corners)
+        return nn.functional.grid_sample(x, grid, padding_mode=self.padding, align_corners=self.align_corners)
+
+
+@pytest.mark.parametrize("align_corners, padding", [(False, "border"), (True, "zeros")])
+def test_affine_grid_exports_below_opset_20_and_matches_torch(tmp_path, align_corners, padding):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from edgekit.backends.onnx.export import _export
+
+    torch.manual_seed(0)
+    model = Warp(align_corners, padding).eval()
+    with torch.no_grad():
+        model.theta.weight.mul_(0.01)
+        model.theta.bias.copy_(torch.tensor([0.9, 0.1, 0.05, -0.1, 1.1, 0.0]))
+    x = torch.randn(3, 1, 36, 60)
+    _export(model, (x[:1],), tmp_path / "w.onnx", 17, ["image"], "out", {"image": {0: "b"}, "out": {0: "b"}})
+    got = ort.InferenceSession(str(tmp_path / "w.onnx")).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(got - want).max() < 1e-4  # float32 MatMul vs torch's own grid: last-bit differences
