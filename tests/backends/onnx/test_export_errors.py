@@ -78,3 +78,22 @@ def test_affine_grid_exports_below_opset_20_and_matches_torch(tmp_path, align_co
     with torch.no_grad():
         want = model(x).numpy()
     assert np.abs(got - want).max() < 1e-4  # float32 MatMul vs torch's own grid: last-bit differences
+
+
+class Folding(nn.Module):
+    """nn.Fold (aten::col2im): ONNX has Col2Im from opset 18."""
+
+    def __init__(self):
+        super().__init__()
+        self.fold = nn.Fold((6, 6), 2, stride=2)
+
+    def forward(self, x):
+        return self.fold(x.flatten(2)).flatten(1)[:, :3]
+
+
+def test_an_op_of_a_later_opset_names_the_first_opset_that_exports_it(tmp_path):
+    card = ModelCard(name="f", arch=f"{__name__}:Folding", inputs=[InputSpec(shape=[1, 4, 3, 3])], output=OutputSpec(shape=[1, 3]))
+    folder = save_module(Folding().eval(), tmp_path / "module", card.arch, {}, [])
+    with pytest.raises(BadInputError, match=r"^export_onnx: operator aten::col2im \(in module fold\) is not supported by the "
+                                            r"ONNX exporter at opset 17; fix: set `export_onnx: \{opset: 18\}`"):
+        ExportOnnx().run(Artifact.create(folder, Format.torch, None), Ctx(card), tmp_path / "out")
