@@ -31,14 +31,22 @@ class WeightFakeQuant(nn.Module):
         return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -self.qmax, self.qmax)
 
 
-def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str,
-                 percentile: float = 99.99) -> dict[str, tuple[float, float]]:
-    """Observer ranges of every quantizable layer's input over calibration batches (two sweeps, as for ONNX)."""
-    stats = {name: TensorStats() for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str, percentile: float,
+              types: tuple, side: str) -> dict[str, tuple[float, float]]:
+    """Observer ranges of the input (side "input") or output of every module of `types`: a range sweep, then a
+    histogram sweep over the calibration batches (as for ONNX)."""
+    stats = {name: TensorStats() for name, m in model.named_modules() if isinstance(m, types)}
+
+    def hook(name: str, sweep: str):
+        def record(x) -> None:
+            (stats[name].update_range if sweep == "range" else stats[name].update_hist)(x.detach().numpy())
+        if side == "input":
+            return lambda _m, args: record(args[0])
+        return lambda _m, _args, out: record(out)
+
     for sweep in ("range", "hist"):
-        hooks = [m.register_forward_pre_hook(lambda _m, args, name=name, sweep=sweep: (
-            stats[name].update_range if sweep == "range" else stats[name].update_hist)(args[0].detach().numpy()))
-            for name, m in model.named_modules() if name in stats]
+        register = "register_forward_pre_hook" if side == "input" else "register_forward_hook"
+        hooks = [getattr(m, register)(hook(name, sweep)) for name, m in model.named_modules() if name in stats]
         with torch.no_grad():
             for batch in batches:
                 model(*batch)
@@ -47,10 +55,35 @@ def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], obse
     return {name: observe(s, observer, percentile) for name, s in stats.items()}
 
 
+def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str,
+                 percentile: float = 99.99) -> dict[str, tuple[float, float]]:
+    """Observer ranges of every quantizable layer's input over calibration batches."""
+    return _observed(model, batches, observer, percentile, QUANTIZABLE, "input")
+
+
+def output_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str, percentile: float = 99.99,
+                  types: tuple = (nn.Conv1d, nn.Conv2d)) -> dict[str, tuple[float, float]]:
+    """Observer ranges of every conv's output (onnxruntime's integer Conv writes a uint8 output: QDQ quantizes it)."""
+    return _observed(model, batches, observer, percentile, types, "output")
+
+
+def _uint8(lo: float, hi: float) -> tuple[float, int]:
+    lo, hi = min(lo, 0.0), max(hi, lo + 1e-6)
+    scale = float((hi - lo) / 255.0)
+    return scale, int(np.clip(round(-lo / scale), 0, 255))
+
+
 @contextmanager
-def fake_quantized(model: nn.Module, ranges: dict[str, tuple[float, float]], weight_bits: int):
-    """Within the block, `model` computes as its INT8 artifact will; on exit the float weights are kept."""
+def fake_quantized(model: nn.Module, ranges: dict[str, tuple[float, float]], weight_bits: int,
+                   outputs: dict[str, tuple[float, float]] | None = None):
+    """Within the block, `model` computes as its INT8 artifact will; on exit the float weights are kept.
+    `outputs`: layers whose output is fake-quantized too, with these ranges (QAT for ONNX, whose convs write uint8)."""
     hooks = []
+    for name, m in model.named_modules():
+        if name in (outputs or {}) and name in ranges:
+            s, z = _uint8(*outputs[name])
+            hooks.append(m.register_forward_hook(
+                lambda _m, _args, out, s=s, z=z: torch.fake_quantize_per_tensor_affine(out, s, z, 0, 255)))
     for name, m in model.named_modules():
         if name not in ranges:
             continue

@@ -61,7 +61,8 @@ class LayerPlan(BaseModel):
     weights: int
     int8: bool = True
     reason: str = "quantized"
-    sensitivity_deg: float | None = None  # error increase with only this layer in INT8 (calibration set)
+    sensitivity_deg: float | None = None  # only this layer in INT8 (calibration set): ONNX ptq, its mean difference
+    # from FP32; torch plans (TFLite), the error increase
     weight_error: float | None = None  # relative RMS error of its INT8 weights
 
 
@@ -113,17 +114,29 @@ def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *,
                                               for lp in plan.layers]})
     increase, extra, missed = score(plan)
     decisions = [f"{label}: error increase {increase:+.3f} deg{extra} {where}"]
+    skipped: set[str] = set()  # too many MACs to leave INT8 (the floor only gets closer)
     while enabled and (increase > target or missed):
         candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
         if not candidates:
             break
-        worst = candidates[0]
-        trial = plan.with_float({worst.name}, f"kept float: most sensitive layer left ({sens[worst.name]:+.3f} deg alone)")
-        if trial.int8_fraction("macs") < min_fraction:
-            decisions.append(f"stopped: moving {worst.name} to float would leave {trial.int8_fraction('macs'):.1%} of MACs "
-                             f"in INT8, below {min_fraction:.0%}")
+        fits = [lp for lp in candidates if plan.with_float({lp.name}, "").int8_fraction("macs") >= min_fraction]
+        if not fits:
+            worst = candidates[0]
+            left = plan.with_float({worst.name}, "").int8_fraction("macs")
+            decisions.append(f"stopped: moving {worst.name} to float would leave {left:.1%} of MACs "
+                             f"in INT8, below {min_fraction:.0%}" + (f"; still missed: {'; '.join(missed)}" if missed else "")
+                             + (f"; error increase {increase:+.3f} > {target} deg" if increase > target else ""))
             break
-        plan = trial
+        for lp in candidates[:candidates.index(fits[0])]:
+            if lp.name not in skipped:
+                skipped.add(lp.name)
+                left = plan.with_float({lp.name}, "").int8_fraction("macs")
+                decisions.append(f"{lp.name} stays INT8 ({sens[lp.name]:+.3f} deg alone): moving it to float would leave "
+                                 f"{left:.1%} of MACs in INT8, below {min_fraction:.0%}")
+        worst = fits[0]
+        plan = plan.with_float({worst.name}, f"kept float: most sensitive layer left ({sens[worst.name]:+.3f} deg alone)"
+                               + (f"; {'; '.join(missed)}" if missed else "")
+                               + (f"; error increase {increase:+.3f} > {target} deg" if increase > target else ""))
         increase, extra, missed = score(plan)
         decisions.append(f"{worst.name} -> float: error increase {increase:+.3f} deg{extra}")
     return plan.model_copy(update={"decisions": decisions})

@@ -174,7 +174,7 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     if not report.passed and report.quantization:
         costly = sorted(report.quantization.layers, key=lambda lp: -(lp.sensitivity_deg or 0))[:3]
         report = report.model_copy(update={"notes": report.notes + [
-            "layers that cost the most accuracy in INT8 (alone, calibration set): " +
+            "the most sensitive layers in INT8 (each alone, calibration set; see Quantization): " +
             ", ".join(f"{lp.name} {lp.sensitivity_deg or 0:+.3f} deg" for lp in costly)]})
     if not report.passed and src.module is not None:
         parity = first_divergence(src, art, inputs.sample(accuracy.diff_from_reference.worst_sample))

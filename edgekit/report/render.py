@@ -122,7 +122,9 @@ def _quant_rows(report: Report) -> list[list[str]]:
             for lp in report.quantization.layers]
 
 
-_QUANT_HEAD = ["layer", "op", "MMACs", "weights", "precision", "error increase alone (deg)", "weight rel. RMS error", "why"]
+SENSITIVITY_MEANS = ("the layer alone in INT8 on the calibration set: the mean difference from FP32 (ONNX) or the "
+                     "error increase (TFLite), in degrees")
+_QUANT_HEAD = ["layer", "op", "MMACs", "weights", "precision", "sensitivity alone in INT8 (deg)", "weight rel. RMS error", "why"]
 
 
 def _quant_markdown(report: Report) -> list[str]:
@@ -142,6 +144,7 @@ def _quant_markdown(report: Report) -> list[str]:
                      f"{c.size_int8_bytes / 1e6:.2f} MB ({c.size_ratio:.2f}x smaller); latency p50 "
                      f"{c.latency_fp32['p50'].value:.3f} -> {c.latency_int8['p50'].value:.3f} ms "
                      f"({c.speedup_p50:.2f}x)")
+    lines.append(f"- sensitivity: {SENSITIVITY_MEANS}")
     lines += ["", "| " + " | ".join(_QUANT_HEAD) + " |", "|" + "---|" * len(_QUANT_HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in _quant_rows(report)]
     return lines

@@ -103,7 +103,8 @@ def mixed(plan, *, target=0.3, min_fraction=0.0, enabled=True, sens=SENS):
 def test_mixed_precision_returns_the_most_sensitive_layer_until_the_target_holds():
     out, score = mixed(plan_of(a=10, b=60, c=30))
     assert {lp.name: lp.int8 for lp in out.layers} == {"a": False, "b": True, "c": True}
-    assert out.layers[0].reason == "kept float: most sensitive layer left (+0.500 deg alone)"
+    # the reason names the layer's sensitivity and the target the model missed when it went
+    assert out.layers[0].reason == "kept float: most sensitive layer left (+0.500 deg alone); error increase +0.650 > 0.3 deg"
     assert [lp.sensitivity_deg for lp in out.layers] == [0.5, 0.1, 0.05]
     assert out.decisions == ["all INT8: error increase +0.650 deg on 4 calibration samples",
                              "a -> float: error increase +0.150 deg"]
@@ -119,7 +120,19 @@ def test_mixed_precision_goes_on_while_the_target_is_missed():
 def test_mixed_precision_stops_at_the_minimum_int8_mac_share():
     out, _ = mixed(plan_of(a=10, b=60, c=30), min_fraction=0.95)
     assert out.float_layers == []
-    assert out.decisions[-1] == "stopped: moving a to float would leave 90.0% of MACs in INT8, below 95%"
+    assert out.decisions[-1] == ("stopped: moving a to float would leave 90.0% of MACs in INT8, below 95%; "
+                                 "error increase +0.650 > 0.3 deg")  # and which target it still missed
+
+
+def test_mixed_precision_skips_a_layer_too_big_to_leave_int8_and_takes_the_next_sensitive_one():
+    """The most sensitive layer holds too many MACs for the floor: it stays INT8 (said once), and the next most
+    sensitive layer that fits goes float, rather than mixed precision stopping at the first refusal."""
+    out, _ = mixed(plan_of(a=50, b=5, c=45), target=0.52, min_fraction=0.9)
+    assert [lp.name for lp in out.float_layers] == ["b"]  # 0.65 -> 0.55 (a cannot go), then c would leave 50%
+    assert out.decisions[1:] == ["a stays INT8 (+0.500 deg alone): moving it to float would leave 50.0% of MACs in INT8, below 90%",
+                                 "b -> float: error increase +0.550 deg",
+                                 "stopped: moving a to float would leave 45.0% of MACs in INT8, below 90%; "
+                                 "error increase +0.550 > 0.52 deg"]
 
 
 def test_mixed_precision_boundary_share_is_allowed():

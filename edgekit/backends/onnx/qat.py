@@ -1,11 +1,17 @@
 """qat: quantization-aware fine-tuning, run only when ONNX post-training quantization misses its target (it lives with
 the ONNX backend because it scores what export_onnx | ptq would give).
 
-The pass first measures what PTQ would give (export, calibrate, quantize, score in onnxruntime on the
-calibration set). If the mean error increase is within `target_error_increase_deg` the model passes
-through unchanged. Otherwise it fine-tunes the (BatchNorm-folded) PyTorch module with fake-quantized
-weights and inputs for `steps` steps on synthetic training eyes (a seed no calibration or evaluation set
-uses), and hands the adapted float module on to export_onnx and ptq, which quantize it for real.
+The pass first measures what PTQ would give, as the recipe's ptq runs it: export, calibrate, quantize with mixed
+precision, score in onnxruntime on every calibration sample against the same (margined) targets. If the mean error
+increase and the p95/largest differences from FP32 are within their targets the model passes through unchanged.
+Otherwise it fine-tunes the (BatchNorm-folded) PyTorch module with fake-quantized weights and inputs for `steps`
+steps on synthetic training eyes (a seed no calibration or evaluation set uses):
+
+- starting from PTQ's mixed-precision plan: the layers it keeps in float are not fake-quantized;
+- distilled from the FP32 model (its gaze is the target, not the label): the accuracy gates measure the artifact's
+  difference from that model, and fine-tuning towards the labels moves the model away from it;
+- kept only when it helps: PTQ of the tuned module is scored the same way, and when it is not closer to its targets
+  (the largest ratio of error increase, p95 and largest difference to their targets) the original module goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import copy
 import shutil
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 from pydantic import Field
 
@@ -24,7 +30,7 @@ from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.finetune import fine_tune
 from edgekit.passes.base import Pass
-from edgekit.quant.fake_quant import fake_quantized, input_ranges
+from edgekit.quant.fake_quant import fake_quantized, input_ranges, output_ranges
 from edgekit.quant.plan import ISA_PROFILES, missed_targets
 from edgekit.torch_module import load_module, save_module
 
@@ -46,51 +52,94 @@ class QAT(Pass):
                                               "(calibration set); unset: the recipe's gates.p95_diff_deg")
     target_max_diff_deg: float | None = Field(None, gt=0, description="and PTQ's largest difference from FP32 within "
                                               "this; unset: the recipe's gates.max_diff_deg")
+    min_int8_mac_fraction: float = Field(0.9, ge=0, le=1, description="PTQ's mixed precision keeps at least this INT8 MAC share")
     always: bool = Field(False, description="fine-tune even when PTQ meets the target")
 
     def host_dependence(self) -> str | None:
         return "fine-tunes in float32 with torch kernels chosen for the CPU"
 
+    def _ptq(self) -> PTQ:
+        return PTQ(observer=self.observer, isa_profile=self.isa_profile, mixed_precision=True,
+                   target_error_increase_deg=self.target_error_increase_deg, target_p95_diff_deg=self.target_p95_diff_deg,
+                   target_max_diff_deg=self.target_max_diff_deg, min_int8_mac_fraction=self.min_int8_mac_fraction)
+
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         if ctx.calib is None:
             raise BadInputError("qat needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
-        ptq = PTQ(observer=self.observer, isa_profile=self.isa_profile, mixed_precision=False)
-        before, missed = self._ptq_increase(src, ctx, out_dir / "check-before", ptq)
-        if before <= self.target_error_increase_deg and not missed and not self.always:
+        ptq = self._ptq()
+        before = self._ptq_check(src, ctx, out_dir / "check-before", ptq)
+        if not before.missed and not self.always:
             shutil.copytree(src.path, out_dir / "module")
             return Artifact.create(out_dir / "module", Format.torch, src,
-                                   notes=[f"qat: not needed, PTQ error increase {before:+.3f} deg <= {self.target_error_increase_deg}"
+                                   notes=[f"qat: not needed, PTQ error increase {before.increase:+.3f} deg <= {self.target_error_increase_deg}"
                                           + (" and its differences from FP32 within the targets"
                                              if self.target_p95_diff_deg or self.target_max_diff_deg else "")])
         module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
-        tuned = self._fine_tune(copy.deepcopy(module), ctx)
-        save_module(tuned, out_dir / "module", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))
-        result = Artifact.create(out_dir / "module", Format.torch, src)
-        after, still = self._ptq_increase(result, ctx, out_dir / "check-after", ptq)
-        why = f" (PTQ missed: {'; '.join(missed)})" if missed else ""
-        note = (f"qat: {self.steps} steps (batch {self.batch}, lr {self.lr}) with fake quantization{why}; PTQ error "
-                f"increase on the calibration set {before:+.3f} -> {after:+.3f} deg"
-                + (f"; still missed: {'; '.join(still)}" if still else ""))
-        return result.model_copy(update={"meta": ArtifactMeta(notes=[note], qat_before_deg=before, qat_after_deg=after)})
+        float_layers = {lp.name for lp in before.plan.float_layers} if before.plan else set()
+        tuned = self._fine_tune(copy.deepcopy(module), ctx, teacher=module, float_layers=float_layers)
+        save_module(tuned, out_dir / "tuned", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))
+        tuned_art = Artifact.create(out_dir / "tuned", Format.torch, src)
+        after = self._ptq_check(tuned_art, ctx, out_dir / "check-after", ptq)
+        why = f" (PTQ missed: {'; '.join(before.missed)})" if before.missed else ""
+        kept = f"; kept in float during fine-tuning as in PTQ's plan: {', '.join(sorted(float_layers))}" if float_layers else ""
+        what = (f"qat: {self.steps} steps (batch {self.batch}, lr {self.lr}) with fake quantization, distilled from the FP32 "
+                f"model{why}{kept}; PTQ on the calibration set: {before.summary()} -> {after.summary()}")
+        if after.distance < before.distance or self.always:
+            shutil.move(str(out_dir / "tuned"), out_dir / "module")
+            note = what + (f"; still missed: {'; '.join(after.missed)}" if after.missed else "")
+            result = Artifact.create(out_dir / "module", Format.torch, src)
+        else:
+            shutil.rmtree(out_dir / "tuned")
+            shutil.copytree(src.path, out_dir / "module")
+            note = (what + f"; rejected: no closer to the targets ({after.distance:.2f} vs {before.distance:.2f} of the "
+                    "worst target), the module before fine-tuning goes on")
+            result = Artifact.create(out_dir / "module", Format.torch, src)
+        return result.model_copy(update={"meta": ArtifactMeta(notes=[note], qat_before_deg=before.increase,
+                                                              qat_after_deg=after.increase)})
 
-    def _ptq_increase(self, art: Artifact, ctx, scratch: Path, ptq) -> tuple[float, list[str]]:
-        """PTQ's mean error increase on the calibration set, and the difference targets it misses."""
+    def _ptq_check(self, art: Artifact, ctx, scratch: Path, ptq) -> _Check:
+        """PTQ with mixed precision as the recipe runs it, scored on every calibration sample against its aims."""
         scratch.mkdir(parents=True, exist_ok=True)
         fp32 = ExportOnnx().run(art, ctx, scratch / "fp32")
         int8 = ptq.run(fp32, ctx, scratch / "int8")
-        judge = CalibEval(fp32.path, model_inputs(ctx.card, ctx.calib), ctx.card, ptq.sensitivity_samples)
+        inputs = model_inputs(ctx.card, ctx.calib)
+        judge = CalibEval(fp32.path, inputs, ctx.card, len(inputs))
         increase, p95, largest = judge.score(int8.path)
         shutil.rmtree(scratch, ignore_errors=True)
-        return increase, missed_targets(p95, largest, self.target_p95_diff_deg, self.target_max_diff_deg)
+        aim = lambda t: None if t is None else round(t * ptq.difference_margin, 6)  # noqa: E731
+        p95_aim, max_aim = aim(self.target_p95_diff_deg), aim(self.target_max_diff_deg)
+        missed = missed_targets(p95, largest, p95_aim, max_aim) + (
+            [f"error increase {increase:+.3f} > {self.target_error_increase_deg} deg"] if increase > self.target_error_increase_deg else [])
+        ratios = [v / t for v, t in ((p95, p95_aim), (largest, max_aim)) if t]
+        return _Check(increase, p95, largest, missed, max([increase / self.target_error_increase_deg, *ratios]),
+                      int8.meta.quant_plan)
 
-    def _fine_tune(self, module, ctx):
+    def _fine_tune(self, module, ctx, teacher=None, float_layers: set[str] = frozenset()):
         import functools
 
         import torch
 
-        calib = torch.from_numpy(model_inputs(ctx.card, ctx.calib).arrays[ctx.card.image_input.name])
+        arrays = model_inputs(ctx.card, ctx.calib).arrays
+        calib = [torch.from_numpy(arrays[spec.name]) for spec in ctx.card.inputs]  # every input the model declares
         module.eval()
-        ranges = input_ranges(module, [(calib[i:i + 64],) for i in range(0, len(calib), 64)], self.observer)
+        ranges = input_ranges(module, [tuple(x[i:i + 64] for x in calib) for i in range(0, len(calib[0]), 64)], self.observer)
+        ranges = {k: v for k, v in ranges.items() if k not in float_layers}
+        # an INT8 conv's output is quantized too (onnxruntime's integer Conv writes uint8): simulated as well
+        outputs = output_ranges(module, [tuple(x[i:i + 64] for x in calib) for i in range(0, len(calib[0]), 64)],
+                                self.observer)
         bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
         return fine_tune(module, ctx.card, self.steps, self.batch, self.lr, ctx.seed, ctx.progress, "qat fine-tuning",
-                         context=functools.partial(fake_quantized, ranges=ranges, weight_bits=bits))
+                         context=functools.partial(fake_quantized, ranges=ranges, weight_bits=bits, outputs=outputs),
+                         teacher=teacher, teacher_weight=1.0)
+
+
+class _Check(NamedTuple):
+    increase: float
+    p95: float
+    largest: float
+    missed: list[str]
+    distance: float  # the largest ratio of a measure to its target: below 1, every target holds
+    plan: object
+
+    def summary(self) -> str:
+        return f"error increase {self.increase:+.3f} deg, p95 difference {self.p95:.3f}, largest {self.largest:.3f}"

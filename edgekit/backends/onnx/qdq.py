@@ -13,17 +13,29 @@ import numpy as np
 
 from edgekit._optional import require
 from edgekit.backends.onnx.graph import onnx_counts
-from edgekit.quant.plan import QUANTIZABLE_OPS, LayerPlan, QuantPlan, layer_name, tensor_key
+from edgekit.quant.plan import QUANTIZABLE_OPS, LayerPlan, QuantPlan, layer_name, module_paths, tensor_key
 
 
 def quantizable_layers(path: Path) -> list[LayerPlan]:
-    """Conv/Gemm/MatMul nodes with constant weights, as plan layers with their MACs and weight counts."""
+    """Conv/Gemm/MatMul nodes with constant weights, as plan layers with their MACs and weight counts, and MatMuls of two
+    activations (attention's q k^T and softmax(.) v: onnxruntime quantizes both inputs), with no weights, named
+    `<module>/<op>` (one module holds two of them), so mixed precision can return them to float like any layer."""
     onnx = require("onnx", "quantization")
     model = onnx.load(str(path))
     inits = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
     macs = onnx_counts(path)["macs_by_node"]
-    return [LayerPlan(name=layer_name(n.name), op=n.op_type, node=n.name, macs=macs.get(n.name, 0), weights=inits[n.input[1]])
-            for n in model.graph.node if n.op_type in QUANTIZABLE_OPS and len(n.input) > 1 and n.input[1] in inits]
+    layers = []
+    for n in model.graph.node:
+        if n.op_type not in QUANTIZABLE_OPS or len(n.input) < 2:
+            continue
+        if n.input[1] in inits:
+            layers.append(LayerPlan(name=layer_name(n.name), op=n.op_type, node=n.name, macs=macs.get(n.name, 0),
+                                    weights=inits[n.input[1]]))
+        elif n.op_type == "MatMul" and n.input[0] not in inits:
+            paths, op = module_paths(n.name), (n.name.strip("/").split("/") or [n.name])[-1]
+            name = f"{paths[-1]}/{op}" if paths else op
+            layers.append(LayerPlan(name=name, op=n.op_type, node=n.name, macs=macs.get(n.name, 0), weights=0))
+    return layers
 
 
 def tensor_ranges(path: Path, plan: QuantPlan) -> dict[str, tuple[float, float]]:
@@ -42,26 +54,78 @@ def tensor_ranges(path: Path, plan: QuantPlan) -> dict[str, tuple[float, float]]
     return out
 
 
+# Ops onnxruntime's QDQ quantizer would wrap that the CPU execution provider has no integer kernel for: it runs them as
+# DequantizeLinear -> float op -> QuantizeLinear, so QDQ around them only adds rounding (and clipping) error, on tensors
+# the plan cannot return to float (a pre-activation ResNet's BatchNorm on the residual stream, a transformer's LayerNorm).
+NO_INTEGER_KERNEL = ("BatchNormalization", "LayerNormalization", "InstanceNormalization")
+# Layers whose QDQ form runs in integer with a float output (QGemm without an output scale, MatMulIntegerToFloat):
+# quantizing their output only to dequantize it for a float consumer costs accuracy and buys nothing.
+FLOAT_OUTPUT_OK = ("Gemm", "MatMul")
+
+
+def quantized_op_types() -> list[str]:
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return [op for op in QDQRegistry if op not in NO_INTEGER_KERNEL]
+
+
 def apply_plan(fp32: Path, plan: QuantPlan, out: Path) -> Path:
     require("onnxruntime", "quantization")
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
-    from onnxruntime.quantization.registry import QDQRegistry
-
     ranges = tensor_ranges(fp32, plan)
     data = TensorsData(CalibrationMethod.MinMax, {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
                                                   for k, (lo, hi) in ranges.items()})
     excluded = [lp.node for lp in plan.layers if not lp.int8]
     logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs a pre-processing hint on every call
     quantizer = QDQQuantizer(load_model_with_shape_infer(Path(fp32)), True, plan.weights.get("bits", 8) < 8,
-                             QuantType.QInt8, QuantType.QUInt8, data, [], excluded, list(QDQRegistry),
+                             QuantType.QInt8, QuantType.QUInt8, data, [], excluded, quantized_op_types(),
                              {"WeightSymmetric": True, "ActivationSymmetric": False})
     quantizer.quantize_model()
+    _float_outputs_for_float_consumers(quantizer.model.model, require("onnx", "quantization").load(str(fp32)))
     out.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(out), False)
     return out
+
+
+def _float_outputs_for_float_consumers(model, fp32_model) -> None:
+    """Drop the Q/DQ pair on a Gemm/MatMul output read only by float ops (the gaze head feeding the output
+    normalisation, a projection feeding Softmax): the layer still runs in integer, its output is not rounded to 8 bits
+    nor clipped at the calibrated range (which clips every sample beyond the calibration extremes: the largest
+    differences from FP32). Conv outputs keep theirs: onnxruntime's integer Conv needs a quantized output. Nor when the
+    quantizer folded a following Relu/Clip into the output's range (the layer then writes the activation's tensor):
+    the Q/DQ pair is that activation."""
+    graph = model.graph
+    own_output = {n.name: n.output[0] for n in fp32_model.graph.node}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    quantized = set(quantized_op_types()) | {"QuantizeLinear", "DequantizeLinear"}
+    drop = []
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        src = producer.get(q.input[0])
+        if src is None or src.op_type not in FLOAT_OUTPUT_OK or own_output.get(src.name) != q.input[0]:
+            continue
+        dqs = consumers.get(q.output[0], [])
+        if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or len(consumers.get(q.input[0], [])) != 1:
+            continue
+        readers = consumers.get(dqs[0].output[0], [])
+        if any(r.op_type in quantized for r in readers) or dqs[0].output[0] in {o.name for o in graph.output}:
+            continue
+        for r in readers:
+            for k, name in enumerate(r.input):
+                if name == dqs[0].output[0]:
+                    r.input[k] = q.input[0]
+        drop += [q, dqs[0]]
+    for n in drop:
+        graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used and any(i.name in n.input for n in drop)]:
+        graph.initializer.remove(init)
 
 
 def weight_error(fp32: Path, layer: LayerPlan, bits: int) -> float:
@@ -69,7 +133,10 @@ def weight_error(fp32: Path, layer: LayerPlan, bits: int) -> float:
     onnx = require("onnx", "quantization")
     model = onnx.load(str(fp32))
     node = next(n for n in model.graph.node if n.name == layer.node)
-    w = next(onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name == node.input[1]).astype(np.float64)
+    w = next((onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name == node.input[1]), None)
+    if w is None:
+        return 0.0  # a MatMul of two activations: no weights to round
+    w = w.astype(np.float64)
     axis = 1 if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute) else 0
     wm = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     qmax = 2 ** (bits - 1) - 1

@@ -195,6 +195,7 @@ def _quantizer_class():
             return self._annotate_all_static_patterns(model, self.global_config, lambda n: not any(f(n) for f in special))
 
         def annotate(self, model):
+            _unshare_weights(model)
             model = super().annotate(model)
             if self.global_config is None or self.global_config.input_activation is None:
                 return model  # dynamic quantization: no activation scales at all
@@ -254,6 +255,18 @@ def fixed_output_decisions(prepared) -> list[str]:
     return lines
 
 
+_RECURRENT = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+
+
+def recurrent_decisions(graph_module) -> list[str]:
+    """One line per recurrent layer: each stays float, and why (the plan lists conv and linear layers only, so without
+    this line a float LSTM showed only in the measured INT8 share)."""
+    return [f"{_RECURRENT[_aten_name(node)]} `{node.name}` in {node_location(node)} kept float: edgekit quantizes no "
+            "recurrence for LiteRT (litert-torch 0.10 annotates none but a GRU's input and output, and that annotator fails "
+            "on a GRU called without an initial hidden state); LiteRT runs its gates as float FULLY_CONNECTED ops"
+            for node in graph_module.graph.nodes if _aten_name(node) in _RECURRENT]
+
+
 def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     """prepare_pt2e, two calibration sweeps (ranges, then histograms), convert_pt2e; returns the QDQ module."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -266,15 +279,102 @@ def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     except BadInputError as exc:
         exported = _export(module, args).module()
         decisions.append(f"strict torch.export failed ({exc}); exported non-strict: residual adds may stay float")
+    decisions += _unfuse_shared_conv_bn(exported) + _relu_before_max_pool(exported)
     try:
         with quiet():
             prepared = prepare_pt2e(exported, quantizer)
-            decisions += fixed_output_decisions(prepared)
+            decisions += fixed_output_decisions(prepared) + recurrent_decisions(prepared)
             calibrate_observers(prepared, samples)
             return convert_pt2e(prepared, fold_quantize=False), decisions
     except Exception as exc:
         raise BadInputError(f"to_tflite: PT2E INT8 quantization failed ({first_line(exc)}); fix: keep the failing "
                             "layer float with keep_float, or use the onnx-int8 target") from None
+
+
+_BATCH_NORMS = ("_native_batch_norm_legit_no_training", "batch_norm")
+
+
+def _unfuse_shared_conv_bn(graph_module) -> list[str]:
+    """Keep prepare_pt2e from folding a BatchNorm into a conv whose output has other consumers.
+
+    torchao's _fuse_conv_bn_ (run by prepare_pt2e) folds every conv -> BatchNorm pair into the conv's weights without
+    looking at the conv's other users, so they receive the normalised tensor too. In a pre-activation ResNet the stem
+    conv feeds both the first block's BN and the identity shortcut: the shortcut carried BN(stem) and the INT8 model
+    missed by 10 deg on average, 40 at worst. An aten.clone between the conv and that BN breaks the pattern: the BN
+    stays float (as edgekit's fold_bn pass left it, for the same reason) and every consumer sees the conv's output."""
+    import torch
+
+    lines = []
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        if _aten_name(node) not in _BATCH_NORMS or not node.args:
+            continue
+        conv = node.args[0]
+        if not (hasattr(conv, "op") and _aten_name(conv) in ("conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                                                              "conv_transpose2d", "convolution") and len(conv.users) > 1):
+            continue
+        with graph.inserting_after(conv):
+            copy = graph.call_function(torch.ops.aten.clone.default, (conv,))
+        copy.meta = {k: v for k, v in conv.meta.items() if k in ("val", "tensor_meta", "nn_module_stack", "stack_trace")}
+        node.replace_input_with(conv, copy)
+        others = ", ".join(f"`{u.name}`" for u in conv.users if u is not copy)
+        lines.append(f"BatchNorm `{node.name}` in {node_location(node)} kept float, not folded into the conv before it "
+                     f"(`{conv.name}` in {node_location(conv)}): that conv's output also feeds {others}")
+    if lines:
+        graph_module.recompile()
+    return lines
+
+
+def _relu_before_max_pool(graph_module) -> list[str]:
+    """max_pool -> relu becomes relu -> max_pool (the same values: relu is monotonic and max pooling pads with -inf).
+
+    LiteRT's INT8 MAX_POOL_2D needs one scale for its input and output, and litert-torch's converter fuses the relu
+    after a max pool into the pool, whose output then carries the relu's scale: the conversion failed with `'tfl.max_pool_2d'
+    op quantization parameters violate the same scale constraint`. With the relu first, it fuses into the conv
+    before it (conv_relu) and the pool keeps one scale."""
+    import torch
+
+    lines = []
+    graph = graph_module.graph
+    for relu in list(graph.nodes):
+        pool = relu.args[0] if _aten_name(relu) in ("relu", "relu_") and relu.args else None
+        if pool is None or not hasattr(pool, "op") or _aten_name(pool) != "max_pool2d" or len(pool.users) != 1 \
+                or len(relu.args) != 1 or relu.kwargs:
+            continue
+        with graph.inserting_before(pool):
+            early = graph.call_function(torch.ops.aten.relu.default, (pool.args[0],))  # never in place: x may have other users
+        early.meta = {k: v for k, v in pool.args[0].meta.items() if k in ("val", "tensor_meta")} | \
+            {k: v for k, v in relu.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")}
+        pool.replace_input_with(pool.args[0], early)
+        relu.replace_all_uses_with(pool)
+        graph.erase_node(relu)
+        lines.append(f"relu in {node_location(early)} moved before the max pool `{pool.name}` (the same values): LiteRT's "
+                     "INT8 max pool needs one scale for input and output")
+    if lines:
+        graph_module.recompile()
+    return lines
+
+
+_WEIGHTED = ("conv1d", "conv2d", "conv3d", "convolution", "linear", "addmm")
+
+
+def _unshare_weights(graph_module) -> None:
+    """One weight node per conv or linear call: litert-torch's annotators skip a conv or linear whose weight node is
+    already annotated, so a module called twice (ITracker's eye tower, shared by both eyes) was INT8 for the first
+    call and float for the second (60% of MACs in INT8 where the plan had 100%)."""
+    graph = graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "get_attr" or sum(_aten_name(u) in _WEIGHTED for u in node.users) < 2:
+            continue
+        for user in list(node.users)[1:]:
+            with graph.inserting_after(node):
+                copy = graph.get_attr(node.target)
+            copy.meta = dict(node.meta)
+            user.replace_input_with(node, copy)
+            changed = True
+    if changed:
+        graph_module.recompile()
 
 
 def _export(module, args, strict: bool = False):

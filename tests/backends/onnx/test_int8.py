@@ -50,7 +50,7 @@ def test_artifact_is_qdq_with_per_channel_int8_weights(int8):
     qw = onnx.numpy_helper.to_array(w)
     assert np.abs(qw).max() <= 64  # 7-bit weights: the portable profile cannot saturate u8s8 kernels
     md = (int8.out_dir / "report.md").read_text()
-    assert "## Quantization" in md and "error increase alone" in md
+    assert "## Quantization" in md and "sensitivity alone in INT8" in md
 
 
 def test_calibration_overlapping_evaluation_is_refused(tmp_path, capsys):
@@ -86,13 +86,17 @@ def test_mixed_precision_returns_most_sensitive_layers_until_the_mac_floor(tmp_p
                      out=tmp_path / "o")
     q = res.report.quantization
     decisions = q.plan.decisions
+    if decisions[0].startswith("observer "):  # a missed target: the observers were compared first
+        decisions = decisions[1:]
     assert decisions[0].startswith("all quantizable layers in INT8")
     assert q.int8_mac_fraction >= 0.6
     assert any(d.startswith("stopped:") for d in decisions) or len(q.float_layers) >= 1
     sens = {lp.name: lp.sensitivity_deg for lp in q.layers}
     floats = [f.name for f in q.float_layers]
-    if floats:  # the first one sent back to float is the most sensitive of all
-        assert sens[floats[0]] == max(sens.values()) or floats[0] in decisions[1]
+    if floats:  # the first one sent back to float is the most sensitive of all that fit above the MAC floor
+        first = decisions[1].split(" -> float")[0] if " -> float" in decisions[1] else None
+        assert first in floats and all(sens[first] >= sens[lp.name] for lp in q.layers
+                                       if lp.int8 or lp.name == first) or decisions[1].endswith("below 60%")
 
 
 @pytest.mark.slow
@@ -104,7 +108,7 @@ def test_int8_gate_failure_names_the_costliest_layers(tmp_path, capsys):
     out = tmp_path / "o"
     assert run(["compile", "-t", recipe, "--out", str(out)]) == 1
     report = json.loads((out / "report.json").read_text())
-    assert any(n.startswith("layers that cost the most accuracy in INT8") for n in report["notes"])
+    assert any(n.startswith("the most sensitive layers in INT8") for n in report["notes"])
     assert (out / "model.onnx").is_file()
 
 

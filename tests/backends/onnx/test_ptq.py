@@ -104,13 +104,36 @@ def test_mixed_precision_returns_layers_to_float_until_the_target_holds(tiny_onn
                          min_int8_mac_fraction=0.0)
     q = doc["quantization"]
     decisions = q["plan"]["decisions"]
-    assert decisions[0].startswith("all quantizable layers in INT8: error increase")
+    # a missed target: every searched observer is judged with all layers in INT8 first, and the closest one kept
+    assert decisions[0].startswith(f"observer {q['plan']['activations']['observer']}")
+    assert all(f"{obs}: error increase" in decisions[0] for obs in ("minmax", "mse", "percentile"))
+    assert decisions[1].startswith("all quantizable layers in INT8: error increase")
+    assert "on 32 calibration samples" in decisions[1]  # whole plans: every calibration sample, not 16
     assert q["float_layers"], "an unreachable target must send at least one layer back to float"
-    first = q["float_layers"][0]["name"]
-    assert decisions[1].startswith(f"{first} -> float")
+    first = decisions[2].split(" -> float")[0]
+    assert first in {f["name"] for f in q["float_layers"]}
     sens = {lp["name"]: lp["sensitivity_deg"] for lp in q["layers"]}
-    assert all(v is not None for v in sens.values())
+    assert all(v is not None and v >= 0 for v in sens.values())  # a mean difference from FP32, never negative
     assert sens[first] == max(sens.values())  # the most sensitive layer goes first
+    reason = next(f["reason"] for f in q["float_layers"] if f["name"] == first)
+    assert reason.startswith("kept float: most sensitive layer left (")
+    assert "error increase" in reason  # and the target it missed when it went
+
+
+def test_mixed_precision_keeps_the_configured_observer_when_the_targets_hold(tiny_onnx, sets, tmp_path):
+    _, doc = compile_ptq(tiny_onnx, sets, tmp_path / "holds", mixed_precision=True, observer="percentile",
+                         target_error_increase_deg=50.0, min_int8_mac_fraction=0.0)
+    q = doc["quantization"]
+    assert q["plan"]["activations"]["observer"] == "percentile" and q["float_layers"] == []
+    assert len(q["plan"]["decisions"]) == 1 and q["plan"]["decisions"][0].startswith("all quantizable layers in INT8")
+
+
+def test_observer_search_can_be_turned_off(tiny_onnx, sets, tmp_path):
+    _, doc = compile_ptq(tiny_onnx, sets, tmp_path / "nosearch", mixed_precision=True, observer_search=False,
+                         target_error_increase_deg=1e-6, min_int8_mac_fraction=0.0)
+    decisions = doc["quantization"]["plan"]["decisions"]
+    assert doc["quantization"]["plan"]["activations"]["observer"] == "minmax"
+    assert not any(d.startswith("observer ") for d in decisions)
 
 
 def test_ptq_refuses_to_run_without_a_calibration_set(tmp_path):

@@ -1,0 +1,149 @@
+"""Where apply_plan puts Q/DQ pairs beyond the plan's layers: ops with no integer kernel stay float, a Gemm read only by
+float ops keeps a float output, and MatMuls of two activations are plan layers that mixed precision can return to float.
+Each case is a small torch model exported to ONNX and run in onnxruntime (well under a second each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from edgekit.backends.onnx.qdq import apply_plan, quantizable_layers, weight_error  # noqa: E402
+from edgekit.quant.calibration import collect  # noqa: E402
+from edgekit.quant.observers import observe  # noqa: E402
+from edgekit.quant.plan import QuantPlan, tensor_key  # noqa: E402
+
+
+class PreAct(nn.Module):
+    """conv + shortcut -> BatchNorm -> ReLU -> conv (a pre-activation block: the BatchNorm reads an Add, no conv to fold
+    into)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn, self.conv2 = nn.Conv2d(1, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, 1, 1)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.bn(self.conv1(x) + x))).mean((2, 3))
+
+
+class Head(nn.Module):
+    """conv -> pool -> Linear -> x / |x| (the gaze head: the Linear's output is read only by float ops)."""
+
+    def __init__(self, relu: bool = False):
+        super().__init__()
+        self.conv, self.fc, self.relu = nn.Conv2d(1, 8, 3, 2, 1), nn.Linear(8, 3), relu
+
+    def forward(self, x):
+        y = self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+        y = torch.relu(y) + 0.1 if self.relu else y
+        return y / y.norm(dim=1, keepdim=True)
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        att = torch.softmax(torch.matmul(self.q(x), self.k(x).transpose(-2, -1)), dim=-1)
+        return torch.matmul(att, self.v(x)).mean(1)
+
+
+def export(module: nn.Module, shape, path: Path) -> Path:
+    torch.onnx.export(module.eval(), (torch.zeros(1, *shape),), str(path), input_names=["x"], output_names=["out"],
+                      dynamic_axes={"x": {0: "n"}, "out": {0: "n"}}, opset_version=17, dynamo=False)
+    return path
+
+
+def planned(path: Path, x: np.ndarray) -> QuantPlan:
+    graph = onnx.load(str(path)).graph
+    producers = {out: tensor_key(n.name, i) for n in graph.node for i, out in enumerate(n.output)}
+    ranges = {producers.get(t, f"input:{t}"): [float(v) for v in observe(s, "minmax")]
+              for t, s in collect(path, {"x": x}).items()}
+    return QuantPlan(weights={"bits": 8}, layers=quantizable_layers(path), ranges=ranges)
+
+
+def run(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def quantized_inputs(path: Path) -> set[str]:
+    """Op types that read a DequantizeLinear output (the ops that see 8-bit values)."""
+    g = onnx.load(str(path)).graph
+    dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    return {n.op_type for n in g.node if any(i in dq for i in n.input) and n.op_type != "QuantizeLinear"}
+
+
+def test_batchnorm_outside_the_plan_stays_float(tmp_path):
+    """BatchNormalization has no integer kernel in onnxruntime's CPU provider: wrapping it in QDQ only adds rounding on a
+    tensor (a pre-activation ResNet's residual stream) that no plan decision could return to float."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32)
+    fp32 = export(PreAct(), (1, 8, 8), tmp_path / "preact.onnx")
+    assert "BatchNormalization" in ops(fp32)
+    plan = planned(fp32, x)
+    all_float = apply_plan(fp32, plan.with_float({lp.name for lp in plan.layers}, "test"), tmp_path / "float.onnx")
+    assert "QuantizeLinear" not in ops(all_float)  # every layer float: nothing is quantized at all
+    np.testing.assert_allclose(run(all_float, x), run(fp32, x), rtol=1e-5, atol=1e-6)
+    int8 = apply_plan(fp32, plan, tmp_path / "int8.onnx")
+    assert "BatchNormalization" not in quantized_inputs(int8) and "Conv" in quantized_inputs(int8)
+
+
+def test_a_gemm_read_only_by_float_ops_keeps_a_float_output(tmp_path):
+    torch.manual_seed(0)
+    x = np.random.default_rng(1).normal(size=(32, 1, 8, 8)).astype(np.float32)
+    fp32 = export(Head(), (1, 8, 8), tmp_path / "head.onnx")
+    plan = planned(fp32, x)
+    int8 = apply_plan(fp32, plan, tmp_path / "int8.onnx")
+    g = onnx.load(str(int8)).graph
+    gemm = next(n for n in g.node if n.op_type == "Gemm")
+    producer = {o: n for n in g.node for o in n.output}
+    assert producer[gemm.input[1]].op_type == "DequantizeLinear"  # the layer is INT8 (weights and input)
+    assert producer[gemm.input[0]].op_type == "DequantizeLinear"
+    readers = [n for n in g.node if gemm.output[0] in n.input]
+    assert readers and all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in readers)
+    used = {i for n in g.node for i in n.input}
+    assert all(i.name in used for i in g.initializer)  # the dropped pair's scale and zero point went with it
+    cos = np.sum(run(int8, x) * run(fp32, x), axis=1)
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 2.0
+
+
+def test_a_relu_folded_into_the_gemm_output_range_keeps_its_qdq_pair(tmp_path):
+    """The quantizer removes a Relu after a Gemm and lets the output's uint8 range do it: that pair is the Relu."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(2).normal(size=(32, 1, 8, 8)).astype(np.float32)
+    fp32 = export(Head(relu=True), (1, 8, 8), tmp_path / "head_relu.onnx")
+    int8 = apply_plan(fp32, planned(fp32, x), tmp_path / "int8.onnx")
+    cos = np.sum(run(int8, x) * run(fp32, x), axis=1)
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 2.0  # the relu still acts
+
+
+def test_matmuls_of_two_activations_are_plan_layers_that_can_go_float(tmp_path):
+    torch.manual_seed(0)
+    x = np.random.default_rng(3).normal(size=(16, 5, 8)).astype(np.float32)
+    fp32 = export(Attention(), (5, 8), tmp_path / "att.onnx")
+    layers = quantizable_layers(fp32)
+    activations = [lp for lp in layers if lp.weights == 0]
+    assert [(lp.name, lp.op) for lp in activations] == [("MatMul", "MatMul"), ("MatMul_1", "MatMul")]
+    assert all(lp.macs == 5 * 5 * 8 for lp in activations)  # (5x8)(8x5) and (5x5)(5x8), batch 1
+    assert weight_error(fp32, activations[0], 8) == 0.0
+    assert {lp.name for lp in layers} == {"q", "k", "v", "MatMul", "MatMul_1"}  # one row each, no collisions
+    plan = planned(fp32, x)
+    all_float = apply_plan(fp32, plan.with_float({lp.name for lp in plan.layers}, "test"), tmp_path / "float.onnx")
+    assert "QuantizeLinear" not in ops(all_float)  # before: q k^T and att v were quantized whatever the plan said
+    only_scores = plan.with_float({"q", "k", "v", "MatMul_1"}, "test")
+    assert "MatMul" in quantized_inputs(apply_plan(fp32, only_scores, tmp_path / "scores.onnx"))
