@@ -87,6 +87,7 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
                       eval_samples=len(given_eval) if given_eval is not None else recipe.verify.eval_images)
     pipeline = recipe.pipeline()
     pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
+    pipeline.preflight(src.card)  # or if a pass cannot take this model's inputs
     eval_set = given_eval or default_eval_set(src.card, recipe.verify.eval_images)
     calib_set = _as_set(calib) or _recipe_calibration(recipe, src.card)
     _refuse_overlap(calib_set, eval_set)

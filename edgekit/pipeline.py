@@ -97,6 +97,11 @@ class Pipeline:
                                 "target this input kind can reach (README: which inputs reach which targets)")
         return passes
 
+    def preflight(self, card) -> None:
+        """Every pass's card-level check (Pass.preflight), before any pass runs."""
+        for p in self.passes:
+            p.preflight(card)
+
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
         cache = Cache(ctx.cache_dir, log=ctx.log) if ctx.cache_dir else None
         ctx = dataclasses.replace(ctx, pipeline=str(self))

@@ -34,6 +34,10 @@ class Pass(BaseModel):
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         raise NotImplementedError
 
+    def preflight(self, card) -> None:
+        """Raise BadInputError when the model card alone shows this pass cannot take the model, so the refusal comes
+        before earlier passes spend minutes (fine-tuning, distillation) on a compile that cannot finish."""
+
     def host_dependence(self) -> str | None:
         """Why this pass's output bytes can differ between CPUs for the same input (None: they cannot).
 

@@ -88,7 +88,7 @@ def spiking_graph(module: nn.Module, n_inputs: int, input_names: list[str] | Non
             graph = None
         also = [f"layer {name} ({type(m).__name__})" for name, m in module.named_modules()
                 if any(isinstance(m, cls) for cls in _WHY)]
-        raise BadInputError(_extra_input_error(graph, n_inputs, input_names)
+        raise BadInputError(extra_input_error(graph, n_inputs, input_names)
                             + (f" (also not convertible: {', '.join(also[:3])})" if also else ""))
     bad = [(name, m) for name, m in module.named_modules() if any(isinstance(m, cls) for cls in _WHY)]
     if bad:  # the first layer that cannot convert, before tracing (recurrences often break the trace)
@@ -183,7 +183,7 @@ def where(fx) -> str:
     return ", ".join(p for p in (f"in module {path}" if path else "in the top-level forward", line) if p)
 
 
-def _extra_input_error(graph, n_inputs: int, names: list[str] | None) -> str:
+def extra_input_error(graph, n_inputs: int, names: list[str] | None) -> str:
     """Where the second (third, ...) input enters: the op reading it and the layer that op feeds."""
     places = [n for n in graph.nodes if n.op == "placeholder"] if graph is not None else []
     extra = places[1] if len(places) > 1 else None

@@ -16,6 +16,7 @@ from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
 from edgekit.snn.convert import convert, populations
+from edgekit.snn.graph import extra_input_error
 from edgekit.snn.nir_export import write_nir
 from edgekit.torch_module import load_module
 
@@ -45,6 +46,10 @@ class ToSNN(Pass):
 
     def host_dependence(self) -> str | None:
         return "thresholds come from float32 calibration runs in torch, whose kernels depend on the CPU"
+
+    def preflight(self, card) -> None:
+        if len(card.inputs) > 1:  # the spiking network has one input population: refuse before qcfs or distill train
+            raise BadInputError(extra_input_error(None, len(card.inputs), [s.name for s in card.inputs]))
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
