@@ -97,3 +97,29 @@ def test_an_op_of_a_later_opset_names_the_first_opset_that_exports_it(tmp_path):
     with pytest.raises(BadInputError, match=r"^export_onnx: operator aten::col2im \(in module fold\) is not supported by the "
                                             r"ONNX exporter at opset 17; fix: set `export_onnx: \{opset: 18\}`"):
         ExportOnnx().run(Artifact.create(folder, Format.torch, None), Ctx(card), tmp_path / "out")
+
+
+def test_fp16_keeps_grid_sampling_and_its_coordinates_in_float32(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from edgekit.backends.onnx.export import OnnxFp16, _export
+
+    torch.manual_seed(0)
+    warp = Warp().eval()
+    with torch.no_grad():
+        warp.theta.weight.mul_(0.01)
+        warp.theta.bias.copy_(torch.tensor([0.9, 0.1, 0.05, -0.1, 1.1, 0.0]))
+    model = nn.Sequential(warp, nn.Conv2d(1, 2, 3)).eval()  # as in a spatial transformer, a float16 conv reads the samples
+    _export(model, (torch.zeros(1, 1, 36, 60),), tmp_path / "w.onnx", 17, ["image"], "out", {"image": {0: "b"}, "out": {0: "b"}})
+    art = OnnxFp16().run(Artifact.create(tmp_path / "w.onnx", Format.onnx, None), None, tmp_path / "fp16")
+    graph = onnx.load(str(art.path)).graph
+    assert any(n.startswith("kept float32: grid sampling") for n in art.meta.notes)
+    weights = {i.name: i.data_type for i in graph.initializer}
+    assert weights["0.theta.weight"] == weights["1.weight"] == onnx.TensorProto.FLOAT16  # the rest is float16
+    x = torch.randn(2, 1, 36, 60)
+    got = ort.InferenceSession(str(art.path)).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        assert got.dtype == np.float32 and np.abs(got - model(x).numpy()).max() < 0.05
