@@ -31,6 +31,11 @@ class WeightFakeQuant(nn.Module):
         return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -self.qmax, self.qmax)
 
 
+def batched(tensors: list[torch.Tensor], size: int = 64) -> list[tuple[torch.Tensor, ...]]:
+    """Calibration inputs as the observers sweep them: one tuple of every input's rows per batch of `size`."""
+    return [tuple(t[i:i + size] for t in tensors) for i in range(0, len(tensors[0]), size)]
+
+
 def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str, percentile: float,
               types: tuple, side: str) -> dict[str, tuple[float, float]]:
     """Observer ranges of the input (side "input") or output of every module of `types`: a range sweep, then a

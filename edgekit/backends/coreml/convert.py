@@ -16,7 +16,7 @@ from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
 from edgekit.passes.recurrent import unroll_recurrent
-from edgekit.quant.fake_quant import QUANTIZABLE, input_ranges
+from edgekit.quant.fake_quant import QUANTIZABLE, batched, input_ranges
 from edgekit.quiet import quiet
 
 
@@ -209,12 +209,8 @@ class ToCoreML(Pass):
             raise BadInputError("to_coreml activations=int8 needs a PyTorch module (not TorchScript); fix: give the weights")
         arrays = model_inputs(ctx.card, ctx.calib).arrays  # every declared input (image, head pose)
         xs = [torch.from_numpy(arrays[spec.name]) for spec in ctx.card.inputs]
-        return input_ranges(module, [tuple(x[i:i + 64] for x in xs) for i in range(0, len(xs[0]), 64)], self.observer)
+        return input_ranges(module, batched(xs), self.observer)
 
-    def _activation_quantizers(self, module, ctx) -> list:
-        """Forward pre-hooks that quantize and dequantize every conv/linear input with its calibrated uint8 range;
-        traced, they become MIL quantize/dequantize ops. Ranges: edgekit's observers over the calibration set."""
-        return _quantizer_hooks(module, self._activation_ranges(module, ctx), decomposed=False)
 
     def _compress(self, model, ct):
         """Weight compression with coremltools.optimize (data-free: no predict, so it runs off macOS)."""

@@ -30,7 +30,7 @@ from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.finetune import fine_tune
 from edgekit.passes.base import Pass
-from edgekit.quant.fake_quant import fake_quantized, input_ranges, output_ranges
+from edgekit.quant.fake_quant import batched, fake_quantized, input_ranges, output_ranges
 from edgekit.quant.plan import ISA_PROFILES, missed_targets
 from edgekit.torch_module import load_module, save_module
 
@@ -122,11 +122,10 @@ class QAT(Pass):
         arrays = model_inputs(ctx.card, ctx.calib).arrays
         calib = [torch.from_numpy(arrays[spec.name]) for spec in ctx.card.inputs]  # every input the model declares
         module.eval()
-        ranges = input_ranges(module, [tuple(x[i:i + 64] for x in calib) for i in range(0, len(calib[0]), 64)], self.observer)
+        ranges = input_ranges(module, batched(calib), self.observer)
         ranges = {k: v for k, v in ranges.items() if k not in float_layers}
         # an INT8 conv's output is quantized too (onnxruntime's integer Conv writes uint8): simulated as well
-        outputs = output_ranges(module, [tuple(x[i:i + 64] for x in calib) for i in range(0, len(calib[0]), 64)],
-                                self.observer)
+        outputs = output_ranges(module, batched(calib), self.observer)
         bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
         return fine_tune(module, ctx.card, self.steps, self.batch, self.lr, ctx.seed, ctx.progress, "qat fine-tuning",
                          context=functools.partial(fake_quantized, ranges=ranges, weight_bits=bits, outputs=outputs),

@@ -27,7 +27,7 @@ from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.errors import BadInputError, first_line
 from edgekit.evalset import model_inputs
 from edgekit.passes.int8_options import Int8Options
-from edgekit.quant.fake_quant import input_ranges
+from edgekit.quant.fake_quant import batched, input_ranges
 from edgekit.quant.plan import QuantPlan, keep_float
 from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_table, mixed_precision, range_observer_class
 from edgekit.quiet import quiet
@@ -118,8 +118,7 @@ class ToTFLite(Int8Options):
                          calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
         plan = keep_float(plan, self.keep_float)
         with quiet():
-            ranges = input_ranges(module, [tuple(t[i:i + 64] for t in tensors) for i in range(0, len(inputs), 64)], self.observer,
-                                  self.percentile)
+            ranges = input_ranges(module, batched(tensors), self.observer, self.percentile)
         judge = FakeQuantJudge(module, inputs.take(self.sensitivity_samples), ctx.card, ranges, WEIGHT_BITS)
         plan = mixed_precision(plan, judge, self.target_error_increase_deg, self.min_int8_mac_fraction, self.mixed_precision,
                                self.target_p95_diff_deg, self.target_max_diff_deg)

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from edgekit.artifact import Format
-from edgekit.backends.coreml.convert import ToCoreML
+from edgekit.backends.coreml.convert import ToCoreML, _quantizer_hooks
 from edgekit.context import Context
 from edgekit.errors import BadInputError
 
@@ -78,7 +78,7 @@ def test_int8_activations_need_a_calibration_set(card, tmp_path):
 
     ctx = Context(work_dir=tmp_path, card=card, calib=None)
     with pytest.raises(BadInputError, match="to_coreml activations=int8 needs a calibration set; fix: add `calibration:`"):
-        ToCoreML(activations="int8")._activation_quantizers(torch.nn.Conv2d(1, 1, 1), ctx)
+        ToCoreML(activations="int8")._activation_ranges(torch.nn.Conv2d(1, 1, 1), ctx)
 
 
 def test_int8_activations_refuse_torchscript(card, tmp_path):
@@ -89,7 +89,7 @@ def test_int8_activations_refuse_torchscript(card, tmp_path):
     scripted = torch.jit.script(torch.nn.Conv2d(1, 1, 1))
     ctx = Context(work_dir=tmp_path, card=card, calib=standard_set("calib", 8))
     with pytest.raises(BadInputError, match="needs a PyTorch module \\(not TorchScript\\)"):
-        ToCoreML(activations="int8")._activation_quantizers(scripted, ctx)
+        ToCoreML(activations="int8")._activation_ranges(scripted, ctx)
 
 
 def test_int8_activation_hooks_quantize_conv_inputs_to_256_levels(card, tmp_path):
@@ -104,8 +104,9 @@ def test_int8_activation_hooks_quantize_conv_inputs_to_256_levels(card, tmp_path
     calib = standard_set("calib", 16)
     seen = {}
     net[2].register_forward_hook(lambda m, a, out: seen.__setitem__("conv2_in", a[0].detach().clone()))  # after pre-hooks
-    hooks = ToCoreML(activations="int8", observer="minmax")._activation_quantizers(net, Context(work_dir=tmp_path, card=card,
-                                                                                                  calib=calib))
+    ranges = ToCoreML(activations="int8", observer="minmax")._activation_ranges(net, Context(work_dir=tmp_path, card=card,
+                                                                                                 calib=calib))
+    hooks = _quantizer_hooks(net, ranges, decomposed=False)
     assert len(hooks) == 2
     x = torch.from_numpy(model_inputs(card, standard_set("eval", 4)).arrays["image"])
     with torch.no_grad():
@@ -134,8 +135,9 @@ def test_int8_activation_calibration_feeds_every_declared_input(tmp_path):
     torch.manual_seed(0)
     net = PreActGaze().eval()
     calib = standard_set("calib", 16, (36, 60), head_pose=True)
-    hooks = ToCoreML(activations="int8", observer="minmax")._activation_quantizers(net, Context(work_dir=tmp_path, card=card,
-                                                                                                  calib=calib))
+    ranges = ToCoreML(activations="int8", observer="minmax")._activation_ranges(net, Context(work_dir=tmp_path, card=card,
+                                                                                                 calib=calib))
+    hooks = _quantizer_hooks(net, ranges, decomposed=False)
     assert len(hooks) == 4  # stem conv, block conv1 and conv2, fc
     for h in hooks:
         h.remove()
