@@ -1,8 +1,9 @@
-"""Option aliases shared by commands."""
+"""Option aliases shared by commands: one name per concept across the CLI."""
 
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,3 +18,25 @@ FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="human: tables
 SeedOpt = Annotated[int, typer.Option(help="Renderer seed (sets with different seeds share no image).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing folder edgekit did not write: edgekit's "
                                           "files are added beside the others, none of which is deleted or replaced.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print results only: no progress, no step lines.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print each pass's details.")]
+# --target is repeatable and takes comma-separated names; --targets stays as a deprecated alias of it
+TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", "--targets", show_default=False,
+                                                      help="Target names (see `edgekit targets`) or recipe .yaml files: "
+                                                           "repeat or separate by commas (--targets is a deprecated alias).")]
+OutDirOpt = Annotated[Path | None, typer.Option("--out", "-o", readable=False, help="Output folder.")]
+
+
+def split_targets(values: list[str] | None, default: list[str]) -> list[str]:
+    """`-t a,b -t c` -> [a, b, c]; nothing given -> default."""
+    names = [t.strip() for v in values or [] for t in v.split(",") if t.strip()]
+    return names or list(default)
+
+
+def set_verbosity(quiet: bool, verbose: bool) -> int:
+    """0 quiet, 1 normal, 2 verbose; sets edgekit.progress for the command (see edgekit.progress.configure)."""
+    from edgekit import progress
+
+    level = 0 if quiet else 2 if verbose else 1
+    progress.configure(level)
+    return level
