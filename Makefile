@@ -33,7 +33,7 @@ test-fast: setup
 
 # reports/: the demo model on every target (static numbers in demo.json are checked by the tests)
 sample-report: setup
-	$(BIN)/edgekit energy --targets sample --out build/sample-report --report-dir reports
+	$(BIN)/edgekit energy --target sample --out build/sample-report --report-dir reports
 
 clean:
 	rm -rf $(VENV) .venv-lava build dist

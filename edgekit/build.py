@@ -2,7 +2,7 @@
 
 Each (model, target) is compiled like `edgekit compile` (content-addressed pass cache, atomic output folder);
 one failing does not stop the others unless fail_fast. dist/ gets per-artifact folders, one comparison page,
-manifest.json, a Markdown summary and JUnit XML of the gates, each written atomically.
+manifest.json, a Markdown summary and JUnit XML with each gate's value (build_outputs.py), each written atomically.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -21,10 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekit import signals
 from edgekit.compiler import compile as run_compile
+from edgekit.build_outputs import junit_xml, summary_markdown
 from edgekit.errors import BadInputError, EdgekitError
 from edgekit.fileio import atomic_write_text
 from edgekit.outdir import owned_entries
 from edgekit.report.compare import write_compare
+from edgekit.report.summary import network_energy
 
 
 class ProjectModel(BaseModel):
@@ -91,6 +94,8 @@ class Job:
     target: str
     out: Path
     root: Path  # project folder: relative paths in the project file are relative to it
+    cache: bool = True  # reuse the pass and report caches (--no-cache: run and verify everything again)
+    remeasure: bool = False  # reuse cached verifications but time the artifacts again
 
 
 def _resolve(root: Path, value: str | None) -> str | None:
@@ -108,8 +113,11 @@ def _worker_started() -> None:
     """In each worker process: Ctrl-C and SIGTERM remove the running job's partial output, then end the worker."""
     import signal
 
+    from edgekit import progress
+
     global _IN_WORKER
     _IN_WORKER = True
+    progress.configure(progress.QUIET)  # parallel jobs' step lines would interleave: the parent reports each job
     for s in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(s) is not signal.SIG_IGN:  # ignored in the parent (nohup, a background job): here too
             signal.signal(s, _worker_signal)
@@ -141,7 +149,13 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 
 def run_job(job: Job) -> dict:
-    """Compile one (model, target); never raises: returns the manifest entry or the failure."""
+    """Compile one (model, target); never raises: returns the manifest entry or the failure, with its build time."""
+    start = time.perf_counter()
+    entry = _run_job(job)
+    return {**entry, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _run_job(job: Job) -> dict:
     global _BUSY
     m = job.model
     entry = {"model": m.name, "target": job.target}
@@ -149,7 +163,8 @@ def run_job(job: Job) -> dict:
         _BUSY = True
         res = run_compile(_resolve(job.root, m.source) or m.name, _resolve(job.root, job.target), out=job.out, arch=m.arch,
                           input_shape=m.input_shape, output_convention=m.output_convention, output_frame=m.output_frame,
-                          eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set))
+                          eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set),
+                          cache=job.cache, remeasure=job.remeasure)
     except EdgekitError as exc:
         return {**entry, "status": "error", "reason": str(exc)}
     except KeyboardInterrupt as exc:
@@ -161,21 +176,28 @@ def run_job(job: Job) -> dict:
     finally:
         _BUSY = False
     r = res.report
+    p50 = r.latency.get("p50")
+    measured = p50 is not None and p50.value is not None
     return {**entry, "status": "passed" if r.passed else "gate_failed", "pipeline": r.pipeline,
             "artifact": str(res.artifact.relative_to(job.out.parent.parent)), "sha256": r.artifact.sha256,
             "bytes_reproducible": r.artifact.reproducible.model_dump(),  # across hosts, or on this host only (and why)
             "size_bytes": int(r.size["artifact"].value), "precision": r.artifact.precision,
             "gates": [g.model_dump() for g in r.gates], "error_deg": r.accuracy.artifact.mean_deg if r.accuracy else None,
+            "latency_p50_ms": p50.value if measured else None,
+            "latency_how": p50.how if p50 is not None else "no latency in the report",
+            "energy_uj": network_energy(r),  # the whole-network compute estimate, as the comparison page shows it
             "tools": r.tools, "host_isa": r.host.isa_flags, "inputs_digest": r.inputs_digest,
             "report": str((res.out_dir / "report.json").relative_to(job.out.parent.parent)),
             "cached": all(s.cached for s in r.steps)}
 
 
-def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fast: bool = False, progress=None) -> dict:
+def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fast: bool = False, progress=None,
+          cache: bool = True, remeasure: bool = False) -> dict:
     _refuse_foreign_dist(dist)
     project = load_project(project_path)
+    started = time.perf_counter()
     root = project_path.resolve().parent
-    todo = [Job(m, t, dist / m.name / Path(t).stem, root) for m in project.models for t in project.targets]
+    todo = [Job(m, t, dist / m.name / Path(t).stem, root, cache, remeasure) for m in project.models for t in project.targets]
     results: list[dict] = []
     if jobs <= 1:
         for job in todo:
@@ -204,7 +226,11 @@ def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fas
     skipped = [{"model": j.model.name, "target": j.target, "status": "skipped", "reason": "not built (--fail-fast)"}
                for j in todo if (j.model.name, j.target) not in {(e["model"], e["target"]) for e in results}]
     manifest = {"schema_version": 1, "project": project_path.name, "artifacts": results + skipped,
-                "ok": all(e["status"] == "passed" for e in results) and not skipped}
+                "ok": all(e["status"] == "passed" for e in results) and not skipped,
+                "seconds": round(time.perf_counter() - started, 3),
+                # relative to dist/, the summary first: what the CLI's last line names
+                "outputs": ["summary.md", "manifest.json", "junit.xml"]
+                           + (["compare.html"] if any(e.get("report") for e in results) else [])}
     _write_outputs(manifest, dist)
     return manifest
 
@@ -232,41 +258,8 @@ def _refuse_foreign_dist(dist: Path) -> None:
 def _write_outputs(manifest: dict, dist: Path) -> None:
     dist.mkdir(parents=True, exist_ok=True)
     reports = [dist / e["report"] for e in manifest["artifacts"] if e.get("report")]
-    if reports:
+    if "compare.html" in manifest["outputs"]:
         write_compare(reports, dist / "compare.html")
     atomic_write_text(dist / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     atomic_write_text(dist / "summary.md", summary_markdown(manifest))
     atomic_write_text(dist / "junit.xml", junit_xml(manifest))
-
-
-def summary_markdown(manifest: dict) -> str:
-    lines = ["## edgekit build", "", "| model | target | status | error (deg) | size (MB) | gates |", "|---|---|---|---|---|---|"]
-    for e in manifest["artifacts"]:
-        gates = ", ".join(f"{g['name']} {'ok' if g['passed'] else 'FAILED'}" for g in e.get("gates", [])) or e.get("reason", "")
-        err = f"{e['error_deg']:.3f}" if e.get("error_deg") is not None else "-"
-        size = f"{e['size_bytes'] / 1e6:.2f}" if e.get("size_bytes") else "-"
-        lines.append(f"| {e['model']} | {e['target']} | {e['status']} | {err} | {size} | {gates.replace('|', '/')} |")
-    lines += ["", "All artifacts passed." if manifest["ok"] else "Some artifacts failed: see the reasons above.", ""]
-    return "\n".join(lines)
-
-
-def junit_xml(manifest: dict) -> str:
-    from xml.sax.saxutils import escape, quoteattr
-
-    cases, failures = [], 0
-    for e in manifest["artifacts"]:
-        name = f"{e['model']}/{e['target']}"
-        if e["status"] in ("error", "skipped"):
-            failures += 1
-            reason = quoteattr(e["reason"][:300])
-            cases.append(f'  <testcase classname="edgekit.build" name={quoteattr(name)}><failure message={reason}/></testcase>')
-            continue
-        for g in e["gates"]:
-            message = quoteattr(f"{g['name']}: {g['value']} against limit {g['limit']}")
-            body = "" if g["passed"] else f"<failure message={message}/>"
-            failures += not g["passed"]
-            cases.append(f'  <testcase classname={quoteattr("edgekit.build." + name)} name={quoteattr(g["name"])}>{body}</testcase>')
-        if not e["gates"]:
-            cases.append(f'  <testcase classname="edgekit.build" name={quoteattr(name + " (no gates)")}/>')
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="edgekit build" tests="{len(cases)}" failures="{failures}">\n'
-            + "\n".join(cases) + f"\n</testsuite>\n<!-- {escape(manifest['project'])} -->\n")

@@ -12,15 +12,20 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
 
 from edgekit import outdir
+from edgekit import progress as _progress
 from edgekit._version import __version__
 from edgekit.artifact import Artifact, Format
 from edgekit.context import Context
-from edgekit.data.npz import GazeSet, read_gazeset
+from edgekit.data.arrays import as_gazeset
+from edgekit.data.npz import GazeSet
 from edgekit.errors import BadInputError, from_os_error
 from edgekit.environment import cache_root
-from edgekit.evalset import default_eval_set, model_inputs
+from edgekit.evalset import default_eval_set, fit_to_model, model_inputs, small_set_warning
 from edgekit.models.card import ModelCard
 from edgekit.quant.calibration import load_calibration_spec, resolve_calibration
 from edgekit.recipe import Recipe, load_recipe
@@ -29,48 +34,116 @@ from edgekit.report.model import Report
 from edgekit.report.render import write_reports
 from edgekit.source import load_source
 
+if TYPE_CHECKING:
+    import torch
+
 @dataclass(frozen=True)
 class CompileResult:
-    artifact: Path  # the artifact in the output folder
-    report: Report
-    out_dir: Path
+    """What `edgekit.compile` returns: the artifact in its output folder and its verified report."""
+
+    artifact: Path  #: the artifact (model.onnx, model.mlpackage, model.tflite, ...) in `out_dir`
+    report: Report  #: the full report (the schema of report.json: `edgekit schema --kind report`)
+    out_dir: Path  #: the output folder: artifact, io.json, report.json, report.md, report.html
 
     @property
     def passed(self) -> bool:
+        """Every gate of the target's recipe held."""
         return self.report.passed
 
+    @property
+    def target(self) -> str:
+        return self.report.target.name
 
-def _as_set(value: GazeSet | str | Path | None) -> GazeSet | None:
-    if value is None or isinstance(value, GazeSet):
-        return value
-    return read_gazeset(value)
+    @property
+    def error_deg(self) -> float:
+        """Mean angular error of the artifact on the evaluation set, in degrees."""
+        return self.report.accuracy.artifact.mean_deg
+
+    @property
+    def max_diff_deg(self) -> float:
+        """Largest per-sample angle between the artifact's and the reference model's outputs, in degrees."""
+        return self.report.accuracy.diff_from_reference.max_deg
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.report.size["artifact"].value)
+
+    @property
+    def sidecar(self) -> Path:
+        """io.json: the artifact's inputs and outputs (shapes, dtypes, normalisation, quantization)."""
+        return self.out_dir / "io.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / "report.json"
+
+    def __repr__(self) -> str:
+        return (f"CompileResult(target={self.target!r}, passed={self.passed}, error_deg={self.error_deg:.3f}, "
+                f"max_diff_deg={self.max_diff_deg:.4f}, artifact={str(self.artifact)!r})")
 
 
-def default_out_dir(model: str | None, recipe: Recipe) -> Path:
-    name = Path(model).stem if model else "tinygaze"
+ModelLike = Union[str, Path, "torch.nn.Module", "torch.export.ExportedProgram", None]
+DataLike = Union[GazeSet, str, Path, dict, tuple, np.ndarray, None]
+
+
+def default_out_dir(model, recipe: Recipe) -> Path:
+    if model is None:
+        name = "tinygaze"
+    elif isinstance(model, (str, Path)):
+        name = Path(model).stem
+    else:
+        name = type(model).__name__.lower()
     return Path("build") / name / recipe.name
 
 
-def compile(model: str | None = None, target: str | Path = "onnx", *, calib: GazeSet | str | Path | None = None,
-            eval: GazeSet | str | Path | None = None, out: str | Path | None = None, arch: str | None = None,
-            arch_config: dict | None = None, input_shape: list[str] | None = None, output_convention: str | None = None,
-            output_frame: str | None = None, card: str | Path | None = None, cache: bool = True, progress: bool = False, force: bool = False,
-            log=lambda msg: None) -> CompileResult:
-    """Compile MODEL (None = the shipped demo) for TARGET; returns the artifact path and its report.
+def _shapes(input_shape) -> list[str] | None:
+    """input_shape=(1, 1, 40, 64), "1x1x40x64", or a list of those / of "name=1x2" strings (one per input)."""
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, str):
+        return [input_shape]
+    items = list(input_shape)
+    if items and all(isinstance(d, int) for d in items):
+        return ["x".join(map(str, items))]
+    return [s if isinstance(s, str) else "x".join(map(str, s)) for s in items]
 
-    OUT that is a file, or a non-empty folder edgekit did not write, is refused (BadInputError) before any work unless
-    FORCE; even then only edgekit's own files are added there (see edgekit.outdir). A full disk or an unwritable
-    folder is a BadInputError naming it and the fix.
+
+def compile(model: ModelLike = None, target: str | Path = "onnx", *, calib: DataLike = None, eval: DataLike = None,
+            out: str | Path | None = None, input_shape=None, arch: str | None = None, arch_config: dict | None = None,
+            output_convention: str | None = None, output_frame: str | None = None, card: str | Path | None = None,
+            cache: bool = True, remeasure: bool = False, resize: bool = False, force: bool = False,
+            progress: bool = False, log=lambda msg: None) -> CompileResult:
+    """Compile MODEL for TARGET, verify the artifact in its runtime against the model, and write its report.
+
+    model: a built-in name ("tinygaze", "gazeresnet18", "temporalgaze"), a path (weights + `arch`, TorchScript,
+        torch.export .pt2, .onnx, an edgekit module folder), a `torch.nn.Module` (with `input_shape=`), or a
+        `torch.export.ExportedProgram`; None is the shipped demo (tinygaze).
+    target: a target name (`edgekit targets`) or a recipe .yaml.
+    calib, eval: an `.npz` path, a dict of arrays with the .npz keys ({"images": uint8 (N,H,W), "gaze": (N,3) or
+        "pitchyaw": (N,2), ...}), a tuple (images, gaze), a GazeSet, or (calib only) an images array. Default:
+        synthetic eyes, each from its own seed.
+    input_shape: the shape of one sample with batch 1, e.g. (1, 1, 40, 64), or one "name=1x2" string per input.
+    out: the output folder (default build/<model>/<target>); a non-empty folder edgekit did not write is refused
+        unless force=True, and even then nothing in it is deleted or replaced.
+    cache: reuse pass results and the report of an identical earlier verification; remeasure: reuse it but time
+        the artifact again; resize: resize sets whose image size differs from the model's input (noted in the report).
+    progress: draw progress (see edgekit.progress.configure for the level).
+
+    Returns a CompileResult; raises edgekit.errors.EdgekitError subclasses (BadInputError: exit 2, ...) with a
+    one-line message naming the problem and the fix. A failed gate is not an exception: check `result.passed`.
     """
     recipe = load_recipe(target)
     out_dir = Path(out) if out else default_out_dir(model, recipe)
     # the run's inputs: never replaced, even when they lie inside OUT
     inputs = [p for p in (model, card, target, eval, calib) if isinstance(p, (str, Path)) and Path(p).exists()]
+    calib, eval = as_gazeset(calib, "calibration"), as_gazeset(eval, "evaluation")
+    if progress and _progress.level() < _progress.NORMAL:
+        _progress.configure(_progress.NORMAL)
     try:
         with outdir.output_folder(out_dir, force=force, protect=inputs) as output, outdir.work_folder() as work:
             return _compile_into(output, work, model, recipe, calib=calib, eval=eval, arch=arch, arch_config=arch_config,
-                                 input_shape=input_shape, output_convention=output_convention, output_frame=output_frame,
-                                 card=card, cache=cache,
+                                 input_shape=_shapes(input_shape), output_convention=output_convention,
+                                 output_frame=output_frame, card=card, cache=cache, remeasure=remeasure, resize=resize,
                                  progress=progress, log=log)
     except OSError as exc:
         err = from_os_error(exc)
@@ -80,8 +153,9 @@ def compile(model: str | None = None, target: str | Path = "onnx", *, calib: Gaz
 
 
 def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape,
-                  output_convention, output_frame, card, cache: bool, progress: bool, log) -> CompileResult:
-    given_eval = _as_set(eval)
+                  output_convention, output_frame, card, cache: bool, remeasure: bool, resize: bool, progress: bool,
+                  log) -> CompileResult:
+    given_eval = eval
     src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
                       output_convention=output_convention, output_frame=output_frame, card=Path(card) if card else None,
                       eval_samples=len(given_eval) if given_eval is not None else recipe.verify.eval_images)
@@ -89,37 +163,62 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
     pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
     pipeline.preflight(src.card)  # or if a pass cannot take this model's inputs
     eval_set = given_eval or default_eval_set(src.card, recipe.verify.eval_images)
-    calib_set = _as_set(calib) or _recipe_calibration(recipe, src.card)
+    calib_set = calib or _recipe_calibration(recipe, src.card)
+    eval_set, calib_set, data_notes = _fit_sets(eval_set, calib_set, src.card, resize)
+    for note in data_notes:
+        log(f"note: {note}")
     _refuse_overlap(calib_set, eval_set)
     inputs = model_inputs(src.card, eval_set)
     ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
-                  cache_dir=cache_root() / "passes" if cache else None, progress=progress, log=log)
-    log(f"pipeline: {pipeline}")
+                  cache_dir=cache_root() / "passes" if cache else None)
+    _progress.detail(f"pipeline: {pipeline}")
     steps = pipeline.run(src.artifact, ctx)
     final = steps[-1].artifact if steps else src.artifact
     shipped = _place_artifact(final, output.staging)
-    report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log)
+    report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log,
+                              remeasure=remeasure)
+    if data_notes:  # about this run's sets: added after the cache, which keys on the sets' digests
+        report = report.model_copy(update={"notes": data_notes + report.notes})
     _write_sidecar(src.card, shipped, output.staging, str(pipeline))
     write_reports(report, output.staging)
     output.commit()
     return CompileResult(artifact=output.shown / shipped.path.name, report=report, out_dir=output.shown)
 
 
-def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache: bool, log):
-    """Verify the artifact, or reuse the cached report of an identical earlier verification (`cache`)."""
+def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache: bool, log,
+                     remeasure: bool = False):
+    """Verify the artifact, or reuse the cached report of an identical earlier verification (`cache`); `remeasure`
+    measures a reused report's timing (latency, memory, FP32 comparison) again and stores it back in the cache."""
     from edgekit.report.build import verify  # why: looked up per call, so edgekit.report.build.verify can be patched
+    from edgekit.report.timing import remeasure as measure_again
 
     root = cache_root() / "reports"
     key = report_cache.report_key(src, recipe, pipeline, shipped, eval_set, calib_set) if cache else None
     cached = report_cache.load(root, key, shipped, log) if key else None
+    if cached is not None and remeasure:
+        log("verification: reusing the cached accuracy of this artifact, measuring its timing again")
+        cached = measure_again(cached, recipe, pipeline, steps, shipped, inputs, src.artifact, src.card, work, cache, log)
+        report_cache.store(root, key, cached)
+        return report_cache.reused(cached, steps, timing_reused=False)
     if cached is not None:
         log("verification: reusing the cached report of this artifact")
         return report_cache.reused(cached, steps)
-    log("verifying the artifact against the reference")
-    report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work)
+    with _progress.step("verifying the artifact against the reference"):
+        report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache=cache, log=log)
     if key:
         report_cache.store(root, key, report)
     return report
+
+
+def _fit_sets(eval_set: GazeSet, calib_set: GazeSet | None, card: ModelCard, resize: bool):
+    """Refuse (or, with resize, resize and note) sets of another image size; warn about sets too small to mean much."""
+    eval_set, notes = fit_to_model(eval_set, card, "eval", resize)
+    if calib_set is not None:
+        calib_set, more = fit_to_model(calib_set, card, "calib", resize)
+        notes += more
+    notes += [w for w in (small_set_warning(eval_set, "eval"),
+                          small_set_warning(calib_set, "calib") if calib_set is not None else None) if w]
+    return eval_set, calib_set, notes
 
 
 def _recipe_calibration(recipe: Recipe, card: ModelCard) -> GazeSet | None:

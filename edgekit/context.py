@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,7 @@ class Context:
     eval: GazeSet | None = None
     seed: int = 0
     cache_dir: Path | None = None  # None: no caching
-    progress: bool = False
-    pipeline: str = ""  # the one-line pipeline, for artifact metadata
-    log: Callable[[str], None] = lambda message: None
+    pipeline: str = ""  # the one-line pipeline, for artifact metadata (passes report progress through edgekit.progress)
 
     @property
     def calib_digest(self) -> str | None:

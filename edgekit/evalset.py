@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.data import synthetic
+# fit_to_model and small_set_warning live beside the format (numpy and cv2 only, for `edgekit data check`); the
+# compiler fits its evaluation and calibration sets through this module with the rest of what a model is fed
+from edgekit.data.fit import fit_to_model, small_set_warning  # noqa: F401 (re-exported)
 from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.npz import EXTRA_PREFIX, GazeSet
 from edgekit.data.views import RENDERED_VIEWS
@@ -124,9 +127,18 @@ def to_vectors(outputs: np.ndarray, card: ModelCard) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
 
 
-def run_batches(run: Runner, inputs: ModelInputs, batch: int) -> np.ndarray:
-    """Outputs for every sample, `batch` samples per call (the last call may hold fewer); errors propagate."""
-    return np.concatenate([run({k: v[i:i + batch] for k, v in inputs.arrays.items()}) for i in range(0, len(inputs), batch)])
+def run_batches(run: Runner, inputs: ModelInputs, batch: int, description: str | None = None) -> np.ndarray:
+    """Outputs for every sample, `batch` samples per call (the last call may hold fewer); errors propagate.
+    description: show progress over the batches (edgekit.progress), for runs that take long (verification)."""
+    from edgekit.progress import track
+
+    starts = range(0, len(inputs), batch)
+    batches = track(starts, total=len(starts), description=description) if description else iter(starts)
+    try:
+        return np.concatenate([run({k: v[i:i + batch] for k, v in inputs.arrays.items()}) for i in batches])
+    finally:
+        if description:
+            batches.close()  # a failed run ends its bar now (a caller may retry at batch 1), not when collected
 
 
 def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:

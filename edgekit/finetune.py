@@ -28,12 +28,13 @@ def to_vector(out: torch.Tensor, convention: str) -> torch.Tensor:
     return out
 
 
-def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, seed: int = 0, progress: bool = False,
+def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, seed: int = 0,
               label: str = "fine-tuning", context=nullcontext, device: str = "cpu", teacher: torch.nn.Module | None = None,
               teacher_weight: float = 1.0, one_cycle: bool = False) -> torch.nn.Module:
     """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization).
     teacher: distillation; the loss mixes 1 - cos against the teacher's gaze (teacher_weight) and against the label.
-    one_cycle: a one-cycle learning rate (training from scratch) instead of a constant one (fine-tuning)."""
+    one_cycle: a one-cycle learning rate (training from scratch) instead of a constant one (fine-tuning).
+    Progress: the rendering of the training images, then a bar over the steps labelled `label` (edgekit.progress)."""
     if card.image_input.layout != "NCHW":
         raise BadInputError(f"{label} trains on single eye images, not {card.image_input.layout} sequences; fix: drop it "
                             "from the recipe for this model")
@@ -52,7 +53,7 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps) if one_cycle else None
     module.train()
     with context(module):
-        for step in track(range(steps), total=steps, description=label, enabled=progress):
+        for step in track(range(steps), total=steps, description=f"{label}: {steps} steps of {batch} images"):
             idx = order[step * batch:(step + 1) * batch]
             out = to_vector(module(*(x[idx] for x in xs)), card.output.convention)
             loss = (1 - F.cosine_similarity(out, y[idx], dim=-1)).mean()

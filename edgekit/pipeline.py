@@ -8,6 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
+from edgekit import progress
 from edgekit.artifact import Artifact, Format, digest_path
 from edgekit.cache import REBUILT, Cache, cache_key
 from edgekit.environment import host_info, tool_versions
@@ -103,7 +104,9 @@ class Pipeline:
             p.preflight(card)
 
     def run(self, src: Artifact, ctx: Context) -> list[Step]:
-        cache = Cache(ctx.cache_dir, log=ctx.log) if ctx.cache_dir else None
+        """Run every applicable pass (or take it from the cache). Each pass prints a step line (edgekit.progress: name,
+        cached or not, seconds) and, at -v, its options and notes (decisions, plan summary, observer choices)."""
+        cache = Cache(ctx.cache_dir, log=progress.info) if ctx.cache_dir else None
         ctx = dataclasses.replace(ctx, pipeline=str(self))
 
         # quantized kernels and their saturation depend on the ISA, so it is part of every key
@@ -113,7 +116,7 @@ class Pipeline:
         runnable = self.runnable_from(src.format)
         skipped = [p.name for p in self.passes[:len(self.passes) - len(runnable)]]
         if skipped:
-            ctx.log(f"skipping {', '.join(skipped)}: they do not apply to a {src.format.value} input")
+            progress.info(f"skipping {', '.join(skipped)}: they do not apply to a {src.format.value} input")
         for p in runnable:
             key = cache_key(p.name, p.version, p.model_dump(mode="json"), art.sha256, ctx.calib_digest, card, tools,
                             code_digest(type(p).__module__))
@@ -123,14 +126,18 @@ class Pipeline:
                 out_dir = ctx.work_dir / f"{len(steps):02d}-{p.name}"
                 shutil.rmtree(out_dir, ignore_errors=True)
                 out_dir.mkdir(parents=True)
-                ctx.log(f"running {p}")
-                result = _run_checked(p, art, ctx, out_dir, done)
+                progress.detail(f"running {p}")
+                with progress.step(f"pass {p.name}"):
+                    result = _run_checked(p, art, ctx, out_dir, done)
                 art = cache.put(key, result, out_dir) if cache else result
                 if cache and key in cache.discarded:  # said in the report too, not only in the log
                     note = f"{REBUILT} ({cache.discarded[key]})"
                     art = art.with_note(note)
             else:
                 art = hit
+                progress.info(f"pass {p.name}: cached ({progress.seconds(time.perf_counter() - started)})")
+            for note in art.meta.notes:  # most notes already start with the pass name
+                progress.detail(note if note.startswith(f"{p.name}:") else f"{p.name}: {note}")
             steps.append(Step(str(p), art, hit is not None, time.perf_counter() - started))
             done.append(p.name)
         return steps

@@ -217,6 +217,7 @@ def _loc_from_path(key_path: str) -> list:
 
 
 def list_targets() -> list[str]:
+    """The names of the shipped target recipes (`edgekit targets`), e.g. onnx, onnx-int8, coreml, tflite-int8, loihi."""
     return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
 
 

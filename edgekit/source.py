@@ -25,7 +25,7 @@ from edgekit.models.card import InputSpec, ModelCard, OutputSpec
 from edgekit.models.io import check_readable, load_into, load_shipped, read_state_dict
 from edgekit.models.registry import BUILTINS, builtin
 from edgekit.safe_pt2 import load_exported_program
-from edgekit.torch_module import build_arch, load_module, save_module
+from edgekit.torch_module import build_arch, live_arch, load_module, save_module
 from edgekit.trace_check import check_no_data_dependent_branches
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -168,7 +168,7 @@ def _starts_like_zip(path: Path) -> bool:
         return fh.read(4) == b"PK\x03\x04"
 
 
-def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_config: dict | None = None,
+def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram | None, work: Path, *, arch: str | None = None, arch_config: dict | None = None,
                 input_shapes: list[str] | None = None, output_convention: str | None = None,
                 output_frame: str | None = None, card: Path | None = None, eval_samples: int = 512) -> LoadedModel:
     """Resolve MODEL (None = the demo) into a LoadedModel; the first artifact is written under `work`.
@@ -176,7 +176,12 @@ def load_source(model: str | None, work: Path, *, arch: str | None = None, arch_
     No code from a model file runs: weights load as tensors only, .pt2 programs through edgekit.safe_pt2, and a
     module folder's non-built-in architecture only when `arch` names it. `eval_samples` sizes the evaluation set,
     refused beyond EVAL_TENSOR_LIMIT before anything is allocated."""
-    loaded = _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples)
+    if isinstance(model, (torch.nn.Module, torch.export.ExportedProgram)):
+        loaded = _load_live(model, work, input_shapes, output_convention, card, eval_samples)
+        arch = loaded.card.arch
+    else:
+        loaded = _load(str(model) if model is not None else None, work, arch, arch_config, input_shapes,
+                       output_convention, card, eval_samples)
     the_card = _trusted_card(loaded.card, arch)
     if output_frame is not None:
         the_card = _with_frame(the_card, output_frame)
@@ -193,12 +198,56 @@ def _with_frame(card: ModelCard, frame: str) -> ModelCard:
     return card.model_copy(update={"output": card.output.model_copy(update={"frame": frame})})
 
 
-def _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples) -> LoadedModel:
-    inputs = parse_input_shapes(input_shapes)
-    refuse_huge_inputs(inputs, eval_samples)
+def _convention(output_convention: str | None) -> str | None:
     convention = {"vector": "unit_vector", "pitchyaw": "pitchyaw_rad", None: None}.get(output_convention, output_convention)
     if convention not in (None, "unit_vector", "pitchyaw_rad"):
         raise BadInputError(f"--output-convention {output_convention!r}; fix: use vector or pitchyaw")
+    return convention
+
+
+def _load_live(model, work: Path, input_shapes, output_convention, card: Path | None, eval_samples: int) -> LoadedModel:
+    """A module or exported program handed over in this process (the Python API): the caller's own object, so its
+    code is trusted like a built-in; the caller's object is never changed (passes work on copies)."""
+    inputs = parse_input_shapes(input_shapes)
+    convention = _convention(output_convention)
+    if isinstance(model, torch.export.ExportedProgram):
+        name = "exported_program"
+        inputs = inputs or parse_input_shapes(_program_input_shapes(model))
+        the_card = _card_for(None, name, inputs, convention, card, eval_samples)
+        path = work / "source" / "model.pt2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.export.save(model, path)
+        return _finish("exported_program", "ExportedProgram (in memory)", the_card,
+                       Artifact.create(path, Format.exported_program), _torch_runner(model.module()), model.module())
+    name = type(model).__name__.lower()
+    arch = live_arch(model)
+    if card is None and inputs is None:
+        raise BadInputError(f"{type(model).__name__}: a module needs input_shape= (e.g. input_shape=(1, 1, 40, 64)) or "
+                            "card=; fix: pass the shape of one input sample with batch 1")
+    the_card = _card_for(None, name, inputs, convention, card, eval_samples).model_copy(update={"arch": arch,
+                                                                                              "arch_config": {}})
+    module = build_arch(arch, {})
+    folder = save_module(module, work / "source", arch, {}, [])
+    return _finish("module", f"{type(model).__name__} (in memory)", the_card, Artifact.create(folder, Format.torch),
+                   _torch_runner(module), module)
+
+
+def _program_input_shapes(program: torch.export.ExportedProgram) -> list[str]:
+    """The user inputs' shapes as exported (a dynamic dimension reads as its example size), batch forced to 1."""
+    users = set(program.graph_signature.user_inputs)
+    shapes = []
+    for node in program.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" and node.name in users else None
+        if val is not None and hasattr(val, "shape"):
+            dims = [int(d) if str(d).isdigit() else 1 for d in val.shape]
+            shapes.append(f"{node.name}={'x'.join(map(str, [1, *dims[1:]]))}")
+    return shapes
+
+
+def _load(model, work, arch, arch_config, input_shapes, output_convention, card, eval_samples) -> LoadedModel:
+    inputs = parse_input_shapes(input_shapes)
+    refuse_huge_inputs(inputs, eval_samples)
+    convention = _convention(output_convention)
     model = model or "tinygaze"
     path = Path(model)
     if not _exists(path) and model.lower() in _builtins():
@@ -268,7 +317,7 @@ def _exists(path: Path) -> bool:
                             "searchable (chmod +x) or run as its owner") from None
 
 
-_EAGER = ("builtin", "weights", "module-folder")  # Python modules: their forward() may branch on values
+_EAGER = ("builtin", "weights", "module-folder", "module")  # Python modules: their forward() may branch on values
 
 
 def _finish(kind, source, card, artifact, runner, module) -> LoadedModel:

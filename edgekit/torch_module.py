@@ -7,6 +7,8 @@ rebuilt from code plus tensors: nothing is unpickled.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import importlib
 import inspect
 import json
@@ -24,8 +26,31 @@ from edgekit.quiet import quiet
 WEIGHTS, SPEC = "weights.safetensors", "module.json"
 
 
+# modules handed to edgekit.compile as live objects, by their architecture name (see live_arch): passes rebuild a
+# module from its architecture, and a live object has no constructor edgekit can call, so they copy it instead
+_LIVE: dict[str, nn.Module] = {}
+LIVE_PREFIX = "live:"
+
+
+def live_arch(module: nn.Module) -> str:
+    """Register an in-process module as an architecture: `live:<class>:<digest of its structure and code>`.
+
+    The name is stable across runs for the same class code and layer structure, so pass caches are shared; the
+    template is a deep copy (later edits to the caller's object do not leak in)."""
+    cls = type(module)
+    try:
+        code = inspect.getsource(cls)
+    except (OSError, TypeError):  # defined in a REPL or a notebook cell: the structure alone names it
+        code = ""
+    digest = hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}\n{module!r}\n{code}".encode()).hexdigest()[:16]
+    name = f"{LIVE_PREFIX}{cls.__qualname__}:{digest}"
+    _LIVE[name] = copy.deepcopy(module).float().eval()
+    return name
+
+
 def build_arch(arch: str, config: dict) -> nn.Module:
-    """A built-in name, or `package.module:Class` constructed with `config` as keyword arguments.
+    """A built-in name, a live module registered by `live_arch`, or `package.module:Class` constructed with `config`
+    as keyword arguments.
 
     Only call this with an architecture the user named (command line, API or recipe) or a built-in: importing
     `package.module` runs its code. `load_module` enforces that for architectures read from module.json.
@@ -33,9 +58,14 @@ def build_arch(arch: str, config: dict) -> nn.Module:
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise BadInputError(f"--arch-config for {arch} must be a JSON object of constructor arguments, got {config!r}; "
                             "fix: e.g. '{\"width\": 8}'")
+    if arch in _LIVE:
+        return copy.deepcopy(_LIVE[arch])
     if arch.lower() in BUILTINS:
         spec = builtin(arch)
         cls, config = spec.cls, {**spec.config, **config}
+    elif arch.startswith(LIVE_PREFIX):
+        raise BadInputError(f"architecture {arch!r} is a module passed to edgekit.compile in another process; fix: pass "
+                            "the module again, or save it with torch.export and pass the .pt2")
     elif ":" not in arch:
         raise BadInputError(f"--arch {arch!r} is neither a built-in ({', '.join(BUILTINS)}) nor package.module:Class; "
                             "fix: pass one of those")

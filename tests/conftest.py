@@ -18,3 +18,12 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("EDGEKIT_CACHE_DIR", None)
     else:
         os.environ["EDGEKIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def _quiet_after_each_test():
+    """A CLI command sets the process's progress level; reset it so later tests do not print to a closed capture."""
+    yield
+    from edgekit import progress
+
+    progress.configure(progress.QUIET)

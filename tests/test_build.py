@@ -36,8 +36,12 @@ def test_build_writes_artifacts_manifest_summary_and_junit(tmp_path, monkeypatch
         assert "onnxruntime" in e["tools"] and e["inputs_digest"]["eval_set"] and isinstance(e["host_isa"], list)
     assert (dist / "compare.html").read_text().count('class="plot"') == 3
     assert "| tinygaze | onnx-int8 | passed |" in summary.read_text()
+    assert "| latency p50 (ms) | size (MB) | energy (uJ, estimated) |" in summary.read_text()
     suite = ET.parse(dist / "junit.xml").getroot()
-    assert suite.get("failures") == "0" and int(suite.get("tests")) >= 6
+    assert suite.get("failures") == "0" and suite.get("errors") == "0" and int(suite.get("tests")) == 3
+    for case, e in zip(suite.iter("testcase"), manifest["artifacts"]):  # one case per artifact, with its time and gates
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert float(case.get("time")) > 0 and {f"gate.{g['name']}" for g in e["gates"]} <= set(props)
 
 
 @pytest.mark.slow
@@ -68,7 +72,9 @@ def test_one_failure_does_not_stop_the_others_and_fails_the_build(tmp_path, caps
     assert "missing.safetensors: no such file" in status["broken"]["reason"]
     assert "1 of 2 builds failed: broken/onnx (error)" in capsys.readouterr().err
     suite = ET.parse(dist / "junit.xml").getroot()
-    assert suite.get("failures") == "1"
+    assert suite.get("errors") == "1" and suite.get("failures") == "0"
+    error = suite.find("testcase[@name='broken/onnx']/error")
+    assert "missing.safetensors: no such file" in error.get("message")
     assert not (dist / "broken").exists()  # nothing half-written for the failed one
 
 
@@ -77,6 +83,76 @@ def test_fail_fast_stops_and_marks_the_rest_skipped(tmp_path):
     project.write_text("models:\n  - name: broken\n    source: missing.onnx\n  - name: tinygaze\ntargets: [onnx]\n")
     manifest = build(project, tmp_path / "dist", fail_fast=True)
     assert [e["status"] for e in manifest["artifacts"]] == ["error", "skipped"] and not manifest["ok"]
+    suite = ET.parse(tmp_path / "dist" / "junit.xml").getroot()
+    assert (suite.get("errors"), suite.get("skipped"), suite.get("failures")) == ("1", "1", "0")
+
+
+def _cells(summary: str, model: str, target: str) -> dict[str, str]:
+    """A summary.md row by column name."""
+    rows = [line.strip("|").split(" | ") for line in summary.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in rows[0]]
+    row = next(r for r in rows if r[0].strip() == model and r[1].strip() == target)
+    return dict(zip(head, (c.strip() for c in row)))
+
+
+def test_junit_cases_carry_build_time_and_gate_values_and_summary_has_latency_size_energy(tmp_path):
+    from edgekit.build_outputs import gate_text
+    from edgekit.report.summary import energy_range
+    from edgekit.report.whole_network import fp16_not_computed
+    from edgekit.report.render import load_report
+
+    strict = tmp_path / "strict-fp16.yaml"  # FP16's ~0.02 deg difference misses this gate: a failure with its value
+    strict.write_text((ROOT / "edgekit" / "targets" / "onnx-fp16.yaml").read_text().replace("max_diff_deg: 0.1", "max_diff_deg: 0.001"))
+    dist = tmp_path / "dist"
+    manifest = build(_project(tmp_path, ("onnx", "strict-fp16.yaml")), dist)
+    assert manifest["outputs"][0] == "summary.md" and all((dist / f).is_file() for f in manifest["outputs"])
+    suite = ET.parse(dist / "junit.xml").getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
+    summary = (dist / "summary.md").read_text()
+    for case, e in zip(suite.iter("testcase"), manifest["artifacts"]):
+        report = load_report(dist / e["report"])
+        assert case.get("name") == f"tinygaze/{e['target']}" and float(case.get("time")) == pytest.approx(e["seconds"], abs=1e-3)
+        assert e["seconds"] > 0
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        for g in report.gates:  # the measured value of each gate, as a property and in the text
+            assert float(props[f"gate.{g.name}"]) == g.value and float(props[f"gate.{g.name}.limit"]) == g.limit
+            assert gate_text(g.model_dump()) in case.find("system-out").text
+        row = _cells(summary, "tinygaze", e["target"])
+        assert row["latency p50 (ms)"] == f"{report.latency['p50'].value:.3f}"
+        assert row["size (MB)"] == f"{report.size['artifact'].value / 1e6:.2f}"
+        whole = next(x for x in report.energy.estimates
+                     if (x.profile, x.device, x.level) == ("horowitz-45nm", "45 nm CMOS", "compute"))
+        assert row["energy (uJ, estimated)"].startswith(f"{energy_range(whole.low_uj, whole.high_uj)} (45 nm CMOS, compute; float MACs")
+        assert ("not a saving on this device" in row["energy (uJ, estimated)"]) == bool(fp16_not_computed(report))
+    fp16 = load_report(dist / manifest["artifacts"][1]["report"])
+    value = fp16.gates[0].value
+    failure = suite.find("testcase[@name='tinygaze/strict-fp16.yaml']/failure")
+    assert failure.get("message") == f"max_diff_deg {value:.4g} > 0.001" and value > 0.001
+    assert suite.find("testcase[@name='tinygaze/onnx']/failure") is None
+    assert f"max_diff_deg {value:.4g} > 0.001 FAILED" in _cells(summary, "tinygaze", "strict-fp16.yaml")["gates"]
+
+
+def test_the_workflow_runs_on_pull_requests_caches_edgekit_and_publishes_junit(monkeypatch, tmp_path):
+    import yaml
+
+    from edgekit.environment import cache_root
+
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "build.yml").read_text())
+    assert "pull_request" in flow[True] and flow["permissions"]["checks"] == "write"  # PyYAML reads `on:` as True
+    job = flow["jobs"]["artifacts"]
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "ci-cache"))
+    assert cache_root() == tmp_path / "ci-cache"  # the variable the workflow sets is the one edgekit reads
+    folder = job["env"]["EDGEKIT_CACHE_DIR"]
+    steps = {s.get("uses", s.get("run", "")).split("@")[0]: s for s in job["steps"]}
+    restore, save = steps["actions/cache/restore"], steps["actions/cache/save"]
+    assert restore["with"]["path"] == save["with"]["path"] == "${{ env.EDGEKIT_CACHE_DIR }}" and folder
+    assert "hashFiles('edgekit.yaml', 'constraints.txt')" in restore["with"]["key"]
+    assert "cache-primary-key" in save["with"]["key"] and "!cancelled()" in save["if"]  # saved after a failed gate too
+    order = [s.get("uses", s.get("run", "")).split("@")[0] for s in job["steps"]]
+    build_step = order.index(".venv/bin/edgekit build edgekit.yaml --dist dist")
+    assert order.index("actions/cache/restore") < build_step < order.index("actions/cache/save")
+    assert steps["actions/upload-artifact"]["with"]["path"] == "dist/"
+    assert steps["mikepenz/action-junit-report"]["with"]["report_paths"] == "dist/junit.xml"
 
 
 @pytest.mark.slow

@@ -76,8 +76,8 @@ def _bad_sets(good_set: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     npz("nan", "nan.npz: 'gaze' has NaN or inf (first at row 3); fix: drop or relabel those rows", gaze=gaze)
     npz("shape", "shape.npz: 'gaze' must have shape (32, 3) to match 32 images, got (32, 2)", gaze=raw["gaze"][:, :2].copy())
     npz("dtype", "dtype.npz: 'images' must be uint8, got float32; fix: convert images to uint8", images=raw["images"].astype(np.float32))
-    npz("nokey", "nokey.npz: missing key 'gaze' (has ['images', 'meta', 'pitchyaw']); fix: add 'gaze' (float32, N,3 unit vectors)",
-        gaze=None)
+    npz("nokey", "nokey.npz: missing key 'gaze' (has ['images', 'meta']); fix: add 'gaze' (float32, N,3 unit vectors) or "
+        "'pitchyaw'", gaze=None, pitchyaw=None)
     npz("meta", "meta.npz: 'meta' must be a JSON object, got list", meta=np.array("[1, 2]"))
     return out
 
@@ -292,8 +292,8 @@ def test_a_damaged_pass_cache_entry_is_discarded_and_rebuilt(good_set, tmp_path,
     else:
         (entry / "artifact.json").write_text((entry / "artifact.json").read_text()[:40])
     second, err = _compile(good_set, tmp_path / "b", capsys)
-    assert "note: discarded a corrupted pass-cache entry" in err and "running export_onnx" in err
-    assert "running fold_bn" not in err  # the intact entry is still used
+    assert "note: discarded a corrupted pass-cache entry" in err and "pass export_onnx: done" in err
+    assert "pass fold_bn: cached" in err  # the intact entry is still used
     steps = {s["pass"]: s for s in second["steps"]}
     assert steps["fold_bn"]["cached"] and not steps["export_onnx"]["cached"]
     assert any("corrupted pass-cache entry was discarded and rebuilt" in n for n in steps["export_onnx"]["notes"])

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from typing import Annotated
 
 import typer
 
@@ -25,9 +26,27 @@ from edgekit.cli.doctor import doctor
 from edgekit import signals
 from edgekit.errors import EdgekitError, Interrupted, error_document, from_os_error
 
-app = typer.Typer(name="edgekit", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Compile trained PyTorch gaze models into verified edge artifacts, with accuracy reports in degrees.\n\n"
-                       "Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency, 130 interrupted.")
+app = typer.Typer(name="edgekit", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from edgekit._version import __version__
+
+        typer.echo(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print edgekit's version and exit.")] = False) -> None:
+    """Compile trained PyTorch gaze models into verified edge artifacts, with accuracy reports in degrees.
+
+    Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency, 130 interrupted.
+    Every command takes -q (results only) and -v (each pass's details); commands that print results take --format json.
+    """
+
+
 app.command("compile")(compile_command)
 app.command("report")(report_command)
 app.command("build")(build_command)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgekit.cli.options import FormatOpt, OutputFormat
+from edgekit.cli.options import FormatOpt, OutputFormat, QuietOpt, VerboseOpt, set_verbosity
 from edgekit.errors import BadInputError
 
 demo_app = typer.Typer(no_args_is_help=True, help="Built-in demo models: train, evaluate, show synthetic samples.")
@@ -17,7 +17,7 @@ demo_app = typer.Typer(no_args_is_help=True, help="Built-in demo models: train, 
 @demo_app.command()
 def train(
     arch: Annotated[str, typer.Option(help="Built-in architecture: tinygaze, gazeresnet18 or temporalgaze.")] = "tinygaze",
-    out: Annotated[Path, typer.Option(readable=False, help="Folder for <arch>.safetensors and <arch>.json (the model card).")] = Path("build/models"),
+    out: Annotated[Path, typer.Option("--out", "-o", readable=False, help="Folder for <arch>.safetensors and <arch>.json (the model card).")] = Path("build/models"),
     n_train: Annotated[int | None, typer.Option(help="Training images (sequences for temporalgaze); default per model.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs; default per model.")] = None,
     batch: Annotated[int | None, typer.Option(help="Batch size; default per model.")] = None,
@@ -25,8 +25,11 @@ def train(
     device: Annotated[str, typer.Option(help="torch device for training (validation always runs on the CPU).")] = "cpu",
     weights_dtype: Annotated[str, typer.Option(help="Stored weight dtype: float32 or float16.")] = "float32",
     seed: Annotated[int, typer.Option(help="torch seed for initialisation and shuffling.")] = 0,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train a built-in model on synthetic eyes; writes safetensors weights and a model card with its measured error."""
+    set_verbosity(quiet, verbose)
     # why: lazy, imports torch; `edgekit --help` must stay fast
     from edgekit.models.registry import builtin
 
@@ -63,8 +66,11 @@ def evaluate(
     n: Annotated[int, typer.Option(help="Evaluation images (sequences for temporal models).")] = 2000,
     eval_set: Annotated[Path | None, typer.Option(readable=False, help="An evaluation .npz instead of the synthetic one.")] = None,
     output_format: FormatOpt = OutputFormat.human,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate a shipped demo model and print its accuracy report (angular error in degrees)."""
+    set_verbosity(quiet, verbose)
     # why: lazy, imports torch and cv2; `edgekit --help` must stay fast
     from edgekit.report.accuracy import evaluate_shipped, render_human
 
@@ -74,20 +80,23 @@ def evaluate(
 
 @demo_app.command()
 def samples(
-    out: Annotated[Path, typer.Option(readable=False, help="PNG file for the contact sheet.")] = Path("build/samples.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", readable=False, help="Folder for samples.png, the contact sheet.")] = Path("build"),
     n: Annotated[int, typer.Option(help="Number of samples.")] = 24,
     seed: Annotated[int, typer.Option(help="Renderer seed.")] = 0,
     size: Annotated[str, typer.Option(help="Image size HxW.")] = "40x64",
     head_pose: Annotated[bool, typer.Option(help="Render head pose as well.")] = False,
     scale: Annotated[int, typer.Option(help="Upscale factor for viewing.")] = 4,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Write a contact sheet of synthetic eye images with their gaze arrows."""
+    set_verbosity(quiet, verbose)
     # why: lazy, imports cv2; `edgekit --help` must stay fast
     from edgekit.data.contact_sheet import contact_sheet
     from edgekit.data.synthetic import synthetic_set
 
     gs = synthetic_set(n, seed, _parse_size(size), head_pose=head_pose, cache=False, workers=1)
-    path = contact_sheet(gs, out, scale=scale)
+    path = contact_sheet(gs, out / "samples.png", scale=scale)
     typer.echo(f"wrote {path} ({n} samples, seed {seed})")
 
 
@@ -99,8 +108,11 @@ def dataset(
     size: Annotated[str, typer.Option(help="Image size HxW.")] = "40x64",
     sequence_length: Annotated[int | None, typer.Option(help="Write sequences of this many frames (60 Hz).")] = None,
     head_pose: Annotated[bool, typer.Option(help="Render and store head pose.")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Write a synthetic gaze set in edgekit's .npz format."""
+    set_verbosity(quiet, verbose)
     # why: lazy, imports cv2; `edgekit --help` must stay fast
     from edgekit.data import synthetic
     from edgekit.data.npz import write_gazeset

@@ -20,10 +20,28 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing 
                                           "files are added beside the others, none of which is deleted or replaced.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print results only: no progress, no step lines.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print each pass's details.")]
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"  # read here without importing the recipe module (torch)
+
+
+def target_names() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def complete_target(incomplete: str) -> list[str]:
+    """Shell completion of --target: the shipped target names (the part after the last comma)."""
+    head, _, last = incomplete.rpartition(",")
+    return [f"{head},{n}" if head else n for n in target_names() if n.startswith(last)]
+
+
 # --target is repeatable and takes comma-separated names; --targets stays as a deprecated alias of it
 TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", "--targets", show_default=False,
+                                                      autocompletion=complete_target,
                                                       help="Target names (see `edgekit targets`) or recipe .yaml files: "
                                                            "repeat or separate by commas (--targets is a deprecated alias).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Run every pass and verify again, ignoring the pass and report "
+                                                           "caches.")]
+RemeasureOpt = Annotated[bool, typer.Option("--remeasure", help="Reuse a cached verification but time the artifact again "
+                                                                "(latency, memory, FP32 vs INT8) under the present load.")]
 OutDirOpt = Annotated[Path | None, typer.Option("--out", "-o", readable=False, help="Output folder.")]
 
 

@@ -1,9 +1,12 @@
 """The calibration / evaluation set format: one `.npz` readable without edgekit.
 
 Keys: `images` uint8 (N,H,W) or (N,H,W,C); `gaze` float32 (N,3) unit vectors in the convention of
-`edgekit.data.gaze`; optional `pitchyaw` float32 (N,2), `head_pose` float32 (N,2), `seq_id` int32,
-`frame_idx` int32, `timestamp_s` float64; `meta` a JSON string (format_version, layout, color,
-gaze_convention, source, fps, preprocessing). Loaders for real datasets convert into this.
+`edgekit.data.gaze`, or instead `pitchyaw` float32 (N,2) radians in that convention (gaze is derived from it);
+optional `head_pose` float32 (N,2), `seq_id` int32, `frame_idx` int32, `timestamp_s` float64; optional `meta` a
+JSON string (format_version, layout, color, gaze_convention, source, fps, preprocessing; a missing meta or key takes
+its default, source = the file name). Loaders for real datasets convert into this; a plain
+`numpy.savez(path, images=..., gaze=...)` is a valid set too. Labels stored in another float or integer dtype are cast
+on read (float64 gaze -> float32, int64 seq_id -> int32), images never are.
 
 Inputs beyond the eye image and head pose (a second eye crop, a face crop, a face grid) are named extra arrays:
 key `extra_<name>`, one row per image, fed to the model input whose card declares `source: <name>`. A uint8 extra
@@ -23,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.gaze import CONVENTION, vector_to_pitchyaw
+from edgekit.data.gaze import CONVENTION, pitchyaw_to_vector, vector_to_pitchyaw
 from edgekit import userfile
 from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write
 
 FORMAT_VERSION = 1
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for stored gaze vectors
+PITCHYAW_AGREEMENT_DEG = 0.1  # gaze and pitchyaw both stored: how far apart they may point (float32 rounding is ~1e-5)
 _OPTIONAL = {"pitchyaw": (np.float32, 2), "head_pose": (np.float32, 2), "seq_id": (np.int32, 1),
              "frame_idx": (np.int32, 1), "timestamp_s": (np.float64, 1)}
 _REQUIRED_META = ("format_version", "layout", "color", "gaze_convention", "source")
@@ -124,23 +128,84 @@ def read_gazeset(path: str | os.PathLike) -> GazeSet:
         _check_zip(path, fh.read(8), os.fstat(fh.fileno()).st_size)
         fh.seek(0)
         contents = _read_arrays(path, fh)
-    for key in ("images", "gaze", "meta"):
-        if key not in contents:
-            raise BadInputError(f"{path}: missing key '{key}' (has {sorted(contents)}); fix: add {_WANT[key]} "
-                                "(edgekit.data.write_gazeset writes every key)")
-    meta = _meta(path, contents.pop("meta"))
+    _require_labels(path, contents)
+    meta = _meta(path, contents.pop("meta"), contents["images"]) if "meta" in contents else None
+    meta = meta or default_meta(path, contents["images"])
     extras = {k[len(EXTRA_PREFIX):]: contents.pop(k) for k in list(contents) if k.startswith(EXTRA_PREFIX)}
     unknown = set(contents) - set(_FIELDS)
     if unknown:
         raise BadInputError(f"{path}: unknown keys {sorted(unknown)}; fix: keep only images, gaze, meta and {sorted(_OPTIONAL)}, "
                             f"and name extra model inputs {EXTRA_PREFIX}<name> (e.g. {EXTRA_PREFIX}face)")
+    contents = _cast_labels(path, contents)
+    if "gaze" not in contents:  # labelled by pitch and yaw only: the vectors follow from edgekit's convention
+        contents["gaze"] = _derived_gaze(path, contents["pitchyaw"])
     gazeset = GazeSet(meta=meta, extras=extras, **contents)
     validate(gazeset, where=str(path))
+    if gazeset.pitchyaw is None:
+        # filled in as write_gazeset does, so a set read from a plain file and its edgekit-written copy share a digest
+        gazeset = replace(gazeset, pitchyaw=vector_to_pitchyaw(gazeset.gaze).astype(np.float32))
     return gazeset
 
 
-_WANT = {"images": "'images' (uint8, N,H,W or N,H,W,C)", "gaze": "'gaze' (float32, N,3 unit vectors)",
-         "meta": "'meta' (a JSON string: edgekit.data.make_meta)"}
+_WANT = {"images": "'images' (uint8, N,H,W or N,H,W,C)", "gaze": "'gaze' (float32, N,3 unit vectors)"}
+_CASTS = {"gaze": np.float32, **{k: dtype for k, (dtype, _) in _OPTIONAL.items()}}  # label key -> the format's dtype
+
+
+def default_meta(path: Path, images: np.ndarray) -> dict:
+    """The meta of a file that stores none: named after the file, layout and colour read off the images."""
+    color_images = images.ndim == 4 and images.shape[-1] == 3
+    return make_meta(Path(path).name, layout="NHWC" if images.ndim == 4 else "NHW", color="bgr" if color_images else "gray")
+
+
+def _require_labels(path: Path, contents: dict[str, np.ndarray]) -> None:
+    if "images" not in contents:
+        raise BadInputError(f"{path}: missing key 'images' (has {sorted(contents)}); fix: add {_WANT['images']}")
+    if "gaze" not in contents and "pitchyaw" not in contents:
+        raise BadInputError(f"{path}: missing key 'gaze' (has {sorted(contents)}); fix: add {_WANT['gaze']} "
+                            "or 'pitchyaw' (float32, N,2 pitch and yaw in radians)")
+
+
+def _cast_labels(path: Path, contents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """numpy writes float64 and int64 by default: labels in another float (or integer) dtype become the format's dtype;
+    a cast that would change integer values is refused, and images are never cast (their scale would be a guess)."""
+    out = dict(contents)
+    for key, dtype in _CASTS.items():
+        arr = out.get(key)
+        if arr is None or arr.dtype == dtype:
+            continue
+        want = np.dtype(dtype)
+        if want.kind == "f" and arr.dtype.kind == "f":
+            out[key] = arr.astype(want)
+        elif want.kind == "i" and arr.dtype.kind in "iu":
+            info = np.iinfo(want)
+            if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                raise BadInputError(f"{path}: '{key}' holds values outside {want.name}; fix: renumber {key} from 0")
+            out[key] = arr.astype(want)
+    return out
+
+
+def _derived_gaze(path: Path, pitchyaw: np.ndarray) -> np.ndarray:
+    """Unit gaze vectors from (N, 2) pitch, yaw in radians; a malformed array is named here, before any maths."""
+    if pitchyaw.ndim != 2 or pitchyaw.shape[1] != 2 or pitchyaw.dtype.kind != "f":
+        raise BadInputError(f"{path}: 'pitchyaw' must be float32 (N, 2), got {pitchyaw.dtype} of shape {pitchyaw.shape}; "
+                            "fix: store one (pitch, yaw) pair in radians per image")
+    _check_pitchyaw(pitchyaw, str(path))
+    return pitchyaw_to_vector(pitchyaw.astype(np.float64)).astype(np.float32)
+
+
+def _check_pitchyaw(pitchyaw: np.ndarray, where: str) -> None:
+    """Radians within pitch +-pi/2 and yaw +-pi; degrees are the usual mistake."""
+    if not np.isfinite(pitchyaw).all():
+        bad = int(np.flatnonzero(~np.isfinite(pitchyaw).all(axis=1))[0])
+        raise BadInputError(f"{where}: 'pitchyaw' has NaN or inf (first at row {bad}); fix: drop or relabel those rows")
+    outside = (np.abs(pitchyaw[:, 0]) > np.pi / 2 + 1e-4) | (np.abs(pitchyaw[:, 1]) > np.pi + 1e-4)
+    if outside.any():
+        bad = int(np.flatnonzero(outside)[0])
+        p, y = (float(v) for v in pitchyaw[bad])
+        raise BadInputError(f"{where}: 'pitchyaw' row {bad} is ({p:.4g}, {y:.4g}), beyond pitch +-pi/2 and yaw +-pi "
+                            "radians (degrees?); fix: store radians (numpy.radians)")
+
+
 _FIX_NPZ = "write the set with edgekit.data.write_gazeset (or numpy.savez_compressed)"
 
 
@@ -180,10 +245,11 @@ def _read_arrays(path: Path, fh) -> dict[str, np.ndarray]:
     return contents
 
 
-def _meta(path: Path, raw: np.ndarray) -> dict:
+def _meta(path: Path, raw: np.ndarray, images: np.ndarray) -> dict:
+    """The stored meta JSON; keys it lacks take their defaults (default_meta)."""
     if raw.dtype.kind not in "US" or raw.ndim != 0:
         raise BadInputError(f"{path}: 'meta' must be one JSON string, got a {raw.dtype} array of shape {raw.shape}; "
-                            "fix: store meta=numpy.array(json.dumps(make_meta(...)))")
+                            "fix: store meta=numpy.array(json.dumps(make_meta(...))) or leave meta out")
     try:
         meta = json.loads(str(raw))
     except json.JSONDecodeError as exc:
@@ -191,7 +257,7 @@ def _meta(path: Path, raw: np.ndarray) -> dict:
     if not isinstance(meta, dict):
         raise BadInputError(f"{path}: 'meta' must be a JSON object, got {type(meta).__name__}; "
                             "fix: build it with edgekit.data.make_meta")
-    return meta
+    return {**default_meta(path, images), **meta}
 
 
 def validate(gs: GazeSet, where: str = "gaze set") -> None:
@@ -230,6 +296,9 @@ def validate(gs: GazeSet, where: str = "gaze set") -> None:
             fail(f"'{key}' must be {np.dtype(dtype).name}, got {arr.dtype}", f"cast {key} to {np.dtype(dtype).name}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             fail(f"'{key}' has NaN or inf", "drop or fix those rows")
+    if gs.pitchyaw is not None:
+        _check_pitchyaw(gs.pitchyaw, where)
+        _check_agreement(gs, where)
     for name, arr in gs.extras.items():
         key = EXTRA_PREFIX + name
         if not name.isidentifier():
@@ -247,3 +316,15 @@ def validate(gs: GazeSet, where: str = "gaze set") -> None:
     layout = "NHW" if images.ndim == 3 else "NHWC"
     if gs.meta["layout"] != layout:
         fail(f"meta says layout {gs.meta['layout']!r} but images are {layout}", f"set meta layout to {layout!r}")
+
+
+def _check_agreement(gs: GazeSet, where: str) -> None:
+    """Stored both ways, gaze and pitchyaw must describe the same direction: another sign convention (GazeML's) or
+    swapped columns would otherwise score the model against whichever one a reader happens to use."""
+    from_pitchyaw = pitchyaw_to_vector(gs.pitchyaw.astype(np.float64))
+    cos = np.clip(np.sum(from_pitchyaw * gs.gaze.astype(np.float64), axis=1), -1.0, 1.0)
+    apart = np.degrees(np.arccos(cos))
+    if (apart > PITCHYAW_AGREEMENT_DEG).any():
+        bad = int(np.argmax(apart > PITCHYAW_AGREEMENT_DEG))
+        raise BadInputError(f"{where}: 'pitchyaw' row {bad} points {apart[bad]:.2f} deg away from 'gaze' row {bad}; fix: "
+                            "store pitchyaw in edgekit's convention (edgekit.data.vector_to_pitchyaw(gaze)), or leave it out")

@@ -87,9 +87,10 @@ def default_workers() -> int:
 
 def synthetic_set(n: int, seed: int, size: tuple[int, int] = (40, 64), *, head_pose: bool = False,
                   views: dict[str, list[int]] | None = None, workers: int | None = None, cache: bool = True,
-                  progress: bool = False, role: str = "custom") -> GazeSet:
+                  progress: bool = True, role: str = "custom") -> GazeSet:
     """`n` independent eye images of `size` (H, W) with uniform gaze; cached by (version, seed, n, size, views).
-    views: extra arrays rendered beside each eye (edgekit.data.views: second_eye, face, face_grid), name -> [H, W]."""
+    views: extra arrays rendered beside each eye (edgekit.data.views: second_eye, face, face_grid), name -> [H, W].
+    progress: a bar while rendering, at the process's verbosity (edgekit.progress); False hides it."""
     height, width = size
     spec = {"kind": "images", "renderer": RENDERER_VERSION, "seed": seed, "n": n, "size": [height, width], "head_pose": head_pose}
     if views:  # only when asked, so the cache keys and metadata of sets without views stay as they were
@@ -112,7 +113,7 @@ def _build_images(spec: dict, workers: int | None, progress: bool, role: str) ->
 
 def synthetic_sequences(n_sequences: int, length: int, seed: int, size: tuple[int, int] = (40, 64), *,
                         fps: float = DEFAULT_FPS, head_pose: bool = False, workers: int | None = None,
-                        cache: bool = True, progress: bool = False, role: str = "custom") -> GazeSet:
+                        cache: bool = True, progress: bool = True, role: str = "custom") -> GazeSet:
     """`n_sequences` sequences of `length` frames at `fps`; appearance frozen per sequence."""
     height, width = size
     spec = {"kind": "sequences", "renderer": RENDERER_VERSION, "seed": seed, "n_sequences": n_sequences,

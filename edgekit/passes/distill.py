@@ -63,8 +63,7 @@ class Distill(Pass):
                   **({"extra_inputs": extra_inputs} if extra_inputs else {})}
         torch.manual_seed(ctx.seed)
         student = build_arch(self.student, config)
-        ctx.log(f"distill: training {self.student} for {self.steps} steps from the model's gaze on synthetic training eyes")
-        fine_tune(student, card, self.steps, self.batch, self.lr, ctx.seed, ctx.progress, f"distilling into {self.student}",
+        fine_tune(student, card, self.steps, self.batch, self.lr, ctx.seed, label=f"distilling into {self.student}",
                   teacher=teacher, teacher_weight=self.teacher_weight, one_cycle=True)
         save_module(student, out_dir / "module", self.student, config, [])
         params = sum(p.numel() for p in student.parameters())

@@ -94,7 +94,7 @@ class Prune(Pass):
             note = self._channels(module, ctx)
         if self.fine_tune_steps:
             masks = {n: (p != 0) for n, p in module.named_parameters()} if self.method == "magnitude" else None
-            fine_tune(module, ctx.card, self.fine_tune_steps, self.batch, self.lr, ctx.seed, ctx.progress, "prune fine-tuning")
+            fine_tune(module, ctx.card, self.fine_tune_steps, self.batch, self.lr, ctx.seed, label="prune fine-tuning")
             if masks:  # keep the pruned weights at zero
                 with torch.no_grad():
                     for n, p in module.named_parameters():

@@ -87,8 +87,7 @@ class QCFS(Pass):
         init = {n: max(float(torch.quantile(o.flatten()[:: max(1, o.numel() // 200_000)], 0.999)), 1e-3) for n, o in outputs.items()}
         acts: dict[str, QCFSAct] = {}
         _swap(module, nn.ReLU, lambda n, _: acts.setdefault(n, QCFSAct(init[n], self.levels)))
-        ctx.log(f"qcfs: fine-tuning {self.steps} steps with L={self.levels} on synthetic training eyes")
-        fine_tune(module, ctx.card, self.steps, self.batch, self.lr, progress=ctx.progress, label="qcfs fine-tuning")
+        fine_tune(module, ctx.card, self.steps, self.batch, self.lr, label=f"qcfs fine-tuning (L={self.levels})")
         thresholds = {n: float(a.lam.detach().abs()) for n, a in acts.items()}
         _swap(module, QCFSAct, lambda n, _: nn.ReLU())
         save_module(module.eval(), out_dir / "module", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))

@@ -19,6 +19,7 @@ from edgekit._optional import require
 from edgekit.data.npz import GazeSet, read_gazeset
 from edgekit.errors import BadInputError
 from edgekit.evalset import default_eval_set
+from edgekit.progress import track
 from edgekit.quant.observers import TensorStats
 
 CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "calibration"
@@ -91,13 +92,13 @@ def collect(path: Path, arrays: dict[str, np.ndarray], batch: int = 64) -> dict[
     input_names = [i.name for i in session.get_inputs()]
     stats: dict[str, TensorStats] = {}
     n = len(next(iter(arrays.values())))
-    for sweep in ("range", "hist"):
-        for start in range(0, n, batch):
-            feed = {k: v[start:start + batch] for k, v in zip(input_names, arrays.values())}
-            values = session.run(None, feed)
-            for name, value in [*zip(names, values), *feed.items()]:
-                if value.dtype.kind != "f":
-                    continue
-                s = stats.setdefault(name, TensorStats())
-                s.update_range(value) if sweep == "range" else s.update_hist(value)
+    sweeps = [(sweep, start) for sweep in ("range", "hist") for start in range(0, n, batch)]
+    for sweep, start in track(sweeps, description=f"calibrating on {n} samples (every tensor's range, then histograms)"):
+        feed = {k: v[start:start + batch] for k, v in zip(input_names, arrays.values())}
+        values = session.run(None, feed)
+        for name, value in [*zip(names, values), *feed.items()]:
+            if value.dtype.kind != "f":
+                continue
+            s = stats.setdefault(name, TensorStats())
+            s.update_range(value) if sweep == "range" else s.update_hist(value)
     return stats

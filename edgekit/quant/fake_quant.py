@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from edgekit.progress import track
 from edgekit.quant.observers import TensorStats, observe
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -49,13 +50,21 @@ def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observe
             return lambda _m, args: record(args[0])
         return lambda _m, _args, out: record(out)
 
-    for sweep in ("range", "hist"):
-        register = "register_forward_pre_hook" if side == "input" else "register_forward_hook"
-        hooks = [getattr(m, register)(hook(name, sweep)) for name, m in model.named_modules() if name in stats]
-        with torch.no_grad():
-            for batch in batches:
+    n = sum(len(batch[0]) for batch in batches)
+    sweeps = track([(sweep, batch) for sweep in ("range", "hist") for batch in batches],
+                   description=f"calibrating {side} ranges ({observer}) on {n} samples")
+    hooks: list = []
+    try:
+        for sweep, batch in sweeps:
+            if not hooks or hooks[0][0] != sweep:  # the histogram sweep starts: its own hooks
+                for _, h in hooks:
+                    h.remove()
+                register = "register_forward_pre_hook" if side == "input" else "register_forward_hook"
+                hooks = [(sweep, getattr(m, register)(hook(name, sweep))) for name, m in model.named_modules() if name in stats]
+            with torch.no_grad():
                 model(*batch)
-        for h in hooks:
+    finally:
+        for _, h in hooks:
             h.remove()
     return {name: observe(s, observer, percentile) for name, s in stats.items()}
 

@@ -10,6 +10,8 @@ import fnmatch
 
 from pydantic import BaseModel, Field
 
+from edgekit import progress
+
 PLAN_VERSION = 1
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 # Deployment ISA classes. u8s8 kernels built on VPMADDUBSW (x86 AVX2 without VNNI) add two u8*s8 products
@@ -112,6 +114,12 @@ def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *,
     caller's other targets the plan misses (p95 or max difference from FP32), each one a reason to go on."""
     plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
                                               for lp in plan.layers]})
+    with progress.step("mixed precision search"):  # each round scores the whole plan on the calibration samples
+        return _return_to_float(plan, sens, score, target, min_fraction, enabled, label, where)
+
+
+def _return_to_float(plan: QuantPlan, sens: dict[str, float], score, target: float, min_fraction: float, enabled: bool,
+                     label: str, where: str) -> QuantPlan:
     increase, extra, missed = score(plan)
     decisions = [f"{label}: error increase {increase:+.3f} deg{extra} {where}"]
     skipped: set[str] = set()  # too many MACs to leave INT8 (the floor only gets closer)

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekit.data.metrics import angular_error_deg
 from edgekit.evalset import to_vectors
+from edgekit.progress import track
 from edgekit.quant.fake_quant import QUANTIZABLE, fake_quantized
 from edgekit.quant.observers import TensorStats, observe
 from edgekit.quant.plan import LayerPlan, QuantPlan, missed_targets, return_sensitive_to_float
@@ -72,7 +73,9 @@ class FakeQuantJudge:
 
 def mixed_precision(plan: QuantPlan, judge: FakeQuantJudge, target: float, min_fraction: float, enabled: bool,
                     target_p95: float | None = None, target_max: float | None = None) -> QuantPlan:
-    sens = {lp.name: round(judge.increase({lp.name}), 4) for lp in plan.layers}
+    sens = {lp.name: round(judge.increase({lp.name}), 4)
+            for lp in track(plan.layers, description=f"INT8 sensitivity: each of {len(plan.layers)} layers alone on "
+                                                     f"{len(judge.truth)} samples")}
 
     def score(candidate):
         increase, p95, largest = judge.score({lp.name for lp in candidate.layers if lp.int8})
@@ -116,9 +119,10 @@ def calibrate_observers(prepared, samples: list[tuple]) -> None:
     import torch
 
     observers = [m for m in prepared.modules() if type(m).__name__ == "EdgekitRangeObserver"]
-    for sweep in ("range", "hist"):
-        for obs in observers:
-            obs.sweep = sweep
-        with torch.no_grad():
-            for args in samples:
-                prepared(*args)
+    sweeps = [(sweep, args) for sweep in ("range", "hist") for args in samples]
+    with torch.no_grad():
+        for sweep, args in track(sweeps, description=f"calibrating the PT2E observers on {len(samples)} samples "
+                                                     "(ranges, then histograms)"):
+            for obs in observers:
+                obs.sweep = sweep
+            prepared(*args)

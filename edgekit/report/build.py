@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from edgekit import progress
 from edgekit.artifact import Artifact
 from edgekit.backends import get_backend
 from edgekit.data.npz import GazeSet
@@ -13,10 +14,12 @@ from edgekit.errors import first_line
 from edgekit.evalset import ModelInputs, run_batches
 from edgekit.quant.plan import ISA_PROFILES
 from edgekit.recipe import Recipe
-from edgekit.report.measure import compare, interleaved_latency, latency, peak_memory
+from edgekit.report.counterpart import fp32_counterpart
+from edgekit.report.measure import compare
 from edgekit.report.model import Gate, Measurement, Report, Step
 from edgekit.report.parity import first_divergence
 from edgekit.report.sections import ArtifactInfo, ModelInfo, Parity, TargetInfo
+from edgekit.report.timing import measure as measure_timing
 
 def _set_info(gs: GazeSet | None) -> dict | None:
     if gs is None:
@@ -33,13 +36,14 @@ def _lava_mismatch(report: Report) -> int | None:
 
 def _run_artifact(runner, inputs: ModelInputs, batch: int) -> tuple:
     """(outputs, the batch they ran at, notes): the recipe's batch, or 1 when the artifact's graph is fixed at batch 1."""
+    described = lambda b: f"running the artifact on {len(inputs)} samples (batch {b})"  # noqa: E731
     if batch == 1:
-        return run_batches(runner.run, inputs, 1), 1, []
+        return run_batches(runner.run, inputs, 1, described(1)), 1, []
     try:
-        return run_batches(runner.run, inputs, batch), batch, []
+        return run_batches(runner.run, inputs, batch, described(batch)), batch, []
     except Exception as exc:  # a static batch-1 graph refuses bigger batches
         note = f"verified at batch 1: the artifact refused batch {batch} ({first_line(exc, 120)})"
-        return run_batches(runner.run, inputs, 1), 1, [note]
+        return run_batches(runner.run, inputs, 1, described(1)), 1, [note]
 
 
 def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
@@ -64,8 +68,9 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
     return gates
 
 
-def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner, runner_for, source: Artifact) -> dict:
-    """Plan summary with its per-layer table, and size/latency against the FP32 artifact the plan was applied to."""
+def _quantization_sections(art: Artifact, comparison: dict | None) -> dict:
+    """Plan summary with its per-layer table, and size/latency against the FP32 artifact the plan was applied to
+    (`comparison`, measured interleaved by edgekit.report.timing.measure)."""
     plan = art.meta.quant_plan.model_dump()
     macs = sum(lp["macs"] for lp in plan["layers"]) or 1
     weights = sum(lp["weights"] for lp in plan["layers"]) or 1
@@ -83,20 +88,6 @@ def _quantization_sections(art: Artifact, steps, sample, recipe: Recipe, runner,
         "float_layers": [{"name": lp["name"], "reason": lp["reason"]} for lp in plan["layers"] if not lp["int8"]],
         "layers": plan["layers"], "host_vs_profile": host_note,
     }
-    ptq_index = next((i for i, s in enumerate(steps) if s.pass_.startswith("ptq")), None)
-    comparison = None
-    # the FP32 model the plan was applied to: the step before ptq, or the input itself (an .onnx given to ptq)
-    fp32 = None
-    if ptq_index is not None:
-        fp32 = steps[ptq_index - 1].artifact if ptq_index else source
-    if fp32 is not None and fp32.format == art.format:
-        lat = interleaved_latency({"fp32": runner_for(fp32.path).run, "int8": runner.run},
-                                  sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())
-        comparison = {"fp32_sha256": fp32.sha256, "size_fp32_bytes": fp32.size_bytes(), "size_int8_bytes": art.size_bytes(),
-                      "size_ratio": fp32.size_bytes() / max(art.size_bytes(), 1),
-                      "latency_fp32": {k: m.model_dump() for k, m in lat["fp32"].items()},
-                      "latency_int8": {k: m.model_dump() for k, m in lat["int8"].items()},
-                      "speedup_p50": lat["fp32"]["p50"].value / lat["int8"]["p50"].value}
     return {"quantization": quant, "comparison": comparison}
 
 
@@ -114,12 +105,16 @@ def step_rows(steps) -> list[Step]:
 
 
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
-           calib_set: GazeSet | None, work: Path) -> Report:
+           calib_set: GazeSet | None, work: Path, cache: bool = True, log=lambda message: None) -> Report:
+    """`cache`: whether the FP32 counterpart of an INT8 artifact (for the interleaved comparison) may come from, and
+    go to, the pass cache."""
     backend = get_backend(recipe.backend)
     threads = recipe.verify.threads
     runner = backend.runner(art.path, threads=threads)
     art_out, batch, batch_note = _run_artifact(runner, inputs, recipe.verify.batch)
-    ref_out = run_batches(src.reference, inputs, batch)  # exactly as the artifact ran: same samples per call
+    # exactly as the artifact ran: same samples per call
+    ref_out = run_batches(src.reference, inputs, batch,
+                          description=f"running the reference on {len(inputs)} samples (batch {batch})")
     how = (f"artifact: {runner.describe()}; reference: the model as loaded ({src.kind}) before any pass; both at batch "
            f"{batch}")
     accuracy = compare(ref_out, art_out, inputs, src.card, _set_info(eval_set), how)
@@ -130,16 +125,17 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     skipped = pipeline.passes[:len(pipeline.passes) - len(steps)]
     if skipped:
         notes.insert(0, f"skipped {', '.join(p.name for p in skipped)}: not applicable to a {src.artifact.format.value} input")
-    if backend.measures_speed:
-        lat = latency(runner.run, sample, recipe.verify.latency_runs, recipe.verify.warmup_runs, runner.describe())
-        memory = peak_memory(lambda: backend.runner(art.path, threads=threads).run(sample))
-    else:
-        lat = {q: Measurement(value=None, unit="ms", method="not_measured", how=backend.why_no_speed) for q in ("p50", "p90", "p99")}
-        memory = Measurement(value=None, unit="MiB", method="not_measured", how=backend.why_no_speed)
+    fp32 = None
+    if art.meta.quant_plan and backend.measures_speed:  # every INT8 report compares with FP32, timed interleaved
+        fp32, why_not = fp32_counterpart(art, steps, pipeline, src.artifact, src.card, work, cache, log)
+        notes += [f"no interleaved FP32 comparison: {why_not}"] if why_not else []
+    with progress.step(f"timing the artifact ({recipe.verify.latency_runs} batch-1 runs"
+                       + (", interleaved with FP32)" if fp32 else ")")):
+        timed = measure_timing(backend, art, runner, sample, recipe, fp32)
+    lat, memory = timed.latency, timed.memory
     sections = {"runtime": runtime, "energy": backend.energy(art.path, runner, sample, recipe.device)}
     if art.meta.quant_plan:
-        sections |= _quantization_sections(art, steps, sample, recipe, runner,
-                                           lambda path: backend.runner(path, threads=threads), src.artifact)
+        sections |= _quantization_sections(art, timed.comparison)
         if "int8_mac_fraction_measured" in runtime:  # read from the artifact itself: what the gate should check
             quant = sections["quantization"]
             sections["quantization"] = {**quant, "int8_mac_fraction_planned": quant["int8_mac_fraction"],
@@ -168,7 +164,7 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
         host=host_info(), tools=tool_versions(),
         inputs_digest={k: v for k, v in {"model": src.artifact.sha256, "eval_set": eval_set.digest(),
                                          "calib_set": calib_set.digest() if calib_set else None}.items() if v},
-        notes=notes, **sections)
+        notes=notes, timing=timed.timing, **sections)
     gates = check_gates(recipe, report)
     report = report.model_copy(update={"gates": gates, "passed": all(g.passed for g in gates)})
     if not report.passed and report.quantization:

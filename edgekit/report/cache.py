@@ -2,7 +2,8 @@
 
 Key = sha256 of (artifact digest, source model digest, resolved recipe, pipeline, evaluation and calibration set
 digests, the model card, tool versions, edgekit's own source code, this host's CPU and ISA flags). Latency and memory in a reused report were measured on
-this host by the run that stored it; the report says so. Entries are written whole and renamed into place, and carry
+this host by the run that stored it; the report says when and under which load (its `timing`), and `remeasure`
+(edgekit.report.timing) measures them again. Entries are written whole and renamed into place, and carry
 the sha256 of their own content: a truncated or edited entry is discarded on read, never reused.
 """
 
@@ -20,6 +21,7 @@ from edgekit.environment import host_info, tool_versions
 from edgekit.fileio import atomic_write_text
 from edgekit.report.build import step_rows
 from edgekit.report.model import Report
+from edgekit.report.timing import describe
 
 VERSION = 2  # bump when the report's content changes for the same inputs
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # edgekit/, not edgekit/report/: every backend decides a report
@@ -107,8 +109,15 @@ def store(root: Path, key: str, report: Report) -> None:
     atomic_write_text(root / f"{key}.json", json.dumps(entry))
 
 
-def reused(report: Report, steps) -> Report:
-    """The cached report with this run's pass steps, and a note saying what was reused."""
+def reused(report: Report, steps, timing_reused: bool = True) -> Report:
+    """The cached report with this run's pass steps, and a note saying what was reused: everything, timing included
+    (with when and under which load that timing was measured), or, after `remeasure`, all but the timing."""
     note = (f"verification reused from the report cache: the artifact, inputs, recipe, tools and host match the run of "
-            f"{report.created}, which measured accuracy, latency and memory on this host")
-    return report.model_copy(update={"steps": step_rows(steps), "notes": report.notes + [note]})
+            f"{report.created}, which measured accuracy")
+    timing = report.timing
+    if not timing_reused:
+        note += "; latency, memory and the FP32 comparison were measured again in this run"
+    elif timing is not None:
+        note += f"; {describe(timing)}, reused from the cache (--remeasure measures it again)"
+        timing = timing.model_copy(update={"reused_from_cache": True})
+    return report.model_copy(update={"steps": step_rows(steps), "notes": report.notes + [note], "timing": timing})

@@ -11,10 +11,16 @@ import numpy as np
 from edgekit.data.metrics import AngularSummary, angular_error_deg
 from edgekit.evalset import ModelInputs, Runner, to_vectors
 from edgekit.models.card import ModelCard
-from edgekit.report.model import Accuracy, DiffSummary, Measurement
+from edgekit.report.model import Accuracy, DiffHistogram, DiffSummary, LatencyHistogram, Measurement
 
 def _flat(v: np.ndarray) -> np.ndarray:
     return v.reshape(-1, 3)
+
+
+def diff_histogram(diff: np.ndarray, bins: int = 20) -> DiffHistogram:
+    """Bins from 0 to the largest difference (a tiny span when all are 0), so the report can draw the spread."""
+    counts, edges = np.histogram(diff, bins=bins, range=(0.0, max(float(diff.max()), 1e-6)))
+    return DiffHistogram(edges_deg=[float(e) for e in edges], counts=[int(c) for c in counts])
 
 
 def compare(ref_out: np.ndarray, art_out: np.ndarray, inputs: ModelInputs, card: ModelCard, set_info: dict,
@@ -29,7 +35,8 @@ def compare(ref_out: np.ndarray, art_out: np.ndarray, inputs: ModelInputs, card:
         reference=ref_sum, artifact=art_sum, predict_mean_baseline=AngularSummary.of(mean_truth, truth),
         error_increase_deg=art_sum.mean_deg - ref_sum.mean_deg,
         diff_from_reference=DiffSummary(mean_deg=float(diff.mean()), p95_deg=float(np.percentile(diff, 95)),
-                                        max_deg=float(diff.max()), worst_sample=int(per_sample.argmax())),
+                                        max_deg=float(diff.max()), worst_sample=int(per_sample.argmax()),
+                                        histogram=diff_histogram(diff)),
         how=how)
 
 
@@ -53,8 +60,20 @@ def _percentiles(times: np.ndarray, detail: str) -> dict[str, Measurement]:
 
 
 def latency(run: Runner, sample: dict[str, np.ndarray], runs: int, warmup: int, how: str) -> dict[str, Measurement]:
+    return latency_runs(run, sample, runs, warmup, how)[0]
+
+
+def latency_runs(run: Runner, sample: dict[str, np.ndarray], runs: int, warmup: int,
+                 how: str) -> tuple[dict[str, Measurement], np.ndarray]:
+    """The percentiles and every run's milliseconds (for the report's latency distribution)."""
     times = _time_runs({"artifact": run}, sample, runs, warmup)["artifact"]
-    return _percentiles(times, f"{how}; batch 1, {runs} runs after {warmup} warm-up, wall clock around run() (includes I/O copies)")
+    return _percentiles(times, f"{how}; batch 1, {runs} runs after {warmup} warm-up, wall clock around run() (includes "
+                               "I/O copies)"), times
+
+
+def latency_histogram(times: np.ndarray, bins: int = 30) -> LatencyHistogram:
+    counts, edges = np.histogram(times, bins=bins, range=(0.0, max(float(times.max()), 1e-6)))
+    return LatencyHistogram(edges_ms=[float(e) for e in edges], counts=[int(c) for c in counts])
 
 
 def interleaved_latency(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int,

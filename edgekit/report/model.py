@@ -15,6 +15,13 @@ from edgekit.report.sections import (ArtifactInfo, Comparison, Energy, EvalSetIn
 REPORT_SCHEMA_VERSION = 2  # 2: every section typed (edgekit/report/sections.py)
 
 
+class DiffHistogram(BaseModel):
+    """How the per-sample differences spread: counts per bin, bins from 0 to the largest difference, degrees."""
+
+    edges_deg: list[float]  # one more than counts
+    counts: list[int]
+
+
 class DiffSummary(BaseModel):
     """Per-sample angular difference between artifact and reference outputs, degrees."""
 
@@ -22,6 +29,7 @@ class DiffSummary(BaseModel):
     p95_deg: float
     max_deg: float
     worst_sample: int
+    histogram: DiffHistogram | None = None  # None in reports written before it was stored
 
 
 class Accuracy(BaseModel):
@@ -55,7 +63,32 @@ class Step(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+class LatencyHistogram(BaseModel):
+    """How the timed runs spread: counts per bin, bins from 0 to the slowest run, milliseconds."""
+
+    edges_ms: list[float]  # one more than counts
+    counts: list[int]
+
+
+class Timing(BaseModel):
+    """When, where and under which load latency, memory and the FP32 comparison were measured (edgekit.report.timing).
+    A report served from the cache keeps the timing of the run that measured it: this says which run that was."""
+
+    measured_at: str  # ISO 8601, UTC, when timing started
+    host: str  # CPU model
+    cores: int | None = None
+    threads: int | None = None  # runtime threads the artifact ran with
+    load_start: list[float] = Field(default_factory=list)  # os.getloadavg() (1, 5, 15 min) before timing
+    load_end: list[float] = Field(default_factory=list)  # and after
+    remeasured: bool = False  # measured again for a cached report (--remeasure); accuracy is the earlier verification's
+    reused_from_cache: bool = False  # this run served the report from the cache: measured by an earlier run
+    latency_histogram: LatencyHistogram | None = None  # every timed batch-1 run of the artifact
+
+
 class Report(BaseModel):
+    """One verified artifact: what was compiled how, its accuracy against the model, latency, size, energy and gates
+    (report.json; `edgekit schema --kind report` prints the JSON Schema)."""
+
     schema_version: int = REPORT_SCHEMA_VERSION
     created: str
     model: ModelInfo
@@ -81,3 +114,4 @@ class Report(BaseModel):
     tools: dict[str, str] = Field(default_factory=dict)
     inputs_digest: dict[str, str] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    timing: Timing | None = None  # when and under which load the timing was measured (None: nothing timed)

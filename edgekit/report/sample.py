@@ -14,6 +14,7 @@ from edgekit.fileio import atomic_write_text
 from edgekit.report.compare import write_compare
 from edgekit.report.model import Report
 from edgekit.report.summary import energy_range
+from edgekit.report.whole_network import WHOLE, add_ratios, left_out, scope, whole_network_estimates
 
 # one target per backend and precision (recipes that add pruning, QAT or other compressions are left out), in the
 # order the comparison reads best: float first, then smaller and cheaper, then spiking
@@ -22,42 +23,30 @@ SAMPLE_TARGETS = ("onnx", "onnx-fp16", "onnx-int8", "coreml", "coreml-int8", "tf
 
 
 def energy_rows(reports: dict[str, Report]) -> tuple[list[dict], list[str]]:
-    """One row per target x estimate (profile, device, level) plus the measured row; ratios only within one
-    profile, device and level (spiking accumulates against INT8 MACs only), low end against low end."""
+    """One row per target x whole-network estimate (profile, device, level; edgekit.report.whole_network) plus the
+    measured row; ratios only within one profile, device and level (spiking accumulates against INT8 MACs only), low
+    end against low end. Parts of a network (a spiking report's host encoder or its spiking layers alone) are never
+    rows: a note names them; an FP16 row that ran as FP32 says so instead of a ratio."""
     rows, notes = [], []
     for target, report in reports.items():
         energy = report.energy
         if energy.why is not None:
             notes.append(f"{target}: {energy.why}")
             continue
-        for e in energy.estimates:
-            rows.append({"target": target, **e.model_dump(include={"profile", "device", "level", "low_uj", "high_uj", "method",
-                                                                   "source", "assumptions", "arithmetic"})})
+        rows += [{"target": target, **r} for r in whole_network_estimates(report)]
         measured = energy.measured
         rows.append({"target": target, "profile": "host", "device": measured.meter, "level": "measured", "arithmetic": None,
                      "low_uj": measured.dynamic_uj_per_inference, "high_uj": measured.dynamic_uj_per_inference,
                      "method": "measured" if measured.dynamic_uj_per_inference else "not measured",
-                     "source": measured.runtime, "assumptions": measured.how})
-    first: dict[tuple, dict] = {}
-    first_integer: dict[tuple, dict] = {}
-    for r in rows:
-        key = (r["profile"], r["device"], r["level"])
-        if r.get("arithmetic") == "integer":
-            first_integer.setdefault(key, r)
-        # a spiking network's integer accumulates compare with integer MACs (INT8), never with FP32 MACs
-        base = first_integer.get(key) if r.get("arithmetic") == "integer-accumulate" else first.setdefault(key, r)
-        r["ratio_to_first"] = ""
-        if base is not None and r is not base and r["low_uj"] and base["low_uj"]:
-            lo, hi = base["low_uj"] / r["low_uj"], base["high_uj"] / r["high_uj"]
-            r["ratio_to_first"] = (f"same as {base['target']}" if max(abs(lo - 1), abs(hi - 1)) < 0.05 else
-                                   f"{_times(lo)} than {base['target']}" if abs(lo - hi) < 0.05 else
-                                   f"{_times(lo)} (low end) / {_times(hi)} (high end) than {base['target']}")
+                     "source": measured.runtime, "assumptions": measured.how, "scope": WHOLE, "on_this_device": None})
+        parts = left_out(report)
+        if parts:
+            notes.append(f"{target}: parts of the network, summed into the whole-network rows above or left out, never "
+                         f"compared alone: {'; '.join(parts)}")
+    add_ratios(rows)
+    marked = {r["target"]: r["on_this_device"] for r in rows if r["on_this_device"]}
+    notes += [f"{target} (horowitz-45nm rows): {why}" for target, why in marked.items()]
     return rows, notes
-
-
-def _times(ratio: float) -> str:
-    """base / row: '3.1x less' when the row uses less energy, '1.3x more' when it uses more."""
-    return f"{ratio:.1f}x less" if ratio >= 1 else f"{1 / ratio:.1f}x more"
 
 
 def _sig(x: float | None, digits: int = 4) -> float | None:
@@ -77,7 +66,8 @@ def static_numbers(target: str, report: Report) -> dict:
         "diff_mean_deg": round(acc.diff_from_reference.mean_deg, 3), "diff_max_deg": round(acc.diff_from_reference.max_deg, 3),
         "gates": {g.name: g.passed for g in report.gates},
         "energy_estimates_uj": [{"profile": e.profile, "device": e.device, "level": e.level, "arithmetic": e.arithmetic,
-                                 "low": _sig(e.low_uj), "high": _sig(e.high_uj)} for e in energy.estimates],
+                                 "scope": scope(report, e), "low": _sig(e.low_uj), "high": _sig(e.high_uj)}
+                                for e in energy.estimates],
     }
 
 
@@ -90,15 +80,17 @@ def write_sample(reports: dict[str, Report], report_paths: list[Path], out: Path
     rows, notes = energy_rows(reports)
     lines = [f"# {model} on every target", "",
              "Regenerate with `make sample-report`. Every energy figure is an estimate (counts from the artifact x cited "
-             "per-op constants; sources in each row), except rows labelled measured. Ratios compare rows of the same "
-             "profile, device and level only.", "",
+             "per-op constants; sources in each row), except rows labelled measured. Every energy row is one inference of "
+             "the whole network (every layer; for spiking targets the host encoder and the readout included). Ratios "
+             "compare rows of the same profile, device and level only; an FP16 figure for a runtime that computes in FP32 "
+             "is marked, not compared.", "",
              "| target | pipeline | size (MB) | MACs (M) by precision | error (deg) | diff max (deg) | gates |", "|---|---|---|---|---|---|---|"]
     for t in numbers["targets"]:
         precisions = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in (t["macs_by_precision"] or {}).items())
         pipeline = t["pipeline"].replace("|", "\\|")  # a bare | would end the table cell
         lines.append(f"| {t['target']} | `{pipeline}` | {t['size_bytes'] / 1e6:.2f} | {precisions} | {t['error_deg']:.3f} | "
                      f"{t['diff_max_deg']:.3f} | {'pass' if all(t['gates'].values()) else 'FAIL'} |")
-    lines += ["", "| target | profile | device | level | arithmetic | uJ per inference | vs first of its kind |",
+    lines += ["", "| target | profile | device | level | arithmetic | uJ per inference, whole network | vs first of its kind |",
               "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['target']} | {r['profile']} | {r['device']} | {r['level']} | {r['arithmetic'] or '-'} | "

@@ -1,38 +1,80 @@
-"""The Spiking section of report.md: error vs T (converted and naive), per-layer rates and synaptic ops, Lava check.
-The energy estimated from these counts is in the report's Energy section."""
+"""The Spiking section of the reports: error vs T (converted and naive), per-layer rates and synaptic ops, the Lava
+check. Rows and facts are built once here; report.md and report.html lay them out. The energy estimated from these
+counts is in the report's Energy section."""
 
 from __future__ import annotations
 
+from edgekit.report.sections import Spiking
 
-def _curve_table(sp: dict) -> list[str]:
-    base = {r["timesteps"]: r for r in (sp.get("naive_baseline") or {}).get("error_vs_timesteps", [])}
-    lines = ["| T | error (deg) | increase over ANN (deg) | naive baseline error | naive increase |", "|---|---|---|---|---|"]
-    for r in sp["error_vs_timesteps"]:
-        b = base.get(r["timesteps"])
-        naive = f"{b['error_deg']:.3f} | {b['increase_deg']:+.3f}" if b else " | "
-        lines.append(f"| {r['timesteps']} | {r['error_deg']:.3f} | {r['increase_deg']:+.3f} | {naive} |")
-    return lines
+CURVE_HEAD = ["T", "error (deg)", "increase over ANN (deg)", "naive baseline error (deg)", "naive increase (deg)"]
+COUNTS_HEAD = ["layer", "neuron", "neurons", "spike rate (per neuron per step)", "dense MACs", "effective MACs",
+               "effective ACs", "neuron updates"]
+LAVA_HEAD = ["layer", "spikes in Lava", "spikes that differ"]
 
 
-def spiking_markdown(sp: dict) -> list[str]:
-    lines = ["", "## Spiking", "",
-             f"- T = {sp['timesteps']} steps, reset by {sp['reset']}, latency {sp['latency_steps']} steps; ANN error "
-             f"{sp['reference_error_deg']:.3f} deg (the reference on the same images)"]
-    if sp.get("simulator_time"):
-        st = sp["simulator_time"]
-        lines.append(f"- simulator time: {st['value']:.4f} {st['unit']} ({st['method']}: {st['how']})")
-    for key, label in (("fixed_point", "fixed point (Lava mirror)"), ("float_snn", "float SNN (same T and reset)")):
-        if sp.get(key):
-            lines.append(f"- {label}: {sp[key]['error_deg']:.3f} deg mean error on {sp[key]['samples']} images")
-    if sp.get("lava"):
-        lines.append(f"- Lava simulator: {sp['lava']['summary']}")
-    lines += ["", "Error against timesteps (evaluation set):", ""] + _curve_table(sp)
-    c = sp["counts"]
-    lines += ["", f"Per inference over {c['steps']} steps ({c['how']}):", "",
-              "| layer | neuron | neurons | spike rate (per neuron per step) | dense MACs | effective MACs | effective ACs | neuron updates |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in c["layers"] + [{"layer": "total", "neuron": "", "neurons": "", "rate": None, **c["total"]}]:
-        rate = "" if r["rate"] is None else f"{r['rate']:.4f}"
-        lines.append(f"| {r['layer']} | {r['neuron']} | {r['neurons']} | {rate} | "
-                     f"{r['dense_macs']:,} | {r['effective_macs']:,} | {r['effective_acs']:,.0f} | {r['neuron_updates']:,} |")
+def facts(sp: Spiking) -> list[tuple[str, str]]:
+    out = [("timesteps", f"T = {sp.timesteps} steps, reset by {sp.reset}, latency {sp.latency_steps} steps"),
+           ("ANN error", f"{sp.reference_error_deg:.3f} deg (the reference on the same images)")]
+    if sp.curve_of:
+        out.append(("curve of", sp.curve_of))
+    st = sp.simulator_time
+    if st.value is not None:
+        out.append(("simulator time", f"{st.value:.4f} {st.unit} ({st.method}: {st.how})"))
+    for value, label in ((sp.fixed_point, "fixed point (Lava mirror)"), (sp.float_snn, "float SNN (same T and reset)")):
+        if value is not None:
+            out.append((label, f"{value.error_deg:.3f} deg mean error on {value.samples} images"))
+    if sp.lava is not None:
+        out.append(("Lava simulator", sp.lava.summary))
+    return out
+
+
+def curve_rows(sp: Spiking) -> list[list[str]]:
+    base = {r.timesteps: r for r in (sp.naive_baseline.error_vs_timesteps if sp.naive_baseline else [])}
+    rows = []
+    for r in sp.error_vs_timesteps:
+        b = base.get(r.timesteps)
+        naive = [f"{b.error_deg:.3f}", f"{b.increase_deg:+.3f}"] if b else ["", ""]
+        rows.append([str(r.timesteps), f"{r.error_deg:.3f}", f"{r.increase_deg:+.3f}", *naive])
+    return rows
+
+
+def counts_caption(sp: Spiking) -> str:
+    return f"Per inference over {sp.counts.steps} steps ({sp.counts.how})"
+
+
+def counts_rows(sp: Spiking) -> list[list[str]]:
+    c = sp.counts
+    rows = []
+    for r in c.layers + ([{"layer": "total", "neuron": "", "neurons": "", "rate": None, **c.total}] if c.total else []):
+        rate = "" if r.get("rate") is None else f"{r['rate']:.4f}"
+        rows.append([str(r.get("layer", "")), str(r.get("neuron", "")), str(r.get("neurons", "")), rate,
+                     *(_count(r.get(k)) for k in ("dense_macs", "effective_macs", "effective_acs", "neuron_updates"))])
+    return rows
+
+
+def lava_rows(sp: Spiking) -> list[list[str]]:
+    """Spikes per layer in Lava's simulator and how many differ from the fixed-point mirror (when Lava ran)."""
+    lava = sp.lava
+    if lava is None or not lava.spikes_per_layer:
+        return []
+    names = [r.get("layer", f"layer {i}") for i, r in enumerate(sp.counts.layers)]
+    mismatched = lava.mismatched_spikes_per_layer or []
+    return [[names[i] if i < len(names) else f"layer {i}", f"{n:,}", f"{mismatched[i]:,}" if i < len(mismatched) else ""]
+            for i, n in enumerate(lava.spikes_per_layer)]
+
+
+def _count(v) -> str:
+    return "" if v is None else f"{v:,.0f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def spiking_markdown(sp: Spiking) -> list[str]:
+    lines = ["", "## Spiking", ""] + [f"- {label}: {text}" for label, text in facts(sp)]
+    lines += ["", "Error against timesteps (evaluation set):", ""] + _table(CURVE_HEAD, curve_rows(sp))
+    lines += ["", f"{counts_caption(sp)}:", ""] + _table(COUNTS_HEAD, counts_rows(sp))
+    if lava_rows(sp):
+        lines += ["", "Lava's simulator against the fixed-point mirror, spike for spike:", ""] + _table(LAVA_HEAD, lava_rows(sp))
     return lines

@@ -13,6 +13,25 @@ def energy_range(low_uj: float, high_uj: float) -> str:
     return f"{lo:.3g}" if abs(hi - lo) <= 1e-9 * max(abs(hi), 1) else f"{lo:.3g}-{hi:.3g}"
 
 
+def network_energy(report: Report) -> dict:
+    """The whole-network compute estimate as the comparison page shows it (same row, label and 'not a saving on this
+    device' note, from edgekit.report.whole_network); {"why": ...} when the report has none."""
+    # why: imported here, compare.py imports this module
+    from edgekit.report.compare import ARITHMETIC, ENERGY_DEVICE, ENERGY_LEVEL, ENERGY_PROFILE
+    from edgekit.report.whole_network import whole_network_estimates
+
+    row = next((r for r in whole_network_estimates(report)
+                if (r["profile"], r["device"], r["level"]) == (ENERGY_PROFILE, ENERGY_DEVICE, ENERGY_LEVEL)), None)
+    if row is None:
+        return {"why": report.energy.why or f"no whole-network estimate at {ENERGY_DEVICE}, {ENERGY_LEVEL} level for "
+                                            f"device profile {report.target.device}"}
+    kind = ARITHMETIC.get(row["arithmetic"], row["arithmetic"] or "")
+    precisions = ", ".join(k.upper() for k in report.energy.macs_by_precision) if row["arithmetic"] == "float" else ""
+    return {"low_uj": row["low_uj"], "high_uj": row["high_uj"], "profile": row["profile"], "device": row["device"],
+            "level": row["level"], "label": f"{row['device']}, {row['level']}; {kind}{f' ({precisions})' if precisions else ''}",
+            "note": row["on_this_device"]}
+
+
 def summary(report: Report, out_dir: Path) -> str:
     lines = [f"{report.model.name} -> {report.target.name}: {'PASSED' if report.passed else 'FAILED'}   "
              f"[{report.pipeline}]"]
@@ -25,17 +44,22 @@ def summary(report: Report, out_dir: Path) -> str:
     lat = report.latency.get("p50")
     if lat and lat.value is not None:
         lines.append(f"  latency  p50 {lat.value:.3f} ms, p99 {report.latency['p99'].value:.3f} ms ({report.runtime.runtime})")
+        from edgekit.report.timing import timing_line  # why: timing imports the runtimes' measuring code
+
+        if (line := timing_line(report)) is not None:
+            lines.append(line)
     size = report.size.get("artifact")
     if size:
         lines.append(f"  size     {size.value / 1e6:.2f} MB; {report.compute['macs'].value / 1e6:.2f} M MACs" if "macs" in report.compute
                      else f"  size     {size.value / 1e6:.2f} MB")
     est = {(e.profile, e.device, e.level): e for e in report.energy.estimates}
-    h = est.get(("horowitz-45nm", "45 nm CMOS", "compute"))
-    if h:
+    h = network_energy(report)
+    if "why" not in h:
         hm = est.get(("horowitz-45nm", "45 nm CMOS", "compute+memory"))  # spiking rows estimate compute only
         measured = report.energy.measured
         memory = f", with memory {energy_range(hm.low_uj, hm.high_uj)} uJ" if hm else ""
-        lines.append(f"  energy   estimated (Horowitz 45 nm): compute {energy_range(h.low_uj, h.high_uj)} uJ{memory}; "
+        caveat = f" ({h['note']})" if h["note"] else ""
+        lines.append(f"  energy   estimated (Horowitz 45 nm): compute {energy_range(h['low_uj'], h['high_uj'])} uJ{memory}{caveat}; "
                      + (f"measured {measured.dynamic_uj_per_inference:.1f} uJ dynamic"
                         if measured and measured.dynamic_uj_per_inference else measured.how if measured else "not measured"))
     q, c = report.quantization, report.comparison

@@ -18,8 +18,8 @@ def test_help_lists_the_commands(capsys):
 
 
 def test_demo_samples_writes_a_contact_sheet(tmp_path, capsys):
-    out = tmp_path / "sheet.png"
-    assert run(["demo", "samples", "--out", str(out), "--n", "12", "--scale", "2"]) == 0
+    assert run(["demo", "samples", "--out", str(tmp_path), "--n", "12", "--scale", "2"]) == 0
+    out = tmp_path / "samples.png"  # --out is a folder, as in every command
     img = cv2.imread(str(out))
     assert img is not None and img.shape == (2 * (2 * 40 + 4), 6 * (2 * 64 + 4), 3)
     assert (img[..., 2] > 200).any()  # gaze arrows are drawn in colour
@@ -90,7 +90,8 @@ def test_doctor_reports_core_usable(capsys):
     assert rows[next(c for c in rows if c.startswith("onnx backend"))]["usable"] is True
 
 
-def test_data_convert_mpiigaze_h5(tmp_path, capsys):
+@pytest.mark.parametrize("size", [None, "40x64"])  # --size resizes though the MPIIGaze loader itself does not
+def test_data_convert_mpiigaze_h5(tmp_path, capsys, size):
     h5py = pytest.importorskip("h5py")
     src = tmp_path / "MPIIGaze.h5"
     with h5py.File(src, "w") as f:
@@ -98,6 +99,7 @@ def test_data_convert_mpiigaze_h5(tmp_path, capsys):
         f["p00/pose"] = np.zeros((3, 2), np.float32)
         f["p00/gaze"] = np.float32([[0.1, -0.2]] * 3)
     out = tmp_path / "m.npz"
-    assert run(["data", "convert", "mpiigaze-h5", str(src), str(out)]) == 0
+    assert run(["data", "convert", "mpiigaze-h5", str(src), str(out), *(["--size", size] if size else [])]) == 0
     gs = read_gazeset(out)
     assert len(gs) == 3 and np.allclose(gs.pitchyaw[0], [0.1, -0.2], atol=1e-6)
+    assert gs.images.shape == ((3, 40, 64) if size else (3, 36, 60))

@@ -301,8 +301,10 @@ def test_mpiigaze_h5_bad_inputs(tmp_path):
 # ---------------------------------------------------------------- registry
 
 def test_load_dataset_registry(tmp_path):
-    assert set(LOADERS) == {"openeds2020", "ethxgaze", "mpiigaze-mat", "mpiigaze-h5"}
+    assert set(LOADERS) == {"openeds2020", "ethxgaze", "mpiigaze-mat", "mpiigaze-h5", "npz"}
     path = write_hysts_h5(tmp_path / "MPIIGaze.h5")
     assert len(load_dataset("mpiigaze-h5", path, persons=["p00"])) == 3
+    # its loader has no resize of its own: load_dataset resizes afterwards, as the others do
+    assert load_dataset("mpiigaze-h5", path, persons=["p00"], size=(40, 64)).images.shape[1:] == (40, 64)
     with pytest.raises(BadInputError, match="unknown dataset 'gazecapture'.*openeds2020"):
         load_dataset("gazecapture", tmp_path)

@@ -115,3 +115,38 @@ def test_load_report_refuses_a_truncated_file_in_one_line(compiled, tmp_path):
     with pytest.raises(BadInputError, match=r"not an edgekit report: not valid JSON \(line \d+") as err:
         load_report(bad)
     assert "\n" not in str(err.value)
+
+
+def test_a_not_measured_number_says_why_once(compiled, doc):
+    why = "not measured: no Loihi here"
+    latency = {q: {"value": None, "unit": "ms", "method": "not_measured", "how": why} for q in ("p50", "p90", "p99")}
+    report = Report.model_validate({**doc, "latency": latency})
+    md = to_markdown(report)
+    assert f"| latency | p50 / p90 / p99 | not measured | {why} |" in md  # one row, one reason, said once
+    assert "not_measured" not in md and "not measured: not measured" not in md
+    assert "not_measured" not in to_html(report)
+    measured = doc["latency"]["p50"]
+    assert f"| latency | p50 | {measured['value']:.3f} ms | measured: {measured['how']} |" in to_markdown(compiled.report)
+
+
+def test_parity_and_quantization_plan_are_words_not_reprs(compiled, doc):
+    from tests.report.test_gates import quantization
+
+    assert doc["parity"] == {"checked": False, "why": "per-layer parity needs a PyTorch reference and an ONNX artifact",
+                             "first_divergent_layer": None, "relative_error": None, "tolerance": None, "layers_compared": None}
+    report = Report.model_validate({**doc, "quantization": quantization(0.9)})
+    md, page = to_markdown(report), to_html(report)
+    assert "- checked: no\n- why: per-layer parity needs a PyTorch reference and an ONNX artifact" in md
+    assert "- weights: bits 8\n- activations: observer minmax" in md
+    assert "<tr><th>checked</th><td>no</td></tr>" in page and "<tr><th>weights</th><td>bits 8</td></tr>" in page
+    for text in (md, page):
+        assert "{'" not in text and '{"checked"' not in text
+
+
+def test_html_draws_the_difference_histogram_of_the_report(compiled):
+    hist = compiled.report.accuracy.diff_from_reference.histogram
+    assert sum(hist.counts) == 8 and len(hist.edges_deg) == len(hist.counts) + 1 and hist.edges_deg[0] == 0
+    assert hist.edges_deg[-1] == pytest.approx(max(compiled.report.accuracy.diff_from_reference.max_deg, 1e-6))
+    page = to_html(compiled.report)
+    assert 'aria-label="Per-sample angular difference from the reference (8 outputs)"' in page
+    assert 'aria-label="Latency percentiles at batch 1' in page

@@ -110,3 +110,75 @@ def test_spiking_integer_row_by_hand_and_compared_only_with_integer_rows():
     by_target = {r["target"]: r for r in rows if r["level"] == "compute"}
     assert by_target["int8"]["ratio_to_first"] == "20.0x less (low end) / 13.3x less (high end) than fp32"  # MACs vs MACs
     assert by_target["snn"]["ratio_to_first"] == "2.0x less (low end) / 2.0x more (high end) than int8"
+
+
+def _fake_report(estimates, spiking=False, macs_by_precision=None, runtime=None, backend="onnx"):
+    from edgekit.report.model import Report
+    from edgekit.report.sections import Energy, EnergyReading, TargetInfo
+
+    measured = EnergyReading(dynamic_uj_per_inference=None, total_uj_per_inference=None, inferences=0, window_s=0.0,
+                             how="not measured: test", meter="none", runtime="test")
+    extra = {"spiking": object()} if spiking else {}  # scope() asks only whether a Spiking section exists
+    return Report.model_construct(energy=Energy(estimates=estimates, measured=measured, macs_by_precision=macs_by_precision or {}),
+                                  target=TargetInfo(name="t", backend=backend, device="host-cpu"), runtime=runtime, **extra)
+
+
+def test_spiking_parts_are_never_rows_only_the_whole_network():
+    """The host encoder alone (0.424 uJ in the sample) and the spiking layers alone are not the network: energy_rows
+    shows the whole-network 45 nm row and the chip row plus its encoder, and names the parts in a note."""
+    from edgekit.report.sample import energy_rows
+    from edgekit.snn.counts import energy_estimates
+
+    counts = {"total": {"effective_acs": 2e6, "neuron_updates": 2e5, "effective_macs": 90_000}}
+    estimates = energy_estimates(counts, "loihi2")
+    by_device = {e["device"]: e for e in estimates}
+    encoder, whole, chip = by_device["45 nm CMOS (host encoder)"], by_device["45 nm CMOS"], by_device["loihi"]
+    int8 = {"profile": "horowitz-45nm", "device": "45 nm CMOS", "level": "compute", "method": "estimated", "source": "s",
+            "assumptions": "a", "arithmetic": "integer", "low_uj": 0.5, "high_uj": 0.6}
+    rows, notes = energy_rows({"int8": _fake_report([int8]), "snn": _fake_report(estimates, spiking=True)})
+    snn = [r for r in rows if r["target"] == "snn" and r["level"] == "compute"]
+    assert {r["device"] for r in snn} == {"45 nm CMOS", "loihi + host encoder (45 nm)"}  # no part on its own
+    assert all(r["scope"] == "whole network" for r in rows)
+    row45 = next(r for r in snn if r["device"] == "45 nm CMOS")
+    assert (row45["low_uj"], row45["high_uj"]) == (whole["low_uj"], whole["high_uj"]) and row45["low_uj"] > encoder["low_uj"]
+    assert row45["ratio_to_first"].endswith("than int8")  # integer accumulates against integer MACs
+    summed = next(r for r in snn if r["device"].startswith("loihi"))
+    assert summed["low_uj"] == pytest.approx(chip["low_uj"] + encoder["low_uj"])
+    assert any(n.startswith("snn: parts of the network") and "host encoder" in n for n in notes)
+
+
+def test_fp16_that_ran_in_fp32_is_marked_never_a_saving():
+    from edgekit.report.sample import energy_rows
+    from edgekit.report.sections import Fp16Execution, Runtime
+
+    def horowitz(low):
+        return {"profile": "horowitz-45nm", "device": "45 nm CMOS", "level": "compute", "method": "estimated", "source": "s",
+                "assumptions": "a", "arithmetic": "float", "low_uj": low, "high_uj": low}
+
+    upcast = Runtime(runtime="onnxruntime 1.0 CPUExecutionProvider, 1 thread", executed_here=True,
+                     fp16_execution=Fp16Execution(weights_fp16_fraction_after_ort_optimisation=0.0, cast_nodes=4, note="n"))
+    native = Runtime(runtime="a runtime with FP16 kernels", executed_here=True,
+                     fp16_execution=Fp16Execution(weights_fp16_fraction_after_ort_optimisation=1.0, cast_nodes=0, note="n"))
+    tflite = Runtime(runtime="LiteRT", executed_here=True, op_histogram={"DEQUANTIZE": 7, "CONV_2D": 4})
+    rows, notes = energy_rows({"fp32": _fake_report([horowitz(22.3)], macs_by_precision={"fp32": 1}),
+                               "fp16-cpu": _fake_report([horowitz(7.27)], macs_by_precision={"fp16": 1}, runtime=upcast),
+                               "fp16-lite": _fake_report([horowitz(7.27)], macs_by_precision={"fp16": 1}, runtime=tflite,
+                                                         backend="tflite"),
+                               "fp16-native": _fake_report([horowitz(7.27)], macs_by_precision={"fp16": 1}, runtime=native)})
+    ratio = {r["target"]: r["ratio_to_first"] for r in rows if r["level"] == "compute"}
+    assert ratio["fp16-cpu"] == ratio["fp16-lite"] == "not a saving on this device"
+    assert ratio["fp16-native"] == "3.1x less than fp32"  # FP16 arithmetic where it ran: a saving
+    assert any(n.startswith("fp16-cpu") and "FP32" in n for n in notes) and any(n.startswith("fp16-lite") for n in notes)
+
+
+def test_committed_sample_labels_each_estimate_with_its_scope():
+    """reports/demo.json says which estimates are the whole network; demo.md's table holds only those."""
+    committed = json.loads((REPORTS / "demo.json").read_text())
+    md = (REPORTS / "demo.md").read_text().splitlines()
+    for t in committed["targets"]:
+        scopes = {e["scope"] for e in t["energy_estimates_uj"]}
+        assert scopes <= {"whole network", "host encoder", "spiking layers"}
+        assert (scopes != {"whole network"}) == (t["target"] in ("snn", "loihi")), t["target"]
+    for target in ("snn", "loihi"):
+        rows = [line for line in md if line.startswith(f"| {target} | horowitz-45nm |")]
+        assert len(rows) == 1 and "host encoder" not in rows[0] and "than onnx-int8" in rows[0], rows

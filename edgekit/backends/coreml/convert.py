@@ -16,6 +16,7 @@ from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
 from edgekit.passes.recurrent import unroll_recurrent
+from edgekit.progress import step
 from edgekit.quant.fake_quant import QUANTIZABLE, batched, input_ranges
 from edgekit.quiet import quiet
 
@@ -93,7 +94,7 @@ class ToCoreML(Pass):
             finally:
                 for h in hooks:
                     h.remove()
-            with quiet():
+            with step("converting with coremltools (TorchScript)"), quiet():
                 model = ct.convert(traced, **convert)
         except Exception as exc:
             kind = _failing_torch_op(exc)
@@ -115,10 +116,12 @@ class ToCoreML(Pass):
                              + f" ({why})")
         samplers = sorted({op.op_type for f in model._mil_program.functions.values() for op in f.operations
                            if op.op_type in _SAMPLERS}) if self.precision == "fp16" and not (unrolled or native) else []
-        model = self._compress(model, ct)
+        if self.weights != "float":
+            with step(f"compressing the weights ({self.weights})"):
+                model = self._compress(model, ct)
         self._fill_metadata(model, card, ctx)
         path = out_dir / "model.mlpackage"
-        with quiet():
+        with step("writing the .mlpackage"), quiet():
             model.save(str(path))
         _serialize_deterministically(path)
         precision = {"float": self.precision, "int8": "int8-weights", "palettize4": "palettized-4bit",
@@ -181,7 +184,7 @@ class ToCoreML(Pass):
         finally:
             for h in hooks:
                 h.remove()
-        with quiet():
+        with step("converting with coremltools (torch.export program)"), quiet():
             program = program.run_decompositions(_decompositions())
             _check_exported_grid_samplers(program)
             return ct.convert(program, **convert)

@@ -15,6 +15,7 @@ from edgekit.backends.lava.runner import WHY_NO_SPEED, FixedPointRunner, Seen, l
 from edgekit.backends.lava.simulator import lava_available
 from edgekit.backends.snn.runner import dense_counts, error_curve, naive_curve, readout_vectors, reference
 from edgekit.data.metrics import angular_error_deg
+from edgekit.progress import step
 from edgekit.snn.counts import energy_section, spiking_counts
 from edgekit.snn.net import SpikingNet
 
@@ -59,12 +60,15 @@ class LavaBackend(SpikingSections, Backend):
         snn = SpikingNet.load(Path(art.path) / "snn")
         if not runner.seen.covers(x):  # verification ran other inputs through this runner (or none): run the set now
             runner.seen = Seen()
-            runner.run({"x": x})
+            with step(f"running the fixed-point mirror on {len(x)} images"):
+                runner.run({"x": x})
         seen = runner.seen
         fixed = np.concatenate(seen.outputs)
         fixed_err = float(angular_error_deg(readout_vectors(fixed, spec.get("output_convention", "unit_vector")), truth).mean())
         xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        curve, _ = error_curve(snn, xt, truth, ref_error, ref, tuple(sorted({4, 8, 16, 32, 64, snn.timesteps})))
+        sweep = tuple(sorted({4, 8, 16, 32, 64, snn.timesteps}))
+        with step(f"simulating the float SNN for {max(sweep)} steps on {len(x)} images (error vs timesteps)"):
+            curve, _ = error_curve(snn, xt, truth, ref_error, ref, sweep)
         float_row = next(r for r in curve if r["timesteps"] == snn.timesteps)
         steps = spec["steps"]
         counts = spiking_counts(snn, seen.spikes, seen.acs, steps, len(x))  # measured over the S + T steps Lava runs

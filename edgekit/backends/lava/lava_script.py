@@ -32,6 +32,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 BITS = 31
+PROGRESS = "edgekit-progress"  # stderr line after each sample: "edgekit-progress DONE TOTAL" (simulator.py reads it)
 
 
 class SpikeBits(AbstractProcess):
@@ -151,6 +152,7 @@ def main(folder: str, inputs: str, out: str) -> None:
             n.v.set(np.zeros(n.v.shape, np.int32))
         for n, b in zip(neurons[1:], saved_bias):
             n.bias_mant.set(b)
+        print(f"{PROGRESS} {i + 1} {len(bias_in)}", file=sys.stderr, flush=True)  # the parent's progress bar
     net.stop()
     print(f"timing: total {time.perf_counter() - t_start:.1f} s, samples' S+T steps {seconds:.1f} s", file=sys.stderr)
     np.savez(out, v_start=np.array(v_start, np.int64), v_end=np.array(v_end, np.int64), seconds=seconds,

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, MissingDependencyError
+from edgekit.progress import track
 
 SCRIPT = Path(__file__).with_name("lava_script.py")
+PROGRESS = "edgekit-progress"  # the line lava_script.py prints on stderr after each sample
 
 
 @dataclass
@@ -68,6 +70,7 @@ def lava_available() -> tuple[bool, str]:
 
 
 def run_lava(folder: Path, input_bias: np.ndarray, timeout: float = 900) -> LavaResult:
+    """Every sample through Lava's simulator in the Lava environment; progress per sample from the script's stderr."""
     import time
 
     py = lava_python()
@@ -79,11 +82,16 @@ def run_lava(folder: Path, input_bias: np.ndarray, timeout: float = 900) -> Lava
         np.savez(inputs, input_bias=input_bias.astype(np.int32))
         started = time.perf_counter()
         # -I: isolated (no user site, no script folder on sys.path: lava's own top-level `tests` cannot shadow ours)
-        proc = subprocess.run([str(py), "-I", str(SCRIPT), str(folder.resolve()), str(inputs), str(out)], cwd=tmp,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.Popen([str(py), "-I", str(SCRIPT), str(folder.resolve()), str(inputs), str(out)], cwd=tmp,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        described = f"Lava's simulator on {len(input_bias)} images (start-up and compilation in the first)"
+        stderr, finished = _follow(proc, len(input_bias), timeout, described)
         wall = time.perf_counter() - started
+        if not finished:
+            raise EdgekitError(f"Lava's simulator on {folder.name} did not finish in {timeout:.0f} s; fix: lower the "
+                               "recipe's lava_samples (to_netx) or check `edgekit doctor`")
         if proc.returncode != 0 or not out.exists():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            last = (stderr.strip().splitlines() or ["no output"])[-1]
             if last.startswith("netx could not load"):  # lava_script names the layer netx failed on
                 raise EdgekitError(f"Lava's simulator on {folder.name}: {last}; fix: re-export the network with to_netx "
                                    "(netx builds input, conv, flatten and dense layers only)")
@@ -93,3 +101,38 @@ def run_lava(folder: Path, input_bias: np.ndarray, timeout: float = 900) -> Lava
         trains = [data[f"train_{k}"] for k in range(len([f for f in data.files if f.startswith("train_")]))]
         return LavaResult(v_start=data["v_start"], v_end=data["v_end"], trains=trains, seconds=float(data["seconds"]),
                           wall_seconds=wall)
+
+
+def _follow(proc: subprocess.Popen, total: int, timeout: float, description: str) -> tuple[str, bool]:
+    """Read the script's stderr to its end: each progress line advances the bar (edgekit.progress), every other line
+    is kept for the error message. Returns (those lines, whether it finished): a run past `timeout` is killed."""
+    import threading
+
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    watchdog = threading.Timer(timeout, kill)
+    watchdog.start()
+    kept: list[str] = []
+
+    def samples():
+        for line in proc.stderr:
+            if line.startswith(PROGRESS):
+                yield line
+            else:
+                kept.append(line)
+
+    try:
+        for _ in track(samples(), total=total, description=description):
+            pass
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    return "".join(kept), not timed_out.is_set()

@@ -32,6 +32,7 @@ from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs, run_all, to_vectors
 from edgekit.passes.int8_options import Int8Options
+from edgekit.progress import step, track
 from edgekit.quant.calibration import collect
 from edgekit.quant.observers import observe
 from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, missed_targets, return_sensitive_to_float, tensor_key
@@ -89,7 +90,6 @@ class PTQ(Int8Options):
         if src.meta.precision not in (None, "fp32"):
             raise BadInputError(f"ptq needs an FP32 ONNX model, got {src.meta.precision}; fix: put ptq before onnx_fp16")
         inputs = model_inputs(ctx.card, ctx.calib)
-        ctx.log(f"ptq: calibrating on {len(inputs)} samples ({self.observer})")
         stats = collect(src.path, inputs.arrays)
         import onnx
 
@@ -122,8 +122,9 @@ class PTQ(Int8Options):
         scratch = out_dir / "candidates"
         scratch.mkdir(parents=True, exist_ok=True)
         # whole plans are judged on every calibration sample (the evaluation set is never seen)
-        probe = CalibEval(fp32, inputs, ctx.card, self.sensitivity_samples)
-        judge = probe if self.sensitivity_samples >= len(inputs) else CalibEval(fp32, inputs, ctx.card, len(inputs))
+        with step(f"FP32 reference outputs on {len(inputs)} calibration samples"):
+            probe = CalibEval(fp32, inputs, ctx.card, self.sensitivity_samples)
+            judge = probe if self.sensitivity_samples >= len(inputs) else CalibEval(fp32, inputs, ctx.card, len(inputs))
         margin = self.difference_margin
         aim = lambda t: None if t is None else round(t * margin, 6)  # noqa: E731
         p95_aim, max_aim = aim(self.target_p95_diff_deg), aim(self.target_max_diff_deg)
@@ -143,7 +144,9 @@ class PTQ(Int8Options):
             (first, distance) = measure(plan)
             if first[0] > self.target_error_increase_deg or first[2]:
                 search.append((distance, 0, self.observer, plan, first))
-                for k, observer in enumerate(o for o in SEARCHED_OBSERVERS if o != self.observer):
+                others = [o for o in SEARCHED_OBSERVERS if o != self.observer]
+                for k, observer in enumerate(track(others, description=f"observer search: all-INT8 plans with "
+                                                                       f"{', '.join(others)} ranges")):
                     other = plan.model_copy(update={"ranges": ranges_for(observer), "activations": {
                         **{k2: v for k2, v in plan.activations.items() if k2 != "percentile"}, "observer": observer}})
                     result, d = measure(other)
@@ -155,7 +158,8 @@ class PTQ(Int8Options):
         # calibration samples (the mean error increase of one layer is mostly noise: errors against the labels move
         # both ways)
         sens = {}
-        for lp in plan.layers:
+        for lp in track(plan.layers, description=f"INT8 sensitivity: each of {len(plan.layers)} layers alone on "
+                                                 f"{len(probe.inputs)} samples"):
             alone = plan.with_float(set(names) - {lp.name}, "scratch")
             sens[lp.name] = float(probe.differences(apply_plan(fp32, alone, scratch / "alone.onnx"))[1].mean())
 

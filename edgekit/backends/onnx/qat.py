@@ -30,6 +30,7 @@ from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.finetune import fine_tune
 from edgekit.passes.base import Pass
+from edgekit.progress import step
 from edgekit.quant.fake_quant import batched, fake_quantized, input_ranges, output_ranges
 from edgekit.quant.plan import ISA_PROFILES, missed_targets
 from edgekit.torch_module import load_module, save_module
@@ -67,7 +68,8 @@ class QAT(Pass):
         if ctx.calib is None:
             raise BadInputError("qat needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
         ptq = self._ptq()
-        before = self._ptq_check(src, ctx, out_dir / "check-before", ptq)
+        with step("qat: PTQ of the model before fine-tuning (is QAT needed?)"):
+            before = self._ptq_check(src, ctx, out_dir / "check-before", ptq)
         if not before.missed and not self.always:
             shutil.copytree(src.path, out_dir / "module")
             return Artifact.create(out_dir / "module", Format.torch, src,
@@ -79,7 +81,8 @@ class QAT(Pass):
         tuned = self._fine_tune(copy.deepcopy(module), ctx, teacher=module, float_layers=float_layers)
         save_module(tuned, out_dir / "tuned", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))
         tuned_art = Artifact.create(out_dir / "tuned", Format.torch, src)
-        after = self._ptq_check(tuned_art, ctx, out_dir / "check-after", ptq)
+        with step("qat: PTQ of the fine-tuned model"):
+            after = self._ptq_check(tuned_art, ctx, out_dir / "check-after", ptq)
         why = f" (PTQ missed: {'; '.join(before.missed)})" if before.missed else ""
         kept = f"; kept in float during fine-tuning as in PTQ's plan: {', '.join(sorted(float_layers))}" if float_layers else ""
         what = (f"qat: {self.steps} steps (batch {self.batch}, lr {self.lr}) with fake quantization, distilled from the FP32 "
@@ -127,7 +130,7 @@ class QAT(Pass):
         # an INT8 conv's output is quantized too (onnxruntime's integer Conv writes uint8): simulated as well
         outputs = output_ranges(module, batched(calib), self.observer)
         bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
-        return fine_tune(module, ctx.card, self.steps, self.batch, self.lr, ctx.seed, ctx.progress, "qat fine-tuning",
+        return fine_tune(module, ctx.card, self.steps, self.batch, self.lr, ctx.seed, label="qat fine-tuning",
                          context=functools.partial(fake_quantized, ranges=ranges, weight_bits=bits, outputs=outputs),
                          teacher=teacher, teacher_weight=1.0)
 

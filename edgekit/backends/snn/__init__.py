@@ -14,6 +14,7 @@ from edgekit.artifact import Format
 from edgekit.backends.base import Backend, SpikingSections
 from edgekit.backends.snn import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.snn.runner import SWEEP, SnnRunner, dense_counts, error_curve, naive_curve, reference
+from edgekit.progress import step
 from edgekit.snn.counts import energy_section, spiking_counts
 from edgekit.snn.simulate import readout_lag
 
@@ -40,9 +41,10 @@ class SnnBackend(SpikingSections, Backend):
         x = torch.from_numpy(np.ascontiguousarray(next(iter(inputs.arrays.values())), np.float32))
         truth, ref, ref_error = reference(inputs, ref_out, card)
         steps = tuple(sorted(set(SWEEP) | {net.timesteps}))
-        started = time.perf_counter()
-        curve, res = error_curve(net, x, truth, ref_error, ref, steps, count=True)
-        sweep_s = time.perf_counter() - started
+        with step(f"simulating the SNN for {max(steps)} steps on {len(x)} images (error vs timesteps, spike counts)"):
+            started = time.perf_counter()
+            curve, res = error_curve(net, x, truth, ref_error, ref, steps, count=True)
+            sweep_s = time.perf_counter() - started
         lag = readout_lag(net)  # counts, rates and simulator time cover every step run: the lag and the T steps
         out = {"timesteps": net.timesteps, "latency_steps": net.timesteps + lag, "reset": net.reset, "v_init": net.v_init,
                "reference_error_deg": ref_error, "error_vs_timesteps": curve, "conversion": net.meta}

@@ -15,6 +15,7 @@ from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
+from edgekit.progress import step
 from edgekit.snn.convert import convert, populations
 from edgekit.snn.graph import extra_input_error
 from edgekit.snn.nir_export import write_nir
@@ -66,17 +67,19 @@ class ToSNN(Pass):
         calib = torch.from_numpy(next(iter(inputs.arrays.values())))
         n_inputs, names = len(ctx.card.inputs), [s.name for s in ctx.card.inputs]
         convention = ctx.card.output.convention  # unit_vector or pitchyaw_rad: the readout carries it as it is
-        ctx.log(f"to_snn: calibrating thresholds on {len(calib)} images, T={self.timesteps}, reset {self.reset}")
-        net = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=self.percentile,
-                      per_channel=self.per_channel, balance=self.balance, v_init=self.v_init,
-                      threshold_scale=self.threshold_scale, thresholds=src.meta.qcfs_thresholds, delay=self.delay,
-                      warmup=self.warmup, output_convention=convention, input_names=names)
+        with step(f"calibrating spiking thresholds on {len(calib)} images (T={self.timesteps}, reset by {self.reset}, "
+                  f"balance {self.balance})"):
+            net = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=self.percentile,
+                          per_channel=self.per_channel, balance=self.balance, v_init=self.v_init,
+                          threshold_scale=self.threshold_scale, thresholds=src.meta.qcfs_thresholds, delay=self.delay,
+                          warmup=self.warmup, output_convention=convention, input_names=names)
         net.meta["calibration_set"] = {"source": ctx.calib.meta.get("source"), "digest": ctx.calib.digest(), "n": len(calib)}
         folder = net.save(out_dir / "snn")
         write_nir(net, folder / "model.nir")
-        naive = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=None,
-                        per_channel=False, balance="none", v_init=0.0, delay=self.delay, warmup=self.warmup,
-                        output_convention=convention, input_names=names)
+        with step(f"converting the naive baseline (per-layer maximum) on {len(calib)} images"):
+            naive = convert(module, n_inputs, calib, timesteps=self.timesteps, reset=self.reset, percentile=None,
+                            per_channel=False, balance="none", v_init=0.0, delay=self.delay, warmup=self.warmup,
+                            output_convention=convention, input_names=names)
         naive.meta["baseline"] = ("naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
                                   + ("; the same delays and readout window" if self.delay else ""))
         naive.save(folder / "baseline")

@@ -14,6 +14,7 @@ import torch
 from edgekit.data.gaze import pitchyaw_to_vector
 from edgekit.data.metrics import angular_error_deg
 from edgekit.evalset import to_vectors
+from edgekit.progress import step
 from edgekit.snn.counts import layer_macs
 from edgekit.snn.net import SpikingNet
 from edgekit.snn.simulate import simulate
@@ -83,4 +84,6 @@ def naive_curve(folder: Path, x, truth, ref_error: float, ref) -> dict | None:
     if not folder.is_dir():
         return None
     base = SpikingNet.load(folder)
-    return {"what": base.meta.get("baseline"), "error_vs_timesteps": error_curve(base, x, truth, ref_error, ref)[0]}
+    with step(f"simulating the naive baseline for {max(SWEEP)} steps on {len(x)} images"):
+        curve = error_curve(base, x, truth, ref_error, ref)[0]
+    return {"what": base.meta.get("baseline"), "error_vs_timesteps": curve}

@@ -27,6 +27,7 @@ from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.errors import BadInputError, first_line
 from edgekit.evalset import model_inputs
 from edgekit.passes.int8_options import Int8Options
+from edgekit.progress import step
 from edgekit.quant.fake_quant import batched, input_ranges
 from edgekit.quant.plan import QuantPlan, keep_float
 from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_table, mixed_precision, range_observer_class
@@ -74,7 +75,7 @@ class ToTFLite(Int8Options):
                       f"weights, observer {self.observer})"] + plan.decisions
         else:
             edge = _convert(litert_torch, module, args)
-        with quiet():  # litert-torch prints its progress and op counts
+        with step("writing the .tflite flatbuffer"), quiet():  # litert-torch prints its progress and op counts
             edge.export(str(path))
         model = tflite_graph.read(path)
         if self.precision == "fp16":
@@ -98,7 +99,6 @@ class ToTFLite(Int8Options):
         if ctx.calib is None:
             raise BadInputError("to_tflite precision=int8 needs a calibration set; fix: add `calibration:` to the recipe")
         inputs = model_inputs(ctx.card, ctx.calib)
-        ctx.log(f"to_tflite: calibrating on {len(inputs)} samples ({self.observer})")
         tensors = [torch.from_numpy(inputs.arrays[s.name]) for s in ctx.card.inputs]
         plan = self._plan(module, args, ctx, inputs, tensors)
         quantizer = self._quantizer(plan)
@@ -119,7 +119,8 @@ class ToTFLite(Int8Options):
         plan = keep_float(plan, self.keep_float)
         with quiet():
             ranges = input_ranges(module, batched(tensors), self.observer, self.percentile)
-        judge = FakeQuantJudge(module, inputs.take(self.sensitivity_samples), ctx.card, ranges, WEIGHT_BITS)
+        with step(f"float reference outputs on {min(self.sensitivity_samples, len(inputs))} calibration samples"):
+            judge = FakeQuantJudge(module, inputs.take(self.sensitivity_samples), ctx.card, ranges, WEIGHT_BITS)
         plan = mixed_precision(plan, judge, self.target_error_increase_deg, self.min_int8_mac_fraction, self.mixed_precision,
                                self.target_p95_diff_deg, self.target_max_diff_deg)
         return plan.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}})
@@ -281,10 +282,12 @@ def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     decisions += _unfuse_shared_conv_bn(exported) + _relu_before_max_pool(exported)
     try:
         with quiet():
-            prepared = prepare_pt2e(exported, quantizer)
+            with step("preparing PT2E quantization"):
+                prepared = prepare_pt2e(exported, quantizer)
             decisions += fixed_output_decisions(prepared) + recurrent_decisions(prepared)
             calibrate_observers(prepared, samples)
-            return convert_pt2e(prepared, fold_quantize=False), decisions
+            with step("converting the calibrated PT2E model"):
+                return convert_pt2e(prepared, fold_quantize=False), decisions
     except Exception as exc:
         raise BadInputError(f"to_tflite: PT2E INT8 quantization failed ({first_line(exc)}); fix: keep the failing "
                             "layer float with keep_float, or use the onnx-int8 target") from None
@@ -380,7 +383,7 @@ def _export(module, args, strict: bool = False):
     import torch
 
     try:
-        with quiet():
+        with step(f"torch.export ({'strict' if strict else 'non-strict'})"), quiet():
             return torch.export.export(module, args, strict=strict)
     except Exception as exc:
         raise BadInputError(f"to_tflite: torch.export failed ({first_line(exc)}); fix: make the model exportable "
@@ -389,7 +392,7 @@ def _export(module, args, strict: bool = False):
 
 def _convert(litert_torch, module, args, original=None, **kwargs):
     try:
-        with quiet():
+        with step("converting with litert-torch"), quiet():
             return litert_torch.convert(module, args, **kwargs)
     except Exception as exc:
         text = str(exc)
