@@ -16,11 +16,9 @@ from edgekit.fileio import atomic_write_text
 from edgekit.report.model import Report
 from edgekit.report.render import load_report
 from edgekit.report.summary import energy_range
-from edgekit.report.whole_network import NOT_A_SAVING, add_ratios, whole_network_estimates
+from edgekit.report.whole_network import NOT_A_SAVING, add_ratios, shown_label, shown_row
 
-ENERGY_PROFILE, ENERGY_DEVICE, ENERGY_LEVEL = "horowitz-45nm", "45 nm CMOS", "compute"
 ENERGY_HEAD = "energy per inference, whole network (uJ, estimated: Horowitz 45 nm CMOS, compute level)"
-ARITHMETIC = {"float": "float MACs", "integer": "integer MACs", "integer-accumulate": "integer accumulates (spiking)"}
 CHAR_PX = 6.2  # width of one character of an 11 px label, for placing labels apart
 
 
@@ -43,8 +41,7 @@ def _energy_rows(reports: list[Report]) -> list[dict | None]:
     against the first comparable row."""
     chosen = []
     for r in reports:
-        row = next((e for e in whole_network_estimates(r) if (e["profile"], e["device"], e["level"]) ==
-                    (ENERGY_PROFILE, ENERGY_DEVICE, ENERGY_LEVEL)), None)
+        row = shown_row(r)
         chosen.append(None if row is None else {**row, "target": _label(r)})
     add_ratios([row for row in chosen if row is not None])
     return chosen
@@ -180,9 +177,7 @@ def _energy_cell(r: Report, row: dict | None) -> str:
     e = html.escape
     if row is None:
         return e(r.energy.why or "no whole-network estimate at this profile and level")
-    kind = ARITHMETIC.get(row["arithmetic"], row["arithmetic"] or "")
-    precisions = ", ".join(k.upper() for k in r.energy.macs_by_precision) if row["arithmetic"] == "float" else ""
-    label = f"{ENERGY_DEVICE}, {ENERGY_LEVEL}; {kind}{f' ({precisions})' if precisions else ''}"
+    label = shown_label(r, row)
     value = energy_range(row["low_uj"], row["high_uj"])
     if row["on_this_device"]:
         return (f'<s>{value}</s> <small>{e(label)}</small><br><strong class="not-a-saving">{e(NOT_A_SAVING)}</strong>: '

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.report.model import Report
+from edgekit.report.whole_network import SHOWN_DEVICE, SHOWN_LEVEL, shown_label, shown_row
 
 
 def energy_range(low_uj: float, high_uj: float) -> str:
@@ -16,20 +17,12 @@ def energy_range(low_uj: float, high_uj: float) -> str:
 def network_energy(report: Report) -> dict:
     """The whole-network compute estimate as the comparison page shows it (same row, label and 'not a saving on this
     device' note, from edgekit.report.whole_network); {"why": ...} when the report has none."""
-    # why: imported here, compare.py imports this module
-    from edgekit.report.compare import ARITHMETIC, ENERGY_DEVICE, ENERGY_LEVEL, ENERGY_PROFILE
-    from edgekit.report.whole_network import whole_network_estimates
-
-    row = next((r for r in whole_network_estimates(report)
-                if (r["profile"], r["device"], r["level"]) == (ENERGY_PROFILE, ENERGY_DEVICE, ENERGY_LEVEL)), None)
+    row = shown_row(report)
     if row is None:
-        return {"why": report.energy.why or f"no whole-network estimate at {ENERGY_DEVICE}, {ENERGY_LEVEL} level for "
+        return {"why": report.energy.why or f"no whole-network estimate at {SHOWN_DEVICE}, {SHOWN_LEVEL} level for "
                                             f"device profile {report.target.device}"}
-    kind = ARITHMETIC.get(row["arithmetic"], row["arithmetic"] or "")
-    precisions = ", ".join(k.upper() for k in report.energy.macs_by_precision) if row["arithmetic"] == "float" else ""
     return {"low_uj": row["low_uj"], "high_uj": row["high_uj"], "profile": row["profile"], "device": row["device"],
-            "level": row["level"], "label": f"{row['device']}, {row['level']}; {kind}{f' ({precisions})' if precisions else ''}",
-            "note": row["on_this_device"]}
+            "level": row["level"], "label": shown_label(report, row), "note": row["on_this_device"]}
 
 
 def summary(report: Report, out_dir: Path) -> str:

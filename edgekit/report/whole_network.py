@@ -19,6 +19,10 @@ ENCODER = "host encoder"
 SPIKING_LAYERS = "spiking layers"
 NOT_A_SAVING = "not a saving on this device"
 
+# the one row every comparison shows (page, summary.md, JUnit, the compile summary): one profile, device and level
+SHOWN_PROFILE, SHOWN_DEVICE, SHOWN_LEVEL = "horowitz-45nm", "45 nm CMOS", "compute"
+ARITHMETIC = {"float": "float MACs", "integer": "integer MACs", "integer-accumulate": "integer accumulates (spiking)"}
+
 
 def scope(report: Report, estimate) -> str:
     """Which part of the network an estimate covers. Derived, as the report model has no field for it: a spiking
@@ -74,6 +78,19 @@ def whole_network_estimates(report: Report) -> list[dict]:
     if why:  # only the 45 nm rows depend on the precision (KerasSpiking's per-op energies do not)
         rows = [{**r, "on_this_device": f"{NOT_A_SAVING}: {why}"} if r["profile"] == "horowitz-45nm" else r for r in rows]
     return rows
+
+
+def shown_row(report: Report) -> dict | None:
+    """The whole-network row at the shown profile, device and level, or None when the report has none."""
+    return next((r for r in whole_network_estimates(report)
+                 if (r["profile"], r["device"], r["level"]) == (SHOWN_PROFILE, SHOWN_DEVICE, SHOWN_LEVEL)), None)
+
+
+def shown_label(report: Report, row: dict) -> str:
+    """'45 nm CMOS, compute; float MACs (FP32)': the device, level and arithmetic the row counts."""
+    kind = ARITHMETIC.get(row["arithmetic"], row["arithmetic"] or "")
+    precisions = ", ".join(k.upper() for k in report.energy.macs_by_precision) if row["arithmetic"] == "float" else ""
+    return f"{row['device']}, {row['level']}; {kind}{f' ({precisions})' if precisions else ''}"
 
 
 def left_out(report: Report) -> list[str]:
