@@ -35,7 +35,7 @@ def _failing_torch_op(exc: BaseException) -> str | None:
 
 class ToCoreML(Pass):
     name: ClassVar[str] = "to_coreml"
-    version: ClassVar[int] = 3  # 2: recurrent layers unrolled, their ops in FP32; 3: deterministic protobuf bytes
+    version: ClassVar[int] = 4  # 2: recurrent layers unrolled, their ops in FP32; 3: deterministic protobuf bytes; 4: no date
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.torchscript, Format.exported_program})
     produces: ClassVar[Format] = Format.coreml
     summary: ClassVar[str] = "convert to a Core ML ML program (.mlpackage) with coremltools"
@@ -254,6 +254,8 @@ class ToCoreML(Pass):
         model.user_defined_metadata["edgekit.version"] = __version__
         model.user_defined_metadata["edgekit.pipeline"] = ctx.pipeline
         model.user_defined_metadata["edgekit.preprocessing"] = json.dumps(pre.model_dump())
+        # coremltools stamps the day of conversion: the same model converted tomorrow would have other bytes
+        model.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
 
 
 _SAMPLERS = {"resample": "coordinates", "affine": "transform_matrix"}

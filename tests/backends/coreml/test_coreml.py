@@ -1,6 +1,7 @@
 """Core ML: real coremltools conversions, verified with edgekit's MIL interpreter (Core ML predicts only on macOS)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -115,6 +116,9 @@ def test_coreml_package_carries_metadata_and_float32_io(fp16_and_fp32):
     assert json.loads(meta.userDefined["edgekit.preprocessing"])["offset"] == -1.0
     assert spec.description.input[0].type.multiArrayType.dataType == ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
     assert "x * 0.0078431373 + -1" in spec.description.input[0].shortDescription
+    # nothing that changes from day to day: coremltools stamps a conversion date, which made rebuilds differ
+    dated = [k for k, v in meta.userDefined.items() if re.search(r"\d{4}-\d{2}-\d{2}", v)]
+    assert not dated and "com.github.apple.coremltools.version" in meta.userDefined
 
 
 @pytest.mark.slow
