@@ -23,6 +23,7 @@ class Format(str, Enum):
     onnx = "onnx"
     coreml = "coreml"
     tflite = "tflite"
+    pte = "pte"  # an ExecuTorch program
     snn = "snn"
     lava = "lava"
 

@@ -27,6 +27,8 @@ EXTRAS: dict[str, Extra] = {
     "coreml": Extra("Core ML conversion", ("coremltools", "sklearn"), ("coremltools", "scikit-learn")),
     "tflite": Extra("TFLite conversion and the LiteRT interpreter", ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                     ("litert-torch", "ai-edge-litert"), ("ai-edge-quantizer", "torchao")),
+    # executorch pins torchao<0.19 and coremltools==9.0 (Linux x86-64), the versions the other extras use
+    "executorch": Extra("ExecuTorch lowering (XNNPACK) and its runtime", ("executorch",), ("executorch",), ("torchao",)),
     "snn": Extra("spiking export (netx HDF5, NIR)", ("h5py", "nir"), ("h5py", "nir")),
     "prune": Extra("structured pruning", ("torch_pruning",), ("torch-pruning",)),
 }

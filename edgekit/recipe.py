@@ -35,6 +35,8 @@ class Gates(BaseModel):
     max_lava_mismatched_spikes: int | None = Field(
         None, ge=0, description="spikes and readout values that differ between Lava's simulator and edgekit's fixed-point model")
     min_int8_mac_fraction: float | None = Field(None, ge=0, le=1, description="share of MACs executed in INT8")
+    min_delegated_mac_fraction: float | None = Field(
+        None, ge=0, le=1, description="executorch: share of MACs run by the XNNPACK delegate, not the portable kernels")
 
 
 class Verify(BaseModel):

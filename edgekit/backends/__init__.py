@@ -10,6 +10,7 @@ from __future__ import annotations
 from edgekit.artifact import Format
 from edgekit.backends.base import Availability, Backend
 from edgekit.backends.coreml import CoreMLBackend
+from edgekit.backends.executorch import ExecuTorchBackend
 from edgekit.backends.lava import LavaBackend
 from edgekit.backends.null import NullBackend
 from edgekit.backends.onnx import OnnxBackend
@@ -18,8 +19,8 @@ from edgekit.backends.tflite import TFLiteBackend
 from edgekit.errors import BadInputError
 from edgekit.passes.base import REGISTRY as PASSES
 
-REGISTRY: dict[str, Backend] = {b.name: b for b in (OnnxBackend(), CoreMLBackend(), TFLiteBackend(), SnnBackend(),
-                                                    LavaBackend(), NullBackend())}
+REGISTRY: dict[str, Backend] = {b.name: b for b in (OnnxBackend(), CoreMLBackend(), TFLiteBackend(), ExecuTorchBackend(),
+                                                    SnnBackend(), LavaBackend(), NullBackend())}
 
 __all__ = ["REGISTRY", "Availability", "Backend", "backends_for", "get_backend"]
 

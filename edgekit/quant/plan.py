@@ -22,8 +22,8 @@ ISA_PROFILES = {
     "x86-avx2": {"weight_bits": 7, "why": "x86 AVX2 without VNNI: u8s8 kernels saturate with 8-bit weights"},
     "x86-vnni": {"weight_bits": 8, "why": "x86 with AVX512-VNNI or AVX-VNNI: 32-bit accumulation, no saturation"},
     "arm64": {"weight_bits": 8, "why": "ARMv8.2+ dot product: no saturation"},
-    # TFLite: XNNPACK's signed int8 (QS8) kernels sign-extend to 16 bits before multiplying, on every ISA
-    "xnnpack": {"weight_bits": 8, "why": "LiteRT XNNPACK signed int8 kernels widen before multiplying: no u8s8 saturation"},
+    # TFLite and ExecuTorch: XNNPACK's signed int8 (QS8) kernels sign-extend to 16 bits before multiplying, on every ISA
+    "xnnpack": {"weight_bits": 8, "why": "XNNPACK signed int8 kernels (LiteRT, ExecuTorch) widen before multiplying: no u8s8 saturation"},
 }
 
 

@@ -61,10 +61,14 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
     ]
     gates = [Gate(name=name, limit=limit, value=value, passed=value is not None and value <= limit, detail=detail)
              for name, limit, value, detail in checks if limit is not None]
-    if g.min_int8_mac_fraction is not None:  # the one lower bound
-        frac = report.quantization.int8_mac_fraction if report.quantization else None
-        gates.append(Gate(name="min_int8_mac_fraction", limit=g.min_int8_mac_fraction, value=frac,
-                          passed=frac is not None and frac >= g.min_int8_mac_fraction, detail="share of MACs in INT8 (at least)"))
+    lower_bounds = [  # at least
+        ("min_int8_mac_fraction", g.min_int8_mac_fraction,
+         report.quantization.int8_mac_fraction if report.quantization else None, "share of MACs in INT8 (at least)"),
+        ("min_delegated_mac_fraction", g.min_delegated_mac_fraction, report.runtime.delegated_mac_fraction if report.runtime
+         else None, "share of MACs run by the XNNPACK delegate, not ExecuTorch's portable kernels (at least)"),
+    ]
+    gates += [Gate(name=name, limit=limit, value=value, passed=value is not None and value >= limit, detail=detail)
+              for name, limit, value, detail in lower_bounds if limit is not None]
     return gates
 
 

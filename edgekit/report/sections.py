@@ -113,9 +113,11 @@ class Runtime(Section):
     weight_dtypes: dict[str, float] | None = None  # coreml: share of weight elements per stored dtype
     int8_weight_fraction: float | None = None  # coreml
     weights: list[WeightPrecision] | None = None  # coreml
-    io: dict[str, list[dict[str, Any]]] | None = None  # tflite: inputs/outputs with dtype, shape, quantization
-    int8_mac_fraction_measured: float | None = None  # tflite int8: read from the converted flatbuffer
-    float_ops: list[FloatOp] | None = None  # tflite int8: compute ops that stay float
+    io: dict[str, list[dict[str, Any]]] | None = None  # tflite, executorch: inputs/outputs with dtype, shape, quantization
+    int8_mac_fraction_measured: float | None = None  # tflite, executorch int8: read from the converted artifact
+    float_ops: list[FloatOp] | None = None  # tflite, executorch int8: compute ops that stay float
+    delegated_mac_fraction: float | None = None  # executorch: share of MACs inside XNNPACK delegate calls
+    portable_ops: dict[str, int] | None = None  # executorch: every op left to the portable kernels, with its count
     netx: dict[str, Any] | None = None  # lava: the netx spec written beside the network
 
 

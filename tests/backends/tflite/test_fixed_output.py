@@ -15,7 +15,8 @@ from torch import nn
 
 from edgekit._optional import require
 from edgekit.backends.tflite import graph as tflite_graph
-from edgekit.backends.tflite.convert import FIXED_OUTPUT_QPARAMS, ToTFLite, _aten_name, _convert, _export, _quantize_pt2e
+from edgekit.backends.tflite.convert import FIXED_OUTPUT_QPARAMS, ToTFLite, _convert, _export, _quantize_pt2e
+from edgekit.quant.pt2e import aten_name as _aten_name
 from edgekit.backends.tflite.runner import LiteRTRunner, litert_error
 from edgekit.errors import BadInputError
 from edgekit.quant.plan import LayerPlan, QuantPlan

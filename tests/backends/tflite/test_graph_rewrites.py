@@ -15,8 +15,10 @@ from torch import nn
 
 from edgekit._optional import require
 from edgekit.backends.tflite import graph as tflite_graph
-from edgekit.backends.tflite.convert import ToTFLite, _aten_name, _export, _quantize_pt2e, _relu_before_max_pool, \
-    _unfuse_shared_conv_bn
+from edgekit.backends.tflite.convert import ToTFLite, _export, _quantize_pt2e
+from edgekit.quant.pt2e import aten_name as _aten_name
+from edgekit.quant.pt2e import relu_before_max_pool as _relu_before_max_pool
+from edgekit.quant.pt2e import unfuse_shared_conv_bn as _unfuse_shared_conv_bn
 from edgekit.backends.tflite.runner import LiteRTRunner
 from edgekit.quant.plan import QuantPlan
 from tests.backends.tflite.test_fixed_output import SHAPE, _samples, _to_int8_tflite

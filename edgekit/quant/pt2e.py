@@ -1,0 +1,199 @@
+"""PT2E quantization shared by the passes that apply edgekit's INT8 plan inside a torch.export converter (to_tflite
+with litert-torch's quantizer, to_executorch with XNNPACK's): the plan, the graph rewrites that keep the quantizers
+from miscompiling published architectures, and the prepare / calibrate / convert sweep.
+
+The converter-specific parts (which quantizer, which ops it must treat specially) stay in each backend's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from edgekit.errors import BadInputError, first_line
+from edgekit.progress import step
+from edgekit.quant.fake_quant import batched, input_ranges
+from edgekit.quant.plan import QuantPlan, keep_float
+from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_table, mixed_precision, range_observer_class
+from edgekit.quiet import quiet
+
+
+def aten_name(node) -> str:
+    return getattr(node.target, "__name__", "").split(".")[0] if node.op == "call_function" else ""
+
+
+def node_location(node) -> str:
+    """Where an exported op comes from: the full module path that calls it (torch.export's nn_module_stack) and the
+    source line, e.g. `module fc_pitch (tests/zoo/models.py:145)` or `the top-level module (models.py:145)`."""
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [path for path, _ in stack.values() if path]
+    module = "module " + paths[-1].replace("L['self'].", "") if paths else "the top-level module"
+    trace = [line for line in (node.meta.get("stack_trace") or "").splitlines() if line.strip().startswith("File ")]
+    match = re.search(r'File "([^"]+)", line (\d+)', trace[-1]) if trace else None
+    if match:
+        file = Path(match.group(1))
+        file = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else Path(file.name)
+        return f"{module} ({file}:{match.group(2)})"
+    return module
+
+
+
+def in_module(name: str):
+    """Node filter: the node runs inside module `name` (a full path, as the plan names layers)."""
+    def inside(node) -> bool:
+        return any(path.replace("L['self'].", "") == name for path, _ in (node.meta.get("nn_module_stack") or {}).values())
+    return inside
+
+
+def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_bits: int) -> QuantPlan:
+    """edgekit's plan for a PT2E quantizer: layers with MACs, observer ranges, keep_float, and mixed precision scored
+    in torch with fake quantization. `options`: the pass's Int8Options fields."""
+    result = QuantPlan(weights={"dtype": "int8", "bits": weight_bits, "scheme": "symmetric", "granularity": "per_output_channel"},
+                       activations={"dtype": "int8", "scheme": "asymmetric", "granularity": "per_tensor",
+                                    "observer": options.observer,
+                                    **({"percentile": options.percentile} if options.observer == "percentile" else {})},
+                       isa_profile=isa_profile, layers=layer_table(module, args),
+                       calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
+    result = keep_float(result, options.keep_float)
+    with quiet():
+        ranges = input_ranges(module, batched(tensors), options.observer, options.percentile)
+    with step(f"float reference outputs on {min(options.sensitivity_samples, len(inputs))} calibration samples"):
+        judge = FakeQuantJudge(module, inputs.take(options.sensitivity_samples), ctx.card, ranges, weight_bits)
+    result = mixed_precision(result, judge, options.target_error_increase_deg, options.min_int8_mac_fraction,
+                             options.mixed_precision, options.target_p95_diff_deg, options.target_max_diff_deg)
+    return result.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}})
+
+
+def with_edgekit_observers(config, options):
+    """A quantizer's QuantizationConfig whose activation ranges come from edgekit's observer (`options.observer`)."""
+    act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=range_observer_class().with_args(
+        method=options.observer, percentile=options.percentile, eps=2**-12))
+    return dataclasses.replace(config, input_activation=act, output_activation=act)
+
+
+def quantize(module, args, quantizer, samples: list[tuple], who: str, fallback: str, decisions_of=lambda prepared: [],
+             fold_quantize: bool = False):
+    """export, the graph rewrites below, prepare_pt2e, two calibration sweeps (ranges, then histograms), convert_pt2e;
+    returns (the QDQ module, decision lines). `decisions_of(prepared)`: the converter's own lines about the prepared
+    graph. `fallback`: the target a refusal suggests. `fold_quantize`: store INT8 weights as constants (ExecuTorch's
+    lowering wants them so) rather than float weights with a quantize op (what litert-torch reads)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    decisions = []
+    try:
+        # strict (TorchDynamo) export records where each op came from, which the quantizers need to recognise
+        # residual adds; non-strict left GazeResNet18's 8 adds in float (benchmarks/tflite.md)
+        exported = export(module, args, who, strict=True).module()
+    except BadInputError as exc:
+        exported = export(module, args, who).module()
+        decisions.append(f"strict torch.export failed ({exc}); exported non-strict: residual adds may stay float")
+    decisions += unfuse_shared_conv_bn(exported) + relu_before_max_pool(exported)
+    try:
+        with quiet():
+            with step("preparing PT2E quantization"):
+                prepared = prepare_pt2e(exported, quantizer)
+            decisions += decisions_of(prepared)
+            calibrate_observers(prepared, samples)
+            with step("converting the calibrated PT2E model"):
+                return convert_pt2e(prepared, fold_quantize=fold_quantize), decisions
+    except Exception as exc:
+        raise BadInputError(f"{who}: PT2E INT8 quantization failed ({first_line(exc)}); fix: keep the failing "
+                            f"layer float with keep_float, or use the {fallback} target") from None
+
+
+_BATCH_NORMS = ("_native_batch_norm_legit_no_training", "batch_norm")
+
+
+def unfuse_shared_conv_bn(graph_module) -> list[str]:
+    """Keep prepare_pt2e from folding a BatchNorm into a conv whose output has other consumers.
+
+    torchao's _fuse_conv_bn_ (run by prepare_pt2e) folds every conv -> BatchNorm pair into the conv's weights without
+    looking at the conv's other users, so they receive the normalised tensor too. In a pre-activation ResNet the stem
+    conv feeds both the first block's BN and the identity shortcut: the shortcut carried BN(stem) and the INT8 model
+    missed by 10 deg on average, 40 at worst. An aten.clone between the conv and that BN breaks the pattern: the BN
+    stays float (as edgekit's fold_bn pass left it, for the same reason) and every consumer sees the conv's output."""
+    import torch
+
+    lines = []
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        if aten_name(node) not in _BATCH_NORMS or not node.args:
+            continue
+        conv = node.args[0]
+        if not (hasattr(conv, "op") and aten_name(conv) in ("conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                                                              "conv_transpose2d", "convolution") and len(conv.users) > 1):
+            continue
+        with graph.inserting_after(conv):
+            copy = graph.call_function(torch.ops.aten.clone.default, (conv,))
+        copy.meta = {k: v for k, v in conv.meta.items() if k in ("val", "tensor_meta", "nn_module_stack", "stack_trace")}
+        node.replace_input_with(conv, copy)
+        others = ", ".join(f"`{u.name}`" for u in conv.users if u is not copy)
+        lines.append(f"BatchNorm `{node.name}` in {node_location(node)} kept float, not folded into the conv before it "
+                     f"(`{conv.name}` in {node_location(conv)}): that conv's output also feeds {others}")
+    if lines:
+        graph_module.recompile()
+    return lines
+
+
+def relu_before_max_pool(graph_module) -> list[str]:
+    """max_pool -> relu becomes relu -> max_pool (the same values: relu is monotonic and max pooling pads with -inf).
+
+    LiteRT's INT8 MAX_POOL_2D needs one scale for its input and output, and litert-torch's converter fuses the relu
+    after a max pool into the pool, whose output then carries the relu's scale: the conversion failed with `'tfl.max_pool_2d'
+    op quantization parameters violate the same scale constraint`. With the relu first, it fuses into the conv
+    before it (conv_relu) and the pool keeps one scale."""
+    import torch
+
+    lines = []
+    graph = graph_module.graph
+    for relu in list(graph.nodes):
+        pool = relu.args[0] if aten_name(relu) in ("relu", "relu_") and relu.args else None
+        if pool is None or not hasattr(pool, "op") or aten_name(pool) != "max_pool2d" or len(pool.users) != 1 \
+                or len(relu.args) != 1 or relu.kwargs:
+            continue
+        with graph.inserting_before(pool):
+            early = graph.call_function(torch.ops.aten.relu.default, (pool.args[0],))  # never in place: x may have other users
+        early.meta = {k: v for k, v in pool.args[0].meta.items() if k in ("val", "tensor_meta")} | \
+            {k: v for k, v in relu.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")}
+        pool.replace_input_with(pool.args[0], early)
+        relu.replace_all_uses_with(pool)
+        graph.erase_node(relu)
+        lines.append(f"relu in {node_location(early)} moved before the max pool `{pool.name}` (the same values): LiteRT's "
+                     "INT8 max pool needs one scale for input and output")
+    if lines:
+        graph_module.recompile()
+    return lines
+
+
+_WEIGHTED = ("conv1d", "conv2d", "conv3d", "convolution", "linear", "addmm")
+
+
+def unshare_weights(graph_module) -> None:
+    """One weight node per conv or linear call: litert-torch's annotators skip a conv or linear whose weight node is
+    already annotated, so a module called twice (ITracker's eye tower, shared by both eyes) was INT8 for the first
+    call and float for the second (60% of MACs in INT8 where the plan had 100%)."""
+    graph = graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "get_attr" or sum(aten_name(u) in _WEIGHTED for u in node.users) < 2:
+            continue
+        for user in list(node.users)[1:]:
+            with graph.inserting_after(node):
+                copy = graph.get_attr(node.target)
+            copy.meta = dict(node.meta)
+            user.replace_input_with(node, copy)
+            changed = True
+    if changed:
+        graph_module.recompile()
+
+
+def export(module, args, who: str, strict: bool = False):
+    import torch
+
+    try:
+        with step(f"torch.export ({'strict' if strict else 'non-strict'})"), quiet():
+            return torch.export.export(module, args, strict=strict)
+    except Exception as exc:
+        raise BadInputError(f"{who}: torch.export failed ({first_line(exc)}); fix: make the model exportable "
+                            "(no data-dependent control flow) or use the onnx target") from None
