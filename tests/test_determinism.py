@@ -17,7 +17,7 @@ import pytest
 
 PROBE = Path(__file__).with_name("determinism_probe.py")
 MODELS = "tinygaze,gazeresnet18,temporalgaze"
-TARGETS = "onnx,onnx-fp16,tflite,tflite-fp16,coreml,coreml-fp32,coreml-int8"
+TARGETS = "onnx,onnx-fp16,tflite,tflite-fp16,coreml,coreml-fp32,coreml-int8,executorch"
 BASELINE_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 

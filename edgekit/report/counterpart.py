@@ -1,9 +1,10 @@
 """The FP32 counterpart of an INT8 artifact: the model the quantization plan was applied to, in the artifact's own
 format, so both run in the same runtime for the report's interleaved comparison.
 
-ONNX (ptq): the FP32 .onnx the ptq pass read is already a step. TFLite (to_tflite precision=int8): the plan is applied
-inside the conversion, so the FP32 module that pass read is converted again with the same pass at precision fp32,
-through the pass cache (the same key as the `tflite` target's conversion of that module, so either reuses the other).
+ONNX (ptq): the FP32 .onnx the ptq pass read is already a step. TFLite and ExecuTorch (to_tflite / to_executorch
+precision=int8): the plan is applied inside the conversion, so the FP32 module that pass read is converted again with the
+same pass at precision fp32, through the pass cache (the same key as the `tflite` or `executorch` target's conversion
+of that module, so either reuses the other).
 """
 
 from __future__ import annotations

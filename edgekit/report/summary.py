@@ -61,6 +61,9 @@ def summary(report: Report, out_dir: Path) -> str:
         floats = [f.name for f in q.float_layers] + float_macs  # planned float layers, then what the artifact shows
         lines.append(f"  int8     {q.int8_mac_fraction:.1%} of MACs; float: {', '.join(floats) or 'none'}"
                      + (f"; vs FP32 {c.size_ratio:.2f}x smaller, {c.speedup_p50:.2f}x faster (p50, interleaved)" if c else ""))
+    if report.runtime.delegated_mac_fraction is not None:  # executorch: what XNNPACK runs, what falls to portable kernels
+        portable = ", ".join(f"{op} x{n}" for op, n in (report.runtime.portable_ops or {}).items()) or "nothing"
+        lines.append(f"  delegate XNNPACK runs {report.runtime.delegated_mac_fraction:.1%} of MACs; portable kernels: {portable}")
     for g in report.gates:
         bound = ">=" if g.name.startswith("min_") else "<="
         lines.append(f"  gate     {g.name} {bound if g.passed else 'MISSED'} {g.limit:g}: "
