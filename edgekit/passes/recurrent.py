@@ -24,7 +24,7 @@ class UnrolledRNN(nn.Module):
         super().__init__()
         if rnn.num_layers != 1 or rnn.bidirectional or not rnn.batch_first or getattr(rnn, "proj_size", 0):
             raise BadInputError(f"{type(rnn).__name__}: only single-layer, unidirectional, batch_first recurrent layers can be "
-                                "unrolled for Core ML; fix: simplify the layer")
+                                "unrolled; fix: simplify the layer")
         self.kind = "gru" if isinstance(rnn, nn.GRU) else "lstm"
         self.hidden = rnn.hidden_size
         self.weight_ih, self.weight_hh = nn.Parameter(rnn.weight_ih_l0.detach().clone()), nn.Parameter(rnn.weight_hh_l0.detach().clone())
@@ -54,14 +54,23 @@ class UnrolledRNN(nn.Module):
         return torch.stack(outputs, dim=1), state
 
 
-def unroll_recurrent(module: nn.Module) -> tuple[nn.Module, list[str]]:
-    """A copy of `module` with every nn.GRU / nn.LSTM replaced by its unrolled form; returns the names replaced."""
+def unroll_recurrent(module: nn.Module, skip_unsupported: bool = False) -> tuple:
+    """A copy of `module` with every nn.GRU / nn.LSTM replaced by its unrolled form; returns the names replaced.
+
+    skip_unsupported: leave the layers UnrolledRNN refuses (stacked, bidirectional) as they are, instead of raising,
+    and return their names too: (module, unrolled, left)."""
     names = [n for n, m in module.named_modules() if isinstance(m, (nn.GRU, nn.LSTM))]
     if not names:
-        return module, []
-    module = copy.deepcopy(module)
+        return (module, [], []) if skip_unsupported else (module, [])
+    module, unrolled, left = copy.deepcopy(module), [], []
     for name in names:
         parent_name, _, leaf = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, leaf, UnrolledRNN(getattr(parent, leaf)))
-    return module, names
+        try:
+            setattr(parent, leaf, UnrolledRNN(getattr(parent, leaf)))
+            unrolled.append(name)
+        except BadInputError:
+            if not skip_unsupported:
+                raise
+            left.append(name)
+    return (module, unrolled, left) if skip_unsupported else (module, unrolled)

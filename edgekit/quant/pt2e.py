@@ -30,13 +30,14 @@ def node_location(node) -> str:
     paths = [path for path, _ in stack.values() if path]
     module = "module " + paths[-1].replace("L['self'].", "") if paths else "the top-level module"
     trace = [line for line in (node.meta.get("stack_trace") or "").splitlines() if line.strip().startswith("File ")]
-    match = re.search(r'File "([^"]+)", line (\d+)', trace[-1]) if trace else None
+    # a non-strict export's trace ends inside torch (nn/modules/linear.py): the model's own line is the last one outside
+    own = [line for line in trace if "site-packages" not in line and "/torch/" not in line]
+    match = re.search(r'File "([^"]+)", line (\d+)', (own or trace)[-1]) if trace else None
     if match:
         file = Path(match.group(1))
         file = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else Path(file.name)
         return f"{module} ({file}:{match.group(2)})"
     return module
-
 
 
 def in_module(name: str):

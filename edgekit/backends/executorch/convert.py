@@ -5,12 +5,18 @@
   INT8 weights, INT8 activations whose ranges come from edgekit's observers, float layers chosen by mixed precision
   (edgekit.quant.pt2e, shared with to_tflite). The program keeps float32 I/O: quantize/dequantize run inside.
 
-Recurrent layers are unrolled first (edgekit.passes.recurrent), as for Core ML: ExecuTorch has no kernel for
-aten.gru / aten.lstm, while the unrolled linear/sigmoid/tanh ops are delegated to XNNPACK.
+Recurrent layers: single-layer, unidirectional ones are unrolled first (edgekit.passes.recurrent) into linear/sigmoid/
+tanh ops that XNNPACK runs (in INT8 too); stacked or bidirectional ones stay aten.lstm / aten.gru, which ExecuTorch's
+lowering decomposes into the same kind of ops (float in an INT8 program: the quantizer never sees their linears).
+
+A failure names the op and the module that calls it (edgekit.quant.pt2e.node_location), as to_tflite does.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -27,15 +33,17 @@ from edgekit.passes.int8_options import Int8Options
 from edgekit.passes.recurrent import unroll_recurrent
 from edgekit.progress import step
 from edgekit.quant import pt2e
+from edgekit.quant.pt2e import aten_name, in_module, node_location
 from edgekit.quiet import quiet
 
 WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying (quant/plan.py ISA_PROFILES["xnnpack"])
 WHO = "to_executorch"
+_MAC_OPS = ("conv1d", "conv2d", "convolution", "conv_transpose2d", "linear", "addmm", "mm", "bmm", "matmul")
 
 
 class ToExecuTorch(Int8Options):
     name: ClassVar[str] = "to_executorch"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: INT8 unshares weights and keeps the plan's float layers; stacked RNNs lowered
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.pte
     summary: ClassVar[str] = "lower to an ExecuTorch .pte with the XNNPACK delegate (FP32, or INT8 from edgekit's plan)"
@@ -51,13 +59,17 @@ class ToExecuTorch(Int8Options):
 
         require("executorch.exir", "the to_executorch pass")
         module = load_torch_artifact(src, trusted_arch=ctx.card.arch).eval()
-        module, unrolled = unroll_recurrent(module)
+        module, unrolled, decomposed = unroll_recurrent(module, skip_unsupported=True)
         args = tuple(torch.zeros(s.shape) for s in ctx.card.inputs)
         meta: dict = {"precision": self.precision}
         notes = []
         if unrolled:
             notes.append(f"recurrent layers {', '.join(unrolled)} unrolled into linear/sigmoid/tanh ops over the "
                          f"{ctx.card.image_input.shape[1]}-step window (ExecuTorch has no GRU/LSTM kernel)")
+        if decomposed:
+            float_note = " (float in this INT8 program)" if self.precision == "int8" else ""
+            notes.append(f"stacked or bidirectional recurrent layers {', '.join(decomposed)} lowered by torch's own "
+                         f"GRU/LSTM decomposition{float_note}")
         if self.precision == "int8":
             module, plan = self._int8(module, args, ctx)
             meta["quant_plan"] = plan
@@ -69,6 +81,8 @@ class ToExecuTorch(Int8Options):
         with step("writing the .pte program"):
             path.write_bytes(program.buffer)
         graph = pte.read(path)
+        if self.precision == "int8":
+            _check_int8_share(graph, module, plan, self.min_int8_mac_fraction)
         notes.append(f"lowered with executorch {metadata.version('executorch')}: {graph.delegated_share():.1%} of MACs in "
                      f"{len(graph.delegates)} XNNPACK delegate call(s); portable kernels: "
                      + (", ".join(f"{op} x{n}" for op, n in graph.portable_ops().items()) or "none"))
@@ -77,8 +91,7 @@ class ToExecuTorch(Int8Options):
     def _int8(self, module, args, ctx):
         """The QDQ module of edgekit's plan, quantized by XNNPACKQuantizer with edgekit's observers."""
         import torch
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                             get_symmetric_quantization_config)
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
 
         if ctx.calib is None:
             raise BadInputError("to_executorch precision=int8 needs a calibration set; fix: add `calibration:` to the recipe")
@@ -86,12 +99,29 @@ class ToExecuTorch(Int8Options):
         tensors = [torch.from_numpy(inputs.arrays[s.name]) for s in ctx.card.inputs]
         plan = pt2e.plan(self, module, args, ctx, inputs, tensors, "xnnpack", WEIGHT_BITS)
         base = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-        quantizer = XNNPACKQuantizer().set_global(pt2e.with_edgekit_observers(base, self))
-        for lp in plan.float_layers:
-            quantizer.set_module_name(lp.name, None)
+        quantizer = _quantizer_class()().set_global(pt2e.with_edgekit_observers(base, self))
+        # XNNPACKQuantizer.set_module_name asserts on a None config (executorch 1.5): the plan's float layers are
+        # left out with its node filter instead
+        in_float_layer = [in_module(lp.name) for lp in plan.float_layers]
+        quantizer.set_filter_function(lambda node: not any(inside(node) for inside in in_float_layer))
         samples = [tuple(t[i:i + 1] for t in tensors) for i in range(len(inputs))]
         converted, decisions = pt2e.quantize(module, args, quantizer, samples, WHO, "onnx-int8", fold_quantize=True)
         return converted, plan.model_copy(update={"decisions": plan.decisions + decisions})
+
+
+@functools.cache
+def _quantizer_class():
+    """XNNPACKQuantizer, with one weight node per conv / linear call before annotation (pt2e.unshare_weights): a module
+    called twice (ITracker's eye tower) otherwise had its first call float and its second INT8 with a float bias,
+    and XNNPACK refused that program when the runtime loaded it ("Failed to create depthwise convolution node")."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    class UnsharedWeightsXNNPACKQuantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model):
+            pt2e.unshare_weights(model)
+            return super().transform_for_annotation(model)
+
+    return UnsharedWeightsXNNPACKQuantizer
 
 
 def _lower(module, args):
@@ -104,5 +134,46 @@ def _lower(module, args):
         with step("lowering to ExecuTorch with the XNNPACK partitioner"), quiet():
             return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as exc:
-        raise BadInputError(f"{WHO}: ExecuTorch could not lower the model ({first_line(exc)}); fix: replace the "
-                            "layer that uses that operator, or use the onnx target") from None
+        raise BadInputError(f"{WHO}: ExecuTorch could not lower {_failing_op(exc, exported.graph)} "
+                            f"({first_line(exc, 200)}); fix: replace that layer with supported ops, or use the onnx "
+                            "target") from None
+
+
+def _failing_op(exc: Exception, graph) -> str:
+    """`aten.<op> `node` in module <path> (file:line)` for the first op an ExecuTorch error names, else `the model`.
+    Lowering decomposes ops, so the op it names may carry a suffix the exported graph's lacks (max_pool2d in the
+    graph, max_pool2d_with_indices in the error): a graph op matches the op itself or the op plus a `_` suffix."""
+    ops = re.findall(r"aten(?:::|\.)(\w+)", str(exc))
+    for op in ops:
+        node = next((n for n in graph.nodes if aten_name(n) and f"{op}_".startswith(f"{aten_name(n)}_")), None)
+        if node is not None:
+            return f"aten.{op} `{node.name}` in {node_location(node)}"
+    return f"aten.{ops[0]}" if ops else "the model"
+
+
+def _check_int8_share(graph: pte.Program, converted, plan, min_fraction: float) -> None:
+    """Refuse an INT8 program whose measured INT8 MAC share (as lowered) misses min_int8_mac_fraction though the plan
+    met it, naming the float MAC ops: attention's q.k^T and attn.v (GazeTransformer: 30% of MACs) run in float in
+    ExecuTorch, which onnx-int8 and tflite-int8 run in INT8. A gate failure would say only `int8_macs 0.695<0.9`."""
+    macs = sum(r["macs"] for r in graph.layers)
+    share = sum(r["macs"] for r in graph.layers if r["precision"] == "int8") / macs if macs else 1.0
+    if share >= min_fraction or plan.int8_fraction("macs") < min_fraction:
+        return  # met, or mixed precision itself chose this (its decisions say why)
+    in_float_layer = [in_module(lp.name) for lp in plan.float_layers]
+    float_ops = [n for n in converted.graph.nodes if aten_name(n) in _MAC_OPS and not _computes_int8(n)
+                 and not any(f(n) for f in in_float_layer)]
+    first = f"aten.{aten_name(float_ops[0])} `{float_ops[0].name}` in {node_location(float_ops[0])}" if float_ops \
+        else "MAC ops the plan left INT8"
+    more = f" and {len(float_ops) - 1} more MAC op(s)" if len(float_ops) > 1 else ""
+    raise BadInputError(f"{WHO}: only {share:.1%} of MACs run in INT8 (min_int8_mac_fraction {min_fraction:g}): "
+                        f"{first}{more} compute in float (XNNPACK's batch matmul is FP32-only; XNNPACKQuantizer "
+                        "quantizes conv and linear); fix: set to_executorch's min_int8_mac_fraction and the gate to "
+                        f"{math.floor(share * 100) / 100:g} or lower, or use the onnx-int8 or tflite-int8 target")
+
+
+def _computes_int8(node) -> bool:
+    """In the converted graph: XNNPACK's batch matmul is FP32-only (executorch 1.5), and convert_pt2e feeds a conv or
+    linear that XNNPACKQuantizer annotated from dequantize nodes, its activation and its weight alike."""
+    def dequantized(arg) -> bool:
+        return hasattr(arg, "op") and aten_name(arg).startswith("dequantize")
+    return aten_name(node) not in ("bmm", "matmul") and len(node.args) > 1 and all(map(dequantized, node.args[:2]))

@@ -60,11 +60,12 @@ def read(path: Path) -> Program:
 def _read(path: str, mtime_ns: int) -> Program:
     from executorch.exir._serialize._program import deserialize_pte_binary
 
+    data = Path(path).read_bytes()
+    check_identifier(path, data[:8])
     try:
-        pte = deserialize_pte_binary(Path(path).read_bytes())
-    except Exception as exc:
-        raise BadInputError(f"{Path(path).name}: not a readable ExecuTorch program ({type(exc).__name__}); fix: "
-                            "rebuild it with edgekit compile --target executorch") from None
+        pte = deserialize_pte_binary(data)
+    except Exception:  # flatbuffers reads past the end of a truncated file with struct.error and the like
+        raise _damaged(path, f"{len(data)} bytes, truncated or damaged") from None
     plan = pte.program.execution_plan[0]
     values = plan.values
     rows, portable, delegates = [], [], []
@@ -82,10 +83,35 @@ def _read(path: str, mtime_ns: int) -> Program:
             delegates.append(delegate.id)
             if delegate.id == "XnnpackBackend":
                 payload = pte.program.backend_delegate_data[delegate.processed.index].data
-                rows += _xnnpack_rows(xnnpack_graph(payload), len(delegates) - 1)
+                try:
+                    rows += _xnnpack_rows(xnnpack_graph(payload), len(delegates) - 1)
+                except (subprocess.CalledProcessError, ValueError, KeyError, IndexError, TypeError) as exc:
+                    # flatc refuses a damaged payload; one that still parses can lack fields or point past the values
+                    why = f"XNNPACK delegate {len(delegates) - 1} damaged, {type(exc).__name__}"
+                    raise _damaged(path, why) from None
     return Program(layers=rows, portable=portable, delegates=delegates,
                    inputs=[_io_entry(values[i].val, f"input_{n}") for n, i in enumerate(plan.inputs)],
                    outputs=[_io_entry(values[i].val, f"output_{n}") for n, i in enumerate(plan.outputs)])
+
+
+def check_identifier(path: Path | str, head: bytes | None = None) -> None:
+    """Refuse a file without a .pte's flatbuffer file identifier ("ET" and two digits at bytes 4-8) before the
+    runtime sees it: the runtime logs a wrong identifier as is, and one that is not UTF-8 aborts the Python process
+    in the log callback of ExecuTorch's bindings (executorch 1.5.1)."""
+    if head is None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError as exc:
+            raise BadInputError(f"{path}: cannot read it ({exc.strerror}); fix: pass the path of an ExecuTorch "
+                                ".pte file") from None
+    if not re.fullmatch(rb"ET[0-9]{2}", head[4:8]):
+        raise _damaged(path, "no ExecuTorch file identifier in its first 8 bytes")
+
+
+def _damaged(path: Path | str, why: str) -> BadInputError:
+    return BadInputError(f"{Path(path).name}: not a readable ExecuTorch program ({why}); fix: rebuild it with "
+                         "edgekit compile --target executorch")
 
 
 def _io_entry(tensor, name: str) -> dict:

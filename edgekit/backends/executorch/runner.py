@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._optional import require
+from edgekit.backends.executorch import program as pte
 from edgekit.errors import BadInputError, first_line
 from edgekit.quiet import quiet
 
@@ -24,6 +25,7 @@ class ExecuTorchRunner:
         from executorch.extension.pybindings import portable_lib
 
         self.path, self.threads = Path(path), threads
+        pte.check_identifier(self.path)  # before the runtime, which can abort on a foreign file's header
         try:
             with quiet():  # the runtime logs its CPU probing on stderr when it starts
                 portable_lib._unsafe_reset_threadpool(threads)

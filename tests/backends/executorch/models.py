@@ -1,0 +1,43 @@
+"""Tiny models for the ExecuTorch tests, importable by --arch: shapes chosen so every MAC is easy to count by hand."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MatMul(nn.Module):
+    """torch.matmul as a module, so a forward hook sees its operands (a hook cannot see a bare function call)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+
+class DepthwiseMatmulNet(nn.Module):
+    """stem conv -> depthwise 5x5 -> pointwise -> Gram matrix of the feature maps (matmul of two activations) -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.depthwise = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+        self.pointwise = nn.Conv2d(8, 16, 1)
+        self.gram = MatMul()
+        self.head = nn.Linear(16 * 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pointwise(F.relu(self.depthwise(F.relu(self.stem(x))))).flatten(2)  # [1, 16, 640]
+        return self.head(self.gram(y, y.transpose(1, 2)).flatten(1))
+
+
+class InputGainConvGaze(nn.Module):
+    """A gaze model whose first conv's weights scale with the image's mean brightness. XNNPACK takes only constant
+    conv weights, so this conv (almost all the MACs) stays with ExecuTorch's portable kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.conv.weight * (1.0 + x.mean())
+        y = F.relu(F.conv2d(x, weight, self.conv.bias, stride=2))
+        return F.normalize(self.head(y.mean((2, 3))), dim=1)
