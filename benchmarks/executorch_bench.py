@@ -2,7 +2,8 @@
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/executorch_bench.py [model ...] > /tmp/executorch-bench.md
 (default models: tinygaze gazeresnet18; options: --rounds, --blocks, --warmup, --json PATH). About 5 minutes on
-2 shared cores with a warm pass cache, 10 cold. Results and discussion: benchmarks/executorch.md.
+2 shared cores with a warm edgekit cache; cold, GazeResNet18's three INT8 compiles add 10-15 minutes under load.
+Results and discussion: benchmarks/executorch.md.
 
 Per model, the six targets are compiled by `edgekit.compile` (default synthetic evaluation set, so every artifact is
 scored on the same 512 images; accuracy, difference and size come from each report). Then the six artifacts are
@@ -50,31 +51,35 @@ def compile_all(model: str, out: Path) -> dict:
     return results
 
 
-def sample_input(model: str) -> dict:
-    """Sample 0 of the default evaluation set, preprocessed as every runner takes it (what verification times)."""
+def sample_input(model: str, n_images: int) -> dict:
+    """Sample 0 of the default evaluation set of `n_images` (the reports' set), preprocessed as every runner takes it:
+    the sample verification times."""
     from edgekit.evalset import default_eval_set, model_inputs
     from edgekit.models.io import load_shipped
 
     card = load_shipped(model)[1]
-    return model_inputs(card, default_eval_set(card, 512)).sample(0)
+    return model_inputs(card, default_eval_set(card, n_images)).sample(0)
 
 
 def round_robin(runs: dict, sample: dict, rounds: int, warmup: int) -> dict:
-    """Milliseconds of each run() per round. Each round runs every artifact once; the starting artifact rotates, so
-    each one follows each other equally often (a large model evicts the caches the next one would use)."""
+    """Milliseconds of each call per round, as (label, "wall") and (label, "cpu") arrays. Each round calls every
+    label once; the starting label rotates, so each follows each other equally often (a large model evicts the caches
+    the next one would use). CPU time is this process's (every runtime runs its one thread on the caller's): a run
+    the scheduler pauses on the shared cores gets longer in wall time only."""
     import numpy as np
 
     labels = list(runs)
     for _ in range(warmup):
         for label in labels:
             runs[label](sample)
-    times = {label: np.empty(rounds) for label in labels}
+    times = {(label, clock): np.empty(rounds) for label in labels for clock in ("wall", "cpu")}
     for i in range(rounds):
         k = i % len(labels)
         for label in labels[k:] + labels[:k]:
-            start = time.perf_counter()
+            cpu, wall = time.process_time_ns(), time.perf_counter_ns()
             runs[label](sample)
-            times[label][i] = (time.perf_counter() - start) * 1e3
+            times[(label, "wall")][i] = (time.perf_counter_ns() - wall) / 1e6
+            times[(label, "cpu")][i] = (time.process_time_ns() - cpu) / 1e6
     return times
 
 
@@ -107,8 +112,8 @@ def bare_call(backend: str, runner, sample: dict):
 
 
 def time_model(results: dict, sample: dict, rounds: int, blocks: int, warmup: int) -> dict:
-    """Per target: p50/p90 over all blocks, and the p50 ratio to BASELINE in each block (its spread shows the noise),
-    for edgekit's run() and for the bare runtime call, all twelve timed in the same loop."""
+    """Per target: p50/p90 over all blocks and the p50 ratio to BASELINE in each block (its spread shows the noise), in
+    wall and CPU time for edgekit's run() and in wall time for the bare runtime call; all twelve timed in one loop."""
     import numpy as np
 
     from edgekit.backends import get_backend
@@ -123,17 +128,18 @@ def time_model(results: dict, sample: dict, rounds: int, blocks: int, warmup: in
         ref = np.asarray(runs[label.split(":")[0]](sample), dtype=np.float64).reshape(-1)
         if out.size < 3 or not np.isfinite(out).all() or not np.allclose(out, ref, atol=1e-5):
             raise SystemExit(f"{label}: returned {out!r} on the timing sample, run() gives {ref!r}")
-    blocks_ms = [round_robin(runs, sample, rounds, warmup if b == 0 else 0) for b in range(blocks)]
+    measured = [round_robin(runs, sample, rounds, warmup if b == 0 else 0) for b in range(blocks)]
     timing = {}
     for t in TARGETS:
         timing[t] = {"runtime_detail": runners[t].describe()}
-        for label, base, suffix in ((t, BASELINE, ""), (f"{t}:bare", f"{BASELINE}:bare", "_bare")):
+        for label, base, clock, prefix in ((t, BASELINE, "wall", ""), (t, BASELINE, "cpu", "cpu_"),
+                                           (f"{t}:bare", f"{BASELINE}:bare", "wall", "bare_")):
             if label not in runs:
                 continue
-            pooled = np.concatenate([blk[label] for blk in blocks_ms])
-            ratios = [float(np.median(blk[label]) / np.median(blk[base])) for blk in blocks_ms]
-            timing[t] |= {f"p50_ms{suffix}": float(np.percentile(pooled, 50)),
-                          f"p90_ms{suffix}": float(np.percentile(pooled, 90)), f"ratio_p50_blocks{suffix}": ratios}
+            pooled = np.concatenate([blk[(label, clock)] for blk in measured])
+            ratios = [float(np.median(blk[(label, clock)]) / np.median(blk[(base, clock)])) for blk in measured]
+            timing[t] |= {f"{prefix}p50_ms": float(np.percentile(pooled, 50)),
+                          f"{prefix}p90_ms": float(np.percentile(pooled, 90)), f"{prefix}ratio_p50_blocks": ratios}
     return timing
 
 
@@ -155,31 +161,42 @@ def spread(ratios: list[float]) -> str:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| model | target | runtime | error (deg) | increase | diff mean / p95 / max (deg) | size (MB) | "
-             "p50 / p90 (ms) | p50 / onnx p50 | bare call p50 (ms) | bare / onnx bare | INT8 MACs | gates |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def accuracy_table(rows: list[dict]) -> str:
+    lines = ["| model | target | runtime | error (deg) | increase | diff mean / p95 / max (deg) | size (MB) | INT8 MACs "
+             "| gates |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         int8 = f"{r['int8_mac_fraction']:.1%}" if r["int8_mac_fraction"] is not None else "-"
-        bare = (f"{r['p50_ms_bare']:.3f} | {spread(r['ratio_p50_blocks_bare'])}" if "p50_ms_bare" in r else "- | -")
         lines.append(f"| {r['model']} | {r['target']} | {r['runtime']} | {r['error_deg']:.3f} | "
                      f"{r['error_increase_deg']:+.3f} | {r['diff_mean_deg']:.4f} / {r['diff_p95_deg']:.4f} / "
-                     f"{r['diff_max_deg']:.4f} | {r['size_bytes'] / 1e6:.2f} | {r['p50_ms']:.3f} / {r['p90_ms']:.3f} | "
-                     f"{spread(r['ratio_p50_blocks'])} | {bare} | {int8} | {'pass' if r['passed'] else 'FAIL'} |")
+                     f"{r['diff_max_deg']:.4f} | {r['size_bytes'] / 1e6:.2f} | {int8} | "
+                     f"{'pass' if r['passed'] else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+def latency_table(rows: list[dict]) -> str:
+    lines = ["| model | target | wall p50 / p90 (ms) | wall p50 / onnx | CPU p50 (ms) | CPU p50 / onnx | "
+             "bare call wall p50 (ms) | bare / onnx bare |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        bare = (f"{r['bare_p50_ms']:.3f} | {spread(r['bare_ratio_p50_blocks'])}" if "bare_p50_ms" in r else "- | -")
+        lines.append(f"| {r['model']} | {r['target']} | {r['p50_ms']:.3f} / {r['p90_ms']:.3f} | "
+                     f"{spread(r['ratio_p50_blocks'])} | {r['cpu_p50_ms']:.3f} | {spread(r['cpu_ratio_p50_blocks'])} | "
+                     f"{bare} |")
     return "\n".join(lines)
 
 
 def speedups(rows: list[dict]) -> str:
     """INT8 against FP32 in each runtime (same loop): the p50 ratio, min-max over the blocks."""
-    lines = ["| model | runtime | FP32 p50 / INT8 p50 | same, bare call | size FP32 / INT8 |", "|---|---|---|---|---|"]
+    lines = ["| model | runtime | FP32 / INT8, wall p50 | CPU p50 | bare call wall p50 | size FP32 / INT8 |",
+             "|---|---|---|---|---|---|"]
     by = {(r["model"], r["target"]): r for r in rows}
     for model in dict.fromkeys(r["model"] for r in rows):
         for fp32 in ("onnx", "tflite", "executorch"):
             a, b = by[(model, fp32)], by[(model, f"{fp32}-int8")]
-            ratios = [x / y for x, y in zip(a["ratio_p50_blocks"], b["ratio_p50_blocks"])]
-            bare = [x / y for x, y in zip(a.get("ratio_p50_blocks_bare", []), b.get("ratio_p50_blocks_bare", []))]
-            lines.append(f"| {model} | {RUNTIMES[fp32]} | {spread(ratios)} | {spread(bare) if bare else '-'} | "
-                         f"{a['size_bytes'] / b['size_bytes']:.2f} |")
+            cells = []
+            for key in ("ratio_p50_blocks", "cpu_ratio_p50_blocks", "bare_ratio_p50_blocks"):
+                ratios = [x / y for x, y in zip(a.get(key, []), b.get(key, []))]
+                cells.append(spread(ratios) if ratios else "-")
+            lines.append(f"| {model} | {RUNTIMES[fp32]} | {' | '.join(cells)} | {a['size_bytes'] / b['size_bytes']:.2f} |")
     return "\n".join(lines)
 
 
@@ -201,7 +218,8 @@ def main() -> None:
         for model in args.models:
             results = compile_all(model, Path(tmp))
             load_timing = load()
-            timed = time_model(results, sample_input(model), args.rounds, args.blocks, args.warmup)
+            sample = sample_input(model, results[BASELINE].report.accuracy.set.n_images)
+            timed = time_model(results, sample, args.rounds, args.blocks, args.warmup)
             print(f"<!-- timed {model} under load {load_timing} -> {load()} -->", file=sys.stderr, flush=True)
             rows += [row(model, t, results[t], timed[t]) for t in TARGETS]
     versions = {d: metadata.version(d) for d in ("torch", "onnxruntime", "ai-edge-litert", "executorch")}
@@ -211,7 +229,8 @@ def main() -> None:
           f"{host['python']}; {', '.join(f'{k} {v}' for k, v in versions.items())}. Started {started}; load average "
           f"(1/5/15 min) {load_start} at the start, {meta['load_end']} at the end. {THREADS} thread, batch 1, "
           f"{args.blocks} blocks x {args.rounds} round-robin rounds after {args.warmup} warm-up rounds.\n")
-    print(markdown(rows) + "\n")
+    print(accuracy_table(rows) + "\n")
+    print(latency_table(rows) + "\n")
     print(speedups(rows))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -57,6 +57,16 @@ class Backend:
         return {}
 
 
+def counts_from_rows(rows: list[dict], params_how: str, macs_from: str) -> dict:
+    """counts() from per-layer rows read from an artifact (op, macs, weight_elems), MACs broken down by op."""
+    macs_by_op: dict[str, int] = {}
+    for r in rows:
+        macs_by_op[r["op"]] = macs_by_op.get(r["op"], 0) + r["macs"]
+    return {"params": sum(r["weight_elems"] for r in rows if r["macs"]), "macs": sum(macs_by_op.values()),
+            "params_how": params_how,
+            "macs_how": f"{macs_from}, batch 1: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
+
+
 class SpikingSections:
     """For the spiking backends (snn, lava): their `spiking()` section carries the energy measured from spikes, which
     replaces the placeholder their `energy()` gives."""

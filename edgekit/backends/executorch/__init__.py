@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgekit.artifact import Format
-from edgekit.backends.base import Backend
+from edgekit.backends.base import Backend, counts_from_rows
 from edgekit.backends.executorch import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.executorch import program as pte
 from edgekit.backends.executorch.runner import ExecuTorchRunner
@@ -24,14 +24,8 @@ class ExecuTorchBackend(Backend):
         return ExecuTorchRunner(path, threads=threads)
 
     def counts(self, path: Path, runner, sample) -> dict:
-        rows = pte.read(path).layers
-        macs_by_op: Counter = Counter()
-        for r in rows:
-            macs_by_op[r["op"]] += r["macs"]
-        return {"params": sum(r["weight_elems"] for r in rows), "macs": sum(macs_by_op.values()),
-                "params_how": "elements of the weight tensors of conv/fully-connected nodes in the .pte",
-                "macs_how": "from the .pte's XNNPACK graphs and portable kernel calls, batch 1: " +
-                            ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
+        return counts_from_rows(pte.read(path).layers, "elements of the weight tensors of conv/fully-connected nodes in "
+                                "the .pte", "from the .pte's XNNPACK graphs and portable kernel calls")
 
     def energy(self, path: Path, runner, sample, device: str) -> dict:
         return energy_section(pte.read(path).layers, runner, sample, device)

@@ -36,14 +36,12 @@ class ExecuTorchRunner:
                                 "fix: rebuild it with edgekit compile --target executorch") from None
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        import torch
+        from torch import from_numpy
 
         arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in inputs.values()]  # the forward's argument order
-        outs = []
-        for i in range(len(arrays[0])):
-            result = self.method.execute([torch.from_numpy(a[i:i + 1]) for a in arrays])
-            outs.append(result[0].numpy().copy())
-        return np.concatenate(outs).astype(np.float64)
+        outs = [self.method.execute([from_numpy(a[i:i + 1]) for a in arrays])[0].numpy().astype(np.float64)
+                for i in range(len(arrays[0]))]  # astype copies: the runtime reuses its output buffer
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def describe(self) -> str:
         return (f"ExecuTorch runtime (executorch {metadata.version('executorch')}) with the XNNPACK delegate, "

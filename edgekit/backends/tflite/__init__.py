@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgekit.artifact import Format
-from edgekit.backends.base import Backend
+from edgekit.backends.base import Backend, counts_from_rows
 from edgekit.backends.tflite import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.backends.tflite.runner import LiteRTRunner, layers_of
@@ -25,15 +25,8 @@ class TFLiteBackend(Backend):
         return LiteRTRunner(path, threads=threads)
 
     def counts(self, path: Path, runner, sample) -> dict:
-        rows, _ = layers_of(path)
-        macs_by_op: Counter = Counter()
-        for r in rows:
-            macs_by_op[r["op"]] += r["macs"]
-        params = sum(r["weight_elems"] for r in rows if r["macs"])
-        return {"params": params, "macs": sum(macs_by_op.values()),
-                "params_how": "elements of the weight tensors of conv/fully-connected ops",
-                "macs_how": "from the .tflite op and tensor shapes, batch 1: " +
-                            ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
+        return counts_from_rows(layers_of(path)[0], "elements of the weight tensors of conv/fully-connected ops",
+                                "from the .tflite op and tensor shapes")
 
     def energy(self, path: Path, runner, sample, device: str) -> dict:
         rows = [r for r in layers_of(path)[0] if r["macs"]]

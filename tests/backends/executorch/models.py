@@ -41,3 +41,16 @@ class InputGainConvGaze(nn.Module):
         weight = self.conv.weight * (1.0 + x.mean())
         y = F.relu(F.conv2d(x, weight, self.conv.bias, stride=2))
         return F.normalize(self.head(y.mean((2, 3))), dim=1)
+
+
+class SharedTowerGaze(nn.Module):
+    """One conv tower called on both halves of the image (ITracker's shared eye tower): two calls, one weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.tower = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1))
+        self.head = nn.Linear(2 * 8 * 10 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = x[..., :32], x[..., 32:]
+        return F.normalize(self.head(torch.cat([self.tower(left).flatten(1), self.tower(right).flatten(1)], 1)), dim=1)
