@@ -41,8 +41,7 @@ class ExecuTorchBackend(Backend):
         notes = [f"XNNPACK runs {program.delegated_share():.1%} of MACs in {len(program.delegates)} delegate call(s); "
                  "portable kernels run " + (", ".join(f"{op} x{n}" for op, n in program.portable_ops().items()) or "nothing")]
         if art.meta.precision == "int8":
-            macs = sum(r["macs"] for r in rows) or 1
-            int8 = sum(r["macs"] for r in rows if r["precision"] == "int8") / macs
+            int8 = program.int8_share()
             float_ops = [{"op": r["op"], "layer": r["layer"], "macs": r["macs"], "activation_dtype": r["activation_dtype"]}
                          for r in rows if r["precision"] != "int8"]
             details |= {"int8_mac_fraction_measured": int8, "float_ops": float_ops}

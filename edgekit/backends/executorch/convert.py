@@ -155,8 +155,7 @@ def _check_int8_share(graph: pte.Program, converted, plan, min_fraction: float) 
     """Refuse an INT8 program whose measured INT8 MAC share (as lowered) misses min_int8_mac_fraction though the plan
     met it, naming the float MAC ops: attention's q.k^T and attn.v (GazeTransformer: 30% of MACs) run in float in
     ExecuTorch, which onnx-int8 and tflite-int8 run in INT8. A gate failure would say only `int8_macs 0.695<0.9`."""
-    macs = sum(r["macs"] for r in graph.layers)
-    share = sum(r["macs"] for r in graph.layers if r["precision"] == "int8") / macs if macs else 1.0
+    share = graph.int8_share()
     if share >= min_fraction or plan.int8_fraction("macs") < min_fraction:
         return  # met, or mixed precision itself chose this (its decisions say why)
     in_float_layer = [in_module(lp.name) for lp in plan.float_layers]

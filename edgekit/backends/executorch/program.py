@@ -44,6 +44,11 @@ class Program:
         total = sum(r["macs"] for r in self.layers)
         return sum(r["macs"] for r in self.layers if r["delegated"]) / total if total else 1.0
 
+    def int8_share(self) -> float:
+        """Share of the program's MACs whose activation input is INT8 (1.0 when it has no MACs at all)."""
+        total = sum(r["macs"] for r in self.layers)
+        return sum(r["macs"] for r in self.layers if r["precision"] == "int8") / total if total else 1.0
+
     def portable_ops(self) -> dict[str, int]:
         return dict(Counter(self.portable))
 
