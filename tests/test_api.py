@@ -33,6 +33,15 @@ def test_readme_python_example_runs(tmp_path):
     assert (tmp_path / "build/eyenet/model.onnx").is_file() and (tmp_path / "build/eyenet/report.html").is_file()
 
 
+def test_readme_is_short_with_a_target_table_and_an_install_path():
+    """The README is the front page (the reference lives in docs/, linked under `## More`): under 150 lines, with the
+    table of which target serves which device and a pip install line for one's own project."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) < 150, f"README.md has {len(lines)} lines; move reference material to docs/"
+    assert "| target | device | runtime | verified here by |" in lines
+    assert any(line.startswith("pip install ") for line in lines)
+
+
 def test_public_api_is_listed_and_documented():
     assert "compile" in edgekit.__all__ and "CompileResult" in edgekit.__all__
     for name in edgekit.__all__:

@@ -27,6 +27,7 @@ def test_build_writes_artifacts_manifest_summary_and_junit(tmp_path, monkeypatch
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     dist = tmp_path / "dist"
     assert run(["build", str(_project(tmp_path)), "--dist", str(dist)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"wrote {dist / 'summary.md'}")  # names its summary
     manifest = json.loads((dist / "manifest.json").read_text())
     assert manifest["ok"] and [e["target"] for e in manifest["artifacts"]] == ["onnx", "onnx-int8", "coreml"]
     for e in manifest["artifacts"]:

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from edgekit import progress
-from edgekit.cli.options import (ForceOpt, FormatOpt, NoCacheOpt, OutputFormat, QuietOpt, RemeasureOpt, TargetsOpt,
-                                 VerboseOpt, set_verbosity, split_targets)
+from edgekit.cli.options import (ForceOpt, FormatOpt, NoCacheOpt, OutputFormat, QuietOpt, RemeasureOpt, TargetsAliasOpt,
+                                 TargetsOpt, VerboseOpt, set_verbosity, split_targets)
 from edgekit.errors import BadInputError, GateFailedError, error_document
 
 
@@ -18,6 +18,7 @@ def compile_command(
     model: Annotated[str | None, typer.Argument(help="Built-in name, weights (.safetensors/.pt with --arch), TorchScript, "
                                                      "torch.export .pt2 or .onnx. Omitted: the shipped demo (tinygaze).")] = None,
     target: TargetsOpt = None,
+    targets: TargetsAliasOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", readable=False, help="Output folder (default build/<model>/<target>; "
                                              "with several targets, one subfolder per target).")] = None,
     force: ForceOpt = False,
@@ -55,7 +56,7 @@ def compile_command(
             assert isinstance(config, dict)
         except (json.JSONDecodeError, AssertionError):
             raise BadInputError(f"--arch-config {arch_config!r} is not a JSON object; fix: e.g. '{{\"width\": 8}}'") from None
-    names = split_targets(target, ["onnx"])
+    names = split_targets(target, ["onnx"], targets)
     recipes = [load_recipe(t) for t in names]  # every target is checked before any is compiled
     human = output_format == OutputFormat.human
     results, failures = [], []
@@ -99,7 +100,8 @@ def report_command(
     compare: Annotated[list[Path] | None, typer.Option("--compare", readable=False, help="More report.json files: write one "
                                                                                           "comparison page, compare.html.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", readable=False, help="Output folder (default: beside the report; "
-                                                                                 "build/ for --compare).")] = None,
+                                                                                 "build/ for --compare); given alone, it "
+                                                                                 "writes report.html there.")] = None,
     output_format: FormatOpt = OutputFormat.human,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -122,6 +124,8 @@ def report_command(
         written.append(write_compare([path, *compare], (out or Path("build")) / "compare.html"))
     report = load_report(path)
     formats = tuple(f for f, on in (("html", html), ("md", markdown)) if on)
+    if out is not None and not formats and not compare:  # a folder was asked for: write the shareable page into it
+        formats = ("html",)
     if formats:
         written += write_reports(report, out or path.parent, formats)
     if output_format == OutputFormat.json:

@@ -25,6 +25,7 @@ def train(
     device: Annotated[str, typer.Option(help="torch device for training (validation always runs on the CPU).")] = "cpu",
     weights_dtype: Annotated[str, typer.Option(help="Stored weight dtype: float32 or float16.")] = "float32",
     seed: Annotated[int, typer.Option(help="torch seed for initialisation and shuffling.")] = 0,
+    output_format: FormatOpt = OutputFormat.human,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -42,8 +43,9 @@ def train(
 
         card = train_temporal(arch, out, n_sequences=n_train, epochs=epochs, batch=batch, lr=lr, seed=seed, device=device)
         fc = card.validation["forecast"]
-        typer.echo(f"{arch}: forecast error t+1..t+5 {_fmt(fc['model_deg'])} deg; hold-last {_fmt(fc['hold_last_deg'])}; "
-                   f"constant-velocity {_fmt(fc['constant_velocity_deg'])}")
+        line = (f"{arch}: forecast error t+1..t+5 {_fmt(fc['model_deg'])} deg; hold-last {_fmt(fc['hold_last_deg'])}; "
+                f"constant-velocity {_fmt(fc['constant_velocity_deg'])}")
+        validation = {"forecast": {k: fc[k] for k in ("model_deg", "hold_last_deg", "constant_velocity_deg")}}
     else:
         # why: lazy, imports torch; `edgekit --help` must stay fast
         from edgekit.models.train import train_image_model
@@ -51,9 +53,17 @@ def train(
         card = train_image_model(arch, out, n_train=n_train, epochs=epochs, batch=batch, lr=lr, seed=seed, device=device,
                                  weights_dtype=weights_dtype)
         acc = card.validation["accuracy"]
-        typer.echo(f"{arch}: validation mean {acc['model']['mean_deg']:.2f} deg on {acc['model']['n']} held-out images "
-                   f"(predict-the-mean baseline {acc['predict_mean_baseline']['mean_deg']:.2f} deg)")
-    typer.echo(f"wrote {Path(out) / card.weights['file']} and {Path(out) / (card.name + '.json')}")
+        line = (f"{arch}: validation mean {acc['model']['mean_deg']:.2f} deg on {acc['model']['n']} held-out images "
+                f"(predict-the-mean baseline {acc['predict_mean_baseline']['mean_deg']:.2f} deg)")
+        validation = {"mean_deg": acc["model"]["mean_deg"], "n": acc["model"]["n"],
+                      "predict_mean_baseline_deg": acc["predict_mean_baseline"]["mean_deg"]}
+    weights_path, card_path = Path(out) / card.weights["file"], Path(out) / (card.name + ".json")
+    if output_format == OutputFormat.json:
+        typer.echo(json.dumps({"arch": arch, "weights_path": str(weights_path), "card_path": str(card_path),
+                               "validation": validation}, indent=2))
+        return
+    typer.echo(line)
+    typer.echo(f"wrote {weights_path} and {card_path}")
 
 
 def _fmt(values: list[float]) -> str:

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from edgekit import outdir, progress
-from edgekit.cli.options import (ForceOpt, FormatOpt, OutDirOpt, OutputFormat, QuietOpt, TargetsOpt, VerboseOpt,
-                                 set_verbosity, split_targets)
+from edgekit.cli.options import (ForceOpt, FormatOpt, OutDirOpt, OutputFormat, QuietOpt, TargetsAliasOpt, TargetsOpt,
+                                 VerboseOpt, set_verbosity, split_targets)
 from edgekit.errors import BadInputError
 
 DEFAULT_TARGETS = ["onnx", "onnx-fp16", "onnx-int8"]
@@ -20,6 +20,7 @@ DEFAULT_OUT = Path("build/energy")
 def energy_command(
     model: Annotated[str | None, typer.Argument(help="Model as for `edgekit compile` (default: the demo).")] = None,
     target: TargetsOpt = None,
+    targets: TargetsAliasOpt = None,
     out: OutDirOpt = None,
     force: ForceOpt = False,
     report_dir: Annotated[Path | None, typer.Option(readable=False,
@@ -40,7 +41,7 @@ def energy_command(
     from edgekit.report.summary import energy_range
 
     set_verbosity(quiet, verbose)
-    given = split_targets(target, DEFAULT_TARGETS)
+    given = split_targets(target, DEFAULT_TARGETS, targets)
     names = [n for g in given for n in (SAMPLE_TARGETS if g == "sample" else [g])]
     if len(set(names)) != len(names):
         raise BadInputError(f"--target names {', '.join(sorted({n for n in names if names.count(n) > 1}))} twice; "

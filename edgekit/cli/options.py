@@ -33,11 +33,23 @@ def complete_target(incomplete: str) -> list[str]:
     return [f"{head},{n}" if head else n for n in target_names() if n.startswith(last)]
 
 
-# --target is repeatable and takes comma-separated names; --targets stays as a deprecated alias of it
-TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", "--targets", show_default=False,
-                                                      autocompletion=complete_target,
+TARGETS_DEPRECATED = "--targets is deprecated; use --target (repeatable or comma-separated)"
+
+
+def _warn_targets_alias(values: list[str] | None) -> list[str] | None:
+    if values:
+        typer.echo(TARGETS_DEPRECATED, err=True)
+    return values
+
+
+# --target is repeatable and takes comma-separated names; --targets stays as a deprecated alias of it, hidden and warning.
+# why two options: click does not tell a callback which of an option's names was typed
+TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", show_default=False, autocompletion=complete_target,
                                                       help="Target names (see `edgekit targets`) or recipe .yaml files: "
                                                            "repeat or separate by commas (--targets is a deprecated alias).")]
+TargetsAliasOpt = Annotated[list[str] | None, typer.Option("--targets", hidden=True, show_default=False,
+                                                           autocompletion=complete_target, callback=_warn_targets_alias,
+                                                           help="Deprecated alias of --target.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Run every pass and verify again, ignoring the pass and report "
                                                            "caches.")]
 RemeasureOpt = Annotated[bool, typer.Option("--remeasure", help="Reuse a cached verification but time the artifact again "
@@ -45,9 +57,9 @@ RemeasureOpt = Annotated[bool, typer.Option("--remeasure", help="Reuse a cached 
 OutDirOpt = Annotated[Path | None, typer.Option("--out", "-o", readable=False, help="Output folder.")]
 
 
-def split_targets(values: list[str] | None, default: list[str]) -> list[str]:
-    """`-t a,b -t c` -> [a, b, c]; nothing given -> default."""
-    names = [t.strip() for v in values or [] for t in v.split(",") if t.strip()]
+def split_targets(values: list[str] | None, default: list[str], alias: list[str] | None = None) -> list[str]:
+    """`-t a,b -t c` -> [a, b, c], then the names given with the deprecated --targets; nothing given -> default."""
+    names = [t.strip() for v in [*(values or []), *(alias or [])] for t in v.split(",") if t.strip()]
     return names or list(default)
 
 

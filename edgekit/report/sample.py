@@ -1,6 +1,6 @@
 """The committed sample report: the demo model across every target, energy rows side by side.
 
-`make sample-report` (edgekit energy --targets ... --report-dir reports) writes reports/demo.md (read it),
+`make sample-report` (edgekit energy --target ... --report-dir reports) writes reports/demo.md (read it),
 reports/demo.json (the static numbers: what a rebuild must reproduce; no latency, no measured energy, no
 dates) and reports/compare.html. A test regenerates demo.json and compares.
 """

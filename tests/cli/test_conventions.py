@@ -52,7 +52,7 @@ def test_every_command_takes_quiet_and_verbose():
 
 
 def test_every_command_that_prints_results_takes_format_json():
-    writes_files_only = {"schema", "demo train", "demo samples", "demo dataset", "data convert"}
+    writes_files_only = {"schema", "demo samples", "demo dataset", "data convert"}
     missing = [name for name, cmd in _commands() if name not in writes_files_only
                and "--format" not in {o for p in cmd.params for o in p.opts}]
     assert not missing, f"commands without --format: {missing}"
@@ -70,8 +70,47 @@ def test_target_is_repeatable_with_targets_as_alias():
     for name, cmd in _commands():
         names = {o for p in cmd.params for o in p.opts}
         if "--targets" in names or "--target" in names:
-            param = next(p for p in cmd.params if "--target" in p.opts)
-            assert "--targets" in param.opts and param.multiple, name
+            target = next(p for p in cmd.params if "--target" in p.opts)
+            alias = next(p for p in cmd.params if "--targets" in p.opts)
+            assert target.multiple and alias.multiple and alias.hidden, name
+
+
+@pytest.mark.parametrize("command", ["compile", "energy"])
+def test_targets_alias_warns_and_still_names_targets(command, capsys):
+    # an unknown name stops the command before any compile; the error naming it shows the alias's names are used
+    assert run([command, "--target", "onnx", "--targets", "no-such-target"]) == 2
+    err = capsys.readouterr().err
+    assert "--targets is deprecated; use --target (repeatable or comma-separated)\n" in err
+    assert "unknown target 'no-such-target'" in err
+    assert run([command, "--target", "onnx,no-such-target"]) == 2
+    err = capsys.readouterr().err
+    assert "deprecated" not in err and "unknown target 'no-such-target'" in err
+
+
+def test_demo_train_json_holds_the_validation_error(tmp_path, capsys):
+    """The smallest training the command takes (64 images, one epoch): checks the JSON, not the model's quality."""
+    assert run(["demo", "train", "--n-train", "64", "--epochs", "1", "--batch", "32", "--out", str(tmp_path),
+                "--format", "json", "-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    card = json.loads((tmp_path / "tinygaze.json").read_text())
+    assert doc["weights_path"] == str(tmp_path / "tinygaze.safetensors") and (tmp_path / "tinygaze.safetensors").is_file()
+    assert doc["card_path"] == str(tmp_path / "tinygaze.json")
+    accuracy = card["validation"]["accuracy"]
+    assert doc["validation"] == {"mean_deg": accuracy["model"]["mean_deg"], "n": accuracy["model"]["n"],
+                                 "predict_mean_baseline_deg": accuracy["predict_mean_baseline"]["mean_deg"]}
+    assert doc["validation"]["n"] > 0 and doc["validation"]["mean_deg"] > 0
+
+
+@pytest.mark.slow  # compiles the demo model for onnx
+def test_report_with_only_out_writes_the_html_there(tmp_path, capsys):
+    import edgekit.compiler as ek
+
+    report = ek.compile(None, "onnx", out=tmp_path / "compiled").report_path
+    shared = tmp_path / "shared"  # a folder that does not exist yet
+    assert run(["report", str(report), "--out", str(shared)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {shared / 'report.html'}"
+    assert "<h1>tinygaze &rarr; onnx" in (shared / "report.html").read_text()
+    assert sorted(p.name for p in shared.iterdir()) == ["report.html"]
 
 
 def test_shell_completion_gives_target_names():
