@@ -26,6 +26,7 @@ class Format(str, Enum):
     pte = "pte"  # an ExecuTorch program
     snn = "snn"
     lava = "lava"
+    sdnn = "sdnn"  # a sigma-delta netx network (folder: network.net + sdnn.json)
 
 
 def digest_path(path: Path) -> str:

@@ -34,6 +34,11 @@ class Gates(BaseModel):
     max_size_mb: float | None = Field(None, gt=0, description="artifact size on disk, all files")
     max_lava_mismatched_spikes: int | None = Field(
         None, ge=0, description="spikes and readout values that differ between Lava's simulator and edgekit's fixed-point model")
+    max_increase_over_ann_deg: float | None = Field(
+        None, gt=0, description="loihi-sdnn: fixed-point error minus the error of the float ANN it was converted from")
+    max_lava_mismatched_messages: int | None = Field(
+        None, ge=0, description="loihi-sdnn: graded messages (readout included) that differ between Lava's simulator and "
+                                "edgekit's fixed-point mirror")
     min_int8_mac_fraction: float | None = Field(None, ge=0, le=1, description="share of MACs executed in INT8")
     min_delegated_mac_fraction: float | None = Field(
         None, ge=0, le=1, description="executorch: share of MACs run by the XNNPACK delegate, not the portable kernels")

@@ -14,13 +14,14 @@ from edgekit.backends.executorch import ExecuTorchBackend
 from edgekit.backends.lava import LavaBackend
 from edgekit.backends.null import NullBackend
 from edgekit.backends.onnx import OnnxBackend
+from edgekit.backends.sdnn import SdnnBackend
 from edgekit.backends.snn import SnnBackend
 from edgekit.backends.tflite import TFLiteBackend
 from edgekit.errors import BadInputError
 from edgekit.passes.base import REGISTRY as PASSES
 
 REGISTRY: dict[str, Backend] = {b.name: b for b in (OnnxBackend(), CoreMLBackend(), TFLiteBackend(), ExecuTorchBackend(),
-                                                    SnnBackend(), LavaBackend(), NullBackend())}
+                                                    SnnBackend(), LavaBackend(), SdnnBackend(), NullBackend())}
 
 __all__ = ["REGISTRY", "Availability", "Backend", "backends_for", "get_backend"]
 

@@ -34,6 +34,11 @@ def _lava_mismatch(report: Report) -> int | None:
     return sum(lava.mismatched_spikes_per_layer) + (not lava.readout_equal) if lava and lava.ran else None
 
 
+def _lava_message_mismatch(report: Report) -> int | None:
+    lava = report.sigma_delta.lava if report.sigma_delta else None
+    return sum(lava.mismatched_messages_per_layer) if lava and lava.ran else None
+
+
 def _run_artifact(runner, inputs: ModelInputs, batch: int) -> tuple:
     """(outputs, the batch they ran at, notes): the recipe's batch, or 1 when the artifact's graph is fixed at batch 1."""
     described = lambda b: f"running the artifact on {len(inputs)} samples (batch {b})"  # noqa: E731
@@ -58,6 +63,11 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
         ("max_size_mb", g.max_size_mb, size_mb, "artifact size on disk (MB, all files)"),
         ("max_lava_mismatched_spikes", g.max_lava_mismatched_spikes, _lava_mismatch(report),
          "spikes and readout values differing between Lava's simulator and the fixed-point model"),
+        ("max_increase_over_ann_deg", g.max_increase_over_ann_deg,
+         report.sigma_delta.increase_over_ann_deg if report.sigma_delta else None,
+         "fixed-point error minus that of the float ANN the network was converted from"),
+        ("max_lava_mismatched_messages", g.max_lava_mismatched_messages, _lava_message_mismatch(report),
+         "sigma-delta messages (readout included) differing between Lava's simulator and the fixed-point mirror"),
     ]
     gates = [Gate(name=name, limit=limit, value=value, passed=value is not None and value <= limit, detail=detail)
              for name, limit, value, detail in checks if limit is not None]

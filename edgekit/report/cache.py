@@ -99,7 +99,7 @@ def _discard(path: Path, problem: str, log) -> None:
 def store(root: Path, key: str, report: Report) -> None:
     """Keep the report, unless part of its verification could not run here (Lava absent): that may change.
     The entry records the report's sha256 and the artifact digest it describes, so `load` detects any change."""
-    lava = report.spiking.lava if report.spiking else None
+    lava = report.spiking.lava if report.spiking else report.sigma_delta.lava if report.sigma_delta else None
     if lava and not lava.ran:
         return
     # what happened to the pass cache in this run is not true of the runs that reuse the report

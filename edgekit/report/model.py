@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.data.metrics import AngularSummary
 from edgekit.report.sections import (ArtifactInfo, Comparison, Energy, EvalSetInfo, HostInfo, Measurement, ModelInfo,
-                                     Parity, Quantization, Runtime, Spiking, TargetInfo)
+                                     Parity, Quantization, Runtime, SigmaDelta, Spiking, TargetInfo)
 
 REPORT_SCHEMA_VERSION = 2  # 2: every section typed (edgekit/report/sections.py)
 
@@ -107,6 +107,7 @@ class Report(BaseModel):
     quantization: Quantization | None = None  # plan summary, per-layer table, INT8 fractions, calibration
     comparison: Comparison | None = None  # against the FP32 artifact of the same pipeline, measured in one run
     spiking: Spiking | None = None  # spiking targets: timesteps, error vs T (and a naive baseline), rates, synaptic ops
+    sigma_delta: SigmaDelta | None = None  # loihi-sdnn: messages per frame (single frames, sequences), Lava's check
     energy: Energy = Field(default_factory=Energy)  # cited estimates (profile, level, low-high uJ) and a meter reading
     gates: list[Gate] = Field(default_factory=list)
     passed: bool = True

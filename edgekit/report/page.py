@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape as e
 
 from edgekit.report import figures, rows as R
-from edgekit.report import spiking
+from edgekit.report import sigma_delta, spiking
 from edgekit.report.model import Report
 from edgekit.report.summary import network_energy
 
@@ -129,6 +129,20 @@ def _spiking(report: Report) -> str:
     return page
 
 
+def _sigma_delta(report: Report) -> str:
+    sd = report.sigma_delta
+    if sd is None:
+        return ""
+    page = "<h2>Sigma-delta</h2>" + facts_table(sigma_delta.facts(sd))
+    page += ("<h3>Traffic and energy per frame</h3><p>Energy from cited constants, compute only (Energy section).</p>"
+             + table(sigma_delta.TRAFFIC_HEAD, sigma_delta.traffic_rows(sd)))
+    page += "<h3>Per layer</h3>" + table(sigma_delta.LAYERS_HEAD, sigma_delta.layer_rows(sd))
+    if sigma_delta.lava_rows(sd):
+        page += ("<h3>Lava's simulator against the fixed-point mirror, message for message</h3>"
+                 + table(sigma_delta.LAVA_HEAD, sigma_delta.lava_rows(sd)))
+    return page + "<h3>Conversion</h3>" + value_html(sd.conversion)
+
+
 def _runtime(report: Report) -> str:
     details = {k: v for k, v in report.runtime.model_dump().items() if v is not None and k != "runtime"}
     return "<h2>Runtime</h2>" + value_html({"runtime": report.runtime.runtime, **details})
@@ -150,6 +164,6 @@ def _steps_notes_provenance(report: Report) -> str:
 def to_html(report: Report) -> str:
     title = f"edgekit report: {report.model.name} -> {report.target.name}"
     body = "\n".join([_head(report), _gates(report), _measurements(report), _quantization(report), _energy(report),
-                      _spiking(report), _runtime(report), _steps_notes_provenance(report)])
+                      _spiking(report), _sigma_delta(report), _runtime(report), _steps_notes_provenance(report)])
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>\n<style>{_CSS}</style></head>'
             f"<body>\n{body}\n</body></html>\n")

@@ -11,8 +11,9 @@ from edgekit.errors import BadInputError
 from edgekit.fileio import atomic_write_text
 from edgekit.report.model import REPORT_SCHEMA_VERSION, Report
 from edgekit.report.page import to_html
-from edgekit.report.rows import (ENERGY_HEAD, QUANT_HEAD, SENSITIVITY_MEANS, energy_facts, energy_rows, measurement_rows,
-                                 parity_facts, quant_facts, quant_rows, reproducible_text, timing_facts)
+from edgekit.report.rows import (ENERGY_HEAD, QUANT_HEAD, SENSITIVITY_MEANS, energy_facts, energy_rows, md_table,
+                                 measurement_rows, parity_facts, quant_facts, quant_rows, reproducible_text, timing_facts)
+from edgekit.report.sigma_delta import sigma_delta_markdown
 from edgekit.report.spiking import spiking_markdown
 
 __all__ = ["SENSITIVITY_MEANS", "load_report", "reproducible_text", "to_html", "to_markdown", "write_reports"]
@@ -44,6 +45,7 @@ def to_markdown(report: Report) -> str:
     lines += _quant_markdown(report)
     lines += _energy_markdown(report)
     lines += spiking_markdown(report.spiking) if report.spiking else []
+    lines += sigma_delta_markdown(report.sigma_delta) if report.sigma_delta else []
     lines += ["", "## Pipeline steps", "", "| pass | format | sha256 | cached | seconds | notes |", "|---|---|---|---|---|---|"]
     lines += [f"| {s.pass_} | {s.format} | `{s.sha256[:12]}` | {s.cached} | {s.seconds:.2f} | {'; '.join(s.notes)} |" for s in report.steps]
     if report.notes:
@@ -59,10 +61,6 @@ def _facts(facts: list[tuple[str, str]]) -> list[str]:
     return [f"- {label}: {text}" for label, text in facts]
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def _energy_markdown(report: Report) -> list[str]:
     energy = report.energy
     if energy.why is None and not energy.estimates and energy.measured is None:
@@ -70,7 +68,7 @@ def _energy_markdown(report: Report) -> list[str]:
     lines = ["", "## Energy", ""]
     if energy.why is not None:
         return lines + [energy.why]
-    return lines + _facts(energy_facts(report)) + [""] + _table(ENERGY_HEAD, energy_rows(report))
+    return lines + _facts(energy_facts(report)) + [""] + md_table(ENERGY_HEAD, energy_rows(report))
 
 
 def _quant_markdown(report: Report) -> list[str]:
@@ -78,7 +76,7 @@ def _quant_markdown(report: Report) -> list[str]:
         return []
     lines = ["", "## Quantization", ""] + _facts(quant_facts(report))
     lines += [f"- mixed precision: {d}" for d in report.quantization.plan.decisions]
-    return lines + [""] + _table(QUANT_HEAD, quant_rows(report))
+    return lines + [""] + md_table(QUANT_HEAD, quant_rows(report))
 
 
 def write_reports(report: Report, folder: Path, formats: tuple[str, ...] = ("json", "md", "html")) -> list[Path]:

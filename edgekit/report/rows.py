@@ -165,3 +165,8 @@ def timing_facts(report: Report) -> list[tuple[str, str]]:
     drawn = {"latency_histogram"}  # a chart of its own, not a fact
     return [(name.replace("_", " "), plain(value)) for name, value in t.model_dump().items()
             if value not in (None, []) and name not in drawn]
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines (report.md's sections)."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]

@@ -254,21 +254,69 @@ class FloatSnnError(Section):
     fixed_minus_float_deg: float
 
 
-class LavaCheck(Section):
-    """Lava's CPU simulator against the fixed-point mirror, spike for spike (ran False: why not, in summary)."""
+class SimulatorCheck(Section):
+    """Lava's CPU simulator against edgekit's fixed-point mirror on a few images (ran False: why not, in summary)."""
 
     ran: bool
     summary: str
     samples: int | None = None
-    spikes_per_layer: list[int] | None = None
-    mismatched_spikes_per_layer: list[int] | None = None
-    readout_equal: bool | None = None
     match: bool | None = None
     lava_error_deg: float | None = None
     fixed_point_error_deg: float | None = None
     simulator_seconds: float | None = None
     subprocess_seconds: float | None = None
     ms_per_step: float | None = None
+
+
+class LavaCheck(SimulatorCheck):
+    """The CUBA network, spike for spike and the readout's value."""
+
+    spikes_per_layer: list[int] | None = None
+    mismatched_spikes_per_layer: list[int] | None = None
+    readout_equal: bool | None = None
+
+
+class MessageCounts(Section):
+    """A sigma-delta network's traffic per frame: messages (graded changes sent), synaptic ops (messages x fan-out)
+    and neuron updates, against the ANN's MACs for the same frame."""
+
+    frames: int  # frames these averages are over
+    steps_per_frame: int
+    messages: float
+    synops: float
+    neuron_updates: float
+    synops_per_ann_mac: float
+    layers: list[dict[str, Any]]  # per layer: name, neurons, threshold, messages, synops into the next layer
+    error_deg: float | None = None  # mean angular error on these frames (sequences: every frame after the first)
+    ann_error_deg: float | None = None  # the converted float ANN's on the same frames
+    energy: list[dict[str, Any]] = Field(default_factory=list)  # estimates per frame from the same cited constants
+    how: str
+
+
+class SigmaDeltaLavaCheck(SimulatorCheck):
+    """The sigma-delta network, message for message (the readout's sigma included), over one stream of frames."""
+
+    steps: int | None = None
+    messages_per_layer: list[int] | None = None
+    mismatched_messages_per_layer: list[int] | None = None
+
+
+class SigmaDelta(Section):
+    """A sigma-delta network (loihi-sdnn): single frames from rest, 60 Hz sequences, and Lava's check."""
+
+    steps_per_frame: int
+    delay_steps: int
+    reference_error_deg: float
+    fixed_point: FixedPointError  # increase over the reference (the model as loaded: a distilled student's teacher)
+    ann_error_deg: float  # the float ANN the network was converted from (after distillation and BN folding)
+    increase_over_ann_deg: float  # what the conversion itself costs (the issue's 0.3 deg goal)
+    ann_macs: int
+    single_frame: MessageCounts
+    sequence: MessageCounts | None = None
+    sequence_set: dict[str, Any] | None = None  # what the sequences were: renderer, fps, count, length
+    conversion: dict[str, Any]  # scales, thresholds and how they were chosen (sdnn.json)
+    simulator_time: Measurement
+    lava: SigmaDeltaLavaCheck
 
 
 class Spiking(Section):

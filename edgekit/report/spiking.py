@@ -4,6 +4,7 @@ counts is in the report's Energy section."""
 
 from __future__ import annotations
 
+from edgekit.report.rows import md_table
 from edgekit.report.sections import Spiking
 
 CURVE_HEAD = ["T", "error (deg)", "increase over ANN (deg)", "naive baseline error (deg)", "naive increase (deg)"]
@@ -67,14 +68,10 @@ def _count(v) -> str:
     return "" if v is None else f"{v:,.0f}"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def spiking_markdown(sp: Spiking) -> list[str]:
     lines = ["", "## Spiking", ""] + [f"- {label}: {text}" for label, text in facts(sp)]
-    lines += ["", "Error against timesteps (evaluation set):", ""] + _table(CURVE_HEAD, curve_rows(sp))
-    lines += ["", f"{counts_caption(sp)}:", ""] + _table(COUNTS_HEAD, counts_rows(sp))
+    lines += ["", "Error against timesteps (evaluation set):", ""] + md_table(CURVE_HEAD, curve_rows(sp))
+    lines += ["", f"{counts_caption(sp)}:", ""] + md_table(COUNTS_HEAD, counts_rows(sp))
     if lava_rows(sp):
-        lines += ["", "Lava's simulator against the fixed-point mirror, spike for spike:", ""] + _table(LAVA_HEAD, lava_rows(sp))
+        lines += ["", "Lava's simulator against the fixed-point mirror, spike for spike:", ""] + md_table(LAVA_HEAD, lava_rows(sp))
     return lines

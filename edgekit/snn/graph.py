@@ -426,5 +426,5 @@ def _check_module(name: str, m: nn.Module) -> None:
 def _check_weighted(name: str, m: nn.Module) -> None:
     if isinstance(m, nn.Conv2d) and (m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros"
                                      or isinstance(m.padding, str)):
-        raise BadInputError(f"layer {name}: grouped, dilated, 'same' or non-zero padded convs are not supported by to_snn; "
+        raise BadInputError(f"layer {name}: grouped, dilated, 'same' or non-zero padded convs are not supported by the spiking conversions (to_snn, to_sdnn); "
                             "fix: use plain convs with integer zero padding")

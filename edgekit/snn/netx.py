@@ -12,6 +12,7 @@ no timestamps (track_times off for datasets and groups), fixed HDF5 format bound
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def quantize(net: SpikingNet) -> tuple[list[QuantLayer], dict]:
     return layers, notes
 
 
-def _no_times_group(parent, name: str):
+def untimed_group(parent, name: str):
     import h5py
 
     gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
@@ -65,7 +66,7 @@ def _no_times_group(parent, name: str):
     return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
 
 
-def _dataset(group, name: str, value) -> None:
+def untimed_dataset(group, name: str, value) -> None:
     data = np.bytes_(value) if isinstance(value, str) else np.asarray(value)
     group.create_dataset(name, data=data, track_times=False)
 
@@ -92,10 +93,10 @@ def write_network(layers: list[QuantLayer], path: Path, steps: int, names: list[
     tmp = path.with_name(f".{path.name}.tmp")
     try:  # a failed write leaves neither the file nor its temporary
         with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
-            sim = _no_times_group(f, "simulation")
-            _dataset(sim, "Ts", 1)
-            _dataset(sim, "tSample", steps)
-            root = _no_times_group(f, "layer")
+            sim = untimed_group(f, "simulation")
+            untimed_dataset(sim, "Ts", 1)
+            untimed_dataset(sim, "tSample", steps)
+            root = untimed_group(f, "layer")
             index = 0
             for k, lay in enumerate(layers):
                 try:
@@ -115,36 +116,35 @@ def write_network(layers: list[QuantLayer], path: Path, steps: int, names: list[
 def _write_layer(root, layers: list[QuantLayer], k: int, lay: QuantLayer, index: int) -> int:
     """Layer k (and the flatten before it) as netx groups from `index`; returns the next index."""
     if lay.flatten_before:
-        g = _no_times_group(root, str(index))
-        _dataset(g, "type", "flatten")
-        _dataset(g, "shape", [int(np.prod(layers[k - 1].out_shape))])
+        g = untimed_group(root, str(index))
+        untimed_dataset(g, "type", "flatten")
+        untimed_dataset(g, "shape", [int(np.prod(layers[k - 1].out_shape))])
         index += 1
-    g = _no_times_group(root, str(index))
+    g = untimed_group(root, str(index))
     index += 1
-    _dataset(g, "type", {"input": "input", "conv": "conv", "dense": "dense"}[lay.kind])
-    _dataset(g, "shape", list(lay.out_shape))
-    neuron = _no_times_group(g, "neuron")
+    untimed_dataset(g, "type", {"input": "input", "conv": "conv", "dense": "dense"}[lay.kind])
+    untimed_dataset(g, "shape", list(lay.out_shape))
+    neuron = untimed_group(g, "neuron")
     for key, val in (("type", "CUBA"), ("iDecay", 4096), ("vDecay", 0), ("vThMant", lay.vth), ("refDelay", 1),
                      ("gradedSpike", 0)):
-        _dataset(neuron, key, val)
+        untimed_dataset(neuron, key, val)
     if lay.kind == "input":
-        _dataset(g, "weight", int(lay.scale))
-        _dataset(g, "bias", 0)
+        untimed_dataset(g, "weight", int(lay.scale))
+        untimed_dataset(g, "bias", 0)
         return index
-    _dataset(g, "bias", lay.bias)
-    _dataset(g, "weight", lay.weight)  # conv: netx flips it and Lava convolves (flips again): torch's correlation
+    untimed_dataset(g, "bias", lay.bias)
+    untimed_dataset(g, "weight", lay.weight)  # conv: netx flips it and Lava convolves (flips again): torch's correlation
     if lay.kind == "conv":
-        _dataset(g, "stride", list(lay.stride))
-        _dataset(g, "padding", list(lay.padding))
-        _dataset(g, "dilation", [1, 1])
-        _dataset(g, "groups", 1)
+        untimed_dataset(g, "stride", list(lay.stride))
+        untimed_dataset(g, "padding", list(lay.padding))
+        untimed_dataset(g, "dilation", [1, 1])
+        untimed_dataset(g, "groups", 1)
     return index
 
 
-def read_network(path: Path, spec: dict) -> list[QuantLayer]:
-    """The quantised layers back from a netx file (what the fixed-point model runs: the file, not the SNN)."""
+def layer_groups(path: Path) -> Iterator[tuple[object, str, bool]]:
+    """Every non-flatten layer group of a netx file in order: (group, type, whether a flatten layer precedes it)."""
     h5py = require("h5py", "reading netx HDF5 files")
-    layers: list[QuantLayer] = []
     flatten = False
     with h5py.File(path, "r") as f:
         for index in range(len(f["layer"])):
@@ -153,21 +153,24 @@ def read_network(path: Path, spec: dict) -> list[QuantLayer]:
             if kind == "flatten":
                 flatten = True
                 continue
-            shape = tuple(int(s) for s in g["shape"][()])
-            vth = int(g["neuron/vThMant"][()])
-            if kind == "input":
-                layers.append(QuantLayer("input", shape, vth=vth, bias=np.zeros(shape[0], np.int64), scale=float(g["weight"][()])))
-                continue
-            weight = g["weight"][()].astype(np.int64)
-            lay = QuantLayer(kind, shape, vth=vth, bias=g["bias"][()].astype(np.int64), flatten_before=flatten,
-                             spiking=vth < VTH_MAX, scale=spec["scales"][len(layers)])
-            if kind == "conv":
-                lay.weight = weight
-                lay.stride, lay.padding = tuple(int(s) for s in g["stride"][()]), tuple(int(p) for p in g["padding"][()])
-            else:
-                lay.weight = weight
-            layers.append(lay)
+            yield g, kind, flatten
             flatten = False
+
+
+def read_network(path: Path, spec: dict) -> list[QuantLayer]:
+    """The quantised layers back from a netx file (what the fixed-point model runs: the file, not the SNN)."""
+    layers: list[QuantLayer] = []
+    for g, kind, flatten in layer_groups(path):
+        shape = tuple(int(s) for s in g["shape"][()])
+        vth = int(g["neuron/vThMant"][()])
+        if kind == "input":
+            layers.append(QuantLayer("input", shape, vth=vth, bias=np.zeros(shape[0], np.int64), scale=float(g["weight"][()])))
+            continue
+        lay = QuantLayer(kind, shape, vth=vth, bias=g["bias"][()].astype(np.int64), flatten_before=flatten,
+                         spiking=vth < VTH_MAX, scale=spec["scales"][len(layers)], weight=g["weight"][()].astype(np.int64))
+        if kind == "conv":
+            lay.stride, lay.padding = tuple(int(s) for s in g["stride"][()]), tuple(int(p) for p in g["padding"][()])
+        layers.append(lay)
     return layers
 
 

@@ -9,10 +9,10 @@ from typing import ClassVar
 import numpy as np
 
 from edgekit.artifact import Format
-from edgekit.backends.base import Availability, Backend, SpikingSections
+from edgekit.backends.base import Backend, SpikingSections
 from edgekit.backends.lava import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.lava.runner import WHY_NO_SPEED, FixedPointRunner, Seen, lava_check
-from edgekit.backends.lava.simulator import lava_available
+from edgekit.backends.lava.simulator import LavaChecked
 from edgekit.backends.snn.runner import dense_counts, error_curve, naive_curve, readout_vectors, reference
 from edgekit.data.metrics import angular_error_deg
 from edgekit.progress import step
@@ -20,21 +20,13 @@ from edgekit.snn.counts import energy_section, spiking_counts
 from edgekit.snn.net import SpikingNet
 
 
-class LavaBackend(SpikingSections, Backend):
+class LavaBackend(LavaChecked, SpikingSections, Backend):
     name: ClassVar[str] = "lava"
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.lava})
     extra: ClassVar[str] = "snn"
     measures_speed: ClassVar[bool] = False
     why_no_speed: ClassVar[str] = WHY_NO_SPEED
     summary: ClassVar[str] = "Loihi 2 via netx: edgekit's fixed-point mirror, checked spike for spike in Lava's CPU simulator"
-
-    def available(self) -> Availability:
-        """The netx writer's extra is enough to build and verify; Lava's simulator adds the spike-for-spike check."""
-        exported = super().available()
-        if not exported.usable:
-            return exported
-        ok, why = lava_available()
-        return Availability(True, why if ok else f"fixed-point mirror only; Lava's simulator check: {why}")
 
     def runner(self, path: Path, threads: int = 1):
         return FixedPointRunner(path, threads)

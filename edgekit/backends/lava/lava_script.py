@@ -62,7 +62,7 @@ class PySpikeBitsModel(PyLoihiProcessModel):
             self.bits[..., word] |= spikes.astype(np.int32) << bit
 
 
-def _stub_torch_only_modules() -> None:
+def stub_torch_only_modules() -> None:
     """netx imports two torch-only modules (and torch); stub them with real files (Lava's compiler reads __file__)."""
     folder = tempfile.mkdtemp(prefix="edgekit-lava-stubs-")
     for name, attrs in (("torch", {}), ("lava.lib.dl.slayer.neuron.rf", {"neuron_params": lambda *a, **k: {}}),
@@ -96,7 +96,7 @@ def load_network(network_cls, path: str, spec: dict):
 
 
 def main(folder: str, inputs: str, out: str) -> None:
-    _stub_torch_only_modules()
+    stub_torch_only_modules()
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg

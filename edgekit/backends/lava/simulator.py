@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.backends.base import Availability
 from edgekit.errors import EdgekitError, MissingDependencyError
 from edgekit.progress import track
 
@@ -69,38 +70,63 @@ def lava_available() -> tuple[bool, str]:
     return True, f"lava-nc {nc}, lava-dl {dl} in {venv} (CPU simulator; Loihi hardware needs Intel's package)"
 
 
+class LavaChecked:
+    """For the Loihi backends (lava, sdnn): building and verifying needs the netx writer's extra; Lava's simulator,
+    in its own environment, adds the check against edgekit's fixed-point mirror."""
+
+    def available(self) -> Availability:
+        exported = super().available()
+        if not exported.usable:
+            return exported
+        ok, why = lava_available()
+        return Availability(True, why if ok else f"fixed-point mirror only; Lava's simulator check: {why}")
+
+
+def run_script(script: Path, args: list[str], cwd: Path, total: int, timeout: float, description: str
+               ) -> tuple[str, bool, int]:
+    """A script in the Lava environment, its progress lines (PROGRESS, one per sample) driving a bar: (the other
+    stderr lines, whether it finished before `timeout`, its exit code)."""
+    py = lava_python()
+    if not py.exists():
+        raise MissingDependencyError(f"this target runs Lava's simulator in {py.parent.parent}, which does not exist; "
+                                     "fix: make lava (needs Python 3.10)")
+    # -I: isolated (no user site, no script folder on sys.path: lava's own top-level `tests` cannot shadow ours)
+    proc = subprocess.Popen([str(py), "-I", str(script), *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    stderr, finished = _follow(proc, total, timeout, description)
+    return stderr, finished, proc.returncode
+
+
 def run_lava(folder: Path, input_bias: np.ndarray, timeout: float = 900) -> LavaResult:
     """Every sample through Lava's simulator in the Lava environment; progress per sample from the script's stderr."""
     import time
 
-    py = lava_python()
-    if not py.exists():
-        raise MissingDependencyError(f"the loihi target runs Lava's simulator in {py.parent.parent}, which does not exist; "
-                                     "fix: make lava (needs Python 3.10)")
     with tempfile.TemporaryDirectory(prefix="edgekit-lava-") as tmp:
         inputs, out = Path(tmp) / "inputs.npz", Path(tmp) / "out.npz"
         np.savez(inputs, input_bias=input_bias.astype(np.int32))
         started = time.perf_counter()
-        # -I: isolated (no user site, no script folder on sys.path: lava's own top-level `tests` cannot shadow ours)
-        proc = subprocess.Popen([str(py), "-I", str(SCRIPT), str(folder.resolve()), str(inputs), str(out)], cwd=tmp,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         described = f"Lava's simulator on {len(input_bias)} images (start-up and compilation in the first)"
-        stderr, finished = _follow(proc, len(input_bias), timeout, described)
+        stderr, finished, code = run_script(SCRIPT, [str(folder.resolve()), str(inputs), str(out)], Path(tmp),
+                                            len(input_bias), timeout, described)
         wall = time.perf_counter() - started
         if not finished:
             raise EdgekitError(f"Lava's simulator on {folder.name} did not finish in {timeout:.0f} s; fix: lower the "
                                "recipe's lava_samples (to_netx) or check `edgekit doctor`")
-        if proc.returncode != 0 or not out.exists():
-            last = (stderr.strip().splitlines() or ["no output"])[-1]
-            if last.startswith("netx could not load"):  # lava_script names the layer netx failed on
-                raise EdgekitError(f"Lava's simulator on {folder.name}: {last}; fix: re-export the network with to_netx "
-                                   "(netx builds input, conv, flatten and dense layers only)")
-            raise EdgekitError(f"Lava's simulator failed on {folder.name} ({last}); fix: check `edgekit doctor` and the "
-                               "netx file")
+        if code != 0 or not out.exists():
+            raise lava_failure(folder, stderr, "to_netx")
         data = np.load(out)
         trains = [data[f"train_{k}"] for k in range(len([f for f in data.files if f.startswith("train_")]))]
         return LavaResult(v_start=data["v_start"], v_end=data["v_end"], trains=trains, seconds=float(data["seconds"]),
                           wall_seconds=wall)
+
+
+def lava_failure(folder: Path, stderr: str, writer: str) -> EdgekitError:
+    """One line for a failed Lava run: the layer netx could not load (lava scripts name it), else the last line."""
+    last = (stderr.strip().splitlines() or ["no output"])[-1]
+    if last.startswith("netx could not load"):
+        return EdgekitError(f"Lava's simulator on {folder.name}: {last}; fix: re-export the network with {writer} "
+                            "(netx builds input, conv, flatten and dense layers only)")
+    return EdgekitError(f"Lava's simulator failed on {folder.name} ({last}); fix: check `edgekit doctor` and the netx file")
 
 
 def _follow(proc: subprocess.Popen, total: int, timeout: float, description: str) -> tuple[str, bool]:
