@@ -5,13 +5,15 @@ messages and settles within one step per synaptic layer of a new frame (lava-dl'
 Integer scales (M_l: integer units per unit of layer l's activation; scripts/research/sdnn/README.md section 2):
 - input: x_int = round(x * M_0), with M_0 putting the calibration set's largest |pixel| at INPUT_RANGE;
 - layer l: W_int = round(w * 64 * M_l / M_(l-1)) in 8 bits, bias = round(b * M_l), vThMant = round(theta_l * M_l);
-  M_l is the largest scale both the 8-bit weights (|W_int| <= 127) and the 24-bit arithmetic allow (the calibration
-  set's largest |pre-activation| at ACT_RANGE, half of Lava's 2^11 limit: act = 4096 * M * x is 24-bit on Loihi);
+  every hidden channel is first rescaled to a calibration peak of 1 (float_layers), and the scales M_l share out the
+  bits the 24-bit range leaves the 8-bit weights (scales(): the calibration set's largest |pre-activation| at
+  ACT_RANGE, half of Lava's 2^11 limit, since act = 4096 * M * x is 24-bit on Loihi);
 - readout: a Sigma layer accumulating W . messages = 4096 * M_L * (z - b); the host adds the bias b (Sigma has none)
   and applies the model's own output convention (F.normalize for a vector, nothing for pitch/yaw).
+Bias correction: each channel's bias absorbs the mean shift the 8-bit weights cause (measured on calibration).
 Thresholds: theta_l = fraction_l * the p-th percentile of layer l's activation on the calibration set. Each layer's
-fraction is raised as far as the calibration set's mean angular difference from the ANN (mirror, single frames)
-stays within `budget_deg`: larger thresholds send fewer messages.
+fraction is raised as far as the calibration set's mean angular error (mirror, single frames) stays within
+`budget_deg` of the ANN's: larger thresholds send fewer messages.
 """
 
 from __future__ import annotations
@@ -191,6 +193,35 @@ def scales(layers: list[FloatLayer], input_max: float) -> list[float]:
     return [float(np.exp(v)) for v in np.concatenate([[np.log(INPUT_RANGE / max(input_max, 1e-12))], log_full]) + loss]
 
 
+def correct_biases(layers: list[FloatLayer], m: list[float], x: torch.Tensor) -> list[FloatLayer]:
+    """Bias correction (Nagel et al. 2019, "Data-free quantization", section 4.2, here with calibration data): layer
+    by layer, each channel's bias absorbs the mean shift its 8-bit weights and rounded bias cause in its
+    pre-activation, measured with the quantised network's own inputs (so upstream shifts are corrected too)."""
+    from dataclasses import replace
+
+    out, exact, approx = [], x.double(), torch.from_numpy(encode_input(x.double().numpy(), m[0]) / m[0])
+    for k, lay in enumerate(layers, start=1):
+        scale = 64 * m[k] / m[k - 1]
+        w_int = np.clip(np.rint(lay.weight * scale), -WEIGHT_MAX - 1, WEIGHT_MAX) / scale
+        b_int = lay.bias if lay.readout else np.rint(lay.bias * m[k]) / m[k]  # the readout's bias stays on the host
+        if lay.flatten_before:
+            exact, approx = exact.flatten(1), approx.flatten(1)
+        z = _apply(lay, lay.weight, lay.bias, exact)
+        zq = _apply(lay, w_int, b_int, approx)
+        dims = [0, 2, 3] if zq.dim() == 4 else [0]
+        shift = (zq - z).mean(dims).numpy()
+        fixed = replace(lay, bias=lay.bias - shift)
+        out.append(fixed)
+        zq = _apply(fixed, w_int, np.asarray(fixed.bias if lay.readout else np.rint(fixed.bias * m[k]) / m[k]), approx)
+        exact, approx = (z, zq) if lay.readout else (F.relu(z), F.relu(zq))
+    return out
+
+
+def _apply(lay: FloatLayer, w: np.ndarray, b: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    w, b = torch.from_numpy(np.asarray(w, np.float64)), torch.from_numpy(np.asarray(b, np.float64))
+    return F.conv2d(x, w, b, lay.stride, lay.padding) if lay.kind == "conv" else F.linear(x, w, b)
+
+
 def integer_layers(layers: list[FloatLayer], m: list[float], input_shape: tuple[int, ...], thresholds: list[float]
                    ) -> list[SdnnLayer]:
     """The netx layers for scales m and thresholds (activation units, input first)."""
@@ -264,12 +295,14 @@ class ThresholdSearch:
 
 def convert(module: nn.Module, calib: torch.Tensor, truth: np.ndarray, *, budget_deg: float = 0.15, percentile: float = 99.9,
             output_convention: str = "unit_vector", input_names: list[str] | None = None,
-            search_images: int = 256, log=lambda message: None) -> SdnnNet:
+            search_images: int = 256, bias_correction: bool = True, log=lambda message: None) -> SdnnNet:
     """A BN-folded chain CNN -> SdnnNet calibrated on `calib` (preprocessed images, N x C x H x W) whose gaze
     vectors are `truth`: the thresholds are raised while the calibration error stays within `budget_deg` of the ANN's."""
     layers, normalized = float_layers(module, calib, percentile, output_convention, input_names)
     x = calib.double().numpy()
     m = scales(layers, float(np.abs(x).max()))
+    if bias_correction:
+        layers = correct_biases(layers, m, calib)
     with torch.no_grad():
         ann = module.eval()(calib[:search_images]).double().numpy()
     input_p = float(np.quantile(np.abs(x).reshape(-1)[:: max(1, x.size // 1_000_000)], percentile / 100))
@@ -279,6 +312,7 @@ def convert(module: nn.Module, calib: torch.Tensor, truth: np.ndarray, *, budget
     thresholds = [f * p for f, p in zip(fractions, search.levels)]
     names = ["input"] + [lay.name for lay in layers]
     meta = {"budget_deg": budget_deg, "percentile": percentile, "search_images": len(search.x_int),
+            "bias_correction": bias_correction,
             "calibration_images": len(calib), **how}
     return SdnnNet(integer_layers(layers, m, tuple(x.shape[1:]), thresholds), names, m, thresholds, fractions,
                    [float(b) for b in layers[-1].bias], normalized, output_convention, meta)

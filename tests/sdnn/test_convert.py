@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
-from edgekit.sdnn.convert import ACT_RANGE, as_vectors, convert, float_layers, integer_layers, scales
+from edgekit.sdnn.convert import (ACT_RANGE, as_vectors, convert, correct_biases, encode_input, float_layers, integer_layers,
+                                  scales)
 from edgekit.sdnn.mirror import Mirror
 
 
@@ -55,6 +56,31 @@ def test_integer_weights_fit_8_bits_and_pre_activations_the_24_bit_range():
     assert all(-128 <= lay.weight.min() and lay.weight.max() <= 127 for lay in ints[1:])
     assert all(max(lay.sum_max, lay.pre_max) * mk <= ACT_RANGE * (1 + 1e-9) for lay, mk in zip(layers[:-1], m[1:]))
     assert max(int(np.abs(lay.weight).max()) for lay in ints[1:]) == 127  # the bits go somewhere
+
+
+def test_bias_correction_removes_the_mean_shift_of_8_bit_weights():
+    """The 8-bit network (float emulation, the integers' values) misses the ANN's readout by a mean offset per output;
+    the corrected biases take it out."""
+    model, x = _tiny(), _images(128)
+    layers, _ = float_layers(model, x, 99.9, "unit_vector")
+    m = scales(layers, float(x.abs().max()))
+
+    def quantised(lays):
+        h = torch.from_numpy(encode_input(x.double().numpy(), m[0]) / m[0])
+        for k, lay in enumerate(lays, start=1):
+            s = 64 * m[k] / m[k - 1]
+            w = torch.from_numpy(np.clip(np.rint(lay.weight * s), -128, 127) / s)
+            b = torch.from_numpy(lay.bias if lay.readout else np.rint(lay.bias * m[k]) / m[k])
+            h = h.flatten(1) if lay.flatten_before else h
+            h = F.conv2d(h, w, b, lay.stride, lay.padding) if lay.kind == "conv" else F.linear(h, w, b)
+            h = h if lay.readout else F.relu(h)
+        return h
+
+    exact = _forward(layers, x.double())
+    offset = lambda lays: (quantised(lays) - exact).mean(0).abs().max().item()  # noqa: E731
+    fixed = correct_biases(layers, m, x)
+    assert offset(fixed) < offset(layers) / 3, (offset(fixed), offset(layers))
+    assert all(lay.weight is f.weight for lay, f in zip(layers, fixed))  # only biases change
 
 
 def test_thresholds_rise_within_the_budget_and_send_fewer_messages():

@@ -83,6 +83,27 @@ def test_loihi_target_runs_a_pitchyaw_model_in_lava(pitchyaw, tmp_path):
     assert spec["output_convention"] == "pitchyaw_rad" and spec["layers"][-1]["name"] == "out"
 
 
+@pytest.mark.slow
+def test_loihi_sdnn_target_runs_a_pitchyaw_model_in_lava(pitchyaw, tmp_path):
+    from edgekit.backends.lava.simulator import lava_available
+    from tests.backends.sdnn.test_loihi_sdnn import _small_recipe as sdnn_recipe
+
+    ok, why = lava_available()
+    if not ok:
+        pytest.skip(f"Lava environment unavailable: {why}")
+    _, weights, card = pitchyaw
+    ev = synthetic.standard_set("eval", 64, (40, 64))
+    res = ek.compile(str(weights), sdnn_recipe(tmp_path, lava_samples=4), arch=ARCH, card=card, eval=ev,
+                     out=tmp_path / "out", cache=False)
+    sd, acc = res.report.sigma_delta, res.report.accuracy
+    assert sd.lava.ran and sd.lava.match, sd.lava.summary
+    assert sd.lava.lava_error_deg == pytest.approx(sd.lava.fixed_point_error_deg, abs=1e-12)
+    assert acc.error_increase_deg < 1.0, acc.error_increase_deg  # the readout converted as pitch/yaw, not as a vector
+    spec = json.loads((res.artifact / "sdnn.json").read_text())
+    assert spec["output_convention"] == "pitchyaw_rad" and not spec["normalize_output"] and spec["names"][-1] == "out"
+    assert sd.sequence is not None and sd.sequence.error_deg < 20
+
+
 def _images(n=32):
     g = torch.Generator().manual_seed(0)
     return torch.rand(n, 1, 40, 64, generator=g) * 2 - 1

@@ -43,6 +43,8 @@ class ToSDNN(Pass):
                                                               "of its activation")
     calib_images: int = Field(512, ge=8, description="calibration images for scales and activation statistics")
     search_images: int = Field(256, ge=8, description="calibration images the threshold search scores on")
+    bias_correction: bool = Field(True, description="fold the mean shift the 8-bit weights cause into each channel's "
+                                                    "bias (measured on the calibration set)")
     lava_samples: int = Field(16, ge=1, description="evaluation images also run through Lava's simulator (one stream "
                                                     "of frames) and compared message for message")
     sequences: int = Field(8, ge=0, description="rendered sequences the report runs as streams of frames (0: none)")
@@ -74,7 +76,7 @@ class ToSDNN(Pass):
                   f"(error budget {self.budget_deg:g} deg)"):
             net = convert(module, calib, truth, budget_deg=self.budget_deg, percentile=self.percentile,
                           output_convention=ctx.card.output.convention, input_names=[s.name for s in ctx.card.inputs],
-                          search_images=self.search_images, log=detail)
+                          search_images=self.search_images, bias_correction=self.bias_correction, log=detail)
         net.meta["calibration_set"] = {"source": ctx.calib.meta.get("source"), "digest": ctx.calib.digest(),
                                        "n": len(calib)}
         folder = out_dir / "model.sdnn"
