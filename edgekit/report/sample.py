@@ -19,7 +19,7 @@ from edgekit.report.whole_network import WHOLE, add_ratios, left_out, scope, who
 # one target per backend and precision (recipes that add pruning, QAT or other compressions are left out), in the
 # order the comparison reads best: float first, then smaller and cheaper, then spiking
 SAMPLE_TARGETS = ("onnx", "onnx-fp16", "onnx-int8", "coreml", "coreml-int8", "tflite", "tflite-fp16", "tflite-int8",
-                  "executorch", "executorch-int8", "snn", "loihi")
+                  "executorch", "executorch-int8", "snn", "loihi", "loihi-sdnn")
 
 
 def energy_rows(reports: dict[str, Report]) -> tuple[list[dict], list[str]]:

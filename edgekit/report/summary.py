@@ -64,6 +64,13 @@ def summary(report: Report, out_dir: Path) -> str:
     if report.runtime.delegated_mac_fraction is not None:  # executorch: what XNNPACK runs, what falls to portable kernels
         portable = ", ".join(f"{op} x{n}" for op, n in (report.runtime.portable_ops or {}).items()) or "nothing"
         lines.append(f"  delegate XNNPACK runs {report.runtime.delegated_mac_fraction:.1%} of MACs; portable kernels: {portable}")
+    sd = report.sigma_delta
+    if sd is not None:  # loihi-sdnn: what a frame costs, alone and inside a video
+        seq = (f"; {sd.sequence.synops / 1e6:.2f} M per 60 Hz sequence frame ({sd.sequence.synops_per_ann_mac:.2f} per MAC)"
+               if sd.sequence else "")
+        lines.append(f"  sdnn     {sd.single_frame.synops / 1e6:.2f} M synaptic ops per single frame "
+                     f"({sd.single_frame.synops_per_ann_mac:.2f} per ANN MAC){seq}; {sd.increase_over_ann_deg:+.3f} deg over "
+                     f"the ANN it was converted from; Lava: {'match' if sd.lava.match else 'not run' if not sd.lava.ran else 'MISMATCH'}")
     for g in report.gates:
         bound = ">=" if g.name.startswith("min_") else "<="
         lines.append(f"  gate     {g.name} {bound if g.passed else 'MISSED'} {g.limit:g}: "

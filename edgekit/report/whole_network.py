@@ -21,7 +21,9 @@ NOT_A_SAVING = "not a saving on this device"
 
 # the one row every comparison shows (page, summary.md, JUnit, the compile summary): one profile, device and level
 SHOWN_PROFILE, SHOWN_DEVICE, SHOWN_LEVEL = "horowitz-45nm", "45 nm CMOS", "compute"
-ARITHMETIC = {"float": "float MACs", "integer": "integer MACs", "integer-accumulate": "integer accumulates (spiking)"}
+ARITHMETIC = {"float": "float MACs", "integer": "integer MACs", "integer-accumulate": "integer accumulates (spiking)",
+              "integer-graded": "integer MACs on graded messages (sigma-delta)"}
+LIKE_INT8 = ("integer-accumulate", "integer-graded")  # a neuromorphic network's integer work: compared with INT8 only
 
 
 def scope(report: Report, estimate) -> str:
@@ -106,7 +108,7 @@ def times(ratio: float) -> str:
 
 def add_ratios(rows: list[dict]) -> None:
     """Set each row's `ratio_to_first`: against the first row of the same profile, device and level, low end against
-    low end. A spiking network's integer accumulates compare with integer MACs (INT8) only, never with FP32 MACs; a
+    low end. A spiking or sigma-delta network's integer work compares with integer MACs (INT8) only, never with FP32 MACs; a
     row not describing its device is neither a base nor compared."""
     first: dict[tuple, dict] = {}
     first_integer: dict[tuple, dict] = {}
@@ -118,7 +120,7 @@ def add_ratios(rows: list[dict]) -> None:
         key = (r["profile"], r["device"], r["level"])
         if r.get("arithmetic") == "integer":
             first_integer.setdefault(key, r)
-        base = first_integer.get(key) if r.get("arithmetic") == "integer-accumulate" else first.setdefault(key, r)
+        base = first_integer.get(key) if r.get("arithmetic") in LIKE_INT8 else first.setdefault(key, r)
         if base is not None and r is not base and r["low_uj"] and base["low_uj"]:
             lo, hi = base["low_uj"] / r["low_uj"], base["high_uj"] / r["high_uj"]
             r["ratio_to_first"] = (f"same as {base['target']}" if max(abs(lo - 1), abs(hi - 1)) < 0.05 else

@@ -37,7 +37,7 @@ def estimates(synops: float, neuron_updates: float, device_name: str) -> list[di
         add = arith["int32"]["add"]
         low = synops * mac[0] + neuron_updates * NEURON_ADDS[0] * add
         high = synops * mac[1] + neuron_updates * NEURON_ADDS[1] * add
-        rows.append({"profile": "horowitz-45nm", "device": "45 nm CMOS", "level": "compute", "arithmetic": "integer",
+        rows.append({"profile": "horowitz-45nm", "device": "45 nm CMOS", "level": "compute", "arithmetic": "integer-graded",
                      "low_uj": low * PJ * 1e6, "high_uj": high * PJ * 1e6, "method": "estimated", "source": hz["source"],
                      "assumptions": f"{synops / 1e6:.3f} M synaptic ops x one INT8 MAC ({mac[0]:.2f}-{mac[1]:.2f} pJ: "
                                     f"8-bit weight times graded message, 8- to 32-bit add) + {neuron_updates / 1e6:.3f} M "

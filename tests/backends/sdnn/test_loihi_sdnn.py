@@ -66,7 +66,7 @@ def test_sequences_cost_fewer_synaptic_ops_per_frame_than_single_frames(compiled
     assert single.synops_per_ann_mac == pytest.approx(single.synops / sd.ann_macs)
     for counts in (single, seq):  # the same cited constants for both, every layer on the chip
         rows = {r["profile"]: r for r in counts.energy}
-        assert set(rows) == {"keras-spiking", "horowitz-45nm"} and rows["horowitz-45nm"]["arithmetic"] == "integer"
+        assert set(rows) == {"keras-spiking", "horowitz-45nm"} and rows["horowitz-45nm"]["arithmetic"] == "integer-graded"
         assert f"{counts.synops / 1e6:.3f} M synaptic ops" in rows["horowitz-45nm"]["assumptions"]
     assert compiled.report.energy.estimates[0].low_uj == pytest.approx(single.energy[0]["low_uj"])
     assert sd.sequence_set["fps"] == 60 and sd.sequence_set["from_rest_synops"] > seq.synops
@@ -105,8 +105,12 @@ def test_spec_and_sidecar_describe_the_network(compiled):
 def test_the_report_renders_the_section_as_tables(compiled):
     from tests.report.test_report_html import CHROMIUM, assert_readable, rendered
 
+    from edgekit.report.summary import summary
+
     md = (compiled.out_dir / "report.md").read_text()
     assert "## Sigma-delta" in md and "message for message identical" in md
+    line = next(x for x in summary(compiled.report, compiled.out_dir).splitlines() if x.startswith("  sdnn "))
+    assert "synaptic ops per single frame" in line and "per 60 Hz sequence frame" in line and line.endswith("Lava: match")
     if CHROMIUM is None:
         pytest.skip("headless Chromium is not installed")
     dom = rendered(compiled.out_dir / "report.html")
