@@ -12,35 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit._optional import require
-from edgekit.errors import BadInputError
 from edgekit.sdnn.mirror import SdnnLayer
-from edgekit.snn.netx import layer_groups, untimed_dataset, untimed_group
+from edgekit.snn.netx import layer_groups, untimed_dataset, untimed_group, write_netx
 
 
 def write_network(layers: list[SdnnLayer], path: Path, steps: int, names: list[str]) -> Path:
     """Atomically: a failed write leaves neither the file nor its temporary. A failure names the layer."""
-    h5py = require("h5py", "writing netx HDF5 files")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
-            sim = untimed_group(f, "simulation")
-            untimed_dataset(sim, "Ts", 1)
-            untimed_dataset(sim, "tSample", steps)
-            root = untimed_group(f, "layer")
-            index = 0
-            for k, lay in enumerate(layers):
-                try:
-                    index = _write_layer(root, layers, k, index)
-                except Exception as exc:  # noqa: BLE001 - named by layer, one line
-                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    raise BadInputError(f"netx export failed at layer {names[k]} ({lay.kind}, netx layer {index}): "
-                                        f"{type(exc).__name__}: {text}; fix: check that layer's weights and shapes") from None
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_netx(path, steps, layers, names, _write_layer, "to_sdnn output")
 
 
 def _write_layer(root, layers: list[SdnnLayer], k: int, index: int) -> int:

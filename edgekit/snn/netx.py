@@ -89,9 +89,16 @@ def netx_names(layers: list[QuantLayer], names: list[str]) -> list[str]:
 def write_network(layers: list[QuantLayer], path: Path, steps: int, names: list[str] | None = None) -> Path:
     """Write the netx HDF5 (shapes as C,H,W: netx reverses them to x,y,channel; kernels in torch's layout). A failure
     names the layer (names: one per layer, the SNN's)."""
+    return write_netx(path, steps, layers, names, _write_layer, "to_snn output")
+
+
+def write_netx(path: Path, steps: int, layers: list, names: list[str] | None, write_layer, made_by: str) -> Path:
+    """A netx file written atomically (a failed write leaves neither the file nor its temporary), no timestamps.
+    write_layer(root, layers, k, index) writes layer k (and a flatten before it) from netx index `index` and returns
+    the next index; a failure is one line naming the layer (names: one per layer) and what made it (`made_by`)."""
     h5py = require("h5py", "writing netx HDF5 files")
     tmp = path.with_name(f".{path.name}.tmp")
-    try:  # a failed write leaves neither the file nor its temporary
+    try:
         with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
             sim = untimed_group(f, "simulation")
             untimed_dataset(sim, "Ts", 1)
@@ -100,12 +107,13 @@ def write_network(layers: list[QuantLayer], path: Path, steps: int, names: list[
             index = 0
             for k, lay in enumerate(layers):
                 try:
-                    index = _write_layer(root, layers, k, lay, index)
+                    index = write_layer(root, layers, k, index)
                 except Exception as exc:  # noqa: BLE001 - named by layer, one line
                     name = names[k] if names else f"#{k}"
+                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     raise BadInputError(f"netx export failed at layer {name} ({lay.kind}, netx layer {index}): "
-                                        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                                        "; fix: check that layer's weights and shapes (to_snn output)") from None
+                                        f"{type(exc).__name__}: {text}; fix: check that layer's weights and shapes "
+                                        f"({made_by})") from None
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -113,8 +121,9 @@ def write_network(layers: list[QuantLayer], path: Path, steps: int, names: list[
     return path
 
 
-def _write_layer(root, layers: list[QuantLayer], k: int, lay: QuantLayer, index: int) -> int:
+def _write_layer(root, layers: list[QuantLayer], k: int, index: int) -> int:
     """Layer k (and the flatten before it) as netx groups from `index`; returns the next index."""
+    lay = layers[k]
     if lay.flatten_before:
         g = untimed_group(root, str(index))
         untimed_dataset(g, "type", "flatten")
