@@ -24,3 +24,14 @@ def vector_to_pitchyaw(gaze: np.ndarray) -> np.ndarray:
     pitch = np.arcsin(np.clip(-g[..., 1], -1.0, 1.0))
     yaw = np.arctan2(-g[..., 0], -g[..., 2])
     return np.stack([pitch, yaw], axis=-1)
+
+
+def readout_vectors(out: np.ndarray, convention: str) -> np.ndarray:
+    """A model's (or a spiking readout's) outputs in its card's convention -> unit gaze vectors: pitch and yaw in
+    radians through pitchyaw_to_vector, a vector normalised."""
+    out = np.asarray(out, np.float64)
+    if convention == "pitchyaw_rad":
+        if out.shape[-1] != 2:
+            raise ValueError(f"a pitch/yaw readout has 2 values, not {out.shape[-1]}")
+        return pitchyaw_to_vector(out)
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgekit.data.gaze import pitchyaw_to_vector
+from edgekit.data.gaze import readout_vectors
 from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
 from edgekit.sdnn.mirror import EXP, WEIGHT_MAX, Mirror, SdnnLayer
@@ -81,19 +81,13 @@ class SdnnNet:
         return encode_input(x, self.scales[0])
 
     def decode(self, readout: np.ndarray) -> np.ndarray:
-        """The readout's integer sigma -> the model's output (bias added, normalised when the model normalises)."""
-        out = readout.astype(np.float64) / ((1 << EXP) * self.scales[-1]) + np.asarray(self.readout_bias)
-        if self.normalize_output:
-            out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-        return out
+        return decode(readout, self.scales[-1], self.readout_bias, self.normalize_output)
 
 
-def as_vectors(out: np.ndarray, convention: str) -> np.ndarray:
-    """Outputs in the model's convention -> unit gaze vectors."""
-    out = np.asarray(out, np.float64)
-    if convention == "pitchyaw_rad":
-        return pitchyaw_to_vector(out)
-    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+def decode(readout: np.ndarray, scale: float, bias, normalize: bool) -> np.ndarray:
+    """The readout's integer sigma -> the model's output (bias added, normalised when the model normalises)."""
+    out = readout.astype(np.float64) / ((1 << EXP) * scale) + np.asarray(bias, np.float64)
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12) if normalize else out
 
 
 def encode_input(x: np.ndarray, scale: float) -> np.ndarray:
@@ -245,7 +239,7 @@ class ThresholdSearch:
                  input_p: float, normalized: bool, convention: str):
         self.layers, self.m, self.x_int, self.truth = layers, m, encode_input(x, m[0])[:, None], truth
         self.normalized, self.convention = normalized, convention
-        self.ann_error = float(angular_error_deg(as_vectors(ann_out, convention), truth).mean())
+        self.ann_error = float(angular_error_deg(readout_vectors(ann_out, convention), truth).mean())
         self.levels = [input_p] + [lay.act_percentile for lay in layers[:-1]] + [0.0]
         self.input_shape = tuple(x.shape[1:])
 
@@ -256,10 +250,8 @@ class ThresholdSearch:
         """(mean angular error over the ANN's in degrees, synaptic ops per frame) on the calibration images."""
         layers = self.net(fractions)
         res = Mirror(layers).run(self.x_int, len(layers))
-        out = res.readout[:, -1].astype(np.float64) / ((1 << EXP) * self.m[-1]) + self.layers[-1].bias
-        if self.normalized:
-            out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-        error = float(angular_error_deg(as_vectors(out, self.convention), self.truth).mean())
+        out = decode(res.readout[:, -1], self.m[-1], self.layers[-1].bias, self.normalized)
+        error = float(angular_error_deg(readout_vectors(out, self.convention), self.truth).mean())
         return error - self.ann_error, float(sum(s.sum() for s in res.synops)) / len(self.x_int)
 
     def search(self, budget_deg: float, log=lambda message: None) -> tuple[list[float], dict]:

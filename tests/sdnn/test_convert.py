@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
-from edgekit.sdnn.convert import (ACT_RANGE, as_vectors, convert, correct_biases, encode_input, float_layers, integer_layers,
+from edgekit.data.gaze import readout_vectors
+from edgekit.sdnn.convert import (ACT_RANGE, convert, correct_biases, encode_input, float_layers, integer_layers,
                                   scales)
 from edgekit.sdnn.mirror import Mirror
 
@@ -97,7 +98,7 @@ def test_thresholds_rise_within_the_budget_and_send_fewer_messages():
     res = Mirror(loose.layers).run(loose.input_integers(x_new.numpy())[:, None], loose.steps_per_frame)
     with torch.no_grad():
         ann = model(x_new).numpy()
-    diff = angular_error_deg(as_vectors(loose.decode(res.readout[:, -1]), "unit_vector"), as_vectors(ann, "unit_vector"))
+    diff = angular_error_deg(readout_vectors(loose.decode(res.readout[:, -1]), "unit_vector"), readout_vectors(ann, "unit_vector"))
     assert float(diff.mean()) < 2.0
 
 

@@ -17,10 +17,10 @@ from edgekit.backends.sdnn import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.sdnn.convert import ANN
 from edgekit.backends.sdnn.runner import SdnnRunner, lava_check
 from edgekit.backends.snn.runner import reference
+from edgekit.data.gaze import readout_vectors
 from edgekit.data.metrics import angular_error_deg
 from edgekit.energy.meters import Reading
 from edgekit.progress import step
-from edgekit.sdnn.convert import as_vectors
 from edgekit.sdnn.counts import ann_macs, message_counts
 from edgekit.sdnn.energy import estimates
 
@@ -66,7 +66,7 @@ class SdnnBackend(LavaChecked, Backend):
                 runner.run({"x": x})
         seen, net = runner.seen, runner.net
         single = message_counts(net, seen.messages / seen.samples, seen.synops / seen.samples, seen.samples)
-        error = lambda out: float(angular_error_deg(as_vectors(out, net.output_convention), truth).mean())  # noqa: E731
+        error = lambda out: float(angular_error_deg(readout_vectors(out, net.output_convention), truth).mean())  # noqa: E731
         fixed_error = error(np.concatenate(seen.outputs))
         ann = AnnRunner(Path(art.path) / ANN, card)
         ann_error = error(ann(x))
@@ -129,7 +129,7 @@ def _sequences(runner: SdnnRunner, ann: AnnRunner, card, device: str) -> tuple[d
     truth = gs.gaze.reshape(n, length, 3)[:, later].reshape(-1, 3)
     streamed = net.decode(res.readout[:, later].reshape(per, -1))
     from_rest = net.decode(rest.readout[:, -1]).reshape(n, length, -1)[:, later].reshape(per, -1)
-    error = lambda out: float(angular_error_deg(as_vectors(out, net.output_convention), truth).mean())  # noqa: E731
+    error = lambda out: float(angular_error_deg(readout_vectors(out, net.output_convention), truth).mean())  # noqa: E731
     counts["error_deg"] = error(streamed)
     counts["ann_error_deg"] = error(ann(frames.reshape(n, length, *shape)[:, later].reshape(per, *shape)))
     counts["energy"] = estimates(counts["synops"], counts["neuron_updates"], device)

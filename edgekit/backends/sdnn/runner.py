@@ -13,9 +13,9 @@ import numpy as np
 
 from edgekit.backends.lava.simulator import lava_available, lava_failure, run_script
 from edgekit.backends.sdnn.convert import net_from
+from edgekit.data.gaze import readout_vectors
 from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import EdgekitError
-from edgekit.sdnn.convert import as_vectors
 from edgekit.sdnn.mirror import Mirror, MirrorResult
 
 SCRIPT = Path(__file__).with_name("lava_script.py")
@@ -102,7 +102,7 @@ def lava_check(runner: SdnnRunner, x: np.ndarray, truth: np.ndarray, timeout: fl
     lava_out = net.decode(theirs[-1][hold - 1::hold])
     mine_out = net.decode(mine.readout[0])
     convention = net.output_convention
-    lava_err, mine_err = (float(angular_error_deg(as_vectors(o, convention), truth).mean()) for o in (lava_out, mine_out))
+    lava_err, mine_err = (float(angular_error_deg(readout_vectors(o, convention), truth).mean()) for o in (lava_out, mine_out))
     match = sum(differ) == 0
     ms = timing["run_seconds"] / timing["steps"] * 1e3
     return {"ran": True, "samples": len(x), "steps": timing["steps"], "messages_per_layer": sent,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.data.gaze import pitchyaw_to_vector
+from edgekit.data.gaze import readout_vectors  # noqa: F401  (the spiking backends import it from here)
 from edgekit.data.metrics import angular_error_deg
 from edgekit.evalset import to_vectors
 from edgekit.progress import step
@@ -24,16 +24,6 @@ SWEEP = (4, 8, 16, 32, 64)
 
 def normalize(out: np.ndarray, on: bool) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12) if on else out
-
-
-def readout_vectors(out: np.ndarray, convention: str) -> np.ndarray:
-    """Readout values -> unit gaze vectors: pitch/yaw in radians through edgekit.data.gaze, a vector normalised."""
-    out = np.asarray(out, np.float64)
-    if convention == "pitchyaw_rad":
-        if out.shape[-1] != 2:
-            raise ValueError(f"a pitch/yaw readout has 2 values, not {out.shape[-1]}")
-        return pitchyaw_to_vector(out)
-    return normalize(out, True)
 
 
 class SnnRunner:
