@@ -29,7 +29,8 @@ EXTRAS: dict[str, Extra] = {
                     ("litert-torch", "ai-edge-litert"), ("ai-edge-quantizer", "torchao")),
     # executorch pins torchao<0.19 and coremltools==9.0 (Linux x86-64), the versions the other extras use
     "executorch": Extra("ExecuTorch lowering (XNNPACK) and its runtime", ("executorch",), ("executorch",), ("torchao",)),
-    "snn": Extra("spiking export (netx HDF5, NIR)", ("h5py", "nir"), ("h5py", "nir")),
+    "snn": Extra("spiking export (netx HDF5, NIR) and fine-tuning (snntorch)", ("h5py", "nir", "snntorch"),
+                 ("h5py", "nir", "snntorch")),
     "prune": Extra("structured pruning", ("torch_pruning",), ("torch-pruning",)),
 }
 

@@ -39,11 +39,17 @@ def configure(level: int) -> None:
     """Set the verbosity for this process: 0 quiet, 1 progress and step lines, 2 also pass details."""
     global _level, _stream, _owned
     with _lock:
-        if _owned and _stream is not None:
-            _stream.close()
+        _close_owned()
         _level, _stream, _owned = level, None, False
         if level >= NORMAL:
             _stream, _owned = _own_stderr()
+
+
+@atexit.register
+def _close_owned() -> None:
+    """Close our duplicate of stderr (on reconfigure, and at exit: an unclosed file is a ResourceWarning)."""
+    if _owned and _stream is not None and not _stream.closed:
+        _stream.close()
 
 
 def level() -> int:

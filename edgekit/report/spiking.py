@@ -24,6 +24,12 @@ def facts(sp: Spiking) -> list[tuple[str, str]]:
     for value, label in ((sp.fixed_point, "fixed point (Lava mirror)"), (sp.float_snn, "float SNN (same T and reset)")):
         if value is not None:
             out.append((label, f"{value.error_deg:.3f} deg mean error on {value.samples} images"))
+    tuned = sp.conversion.get("finetune_snn")
+    if tuned:
+        out.append(("fine-tuning", f"finetune_snn, {tuned['steps']} steps of {tuned['batch']} images in Lava's timing: "
+                                   f"calibration error {tuned['calibration_error_before_deg']:.3f} -> "
+                                   f"{tuned['calibration_error_after_deg']:.3f} deg on {tuned['check_images']} images"
+                                   + ("" if tuned["applied"] else " (not lower: the converted weights were kept)")))
     if sp.lava is not None:
         out.append(("Lava simulator", sp.lava.summary))
     return out

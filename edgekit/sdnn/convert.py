@@ -94,6 +94,20 @@ def encode_input(x: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, np.float64) * scale), -(1 << 11) + 1, (1 << 11) - 1).astype(np.int64)
 
 
+def sdnn_wording(refusal: str) -> str:
+    """One of the spiking graph's refusals (written for the CUBA target) as it applies to this one: the same construct
+    and fix, with this target's neurons, pass and distillation target named."""
+    import re
+
+    text = re.sub(r"IF neurons rate-code ReLU only \(a spike rate cannot go negative or bend like ([^)]*)\)",
+                  r"sigma-delta neurons send the changes of ReLU activations only (not of \1)", refusal)
+    for old, new in (("target loihi-distill", "target loihi-sdnn-distill"), ("to_snn converts", "to_sdnn converts"),
+                     ("summing spikes over time", "summing sigma-delta messages over time"),
+                     ("are not rate-convertible", "are not convertible to sigma-delta layers")):
+        text = text.replace(old, new)
+    return text
+
+
 def float_layers(module: nn.Module, calib: torch.Tensor, percentile: float, output_convention: str,
                  input_names: list[str] | None = None) -> tuple[list[FloatLayer], bool]:
     """The ANN as a chain of conv/linear layers (ReLU after each but the last) with calibration statistics, every
@@ -103,7 +117,10 @@ def float_layers(module: nn.Module, calib: torch.Tensor, percentile: float, outp
     in benchmarks/snn.md). Anything else is refused in one line naming the layer."""
     from edgekit.snn.convert import _check_readout
 
-    nodes, normalized = spiking_graph(module.eval(), 1, input_names)
+    try:
+        nodes, normalized = spiking_graph(module.eval(), 1, input_names)
+    except BadInputError as exc:
+        raise BadInputError(sdnn_wording(str(exc))) from None
     _check_readout(nodes, normalized, output_convention)
     out, x, flatten = [], calib.double(), False
     gain = torch.ones(x.shape[1], dtype=torch.float64)  # per input feature: equalised = original * gain

@@ -14,6 +14,7 @@ from edgekit.fileio import atomic_write_text
 from edgekit.snn.graph import PASSTHROUGH, WEIGHTED
 
 WEIGHTS, SPEC = "weights.safetensors", "snn.json"
+ANN = "ann"  # the torch module the SNN was converted from, when to_snn keeps it (keep_ann)
 FORMAT_VERSION = 1
 
 

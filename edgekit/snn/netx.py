@@ -40,12 +40,7 @@ def quantize(net: SpikingNet) -> tuple[list[QuantLayer], dict]:
     for k, i in enumerate(weighted[1:], start=1):
         lay, w, b = net.layers[i], net.weights[i].double().numpy(), net.biases[i].double().numpy()
         spiking = lay["neuron"] == "if"
-        # biases beyond +-8 thresholds per step are clipped: such a neuron fires every step or never either way
-        scale = min(W_MAX / max(np.abs(w).max(), 1e-12), VTH_MAX)
-        if not spiking:
-            scale = min(scale, B_MAX / max(np.abs(b).max(), 1e-12))  # integrator: keep |V| below the 24-bit limit for T + D steps even if every input fired
-            bound = np.abs(w.reshape(w.shape[0], -1)).sum(1).max() + np.abs(b).max()
-            scale = min(scale, (UV_MAX >> 1) / 64 / (bound * (net.timesteps + depth + net.warmup)))
+        scale = layer_scale(w, b, spiking, net.timesteps + depth + net.warmup)
         wq, bq = np.rint(w * scale), np.rint(b * scale)
         notes["clipped_weights"] += int((np.abs(wq) > W_MAX).sum())
         notes["clipped_biases"] += int((np.abs(bq) > B_MAX).sum())
@@ -56,6 +51,19 @@ def quantize(net: SpikingNet) -> tuple[list[QuantLayer], dict]:
             stride=tuple(lay.get("stride", (1, 1))), padding=tuple(lay.get("padding", (0, 0))),
             flatten_before=net.layers[i - 1]["kind"] == "flatten", spiking=spiking, scale=float(scale)))
     return layers, notes
+
+
+def layer_scale(w: np.ndarray, b: np.ndarray, spiking: bool, steps: int) -> float:
+    """Integer units per float unit of one synaptic layer (weights, bias and, for a spiking layer, its threshold of 1):
+    the largest weight maps to 254. Biases beyond +-8 thresholds per step are clipped: such a neuron fires every step
+    or never either way. The integrator readout keeps |V| below the 24-bit limit for all `steps` even if every input
+    fired. finetune_snn trains against these same scales."""
+    scale = min(W_MAX / max(np.abs(w).max(), 1e-12), VTH_MAX)
+    if spiking:
+        return scale
+    scale = min(scale, B_MAX / max(np.abs(b).max(), 1e-12))
+    bound = np.abs(w.reshape(w.shape[0], -1)).sum(1).max() + np.abs(b).max()
+    return min(scale, (UV_MAX >> 1) / 64 / (bound * steps))
 
 
 def untimed_group(parent, name: str):

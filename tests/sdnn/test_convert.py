@@ -109,7 +109,10 @@ def test_thresholds_rise_within_the_budget_and_send_fewer_messages():
                    nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 16, 3)),
      r"layer 2: grouped, dilated.*not supported by the spiking conversions.*fix: use plain convs"),
     (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 3)),
-     r"layer 2 \(MaxPool2d\)"),
+     r"layer 2 \(MaxPool2d\): max-pooling does not commute with summing sigma-delta messages .*target loihi-sdnn-distill\)$"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Hardswish(), nn.Flatten(), nn.Linear(4 * 10 * 14, 3)),  # named for this target
+     r"^layer 1 \(Hardswish\): sigma-delta neurons send the changes of ReLU activations only \(not of Hardswish\); "
+     r"fix: .*target loihi-sdnn-distill\)$"),
 ])
 def test_what_netx_sdnn_cannot_take_is_refused_by_layer(model, match):
     with pytest.raises(BadInputError, match=match):

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgekit.artifact import Format
 from edgekit.backends.base import Backend, SpikingSections
-from edgekit.backends.lava import convert  # noqa: F401  (registers the pass)
+from edgekit.backends.lava import convert, finetune  # noqa: F401  (registers the passes)
 from edgekit.backends.lava.runner import WHY_NO_SPEED, FixedPointRunner, Seen, lava_check
 from edgekit.backends.lava.simulator import LavaChecked
 from edgekit.backends.snn.runner import dense_counts, error_curve, naive_curve, readout_vectors, reference

@@ -16,7 +16,7 @@ from pydantic import Field
 from edgekit.artifact import Artifact, Format
 from edgekit.fileio import atomic_write_text
 from edgekit.passes.base import Pass
-from edgekit.snn.net import SpikingNet
+from edgekit.snn.net import ANN, SpikingNet
 from edgekit.snn.netx import SPEC, write_artifact
 
 
@@ -33,7 +33,8 @@ class ToNetx(Pass):
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         net = SpikingNet.load(src.path)
         folder, quant = write_artifact(net, out_dir / "model.lava")
-        shutil.copytree(src.path, folder / "snn")  # float SNN, its naive baseline and NIR graph: the report's curves
+        # float SNN, its naive baseline and NIR graph: the report's curves (not the ANN finetune_snn learnt from)
+        shutil.copytree(src.path, folder / "snn", ignore=shutil.ignore_patterns(ANN))
         spec = json.loads((folder / SPEC).read_text())
         spec["lava_samples"] = self.lava_samples
         atomic_write_text(folder / SPEC, json.dumps(spec, indent=2, sort_keys=True) + "\n")

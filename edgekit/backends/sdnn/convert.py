@@ -21,7 +21,7 @@ from edgekit.evalset import model_inputs
 from edgekit.fileio import atomic_write_text
 from edgekit.passes.base import Pass
 from edgekit.progress import detail, step
-from edgekit.sdnn.convert import SdnnNet, convert
+from edgekit.sdnn.convert import SdnnNet, convert, sdnn_wording
 from edgekit.sdnn.netx import write_network
 from edgekit.snn.graph import extra_input_error
 from edgekit.torch_module import load_module
@@ -56,7 +56,7 @@ class ToSDNN(Pass):
 
     def preflight(self, card) -> None:
         if len(card.inputs) > 1:
-            raise BadInputError(extra_input_error(None, len(card.inputs), [s.name for s in card.inputs]))
+            raise BadInputError(sdnn_wording(extra_input_error(None, len(card.inputs), [s.name for s in card.inputs])))
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch

@@ -6,6 +6,7 @@ no balancing, no initial charge) that reports compare against. Calibration uses 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -17,6 +18,7 @@ from edgekit.evalset import model_inputs
 from edgekit.passes.base import Pass
 from edgekit.progress import step
 from edgekit.snn.convert import convert, populations
+from edgekit.snn.net import ANN
 from edgekit.snn.graph import extra_input_error
 from edgekit.snn.nir_export import write_nir
 from edgekit.torch_module import load_module
@@ -44,6 +46,7 @@ class ToSNN(Pass):
                                            "the network (the loihi targets)")
     warmup: int = Field(0, ge=0, le=256, description="steps between the readout's lag and its T-step window (transients "
                                                      "the delays leave are not read)")
+    keep_ann: bool = Field(False, description="keep the ANN it converted in ann/ (the teacher finetune_snn distils from)")
 
     def host_dependence(self) -> str | None:
         return "thresholds come from float32 calibration runs in torch, whose kernels depend on the CPU"
@@ -83,6 +86,8 @@ class ToSNN(Pass):
         naive.meta["baseline"] = ("naive: per-layer maximum activation (Diehl 2015), no balancing, no initial charge"
                                   + ("; the same delays and readout window" if self.delay else ""))
         naive.save(folder / "baseline")
+        if self.keep_ann:
+            shutil.copytree(src.path, folder / ANN)
         how = ("thresholds learned by qcfs" if src.meta.qcfs_thresholds else
                f"thresholds p{self.percentile or 'max'} per {'channel' if self.per_channel else 'layer'}")
         notes = [f"converted {len(populations(net)) + 1} layers to IF neurons (T={self.timesteps}, reset by {self.reset}, {how}, "

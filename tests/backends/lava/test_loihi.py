@@ -30,3 +30,20 @@ def test_loihi_target_checks_lava_spike_for_spike(tmp_path):
     spec = json.loads((res.artifact / "lava.json").read_text())
     assert spec["delay_steps"] == 6 and spec["readout_start"] == 12 and (res.artifact / "network.net").is_file()
     assert abs(sp.float_snn.fixed_minus_float_deg) < 1.5  # float SNN in Lava's timing (0.05 deg at T=32, 512 images)
+
+
+@pytest.mark.slow  # about 40 s: a few fine-tuning steps, then Lava's simulator on 4 images
+def test_finetuned_loihi_target_lowers_the_error_and_still_matches_lava(tmp_path):
+    from edgekit.backends.lava.simulator import lava_available
+
+    ok, why = lava_available()
+    if not ok:
+        pytest.skip(f"Lava environment unavailable: {why}")
+    ev = synthetic.standard_set("eval", 32, (40, 64))
+    res = ek.compile(None, _small_recipe(tmp_path, "loihi-finetuned", lava_samples=4), eval=ev,
+                     out=tmp_path / "out", cache=False)
+    sp = res.report.spiking
+    assert sp.lava.ran and sp.lava.match, sp.lava.summary  # the trained weights on the same grid: spike for spike
+    tuned = sp.conversion["finetune_snn"]
+    assert tuned["applied"] and tuned["calibration_error_after_deg"] < tuned["calibration_error_before_deg"] - 0.05, tuned
+    assert "finetune_snn(" in res.report.pipeline and res.report.accuracy.artifact.mean_deg == pytest.approx(sp.fixed_point.error_deg)

@@ -12,11 +12,13 @@ from edgekit.recipe import TARGETS_DIR
 from edgekit.report.model import Report
 
 
-def _small_recipe(tmp_path, name: str, lava_samples: int = 2, **to_snn) -> str:
+def _small_recipe(tmp_path, name: str, lava_samples: int = 2, finetune: dict | None = None, **to_snn) -> str:
     recipe = yaml.safe_load((TARGETS_DIR / f"{name}.yaml").read_text())
     for p in recipe["passes"]:
         if isinstance(p, dict) and "to_snn" in p:
             p["to_snn"] |= {"calib_images": 64, **to_snn}
+        if isinstance(p, dict) and "finetune_snn" in p:
+            p["finetune_snn"] |= {"steps": 24, "batch": 16, "lr": 1e-4, "check_images": 64, **(finetune or {})}
         if isinstance(p, dict) and "to_netx" in p:
             p["to_netx"]["lava_samples"] = lava_samples
     recipe["verify"] |= {"latency_runs": 2, "warmup_runs": 0}
