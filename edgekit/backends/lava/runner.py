@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.lava.simulator import lava_available, run_lava
-from edgekit.backends.snn.runner import normalize, readout_vectors
+from edgekit.backends.snn.runner import SeenInputs, normalize, readout_vectors
 from edgekit.data.metrics import angular_error_deg
 from edgekit.snn.fixed_point import input_bias, run_fixed
 from edgekit.snn.netx import SPEC, encoder_current, read_network
@@ -46,26 +46,17 @@ class FixedPointRunner:
                                                                 if self.spec.get("warmup_steps") else ""))
 
 
-class Seen:
-    """What every run() so far produced, in order: the spiking section reuses verification's pass over the evaluation
-    set instead of running the fixed-point model over it a second time. digest: of the inputs, to tell the sets apart."""
+class Seen(SeenInputs):
+    """The fixed-point runs so far, with the spikes and synaptic ops they counted per layer."""
 
     def __init__(self):
-        import hashlib
-
-        self.hash, self.outputs, self.spikes, self.acs, self.seconds = hashlib.sha256(), [], None, None, 0.0
+        super().__init__()
+        self.spikes, self.acs = None, None
 
     def add(self, x: np.ndarray, out: np.ndarray, res, seconds: float) -> None:
-        self.hash.update(np.ascontiguousarray(x).tobytes())
-        self.outputs.append(out)
+        self.record(x, out, seconds)
         self.spikes = [a + b for a, b in zip(self.spikes, res.spikes_per_layer)] if self.spikes else list(res.spikes_per_layer)
         self.acs = [a + b for a, b in zip(self.acs, res.acs_per_layer)] if self.acs else list(res.acs_per_layer)
-        self.seconds += seconds
-
-    def covers(self, x: np.ndarray) -> bool:
-        import hashlib
-
-        return bool(self.outputs) and self.hash.hexdigest() == hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
 def lava_check(art, runner, inputs, truth: np.ndarray, samples: int) -> dict:

@@ -3,7 +3,6 @@ streams of frames), and Lava's CPU simulator on a stream of evaluation images, c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -13,6 +12,7 @@ import numpy as np
 
 from edgekit.backends.lava.simulator import lava_available, lava_failure, run_script
 from edgekit.backends.sdnn.convert import net_from
+from edgekit.backends.snn.runner import SeenInputs
 from edgekit.data.gaze import readout_vectors
 from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import EdgekitError
@@ -52,23 +52,17 @@ class SdnnRunner:
                 f"{self.net.steps_per_frame} steps per frame from rest")
 
 
-class Seen:
-    """Outputs, messages and synaptic ops of every run() so far, and a digest of its inputs (to tell sets apart)."""
+class Seen(SeenInputs):
+    """The mirror's runs so far, with the messages and synaptic ops they counted per layer."""
 
     def __init__(self, layers: int):
-        self.hash, self.samples, self.seconds, self.outputs = hashlib.sha256(), 0, 0.0, []
+        super().__init__()
         self.messages, self.synops = np.zeros(layers), np.zeros(layers)
 
     def add(self, x: np.ndarray, out: np.ndarray, res: MirrorResult, seconds: float) -> None:
-        self.hash.update(np.ascontiguousarray(x).tobytes())
-        self.outputs.append(out)
-        self.samples += len(x)
+        self.record(x, out, seconds)
         self.messages += [m.sum() for m in res.messages]
         self.synops += [s.sum() for s in res.synops]
-        self.seconds += seconds
-
-    def covers(self, x: np.ndarray) -> bool:
-        return self.samples == len(x) and self.hash.hexdigest() == hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
 def lava_check(runner: SdnnRunner, x: np.ndarray, truth: np.ndarray, timeout: float = 900) -> dict:
