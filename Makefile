@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/edgekit compile --target onnx
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -7,6 +7,7 @@ applies it natively (ONNX: QDQ; TFLite and Core ML reuse it).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
@@ -104,26 +105,35 @@ def missed_targets(p95: float, largest: float, target_p95: float | None, target_
            ([f"largest difference {largest:.3f} > {target_max} deg"] if target_max is not None and largest > target_max else [])
 
 
-def return_sensitive_to_float(plan: QuantPlan, sens: dict[str, float], score, *, target: float, min_fraction: float,
-                              enabled: bool, label: str, where: str) -> QuantPlan:
+def return_sensitive_to_float(plan: QuantPlan, sensitivity: Callable[[], dict[str, float]], score, *, target: float,
+                              min_fraction: float, enabled: bool, label: str, where: str) -> QuantPlan:
     """Mixed precision, shared by every INT8 pass: while the model misses a target, the most sensitive INT8 layer
     returns to float, as long as `min_fraction` of MACs stay INT8.
 
-    `sens`: each layer's error increase alone in INT8; `score(plan) -> (increase, extra, missed)` measures the whole
-    plan: `extra` is what else the caller reports beside it (e.g. ", p95 difference 0.4 deg") and `missed` names the
-    caller's other targets the plan misses (p95 or max difference from FP32), each one a reason to go on."""
-    plan = plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
-                                              for lp in plan.layers]})
+    `sensitivity()`: each layer's error (or difference) alone in INT8; called only when the all-INT8 plan misses a
+    target with mixed precision enabled, since only then can it change a decision (it costs one calibration run per
+    layer). `score(plan) -> (increase, extra, missed)` measures the whole plan: `extra` is what else the caller
+    reports beside it (e.g. ", p95 difference 0.4 deg") and `missed` names the caller's other targets the plan misses
+    (p95 or max difference from FP32), each one a reason to go on."""
     with progress.step("mixed precision search"):  # each round scores the whole plan on the calibration samples
-        return _return_to_float(plan, sens, score, target, min_fraction, enabled, label, where)
+        return _return_to_float(plan, sensitivity, score, target, min_fraction, enabled, label, where)
 
 
-def _return_to_float(plan: QuantPlan, sens: dict[str, float], score, target: float, min_fraction: float, enabled: bool,
+def _with_sensitivity(plan: QuantPlan, sens: dict[str, float]) -> QuantPlan:
+    return plan.model_copy(update={"layers": [lp.model_copy(update={"sensitivity_deg": round(sens[lp.name], 4)})
+                                              for lp in plan.layers]})
+
+
+def _return_to_float(plan: QuantPlan, sensitivity, score, target: float, min_fraction: float, enabled: bool,
                      label: str, where: str) -> QuantPlan:
     increase, extra, missed = score(plan)
     decisions = [f"{label}: error increase {increase:+.3f} deg{extra} {where}"]
+    if not (enabled and (increase > target or missed)):
+        return plan.model_copy(update={"decisions": decisions})
+    sens = sensitivity()
+    plan = _with_sensitivity(plan, sens)
     skipped: set[str] = set()  # too many MACs to leave INT8 (the floor only gets closer)
-    while enabled and (increase > target or missed):
+    while increase > target or missed:
         candidates = sorted((lp for lp in plan.layers if lp.int8), key=lambda lp: -sens[lp.name])
         if not candidates:
             break

@@ -82,11 +82,13 @@ def quantize(module, args, quantizer, samples: list[tuple], who: str, fallback: 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     decisions = []
+    strict = True
     try:
         # strict (TorchDynamo) export records where each op came from, which the quantizers need to recognise
         # residual adds; non-strict left GazeResNet18's 8 adds in float (benchmarks/tflite.md)
         exported = export(module, args, who, strict=True).module()
     except BadInputError as exc:
+        strict = False
         exported = export(module, args, who).module()
         decisions.append(f"strict torch.export failed ({exc}); exported non-strict: residual adds may stay float")
     decisions += unfuse_shared_conv_bn(exported) + relu_before_max_pool(exported)
@@ -95,12 +97,82 @@ def quantize(module, args, quantizer, samples: list[tuple], who: str, fallback: 
             with step("preparing PT2E quantization"):
                 prepared = prepare_pt2e(exported, quantizer)
             decisions += decisions_of(prepared)
-            calibrate_observers(prepared, samples)
+            twin = batched_twin(module, quantizer, samples, strict)
+            if twin is not None and same_observers(twin[0], prepared):
+                calibrate_observers(twin[0], twin[1], len(samples))
+                copy_observers(twin[0], prepared)
+            else:
+                calibrate_observers(prepared, samples)
             with step("converting the calibrated PT2E model"):
                 return convert_pt2e(prepared, fold_quantize=fold_quantize), decisions
     except Exception as exc:
         raise BadInputError(f"{who}: PT2E INT8 quantization failed ({first_line(exc)}); fix: keep the failing "
                             f"layer float with keep_float, or use the {fallback} target") from None
+
+
+CALIBRATION_BATCH = 64
+
+
+def batched_twin(module, quantizer, samples: list[tuple], strict: bool):
+    """(the model exported and prepared again at a batch of up to CALIBRATION_BATCH samples, its batches), or None.
+
+    The artifact's graph is exported at batch 1, so its observers would see the calibration set one sample per call
+    (GazeResNet18: 1,024 calls, most of the PT2E time); an observer's statistics (min, max, histograms) are sums over
+    samples, so a twin graph calibrated in batches gathers the same ones, which then move over (copy_observers). None
+    where the model does not export at that batch (a view fixed at batch 1, say) or the samples do not stack."""
+    import torch
+
+    n = len(samples)
+    size = max(b for b in range(1, min(CALIBRATION_BATCH, n) + 1) if n % b == 0)  # equal batches: one graph shape
+    if size == 1 or any(t.shape[0] != 1 for s in samples for t in s):
+        return None
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    try:
+        batches = [tuple(torch.cat(parts) for parts in zip(*samples[i:i + size])) for i in range(0, n, size)]
+        with step(f"torch.export at batch {size}, for calibration"), quiet():
+            exported = torch.export.export(module, batches[0], strict=strict).module()
+            unfuse_shared_conv_bn(exported), relu_before_max_pool(exported)
+            return prepare_pt2e(exported, quantizer), batches
+    except Exception:  # any failure here only costs speed: the batch-1 graph is calibrated instead
+        return None
+
+
+def _observers(prepared) -> list[tuple[object, object, str]]:
+    """(observer's node, the observer, what it observes: the op, or the constant's name), in graph order."""
+    def observed(node) -> str:
+        source = node.args[0] if node.args and hasattr(node.args[0], "op") else None
+        return "" if source is None else source.target if source.op == "get_attr" else aten_name(source) or source.op
+
+    return [(node, prepared.get_submodule(node.target), observed(node)) for node in prepared.graph.nodes
+            if node.op == "call_module" and hasattr(prepared.get_submodule(node.target), "calculate_qparams")]
+
+
+def same_observers(twin, prepared) -> bool:
+    """The twin graph has the same observers, in the same order, on the same ops and constants as the artifact's."""
+    a, b = _observers(twin), _observers(prepared)
+    return len(a) == len(b) and all(type(x[1]) is type(y[1]) and x[2] == y[2] for x, y in zip(a, b))
+
+
+def copy_observers(twin, prepared) -> None:
+    """Every activation observer's statistics from the calibrated twin into the artifact's graph, pair by pair; the
+    observers of constants (weights) observe the artifact graph's own constants once."""
+    import torch
+
+    for (_, source, _), (node, target, _) in zip(_observers(twin), _observers(prepared)):
+        if hasattr(source, "stats"):  # edgekit's activation observers: their ranges and histograms
+            target.stats = source.stats
+        elif node.args[0].op == "get_attr":
+            with torch.no_grad():
+                target(getattr_path(prepared, node.args[0].target))
+        else:
+            target.load_state_dict(source.state_dict())
+
+
+def getattr_path(module, path: str):
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
 
 
 _BATCH_NORMS = ("_native_batch_norm_legit_no_training", "batch_norm")

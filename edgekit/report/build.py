@@ -118,6 +118,17 @@ def step_rows(steps) -> list[Step]:
             for s in steps]
 
 
+def costliest_layers(layers) -> str:
+    """A failed INT8 report's pointer to the layers to keep float first."""
+    if not any(lp.sensitivity_deg is not None for lp in layers):
+        return ("the per-layer INT8 sensitivity was not measured: the all-INT8 plan held the pass's targets on the "
+                "calibration set (or mixed precision was off); fix: set the pass's target_error_increase_deg or "
+                "target_*_diff_deg below the gate's so that mixed precision measures it and returns layers to float")
+    costly = sorted(layers, key=lambda lp: -(lp.sensitivity_deg or 0))[:3]
+    return ("the most sensitive layers in INT8 (each alone, calibration set; see Quantization): " +
+            ", ".join(f"{lp.name} {lp.sensitivity_deg or 0:+.3f} deg" for lp in costly))
+
+
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
            calib_set: GazeSet | None, work: Path, cache: bool = True, log=lambda message: None) -> Report:
     """`cache`: whether the FP32 counterpart of an INT8 artifact (for the interleaved comparison) may come from, and
@@ -182,10 +193,7 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     gates = check_gates(recipe, report)
     report = report.model_copy(update={"gates": gates, "passed": all(g.passed for g in gates)})
     if not report.passed and report.quantization:
-        costly = sorted(report.quantization.layers, key=lambda lp: -(lp.sensitivity_deg or 0))[:3]
-        report = report.model_copy(update={"notes": report.notes + [
-            "the most sensitive layers in INT8 (each alone, calibration set; see Quantization): " +
-            ", ".join(f"{lp.name} {lp.sensitivity_deg or 0:+.3f} deg" for lp in costly)]})
+        report = report.model_copy(update={"notes": report.notes + [costliest_layers(report.quantization.layers)]})
     if not report.passed and src.module is not None:
         parity = first_divergence(src, art, inputs.sample(accuracy.diff_from_reference.worst_sample))
         report = report.model_copy(update={"parity": Parity.model_validate(parity)})

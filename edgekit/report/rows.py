@@ -100,6 +100,8 @@ def parity_facts(report: Report) -> list[tuple[str, str]]:
 
 SENSITIVITY_MEANS = ("the layer alone in INT8 on the calibration set: the mean difference from FP32 (ONNX) or the "
                      "error increase (TFLite), in degrees")
+SENSITIVITY_SKIPPED = ("not measured: it only decides which layer returns to float, so it is measured when the all-INT8 "
+                       "plan misses a target on the calibration set with mixed precision on")
 QUANT_HEAD = ["layer", "op", "MMACs", "weights", "precision", "sensitivity alone in INT8 (deg)", "weight rel. RMS error", "why"]
 
 
@@ -119,7 +121,8 @@ def quant_facts(report: Report) -> list[tuple[str, str]]:
                       f"size {c.size_fp32_bytes / 1e6:.2f} -> {c.size_int8_bytes / 1e6:.2f} MB ({c.size_ratio:.2f}x smaller); "
                       f"latency p50 {c.latency_fp32['p50'].value:.3f} -> {c.latency_int8['p50'].value:.3f} ms "
                       f"({c.speedup_p50:.2f}x)"))
-    facts.append(("sensitivity", SENSITIVITY_MEANS))
+    measured = any(lp.sensitivity_deg is not None for lp in q.layers)
+    facts.append(("sensitivity", SENSITIVITY_MEANS if measured else SENSITIVITY_SKIPPED))
     return facts
 
 

@@ -93,10 +93,22 @@ class AdditiveScore:
 SENS = {"a": 0.5, "b": 0.1, "c": 0.05}
 
 
-def mixed(plan, *, target=0.3, min_fraction=0.0, enabled=True, sens=SENS):
+class CountedSensitivity:
+    """The sensitivity a pass would measure (one calibration run per layer), counting the times it is asked for."""
+
+    def __init__(self, sens: dict[str, float]):
+        self.sens, self.calls = sens, 0
+
+    def __call__(self) -> dict[str, float]:
+        self.calls += 1
+        return self.sens
+
+
+def mixed(plan, *, target=0.3, min_fraction=0.0, enabled=True, sens=SENS, sensitivity=None):
     score = AdditiveScore(sens)
-    out = return_sensitive_to_float(plan, sens, score, target=target, min_fraction=min_fraction, enabled=enabled,
-                                    label="all INT8", where="on 4 calibration samples")
+    out = return_sensitive_to_float(plan, sensitivity or CountedSensitivity(sens), score, target=target,
+                                    min_fraction=min_fraction, enabled=enabled, label="all INT8",
+                                    where="on 4 calibration samples")
     return out, score
 
 
@@ -141,9 +153,22 @@ def test_mixed_precision_boundary_share_is_allowed():
 
 
 def test_mixed_precision_disabled_only_scores():
-    out, score = mixed(plan_of(a=10, b=60, c=30), enabled=False)
-    assert out.float_layers == [] and score.calls == 1
+    sensitivity = CountedSensitivity(SENS)
+    out, score = mixed(plan_of(a=10, b=60, c=30), enabled=False, sensitivity=sensitivity)
+    assert out.float_layers == [] and score.calls == 1 and sensitivity.calls == 0
     assert out.decisions == ["all INT8: error increase +0.650 deg on 4 calibration samples"]
+
+
+def test_sensitivity_is_measured_only_when_it_can_change_a_decision():
+    """A plan that holds every target with all layers in INT8 never pays for the per-layer runs; one that misses asks
+    once, however many layers then go back to float."""
+    holds = CountedSensitivity(SENS)
+    out, score = mixed(plan_of(a=10, b=60, c=30), target=1.0, sensitivity=holds)
+    assert holds.calls == 0 and score.calls == 1 and out.float_layers == []
+    assert all(lp.sensitivity_deg is None for lp in out.layers)
+    misses = CountedSensitivity(SENS)
+    out, _ = mixed(plan_of(a=10, b=60, c=30), target=0.06, sensitivity=misses)
+    assert misses.calls == 1 and len(out.float_layers) == 2
 
 
 def test_mixed_precision_never_picks_a_layer_already_float_and_ends_when_none_is_left():
@@ -166,7 +191,7 @@ def test_mixed_precision_goes_on_while_another_accuracy_target_is_missed():
         largest = sum(SENS[lp.name] for lp in plan.layers if lp.int8) * 4  # a stand-in difference that shrinks likewise
         return 0.0, "", missed_targets(largest / 2, largest, None, 0.3)
 
-    out = return_sensitive_to_float(plan_of(a=10, b=60, c=30), SENS, score, target=0.3, min_fraction=0.0, enabled=True,
+    out = return_sensitive_to_float(plan_of(a=10, b=60, c=30), CountedSensitivity(SENS), score, target=0.3, min_fraction=0.0, enabled=True,
                                     label="all INT8", where="here")
     assert [lp.name for lp in out.float_layers] == ["a", "b"]  # largest 2.6 -> 0.6 -> 0.2 <= 0.3
 

@@ -96,7 +96,13 @@ def _recipe(tmp: Path, name: str, edit) -> str:
 @pytest.fixture(scope="module")
 def int8(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("html-int8")
-    recipe = _recipe(tmp, "onnx-int8", lambda r: r["verify"].update(latency_runs=10, warmup_runs=1))
+    def edit(r):
+        r["verify"].update(latency_runs=10, warmup_runs=1)
+        # a calibration target out of reach: the per-layer sensitivity is measured (and drawn) only when one is missed
+        ptq = next(p for p in r["passes"] if isinstance(p, dict) and "ptq" in p)["ptq"]
+        ptq.update(target_error_increase_deg=1e-6, observer_search=False)
+
+    recipe = _recipe(tmp, "onnx-int8", edit)
     return edgekit.compile(None, target=recipe, out=tmp / "out", calib=standard_set("calib", 64),
                            eval=standard_set("eval", 32), cache=False)
 

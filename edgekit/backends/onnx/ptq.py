@@ -44,13 +44,17 @@ SEARCHED_OBSERVERS = ("percentile", "mse", "minmax")  # entropy: slow (a KL swee
 class CalibEval:
     """Scores candidate QDQ models in onnxruntime against the FP32 model on calibration inputs."""
 
-    def __init__(self, fp32: Path, inputs, card, n: int):
-        self.inputs, self.card, self._angle = inputs.take(n), card, angular_error_deg
+    def __init__(self, fp32: Path, inputs, card, n: int, ref: np.ndarray | None = None):
+        self.fp32, self.inputs, self.card, self._angle = fp32, inputs.take(n), card, angular_error_deg
         self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
         self._run_all = run_all
         self.truth = self.inputs.truth.reshape(-1, 3)
-        self.ref = self._vec(run_all(OnnxRunner(fp32).run, self.inputs))
+        self.ref = self._vec(run_all(OnnxRunner(fp32).run, self.inputs)) if ref is None else ref
         self.ref_error = float(angular_error_deg(self.ref, self.truth).mean())
+
+    def first(self, n: int) -> CalibEval:
+        """The same judge on the first n samples, reusing the FP32 outputs (per-sample: the batch does not matter)."""
+        return self if n >= len(self.inputs) else CalibEval(self.fp32, self.inputs, self.card, n, self.ref[:n])
 
     def differences(self, path: Path) -> tuple[float, np.ndarray]:
         """(mean error increase over FP32, every sample's angular difference from FP32), degrees."""
@@ -123,13 +127,21 @@ class PTQ(Int8Options):
         scratch.mkdir(parents=True, exist_ok=True)
         # whole plans are judged on every calibration sample (the evaluation set is never seen)
         with step(f"FP32 reference outputs on {len(inputs)} calibration samples"):
-            probe = CalibEval(fp32, inputs, ctx.card, self.sensitivity_samples)
-            judge = probe if self.sensitivity_samples >= len(inputs) else CalibEval(fp32, inputs, ctx.card, len(inputs))
+            judge = CalibEval(fp32, inputs, ctx.card, len(inputs))
+        probe = judge.first(self.sensitivity_samples)
         margin = self.difference_margin
         aim = lambda t: None if t is None else round(t * margin, 6)  # noqa: E731
         p95_aim, max_aim = aim(self.target_p95_diff_deg), aim(self.target_max_diff_deg)
 
+        measured = {}  # whole plans already judged: the search and the mixed-precision rounds start from the same one
+
         def measure(candidate):
+            key = (candidate.activations.get("observer"), frozenset(lp.name for lp in candidate.layers if lp.int8))
+            if key not in measured:
+                measured[key] = _measure(candidate)
+            return measured[key]
+
+        def _measure(candidate):
             increase, p95, largest = judge.score(apply_plan(fp32, candidate, scratch / "full.onnx"))
             missed = missed_targets(p95, largest, p95_aim, max_aim)
             ratios = [v / t for v, t in ((p95, p95_aim), (largest, max_aim)) if t]
@@ -154,21 +166,23 @@ class PTQ(Int8Options):
                 best = min(search, key=lambda r: (r[0], r[1]))
                 plan = best[3]
         names = [lp.name for lp in plan.layers]
-        # sensitivity: each layer alone in INT8, its mean angular difference from FP32 on `sensitivity_samples`
-        # calibration samples (the mean error increase of one layer is mostly noise: errors against the labels move
-        # both ways)
-        sens = {}
-        for lp in track(plan.layers, description=f"INT8 sensitivity: each of {len(plan.layers)} layers alone on "
-                                                 f"{len(probe.inputs)} samples"):
-            alone = plan.with_float(set(names) - {lp.name}, "scratch")
-            sens[lp.name] = float(probe.differences(apply_plan(fp32, alone, scratch / "alone.onnx"))[1].mean())
+
+        def sensitivity() -> dict[str, float]:
+            # each layer alone in INT8, its mean angular difference from FP32 on `sensitivity_samples` calibration
+            # samples (the mean error increase of one layer is mostly noise: errors against the labels move both ways)
+            sens = {}
+            for lp in track(plan.layers, description=f"INT8 sensitivity: each of {len(plan.layers)} layers alone on "
+                                                     f"{len(probe.inputs)} samples"):
+                alone = plan.with_float(set(names) - {lp.name}, "scratch")
+                sens[lp.name] = float(probe.differences(apply_plan(fp32, alone, scratch / "alone.onnx"))[1].mean())
+            return sens
 
         def score(candidate):
             return measure(candidate)[0]
 
         aims = [f"{name} {aim(t):.3g} deg ({margin:.0%} of {t})" for name, t in
                 (("p95 difference", self.target_p95_diff_deg), ("largest difference", self.target_max_diff_deg)) if t]
-        plan = return_sensitive_to_float(plan, sens, score, target=self.target_error_increase_deg,
+        plan = return_sensitive_to_float(plan, sensitivity, score, target=self.target_error_increase_deg,
                                          min_fraction=self.min_int8_mac_fraction, enabled=self.mixed_precision,
                                          label="all quantizable layers in INT8",
                                          where=f"on {len(judge.inputs)} calibration samples"

@@ -174,3 +174,70 @@ def test_a_recurrent_layer_is_named_as_kept_float():
 
     lines = recurrent_decisions(_export(Recurrent().eval(), (torch.zeros(1, 5, 4),), strict=True).module())
     assert len(lines) == 1 and lines[0].startswith("LSTM `lstm` in module lstm") and "kept float" in lines[0], lines
+
+
+@pytest.mark.slow  # convert_pt2e of a model with a BN left float: about 15 s (see above)
+def test_weight_observers_run_once_and_the_calibration_is_unchanged():
+    """calibrate_observers freezes the weights' observers after the first sample: the converted model is the one a
+    sweep with every observer on every sample gives, value for value."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgekit.quant import torch_plan
+
+    model = _preact().eval()
+    calib = _samples(12, seed=3)
+    samples = [(calib[i:i + 1],) for i in range(len(calib))]
+    args = (torch.zeros(1, *calib.shape[1:]),)
+
+    def calibrated(freeze: bool):
+        quantizer = ToTFLite(precision="int8")._quantizer(QuantPlan())
+        prepared = prepare_pt2e(_export(model, args, strict=True).module(), quantizer)
+        if freeze:
+            torch_plan.calibrate_observers(prepared, samples)
+        else:
+            for sweep in ("range", "hist"):
+                for obs in (m for m in prepared.modules() if type(m).__name__ == "EdgekitRangeObserver"):
+                    obs.sweep = sweep
+                with torch.no_grad():
+                    for s in samples:
+                        prepared(*s)
+        return prepared
+
+    fast, slow = calibrated(True), calibrated(False)
+    frozen = [node.target for node in fast.graph.nodes if node.op == "call_module"
+              and vars(fast.get_submodule(node.target)).get("forward") is torch_plan._pass_through]
+    assert len(frozen) == 3  # stem, conv1 and fc weights; the activation observers still see every sample
+    x = _samples(4, seed=9)
+    with torch.no_grad():
+        np.testing.assert_array_equal(convert_pt2e(fast)(x[:1]).numpy(), convert_pt2e(slow)(x[:1]).numpy())
+
+
+@pytest.mark.slow  # convert_pt2e of a model with a BN left float: about 15 s (see above)
+def test_pt2e_calibrates_a_batched_twin_and_gets_the_batch_one_model(monkeypatch):
+    """pt2e.quantize calibrates a twin of the batch-1 graph exported at the calibration batch and moves its statistics
+    over: the converted model is the one a sweep of one sample per call gives (to float rounding)."""
+    from edgekit.quant import pt2e, torch_plan
+
+    model = _preact().eval()
+    calib = _samples(24, seed=4)
+    samples = [(calib[i:i + 1],) for i in range(len(calib))]
+    args = (torch.zeros(1, *calib.shape[1:]),)
+    calls = []
+    calibrate = torch_plan.calibrate_observers
+    monkeypatch.setattr(pt2e, "calibrate_observers", lambda g, s, count=None: calls.append(len(s)) or calibrate(g, s, count))
+
+    def quantized():
+        converted, _ = pt2e.quantize(model, args, ToTFLite(precision="int8")._quantizer(QuantPlan()), samples,
+                                     "to_tflite", "onnx-int8")
+        return converted
+
+    batched = quantized()
+    twin = pt2e.batched_twin
+    monkeypatch.setattr(pt2e, "batched_twin", lambda *a, **k: None)
+    one_by_one = quantized()
+    monkeypatch.setattr(pt2e, "batched_twin", twin)
+    assert calls == [1, 24]  # one batch of 24, then 24 calls of one sample
+    x = _samples(6, seed=9)
+    with torch.no_grad():
+        for i in range(len(x)):
+            np.testing.assert_allclose(batched(x[i:i + 1]).numpy(), one_by_one(x[i:i + 1]).numpy(), atol=1e-3)
