@@ -18,6 +18,7 @@ from edgekit.report.counterpart import fp32_counterpart
 from edgekit.report.measure import compare
 from edgekit.report.model import Gate, Measurement, Report, Step
 from edgekit.report.parity import first_divergence
+from edgekit.report.reference_cache import cached_reference, reference_key
 from edgekit.report.sections import ArtifactInfo, ModelInfo, Parity, TargetInfo
 from edgekit.report.timing import measure as measure_timing
 
@@ -137,9 +138,16 @@ def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInp
     threads = recipe.verify.threads
     runner = backend.runner(art.path, threads=threads)
     art_out, batch, batch_note = _run_artifact(runner, inputs, recipe.verify.batch)
-    # exactly as the artifact ran: same samples per call
-    ref_out = run_batches(src.reference, inputs, batch,
-                          description=f"running the reference on {len(inputs)} samples (batch {batch})")
+    # exactly as the artifact ran: same samples per call; every target of this model in a build runs the same
+    # reference on the same images, so its outputs are cached (not for a module handed over live, whose code may
+    # change between runs while its weights, which the digest covers, stay the same)
+    key = reference_key(src, eval_set.digest(), batch) if cache and src.kind != "module" else None
+    ref_out, reused = cached_reference(lambda: run_batches(src.reference, inputs, batch, description=f"running the "
+                                                           f"reference on {len(inputs)} samples (batch {batch})"),
+                                       key, len(inputs))
+    if reused:
+        log(f"reference outputs on {len(inputs)} samples (batch {batch}): reused, from an identical earlier run "
+            "(same model, set, batch, tools, edgekit code and host)")
     how = (f"artifact: {runner.describe()}; reference: the model as loaded ({src.kind}) before any pass; both at batch "
            f"{batch}")
     accuracy = compare(ref_out, art_out, inputs, src.card, _set_info(eval_set), how)
