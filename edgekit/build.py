@@ -109,11 +109,15 @@ _IN_WORKER = False
 _BUSY = False  # a worker is compiling (else a signal just ends it: nothing to clean up)
 
 
-def _worker_started() -> None:
-    """In each worker process: Ctrl-C and SIGTERM remove the running job's partial output, then end the worker."""
+def _worker_started(jobs: int = 1) -> None:
+    """In each worker process: Ctrl-C and SIGTERM remove the running job's partial output, then end the worker; the
+    compiles know that `jobs` of them share the cores."""
     import signal
 
     from edgekit import progress
+    from edgekit.report.reference_prefetch import set_parallel_compiles
+
+    set_parallel_compiles(jobs)
 
     global _IN_WORKER
     _IN_WORKER = True
@@ -207,7 +211,7 @@ def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fas
             if fail_fast and results[-1]["status"] != "passed":
                 break
     else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_started) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_started, initargs=(jobs,)) as pool:
             try:
                 futures = {pool.submit(run_job, job): job for job in todo}
                 for fut in as_completed(futures):

@@ -30,6 +30,7 @@ from edgekit.models.card import ModelCard
 from edgekit.quant.calibration import load_calibration_spec, resolve_calibration
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.report import cache as report_cache
+from edgekit.report import reference_cache, reference_prefetch
 from edgekit.report.model import Report
 from edgekit.report.render import write_reports
 from edgekit.source import load_source
@@ -172,11 +173,19 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
     ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
                   cache_dir=cache_root() / "passes" if cache else None)
     _progress.detail(f"pipeline: {pipeline}")
-    steps = pipeline.run(src.artifact, ctx)
-    final = steps[-1].artifact if steps else src.artifact
-    shipped = _place_artifact(final, output.staging)
-    report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log,
-                              remeasure=remeasure)
+    # the reference's outputs do not depend on the passes: on a spare core they are computed while the passes run
+    batch = recipe.verify.batch
+    cached = reference_cache.is_cached(reference_cache.cache_key(src, eval_set.digest(), batch, cache), len(inputs))
+    reference = reference_prefetch.start(src, inputs.arrays, batch, work, cached)
+    try:
+        steps = pipeline.run(src.artifact, ctx)
+        final = steps[-1].artifact if steps else src.artifact
+        shipped = _place_artifact(final, output.staging)
+        report = _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache, log,
+                                  remeasure=remeasure, reference=reference)
+    finally:
+        if reference is not None:  # a failed pass or a reused report leaves it unused
+            reference.cancel()
     if data_notes:  # about this run's sets: added after the cache, which keys on the sets' digests
         report = report.model_copy(update={"notes": data_notes + report.notes})
     _write_sidecar(src.card, shipped, output.staging, str(pipeline))
@@ -186,7 +195,7 @@ def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, c
 
 
 def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache: bool, log,
-                     remeasure: bool = False):
+                     remeasure: bool = False, reference=None):
     """Verify the artifact, or reuse the cached report of an identical earlier verification (`cache`); `remeasure`
     measures a reused report's timing (latency, memory, FP32 comparison) again and stores it back in the cache."""
     from edgekit.report.build import verify  # why: looked up per call, so edgekit.report.build.verify can be patched
@@ -204,7 +213,8 @@ def _verify_or_reuse(src, recipe, pipeline, steps, shipped, inputs, eval_set, ca
         log("verification: reusing the cached report of this artifact")
         return report_cache.reused(cached, steps)
     with _progress.step("verifying the artifact against the reference"):
-        report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache=cache, log=log)
+        report = verify(src, recipe, pipeline, steps, shipped, inputs, eval_set, calib_set, work, cache=cache, log=log,
+                        reference=reference)
     if key:
         report_cache.store(root, key, report)
     return report

@@ -129,7 +129,7 @@ def _builtins():
     return BUILTINS
 
 
-def _torch_runner(module) -> Runner:
+def torch_runner(module) -> Runner:
     import torch
 
     def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -218,7 +218,7 @@ def _load_live(model, work: Path, input_shapes, output_convention, card: Path | 
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.export.save(model, path)
         return _finish("exported_program", "ExportedProgram (in memory)", the_card,
-                       Artifact.create(path, Format.exported_program), _torch_runner(model.module()), model.module())
+                       Artifact.create(path, Format.exported_program), torch_runner(model.module()), model.module())
     name = type(model).__name__.lower()
     arch = live_arch(model)
     if card is None and inputs is None:
@@ -229,7 +229,7 @@ def _load_live(model, work: Path, input_shapes, output_convention, card: Path | 
     module = build_arch(arch, {})
     folder = save_module(module, work / "source", arch, {}, [])
     return _finish("module", f"{type(model).__name__} (in memory)", the_card, Artifact.create(folder, Format.torch),
-                   _torch_runner(module), module)
+                   torch_runner(module), module)
 
 
 def _program_input_shapes(program: torch.export.ExportedProgram) -> list[str]:
@@ -255,7 +255,7 @@ def _load(model, work, arch, arch_config, input_shapes, output_convention, card,
         the_card = _override(shipped, inputs, convention)
         refuse_huge_inputs(the_card.inputs, eval_samples)
         folder = save_module(module, work / "source", shipped.arch, shipped.arch_config, [])
-        return _finish("builtin", model, the_card, Artifact.create(folder, Format.torch), _torch_runner(module), module)
+        return _finish("builtin", model, the_card, Artifact.create(folder, Format.torch), torch_runner(module), module)
     if not _exists(path):
         raise BadInputError(f"{model}: no such file and not a built-in model ({', '.join(_builtins())}); fix: check the path")
     if path.is_dir() and _exists(path / "module.json"):
@@ -287,7 +287,7 @@ def _load(model, work, arch, arch_config, input_shapes, output_convention, card,
         module = load_into(build_arch(arch, config), read_state_dict(path), str(path))
         the_card = the_card.model_copy(update={"arch": arch, "arch_config": config})
         folder = save_module(module, work / "source", arch, config, [])
-        return _finish("weights", str(path), the_card, Artifact.create(folder, Format.torch), _torch_runner(module), module)
+        return _finish("weights", str(path), the_card, Artifact.create(folder, Format.torch), torch_runner(module), module)
     raise BadInputError(f"{path}: unknown model file type {suffix!r}; fix: give .safetensors/.pt (+ --arch), a TorchScript "
                         "file, a torch.export .pt2 or an .onnx")
 
@@ -305,7 +305,7 @@ def _load_module_folder(path: Path, work: Path, inputs, convention, card: Path |
     the_card = the_card.model_copy(update={"arch": arch, "arch_config": spec["arch_config"]})
     dest = work / "source" / path.name
     shutil.copytree(path, dest)
-    return _finish("module-folder", str(path), the_card, Artifact.create(dest, Format.torch), _torch_runner(module), module)
+    return _finish("module-folder", str(path), the_card, Artifact.create(dest, Format.torch), torch_runner(module), module)
 
 
 def _exists(path: Path) -> bool:
@@ -342,13 +342,13 @@ def _copy_in(path: Path, work: Path) -> Path:
 def _load_torchscript(path: Path, work: Path, card: ModelCard) -> LoadedModel:
     module = load_torchscript(path)
     art = Artifact.create(_copy_in(path, work), Format.torchscript)
-    return _finish("torchscript", str(path), card, art, _torch_runner(module), module)
+    return _finish("torchscript", str(path), card, art, torch_runner(module), module)
 
 
 def _load_exported(path: Path, work: Path, card: ModelCard) -> LoadedModel:
     module = load_exported_program(path).module()
     art = Artifact.create(_copy_in(path, work), Format.exported_program)
-    return _finish("exported_program", str(path), card, art, _torch_runner(module), module)
+    return _finish("exported_program", str(path), card, art, torch_runner(module), module)
 
 
 def _onnx_inputs(path: Path) -> list[InputSpec] | None:

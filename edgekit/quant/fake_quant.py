@@ -38,9 +38,10 @@ def batched(tensors: list[torch.Tensor], size: int = 64) -> list[tuple[torch.Ten
 
 
 def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str, percentile: float,
-              types: tuple, side: str) -> dict[str, tuple[float, float]]:
+              types: tuple, side: str, outputs: list | None = None) -> dict[str, tuple[float, float]]:
     """Observer ranges of the input (side "input") or output of every module of `types`: a range sweep, then a
-    histogram sweep over the calibration batches (as for ONNX)."""
+    histogram sweep over the calibration batches (as for ONNX). `outputs`: receives the model's output on each batch
+    of the range sweep (its float outputs on the calibration set, which a judge of the plan needs too)."""
     stats = {name: TensorStats() for name, m in model.named_modules() if isinstance(m, types)}
 
     def hook(name: str, sweep: str):
@@ -62,7 +63,9 @@ def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observe
                 register = "register_forward_pre_hook" if side == "input" else "register_forward_hook"
                 hooks = [(sweep, getattr(m, register)(hook(name, sweep))) for name, m in model.named_modules() if name in stats]
             with torch.no_grad():
-                model(*batch)
+                out = model(*batch)
+            if outputs is not None and sweep == "range":
+                outputs.append(out.numpy())
     finally:
         for _, h in hooks:
             h.remove()
@@ -70,9 +73,9 @@ def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observe
 
 
 def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str,
-                 percentile: float = 99.99) -> dict[str, tuple[float, float]]:
-    """Observer ranges of every quantizable layer's input over calibration batches."""
-    return _observed(model, batches, observer, percentile, QUANTIZABLE, "input")
+                 percentile: float = 99.99, outputs: list | None = None) -> dict[str, tuple[float, float]]:
+    """Observer ranges of every quantizable layer's input over calibration batches (`outputs`: see _observed)."""
+    return _observed(model, batches, observer, percentile, QUANTIZABLE, "input", outputs)
 
 
 def output_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str, percentile: float = 99.99,

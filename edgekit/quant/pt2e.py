@@ -11,6 +11,8 @@ import dataclasses
 import re
 from pathlib import Path
 
+import numpy as np
+
 from edgekit.errors import BadInputError, first_line
 from edgekit.progress import step
 from edgekit.quant.fake_quant import batched, input_ranges
@@ -57,10 +59,12 @@ def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_b
                        isa_profile=isa_profile, layers=layer_table(module, args),
                        calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
     result = keep_float(result, options.keep_float)
+    outputs: list = []  # the float outputs on the calibration set, from the range sweep: the judge's reference
     with quiet():
-        ranges = input_ranges(module, batched(tensors), options.observer, options.percentile)
-    with step(f"float reference outputs on {min(options.sensitivity_samples, len(inputs))} calibration samples"):
-        judge = FakeQuantJudge(module, inputs.take(options.sensitivity_samples), ctx.card, ranges, weight_bits)
+        ranges = input_ranges(module, batched(tensors), options.observer, options.percentile, outputs=outputs)
+    n = min(options.sensitivity_samples, len(inputs))
+    judge = FakeQuantJudge(module, inputs.take(n), ctx.card, ranges, weight_bits,
+                           float_outputs=np.concatenate(outputs)[:n])
     result = mixed_precision(result, judge, options.target_error_increase_deg, options.min_int8_mac_fraction,
                              options.mixed_precision, options.target_p95_diff_deg, options.target_max_diff_deg)
     return result.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}})

@@ -42,9 +42,10 @@ def layer_table(module, args) -> list[LayerPlan]:
 
 
 class FakeQuantJudge:
-    """Scores a set of INT8 layers by fake-quantizing them in torch on calibration inputs."""
+    """Scores a set of INT8 layers by fake-quantizing them in torch on calibration inputs. `float_outputs`: the
+    module's float outputs on those inputs when a calibration sweep already computed them (else run here)."""
 
-    def __init__(self, module, inputs, card, ranges: dict, weight_bits: int):
+    def __init__(self, module, inputs, card, ranges: dict, weight_bits: int, float_outputs: np.ndarray | None = None):
         import torch
 
         self.module, self.ranges, self.bits, self.card = module, ranges, weight_bits, card
@@ -52,7 +53,7 @@ class FakeQuantJudge:
         self._vec = lambda out: to_vectors(out, card).reshape(-1, 3)
         self._angle = angular_error_deg
         self.truth = inputs.truth.reshape(-1, 3)
-        self.ref = self._vec(self._run(set()))
+        self.ref = self._vec(self._run(set()) if float_outputs is None else float_outputs)
         self.ref_error = float(angular_error_deg(self.ref, self.truth).mean())
 
     def _run(self, int8: set[str]) -> np.ndarray:

@@ -18,7 +18,8 @@ from edgekit.report.counterpart import fp32_counterpart
 from edgekit.report.measure import compare
 from edgekit.report.model import Gate, Measurement, Report, Step
 from edgekit.report.parity import first_divergence
-from edgekit.report.reference_cache import cached_reference, reference_key
+from edgekit.report.reference_cache import reference_outputs
+from edgekit.report.reference_prefetch import ReferencePrefetch
 from edgekit.report.sections import ArtifactInfo, ModelInfo, Parity, TargetInfo
 from edgekit.report.timing import measure as measure_timing
 
@@ -131,23 +132,24 @@ def costliest_layers(layers) -> str:
 
 
 def verify(src, recipe: Recipe, pipeline, steps, art: Artifact, inputs: ModelInputs, eval_set: GazeSet,
-           calib_set: GazeSet | None, work: Path, cache: bool = True, log=lambda message: None) -> Report:
-    """`cache`: whether the FP32 counterpart of an INT8 artifact (for the interleaved comparison) may come from, and
-    go to, the pass cache."""
+           calib_set: GazeSet | None, work: Path, cache: bool = True, log=lambda message: None,
+           reference: ReferencePrefetch | None = None) -> Report:
+    """`cache`: whether the FP32 counterpart of an INT8 artifact (for the interleaved comparison) and the reference's
+    outputs may come from, and go to, the caches. `reference`: the reference's outputs, computed while the passes ran."""
     backend = get_backend(recipe.backend)
     threads = recipe.verify.threads
     runner = backend.runner(art.path, threads=threads)
     art_out, batch, batch_note = _run_artifact(runner, inputs, recipe.verify.batch)
     # exactly as the artifact ran: same samples per call; every target of this model in a build runs the same
-    # reference on the same images, so its outputs are cached (not for a module handed over live, whose code may
-    # change between runs while its weights, which the digest covers, stay the same)
-    key = reference_key(src, eval_set.digest(), batch) if cache and src.kind != "module" else None
-    ref_out, reused = cached_reference(lambda: run_batches(src.reference, inputs, batch, description=f"running the "
-                                                           f"reference on {len(inputs)} samples (batch {batch})"),
-                                       key, len(inputs))
+    # reference on the same images, so its outputs are cached (edgekit.report.reference_cache)
+    prefetched = reference.take(batch) if reference is not None else None
+    ref_out, reused = reference_outputs(src, inputs, eval_set.digest(), batch, cache, computed=prefetched,
+                                        description=f"running the reference on {len(inputs)} samples (batch {batch})")
     if reused:
         log(f"reference outputs on {len(inputs)} samples (batch {batch}): reused, from an identical earlier run "
             "(same model, set, batch, tools, edgekit code and host)")
+    elif prefetched is not None:
+        log(f"reference outputs on {len(inputs)} samples (batch {batch}): computed on a spare core while the passes ran")
     how = (f"artifact: {runner.describe()}; reference: the model as loaded ({src.kind}) before any pass; both at batch "
            f"{batch}")
     accuracy = compare(ref_out, art_out, inputs, src.card, _set_info(eval_set), how)

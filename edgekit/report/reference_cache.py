@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.environment import cache_root, host_info, tool_versions
+from edgekit.evalset import run_batches
 from edgekit.fileio import atomic_write_bytes
 
 VERSION = 1
@@ -31,6 +32,25 @@ def reference_key(src, eval_digest: str, batch: int) -> str:
                        "tools": tool_versions(), "code": code_digest(),
                        "host": {k: host.get(k) for k in ("cpu", "machine", "isa_flags")}}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_key(src, eval_digest: str, batch: int, cache: bool) -> str | None:
+    """The reference cache's key where it applies: not for a module handed over live, whose code may change between
+    runs while its weights, which the digest covers, stay the same."""
+    return reference_key(src, eval_digest, batch) if cache and src.kind != "module" else None
+
+
+def is_cached(key: str | None, samples: int, root: Path | None = None) -> bool:
+    return key is not None and _load(root or cache_root() / "references", key, samples) is not None
+
+
+def reference_outputs(src, inputs, eval_digest: str, batch: int, cache: bool, description: str | None = None,
+                      computed: np.ndarray | None = None):
+    """(outputs, reused): the reference on `inputs` at `batch` (or `computed`, those outputs computed elsewhere),
+    through the cache where it applies."""
+    run = (lambda: computed) if computed is not None else (
+        lambda: run_batches(src.reference, inputs, batch, description=description))
+    return cached_reference(run, cache_key(src, eval_digest, batch, cache), len(inputs))
 
 
 def cached_reference(run, key: str | None, samples: int, root: Path | None = None):

@@ -1,0 +1,114 @@
+"""The reference's outputs computed on a spare core while the passes run.
+
+Verification runs the reference (the model as loaded, before any pass) on the evaluation set at the artifact's batch,
+after the passes: GazeResNet18 at batch 1 spends 5-14 s there. Those outputs depend only on the model, the set and the
+batch, so when this process leaves a core idle, a second Python process computes them while the passes run, and
+verification takes them.
+
+A process, not a thread: torch.fx tracing and torch.export patch torch.nn.Module.__call__ process-wide while they
+trace, and an eager forward in another thread then fails (measured: "module is not installed as a submodule"). The
+worker is `python -m edgekit.report.reference_prefetch`, never a re-run of the caller's script (multiprocessing's
+spawn would re-import the user's __main__); it loads the source artifact the pipeline starts from (an edgekit module
+folder: built-in models, weights files, module folders) with the same architecture, runs it at the same batch and
+thread count, and writes .npy files read back without pickle. Idle means: the cores this process may use hold torch's
+thread count twice (passes and reference) for every compile running side by side (`edgekit build --jobs N`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.artifact import Format
+
+_parallel_compiles = 1
+
+
+def set_parallel_compiles(n: int) -> None:
+    """`edgekit build --jobs N` runs N compiles at once: each worker says so before its first compile."""
+    global _parallel_compiles
+    _parallel_compiles = max(1, n)
+
+
+def spare_core(threads: int, cores: int | None = None) -> bool:
+    """Whether a second torch thread pool fits beside the passes of every compile running now."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 * threads * _parallel_compiles <= cores
+
+
+class ReferencePrefetch:
+    """The reference on `arrays` at `batch`, computed by a worker process started now; `take` waits for it."""
+
+    def __init__(self, module_folder: Path, arch: str, arrays: dict[str, np.ndarray], batch: int, threads: int,
+                 work: Path):
+        import edgekit
+
+        self.batch, self.out = batch, work / "reference-outputs.npy"
+        inputs = work / "reference-inputs.npz"
+        np.savez(inputs, **{f"input{k}": v for k, v in enumerate(arrays.values())})
+        code = str(Path(edgekit.__file__).resolve().parents[1])  # the worker imports this very edgekit
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")])),
+               "OMP_NUM_THREADS": str(threads)}
+        self._worker = subprocess.Popen([sys.executable, "-m", "edgekit.report.reference_prefetch", str(module_folder),
+                                         arch, str(inputs), str(batch), str(threads), str(self.out)],
+                                        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+
+    def take(self, batch: int) -> np.ndarray | None:
+        """The outputs, when the artifact ran at the batch the worker ran the reference at and it succeeded; else None
+        (verification runs the reference itself, and reports its errors the usual way)."""
+        if batch != self.batch:
+            self.cancel()
+            return None
+        if self._worker.wait() != 0:
+            return None
+        try:
+            return np.load(self.out, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def cancel(self) -> None:
+        if self._worker.poll() is None:
+            self._worker.kill()
+            self._worker.wait()
+
+
+def start(src, arrays: dict[str, np.ndarray], batch: int, work: Path, cached: bool) -> ReferencePrefetch | None:
+    """A prefetch when a core is spare and the source is an edgekit module folder (not a module handed over live,
+    whose class the worker cannot import), unless the reference cache already holds the outputs (`cached`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if cached or src.kind == "module" or src.artifact.format != Format.torch or not spare_core(threads):
+        return None
+    return ReferencePrefetch(src.artifact.path, src.card.arch, arrays, batch, threads, work)
+
+
+def _worker(module_folder: str, arch: str, inputs: str, batch: str, threads: str, out: str) -> None:
+    import torch
+
+    from edgekit.evalset import ModelInputs, run_batches
+    from edgekit.fileio import atomic_write_bytes
+    from edgekit.source import torch_runner
+    from edgekit.torch_module import load_module
+
+    torch.set_num_threads(int(threads))
+    module = load_module(Path(module_folder), trusted_arch=arch)[0].eval()
+    with np.load(inputs, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in sorted(data.files, key=lambda k: int(k.removeprefix("input")))}
+    outputs = run_batches(torch_runner(module), ModelInputs(arrays, np.zeros((len(next(iter(arrays.values()))), 3))),
+                          int(batch))
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, outputs, allow_pickle=False)
+    atomic_write_bytes(Path(out), buffer.getvalue())
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:])

@@ -1,0 +1,49 @@
+"""On a spare core, the reference's outputs come from a worker process started before the passes: the same outputs,
+bit for bit, as verification computes itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgekit.compiler as ek
+from edgekit.data.synthetic import standard_set
+from edgekit.evalset import default_eval_set, model_inputs, run_batches
+from edgekit.report import reference_prefetch
+from edgekit.report.reference_prefetch import ReferencePrefetch, spare_core
+from edgekit.source import load_source
+
+
+def test_a_spare_core_means_room_for_a_second_thread_pool_beside_every_compile(monkeypatch):
+    assert spare_core(1, cores=2) and spare_core(2, cores=4)
+    assert not spare_core(1, cores=1) and not spare_core(2, cores=2)
+    monkeypatch.setattr(reference_prefetch, "_parallel_compiles", 2)  # edgekit build --jobs 2
+    assert not spare_core(1, cores=2) and spare_core(1, cores=4)
+
+
+@pytest.mark.parametrize("model", ["tinygaze", "temporalgaze"])
+def test_the_workers_outputs_are_the_references_bit_for_bit(tmp_path, model):
+    src = load_source(model, tmp_path)
+    inputs = model_inputs(src.card, default_eval_set(src.card, 12))  # temporalgaze: sequences of frames
+    prefetch = ReferencePrefetch(src.artifact.path, src.card.arch, inputs.arrays, 1, 1, tmp_path)
+    np.testing.assert_array_equal(prefetch.take(1), run_batches(src.reference, inputs, 1))
+
+
+def test_another_batch_or_a_failed_worker_gives_nothing(tmp_path):
+    src = load_source("tinygaze", tmp_path)
+    inputs = model_inputs(src.card, default_eval_set(src.card, 4))
+    assert ReferencePrefetch(src.artifact.path, src.card.arch, inputs.arrays, 1, 1, tmp_path).take(4) is None
+    missing = ReferencePrefetch(tmp_path / "no-such-folder", src.card.arch, inputs.arrays, 1, 1, tmp_path)
+    assert missing.take(1) is None
+
+
+def test_a_compile_reports_the_same_numbers_with_and_without_the_worker(tmp_path, monkeypatch):
+    eval_set = standard_set("eval", 24)
+    reports = {}
+    for spare in (True, False):
+        monkeypatch.setattr(reference_prefetch, "spare_core", lambda threads, cores=None, spare=spare: spare)
+        logs = []
+        result = ek.compile(None, "onnx", eval=eval_set, out=tmp_path / str(spare), cache=False, log=logs.append)
+        assert any("computed on a spare core while the passes ran" in line for line in logs) == spare, logs
+        reports[spare] = result.report.accuracy
+    assert reports[True] == reports[False]
