@@ -6,6 +6,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
+# make test runs one pytest-xdist worker per core, at most 4 (each compile holds one core and up to 2-3 GB)
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 
 .PHONY: setup demo test test-fast lava sample-report clean
 
@@ -26,10 +28,10 @@ demo: setup
 	$(BIN)/edgekit compile --target onnx
 
 test: setup
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=25
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow"
 
 # reports/: the demo model on every target (static numbers in demo.json are checked by the tests)
 sample-report: setup

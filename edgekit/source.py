@@ -25,7 +25,7 @@ from edgekit.models.card import InputSpec, ModelCard, OutputSpec
 from edgekit.models.io import check_readable, load_into, load_shipped, read_state_dict
 from edgekit.models.registry import BUILTINS, builtin
 from edgekit.safe_pt2 import load_exported_program
-from edgekit.torch_module import build_arch, live_arch, load_module, save_module
+from edgekit.torch_module import build_arch, live_arch, load_module, save_module, torch_runner
 from edgekit.trace_check import check_no_data_dependent_branches
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -127,17 +127,6 @@ def _override(card: ModelCard, inputs: list[InputSpec] | None, convention: str |
 
 def _builtins():
     return BUILTINS
-
-
-def torch_runner(module) -> Runner:
-    import torch
-
-    def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            out = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()))
-        return out.double().numpy()
-
-    return run
 
 
 def _check_runs(run: Runner, card: ModelCard, what: str) -> None:

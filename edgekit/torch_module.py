@@ -252,3 +252,15 @@ def _spec_problem(spec) -> str | None:
                                               for v in sizes.values()):
         return "layer_sizes is not an object of positive integer lists"
     return None
+
+
+def torch_runner(module: nn.Module):
+    """The reference's runner for a module: input name -> array in, output 0 as float64 out (no autograd)."""
+    import numpy as np
+
+    def run(inputs: dict) -> np.ndarray:
+        with torch.inference_mode():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()))
+        return out.double().numpy()
+
+    return run

@@ -7,12 +7,20 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Rendered sets are cached per test session, never in the user's cache."""
+    """Rendered sets are cached per test session, never in the user's cache; pytest-xdist's workers (make test runs
+    one per core) share one cache, whose entries are written whole and renamed into place, and count as parallel
+    compiles, so none starts the reference on a core another worker uses."""
     import torch
 
+    from edgekit.report.reference_prefetch import set_parallel_compiles
+
     torch.set_num_threads(1)
+    set_parallel_compiles(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    base = tmp_path_factory.getbasetemp()
+    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "edgekit-cache"
+    cache.mkdir(exist_ok=True)
     old = os.environ.get("EDGEKIT_CACHE_DIR")
-    os.environ["EDGEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgekit-cache"))
+    os.environ["EDGEKIT_CACHE_DIR"] = str(cache)
     yield
     if old is None:
         os.environ.pop("EDGEKIT_CACHE_DIR", None)

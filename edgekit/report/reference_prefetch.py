@@ -16,14 +16,13 @@ thread count twice (passes and reference) for every compile running side by side
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-
-from edgekit.artifact import Format
 
 _parallel_compiles = 1
 
@@ -83,6 +82,8 @@ def start(src, arrays: dict[str, np.ndarray], batch: int, work: Path, cached: bo
     whose class the worker cannot import), unless the reference cache already holds the outputs (`cached`)."""
     import torch
 
+    from edgekit.artifact import Format  # why here: the worker runs this module and needs none of it
+
     threads = torch.get_num_threads()
     if cached or src.kind == "module" or src.artifact.format != Format.torch or not spare_core(threads):
         return None
@@ -94,8 +95,7 @@ def _worker(module_folder: str, arch: str, inputs: str, batch: str, threads: str
 
     from edgekit.evalset import ModelInputs, run_batches
     from edgekit.fileio import atomic_write_bytes
-    from edgekit.source import torch_runner
-    from edgekit.torch_module import load_module
+    from edgekit.torch_module import load_module, torch_runner
 
     torch.set_num_threads(int(threads))
     module = load_module(Path(module_folder), trusted_arch=arch)[0].eval()
@@ -103,8 +103,6 @@ def _worker(module_folder: str, arch: str, inputs: str, batch: str, threads: str
         arrays = {k: data[k] for k in sorted(data.files, key=lambda k: int(k.removeprefix("input")))}
     outputs = run_batches(torch_runner(module), ModelInputs(arrays, np.zeros((len(next(iter(arrays.values()))), 3))),
                           int(batch))
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, outputs, allow_pickle=False)
     atomic_write_bytes(Path(out), buffer.getvalue())

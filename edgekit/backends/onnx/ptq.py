@@ -97,7 +97,8 @@ class PTQ(Int8Options):
         stats, fp32_outputs = calibration_run(src.path, inputs.arrays)
         import onnx
 
-        graph = onnx.load(str(src.path)).graph
+        model = onnx.load(str(src.path))
+        graph = model.graph
         producers = {out: tensor_key(node.name, i) for node in graph.node for i, out in enumerate(node.output)}
 
         def ranges_for(observer: str) -> dict[str, list[float]]:
@@ -106,7 +107,7 @@ class PTQ(Int8Options):
 
         ranges = ranges_for(self.observer)
         bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
-        layers = [lp.model_copy(update={"weight_error": weight_error(src.path, lp, bits)}) for lp in quantizable_layers(src.path)]
+        layers = [lp.model_copy(update={"weight_error": weight_error(model, lp, bits)}) for lp in quantizable_layers(src.path)]
         plan = QuantPlan(weights={"dtype": "int8", "bits": bits, "scheme": "symmetric", "granularity": "per_output_channel"},
                          activations={"dtype": "uint8", "scheme": "asymmetric", "granularity": "per_tensor",
                                       "observer": self.observer, **({"percentile": self.percentile} if self.observer == "percentile" else {})},
