@@ -32,7 +32,7 @@ from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs, run_all, to_vectors
 from edgekit.passes.int8_options import Int8Options
-from edgekit.progress import step, track
+from edgekit.progress import track
 from edgekit.quant.calibration import calibration_run
 from edgekit.quant.observers import observe
 from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, missed_targets, return_sensitive_to_float, tensor_key
@@ -114,7 +114,7 @@ class PTQ(Int8Options):
                          isa_profile=self.isa_profile, layers=layers, ranges=ranges,
                          calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
         plan = keep_float(plan, self.keep_float)
-        plan, judged = self._mixed_precision(plan, src.path, inputs, ctx, out_dir, ranges_for, fp32_outputs)
+        plan, judged = self._mixed_precision(plan, src.path, inputs, fp32_outputs, ctx, out_dir, ranges_for)
         final = judged or apply_plan(src.path, plan, out_dir / "model.onnx")
         meta = src.meta.carried("precision")
         notes = [f"ptq: {plan.int8_fraction('macs'):.1%} of MACs and {plan.int8_fraction('weights'):.1%} of weights in INT8 "
@@ -123,15 +123,13 @@ class PTQ(Int8Options):
         return Artifact.create(final, Format.onnx, src, **meta, precision="int8", quant_plan=plan,
                                notes=notes)
 
-    def _mixed_precision(self, plan, fp32: Path, inputs, ctx, out_dir: Path, ranges_for=None, fp32_outputs=None):
+    def _mixed_precision(self, plan, fp32: Path, inputs, fp32_outputs: np.ndarray, ctx, out_dir: Path, ranges_for=None):
         scratch = out_dir / "candidates"
         scratch.mkdir(parents=True, exist_ok=True)
         # whole plans are judged on every calibration sample (the evaluation set is never seen), against the FP32
         # outputs the calibration run computed (same model and samples at batch 64, graph optimised less: on GazeResNet18
         # they differ from a fully optimised run's by float rounding, at most 2e-5 of a degree, far below any target)
-        ref = None if fp32_outputs is None else to_vectors(fp32_outputs, ctx.card).reshape(-1, 3)
-        with step(f"FP32 reference outputs on {len(inputs)} calibration samples"):
-            judge = CalibEval(fp32, inputs, ctx.card, len(inputs), ref=ref)
+        judge = CalibEval(fp32, inputs, ctx.card, len(inputs), ref=to_vectors(fp32_outputs, ctx.card).reshape(-1, 3))
         probe = judge.first(self.sensitivity_samples)
         margin = self.difference_margin
         aim = lambda t: None if t is None else round(t * margin, 6)  # noqa: E731
