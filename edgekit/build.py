@@ -122,6 +122,7 @@ def _worker_started(jobs: int = 1) -> None:
     global _IN_WORKER
     _IN_WORKER = True
     progress.configure(progress.QUIET)  # parallel jobs' step lines would interleave: the parent reports each job
+    signals.settle_tempdir()  # forked workers inherit the parent's; a spawned one would probe under a signal
     for s in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(s) is not signal.SIG_IGN:  # ignored in the parent (nohup, a background job): here too
             signal.signal(s, _worker_signal)

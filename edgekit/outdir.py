@@ -91,13 +91,23 @@ def remove_stale(folder: Path, pattern: str) -> list[Path]:
 def work_folder() -> Iterator[Path]:
     """A fresh temporary folder, removed afterwards; stale ones of killed runs are removed first."""
     remove_stale(Path(tempfile.gettempdir()), WORK_PREFIX + "*")
-    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
+    work = None
     try:
-        write_pidfile(work)
+        with signals.deferred():  # a signal between mkdtemp and the pid file would leave a folder nobody removes
+            work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
+            write_pidfile(work)
         yield work
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        release_pidfile(work)
+        if work is not None:
+            _remove(work)
+
+
+def _remove(folder: Path) -> None:
+    """Remove a folder this run made, whole: a signal in the middle of rmtree (a job finishing as Ctrl-C comes) would
+    leave half of it, with its pid file still locked by this live process."""
+    with signals.deferred():
+        shutil.rmtree(folder, ignore_errors=True)
+        release_pidfile(folder)
 
 
 # --- output folders
@@ -224,11 +234,13 @@ class Output:
                     shutil.rmtree(old, ignore_errors=True)
             if mode == "merge":
                 remove_stale(self.target, INNER_STAGING + "*")
-                self.staging = Path(tempfile.mkdtemp(dir=self.target, prefix=INNER_STAGING))
-            else:
-                self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.target.name}.staging-"))
-                os.chmod(self.staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets the usual mode
-            write_pidfile(self.staging)
+            with signals.deferred():  # self.staging set as the folder appears, so that abort() finds it
+                if mode == "merge":
+                    self.staging = Path(tempfile.mkdtemp(dir=self.target, prefix=INNER_STAGING))
+                else:
+                    self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.target.name}.staging-"))
+                    os.chmod(self.staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets the usual mode
+                write_pidfile(self.staging)
 
     def commit(self) -> None:
         """Move the complete staging folder into place (whole, or entry by entry beside the user's files)."""
@@ -258,15 +270,13 @@ class Output:
                     os.rename(dest, self.staging / f".replaced-{name}")
                 os.replace(self.staging / name, dest)
             atomic_write_text(self.target / MARKER, json.dumps({"written_by": "edgekit", "files": sorted(owned)}, indent=2) + "\n")
-            shutil.rmtree(self.staging, ignore_errors=True)
-            release_pidfile(self.staging)
+            _remove(self.staging)
             self.staging = None
 
     def abort(self) -> None:
         """Remove the staging folder, and the parent folders this run created if they are empty."""
         if self.staging is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            release_pidfile(self.staging)
+            _remove(self.staging)
             self.staging = None
         for made in self._made:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ from edgekit.errors import Interrupted
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 received: int | None = None  # the signal that interrupted this run (click hands back only an exit code)
-_deferring = False  # inside deferred(): a signal is recorded in _pending and raised when the block ends
+_deferring = 0  # depth of deferred() blocks: inside one, a signal is recorded in _pending and raised when the last ends
 _pending: int | None = None
 
 
@@ -41,12 +42,20 @@ def install() -> dict:
     received = None
     if threading.current_thread() is not threading.main_thread():
         return {}
+    settle_tempdir()
     old = {s: signal.getsignal(s) for s in _SIGNALS}
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     for s, handler in old.items():
         if handler is defaults[s]:
             signal.signal(s, raise_interrupted)
     return old
+
+
+def settle_tempdir() -> None:
+    """tempfile's first gettempdir() probes the folder with a file it writes and removes: a signal in between leaves
+    that file (an empty one named like 5033qs7v) in the user's TMPDIR. Called before signals raise; the result is
+    cached for the process and the workers it forks."""
+    tempfile.gettempdir()
 
 
 def restore(old: dict) -> None:
@@ -66,15 +75,18 @@ def interrupts_raise() -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends (a few renames that must not be cut in half); a signal that
-    arrived meanwhile is raised right after. A signal mask would not do: it holds only this thread's signals, and
-    torch's and onnxruntime's threads would take the signal, whose Python handler still runs in the main thread."""
+    """Hold SIGINT and SIGTERM until the block ends (a few renames, or making or removing a folder, that must not be
+    cut in half); a signal that arrived meanwhile is raised right after the outermost block. A signal mask would not
+    do: it holds only this thread's signals, and torch's and onnxruntime's threads would take the signal, whose Python
+    handler still runs in the main thread."""
     global _deferring, _pending
-    _deferring, _pending = True, None
+    if not _deferring:
+        _pending = None
+    _deferring += 1
     try:
         yield
     finally:
-        _deferring = False
-        if _pending is not None:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
             signum, _pending = _pending, None
             raise_interrupted(signum, None)

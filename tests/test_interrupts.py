@@ -198,3 +198,49 @@ def test_a_signal_inside_deferred_is_raised_after_the_block_even_with_other_thre
         assert finished == [True]
     finally:
         signals.restore(old)
+
+
+@pytest.mark.parametrize("when", ["making it", "removing it"])
+def test_a_signal_while_a_work_folder_is_made_or_removed_leaves_no_folder(place, monkeypatch, when):
+    """The CI run that found this: Ctrl-C to a parallel build as one job's work folder was being removed left it."""
+    from edgekit import outdir, signals
+    from edgekit.errors import Interrupted
+
+    monkeypatch.setattr(outdir.tempfile, "tempdir", str(place / "tmp"))
+    owner, name = (outdir, "write_pidfile") if when == "making it" else (outdir.shutil, "rmtree")
+    real = getattr(owner, name)
+
+    def signal_first(*args, **kwargs):  # the signal lands right inside the step
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, signal_first)
+    old = signals.install()
+    if not old:
+        pytest.skip("not on the main thread")
+    try:
+        with pytest.raises(Interrupted):
+            with outdir.work_folder():
+                pass
+    finally:
+        signals.restore(old)
+    assert _work_left(place) == []
+
+
+def test_the_temp_folder_is_probed_before_signals_raise(place, monkeypatch):
+    """tempfile's first gettempdir() writes and removes a probe file; a signal in between left it in TMPDIR (found by
+    a CI run: an empty file named like 5033qs7v). install() does that probe while signals still act as before."""
+    import tempfile
+
+    from edgekit import signals
+
+    monkeypatch.setenv("TMPDIR", str(place / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    old = signals.install()
+    if not old:
+        pytest.skip("not on the main thread")
+    try:
+        assert tempfile.tempdir == str(place / "tmp")
+    finally:
+        signals.restore(old)
