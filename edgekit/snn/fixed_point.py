@@ -77,7 +77,7 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
     spikes = [0.0] * len(layers)
     trains = [[] for _ in layers] if keep_trains else None
     v_start = None
-    weights = [torch.from_numpy(lay.weight.astype(np.float64)) if lay.weight is not None else None for lay in layers]
+    weights = [synapse_weight(lay.weight) if lay.weight is not None else None for lay in layers]
     biases = [torch.from_numpy(lay.bias.astype(np.float64)) for lay in layers]
     bias0 = torch.from_numpy(input_mant.astype(np.float64))
     fans = [None] + [fan_out_of(weights[k], lay.kind, layers[k - 1].out_shape, lay.stride, lay.padding).reshape(-1)
@@ -115,10 +115,19 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
                        trains=[np.stack(tr, 1) for tr in trains if tr] if keep_trains else None)
 
 
+def synapse_weight(weight: np.ndarray) -> torch.Tensor:
+    """The integer weights as float32 where every synaptic sum of 0/1 spikes stays an integer below 2^24 in magnitude
+    (then float32 sums are exact in any order, and its convolutions run ~2x faster than float64's); else float64."""
+    w = torch.from_numpy(weight.astype(np.float64))
+    exact = float(w.abs().reshape(len(w), -1).sum(1).max()) < 2 ** 24
+    return w.float() if exact else w
+
+
 def _synapse(lay: QuantLayer, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    s = s.to(w.dtype)
     if lay.kind == "conv":
-        a = F.conv2d(s, w, stride=lay.stride, padding=lay.padding)
+        a = F.conv2d(s, w, stride=lay.stride, padding=lay.padding).double()
         return a.clamp(-UV_MAX, UV_MAX - 1)  # PyConvModelFixed: signed 24-bit clamp of the synaptic sum
     if lay.flatten_before:
         s = s.flatten(1)
-    return F.linear(s, w)
+    return F.linear(s, w).double()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.snn.fixed_point import UV_MAX, QuantLayer, _synapse, clamp24, input_bias, run_fixed, wrap24
+from edgekit.snn.fixed_point import (UV_MAX, QuantLayer, _synapse, clamp24, input_bias, run_fixed, synapse_weight,
+                                     wrap24)
 
 
 def input_layer(n: int, vth: int = 10) -> QuantLayer:
@@ -95,6 +96,21 @@ def test_conv_synapse_sums_clamp_to_24_bits():
     assert _synapse(lay, torch.ones(1, 1, 2, 2, dtype=torch.float64), s).item() == 4.0
     assert _synapse(lay, torch.full((1, 1, 2, 2), float(UV_MAX), dtype=torch.float64), s).item() == UV_MAX - 1
     assert _synapse(lay, torch.full((1, 1, 2, 2), -float(UV_MAX), dtype=torch.float64), s).item() == -UV_MAX
+
+
+@pytest.mark.parametrize("kind", ["conv", "dense"])
+def test_float32_synapses_give_the_float64_sums_and_are_used_only_where_exact(kind):
+    rng = np.random.default_rng(5)
+    shape = (64, 32, 3, 3) if kind == "conv" else (128, 2560)
+    w = rng.integers(-255, 256, shape)
+    lay = QuantLayer(kind=kind, out_shape=(64, 5, 8) if kind == "conv" else (128,), vth=0, bias=np.zeros(shape[0], np.int64),
+                     weight=w, stride=(2, 2), padding=(1, 1), flatten_before=kind == "dense")
+    spikes = torch.from_numpy((rng.random((20, 32, 10, 16) if kind == "conv" else (20, 2560)) < 0.5).astype(np.float64))
+    fast = synapse_weight(w)
+    assert fast.dtype == torch.float32
+    assert torch.equal(_synapse(lay, fast, spikes), _synapse(lay, torch.from_numpy(w.astype(np.float64)), spikes))
+    big = np.full((1, 70_000), 255)  # sums up to 17.9 M > 2^24: float32 would round them
+    assert synapse_weight(big).dtype == torch.float64
 
 
 def test_input_bias_rounds_and_clips_to_13_signed_bits():

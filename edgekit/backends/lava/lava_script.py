@@ -6,14 +6,16 @@ Loads ARTIFACT_FOLDER/network.net with lava.lib.dl.netx, compiles it once for La
 (Loihi2SimCfg, fixed_pt: bit-accurate CUBA neurons) and runs every sample: the input neurons' bias carries the sample
 (netx's input layer is driven through its bias), S + T steps (S = readout_start: the D delay steps plus any warm-up),
 the readout's v read after S and after S + T steps,
-every spiking layer's spikes recorded bit-packed (31 steps per int32 word: Lava's Var.get costs ~20 us per value, so
-per-step ring buffers would dominate the run). Between samples all biases go to zero for D + 1 steps so the
+every spiking layer's spikes kept by one Recorder process that saves them itself at the last step (Lava's Var.get
+costs ~20 us per value, and each process more costs every step). Between samples all biases go to zero for D + 1 steps so the
 one-step synaptic buffers drain, then v is zeroed: each sample starts from the state a fresh network has (the
 comparison with the fixed-point model, which starts every sample fresh, checks this on every spike).
 """
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,44 +29,55 @@ from lava.magma.core.model.py.ports import PyInPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.process.ports.ports import InPort
 from lava.magma.core.process.process import AbstractProcess
-from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-BITS = 31
 PROGRESS = "edgekit-progress"  # stderr line after each sample: "edgekit-progress DONE TOTAL" (simulator.py reads it)
 
 
-class SpikeBits(AbstractProcess):
-    """Records the first `record` steps of every `block` steps, bit-packed per neuron."""
+class Recorder(AbstractProcess):
+    """Every layer's output in one process, kept in memory and saved by the process itself to `path` at step `steps`
+    (an .npz of layer_K: (kept steps, *shape)). One process for all layers: each Lava process is an OS process that
+    the runtime synchronises every step. Saved from inside: Lava's Var.get sends one value at a time (~20 us each).
+    Of every `block` steps the first `record` are kept."""
 
-    def __init__(self, *, shape: tuple, record: int, block: int) -> None:
-        super().__init__(shape=shape, record=record, block=block)
-        words = -(-record // BITS)
-        self.a_in = InPort(shape=shape)
-        self.bits = Var(shape=shape + (words,), init=np.zeros(shape + (words,), np.int32))
+    def __init__(self, *, shapes: list, record: int, block: int, steps: int, path: str, dtype: str) -> None:
+        super().__init__(shapes=shapes, record=record, block=block, steps=steps, path=path, dtype=dtype)
+        for k, shape in enumerate(shapes):
+            setattr(self, f"a_in{k}", InPort(shape=shape))
 
 
-@implements(proc=SpikeBits, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PySpikeBitsModel(PyLoihiProcessModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
-    bits: np.ndarray = LavaPyType(np.ndarray, np.int32)
+class _RecorderModel(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.kept = [[] for _ in proc_params["shapes"]]
 
     def run_spk(self) -> None:
-        spikes = self.a_in.recv() != 0
-        step = (self.time_step - 1) % self.proc_params["block"]
-        if step == 0:
-            self.bits[:] = 0
-        if step < self.proc_params["record"]:
-            word, bit = divmod(step, BITS)
-            self.bits[..., word] |= spikes.astype(np.int32) << bit
+        p = self.proc_params
+        keep = (self.time_step - 1) % p["block"] < p["record"]
+        for k, kept in enumerate(self.kept):
+            data = getattr(self, f"a_in{k}").recv()  # every port every step: its sender waits for the read
+            if keep:
+                kept.append(data.astype(p["dtype"]))
+        if self.time_step == p["steps"]:
+            np.savez(p["path"], **{f"layer_{k}": np.stack(kept) for k, kept in enumerate(self.kept)})
+
+
+def recorder(shapes: list, record: int, block: int, steps: int, path: str, dtype: str) -> Recorder:
+    """A Recorder and its process model, made for this many ports (Lava reads a model's ports from its class
+    attributes, and looks for models in the module that defines the process)."""
+    ports = {f"a_in{k}": LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24) for k in range(len(shapes))}
+    name = f"PyRecorder{len(shapes)}Model"
+    model = type(name, (_RecorderModel,), {**ports, "__module__": Recorder.__module__})
+    sys.modules[Recorder.__module__].__dict__[name] = tag("fixed_pt")(requires(CPU)(
+        implements(proc=Recorder, protocol=LoihiProtocol)(model)))
+    return Recorder(shapes=[tuple(s) for s in shapes], record=record, block=block, steps=steps, path=path, dtype=dtype)
 
 
 def stub_torch_only_modules() -> None:
     """netx imports two torch-only modules (and torch); stub them with real files (Lava's compiler reads __file__)."""
     folder = tempfile.mkdtemp(prefix="edgekit-lava-stubs-")
+    atexit.register(shutil.rmtree, folder, True)  # not left in the user's TMPDIR
     for name, attrs in (("torch", {}), ("lava.lib.dl.slayer.neuron.rf", {"neuron_params": lambda *a, **k: {}}),
                         ("lava.lib.dl.netx.sequential_modules", {})):
         path = os.path.join(folder, name.replace(".", "_") + ".py")
@@ -95,8 +108,49 @@ def load_network(network_cls, path: str, spec: dict):
         sys.exit(1)
 
 
+def use_sparse_conv() -> None:
+    """Lava's Conv process model convolves with scipy, one convolve2d per (output, input) channel pair per step: 4,000
+    to 8,000 calls a step for TinyGaze, most of the simulator's time. Lava's own conv_to_sparse (its kernel as a
+    connection matrix) computes the same sums as one sparse product. Each layer's matrix is checked against Lava's
+    scipy convolution on random inputs before its first use, and any difference stops the run. Called before the
+    first run: Lava forks its process models, which inherit this."""
+    from lava.proc.conv import utils
+
+    scipy_conv, built = utils.conv, {}
+
+    def conv(input_, weight, kernel_size, stride, padding, dilation, groups):
+        key = (id(weight), input_.shape)
+        entry = built.get(key)
+        if entry is None or entry[0] is not weight or not np.array_equal(entry[1], weight):
+            entry = built[key] = (weight, weight.copy(), *_sparse_conv(scipy_conv, input_.shape, weight, kernel_size,
+                                                                      stride, padding, dilation, groups))
+        matrix, shape = entry[2], entry[3]
+        return (matrix @ input_.reshape(-1).astype(np.float64)).reshape(shape).astype(weight.dtype)
+
+    utils.conv = conv
+
+
+def _sparse_conv(scipy_conv, in_shape, weight, kernel_size, stride, padding, dilation, groups):
+    """(the connection matrix, the output shape), after checking it against Lava's scipy convolution."""
+    from lava.proc.conv import utils
+    from scipy.sparse import csr_matrix
+
+    args = (kernel_size, stride, padding, dilation, groups)
+    out_shape = tuple(int(v) for v in utils.output_shape(in_shape, weight.shape[0], *args[:4]))
+    dst, src, values = utils.conv_to_sparse(in_shape, out_shape, weight, stride, padding, dilation, groups)
+    matrix = csr_matrix((values.astype(np.float64), (dst, src)), shape=(int(np.prod(out_shape)), int(np.prod(in_shape))))
+    rng = np.random.default_rng(0)
+    for probe in (rng.random(in_shape) < 0.3, rng.integers(-(1 << 15), 1 << 15, in_shape)):  # spikes, graded messages
+        want = scipy_conv(probe, weight, *args)
+        got = (matrix @ probe.reshape(-1).astype(np.float64)).reshape(out_shape).astype(weight.dtype)
+        if not np.array_equal(got, want):
+            raise RuntimeError(f"Lava's sparse convolution differs from its scipy convolution on a {weight.shape} kernel")
+    return matrix, out_shape
+
+
 def main(folder: str, inputs: str, out: str) -> None:
     stub_torch_only_modules()
+    use_sparse_conv()
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -109,14 +163,13 @@ def main(folder: str, inputs: str, out: str) -> None:
     bias_in = np.load(inputs)["input_bias"]  # (N, C, H, W) int
     net = load_network(Network, os.path.join(folder, "network.net"), spec)
     layers = list(net.layers)
-    sinks = []
-    for layer in layers[:-1]:
-        sink = SpikeBits(shape=layer.out.shape, record=S + T, block=block)
-        layer.out.connect(sink.a_in)
-        sinks.append(sink)
+    spikes = os.path.join(os.path.dirname(os.path.abspath(out)), "spikes.npz")
+    sink = recorder([layer.out.shape for layer in layers[:-1]], S + T, block, block * len(bias_in), spikes, "bool")
+    for k, layer in enumerate(layers[:-1]):
+        layer.out.connect(getattr(sink, f"a_in{k}"))
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
     neurons = [layer.neuron for layer in layers]
-    v_start, v_end, trains = [], [], [[] for _ in sinks]
+    v_start, v_end = [], []
     compiled, saved_bias, seconds = False, None, 0.0
     for i, sample in enumerate(bias_in):
         whc = np.transpose(sample, (2, 1, 0)).astype(np.int32)  # netx shapes are (x, y, channel)
@@ -133,15 +186,6 @@ def main(folder: str, inputs: str, out: str) -> None:
         net.run(condition=RunSteps(num_steps=T), run_cfg=cfg)
         seconds += time.perf_counter() - start
         v_end.append(neurons[-1].v.get().copy())
-        for k, sink in enumerate(sinks):
-            packed = sink.bits.get().astype(np.int64)  # (x, y, c, words) or (n, words)
-            steps = np.arange(S + T)
-            data = (packed[..., steps // BITS] >> (steps % BITS)) & 1  # (..., steps)
-            if data.ndim == 4:
-                data = np.transpose(data, (3, 2, 1, 0))  # -> (steps, c, y, x): edgekit's C, H, W order
-            else:
-                data = data.T
-            trains[k].append(data.reshape(S + T, -1).astype(bool))
         # drain: no bias anywhere for D + 1 steps (without bias or input the input layer cannot fire, so layer k fires
         # at drain step k at the latest and every synaptic buffer is empty after D + 1 steps), then v back to zero.
         # u needs no reset: iDecay 4096 clears it every step. Var.set costs ~20 us per value, so nothing else is set.
@@ -155,8 +199,14 @@ def main(folder: str, inputs: str, out: str) -> None:
         print(f"{PROGRESS} {i + 1} {len(bias_in)}", file=sys.stderr, flush=True)  # the parent's progress bar
     net.stop()
     print(f"timing: total {time.perf_counter() - t_start:.1f} s, samples' S+T steps {seconds:.1f} s", file=sys.stderr)
-    np.savez(out, v_start=np.array(v_start, np.int64), v_end=np.array(v_end, np.int64), seconds=seconds,
-             **{f"train_{k}": np.stack(t) for k, t in enumerate(trains)})
+    trains = {}
+    with np.load(spikes) as recorded:
+        for k in range(len(layers) - 1):
+            data = recorded[f"layer_{k}"]  # (N * (S + T), x, y, c) or (N * (S + T), n)
+            if data.ndim == 4:
+                data = np.transpose(data, (0, 3, 2, 1))  # -> (steps, c, y, x): edgekit's C, H, W order
+            trains[f"train_{k}"] = data.reshape(len(bias_in), S + T, -1)
+    np.savez(out, v_start=np.array(v_start, np.int64), v_end=np.array(v_end, np.int64), seconds=seconds, **trains)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 Loads ARTIFACT_FOLDER/network.net with lava.lib.dl.netx (sigma-delta layers), drives the input Delta's a_in with the
 frames in INPUTS.npz (`frames`: F x C x H x W integers, each held `steps_per_frame` steps, back to back from rest:
 netx's Input block never connects its own port), runs Lava's CPU simulator (Loihi2SimCfg, fixed_pt: bit-accurate
-Delta / SigmaDelta / Sigma models) and records every layer's output message at every step. The recording sinks write
-their own .npy files at the last step: Lava's Var.get costs ~25 us per value, which would dominate the run.
+Delta / SigmaDelta / Sigma models) and records every layer's output message at every step, in OUT_FOLDER/messages.npz
+(layer_K: steps x netx shape), saved by the recording process itself (lava_script.Recorder).
 Lava's compiler imports every .py in this folder when it looks for process models: nothing here runs on import.
 """
 
@@ -18,9 +18,9 @@ import time
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.ports import PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
-from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.ports.ports import OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
@@ -53,34 +53,10 @@ class PyFramesModel(PyLoihiProcessModel):
             print(f"{PROGRESS} {frame + 1} {total}", file=sys.stderr, flush=True)
 
 
-class FileRecord(AbstractProcess):
-    """Keeps every step's message and saves them (..., steps) to `path` at the last step."""
-
-    def __init__(self, *, shape: tuple, steps: int, path: str) -> None:
-        super().__init__(shape=shape, steps=steps, path=path)
-        self.a_in = InPort(shape=shape)
-
-
-@implements(proc=FileRecord, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyFileRecordModel(PyLoihiProcessModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        self.kept = []
-
-    def run_spk(self) -> None:
-        self.kept.append(self.a_in.recv().copy())
-        if self.time_step == self.proc_params["steps"]:
-            np.save(self.proc_params["path"], np.stack(self.kept, -1))
-
-
 def main(folder: str, inputs: str, out: str) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.join(os.path.dirname(here), "lava"))
-    from lava_script import load_network, stub_torch_only_modules  # the CUBA script's netx loader (same folder tree)
+    from lava_script import load_network, recorder, stub_torch_only_modules  # the CUBA script's (same folder tree)
 
     stub_torch_only_modules()
     from lava.lib.dl.netx.hdf5 import Network
@@ -96,8 +72,9 @@ def main(folder: str, inputs: str, out: str) -> None:
     layers = list(net.layers)
     source = Frames(frames=np.transpose(frames, (3, 2, 1, 0)).astype(np.int32), hold=hold)  # netx shapes: (x, y, c)
     source.s_out.connect(layers[0].neuron.a_in)
+    sink = recorder([layer.out.shape for layer in layers], steps, steps, steps, os.path.join(out, "messages.npz"), "int32")
     for k, layer in enumerate(layers):
-        layer.out.connect(FileRecord(shape=layer.out.shape, steps=steps, path=os.path.join(out, f"msg_{k}.npy")).a_in)
+        layer.out.connect(getattr(sink, f"a_in{k}"))
     run_start = time.perf_counter()
     net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
     seconds = time.perf_counter() - run_start

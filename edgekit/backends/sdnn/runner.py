@@ -85,10 +85,10 @@ def lava_check(runner: SdnnRunner, x: np.ndarray, truth: np.ndarray, timeout: fl
         if not finished:
             raise EdgekitError(f"Lava's simulator on {runner.path.name} did not finish in {timeout:.0f} s; fix: lower the "
                                "recipe's lava_samples (to_sdnn) or check `edgekit doctor`")
-        files = [tmp / f"msg_{k}.npy" for k in range(len(net.layers))]
-        if code != 0 or not all(f.exists() for f in files):
+        if code != 0 or not (tmp / "messages.npz").exists():
             raise lava_failure(runner.path, stderr, "to_sdnn")
-        theirs = [_steps_first(np.load(f)) for f in files]
+        with np.load(tmp / "messages.npz") as recorded:
+            theirs = [_steps_first(recorded[f"layer_{k}"]) for k in range(len(net.layers))]
         timing = json.loads((tmp / "timing.json").read_text())
     ours = [r[0] for r in mine.recorded]
     differ = [int((a != b).sum()) if a.shape == b.shape else int(max(a.size, b.size)) for a, b in zip(theirs, ours)]
@@ -111,9 +111,7 @@ def lava_check(runner: SdnnRunner, x: np.ndarray, truth: np.ndarray, timeout: fl
 
 
 def _steps_first(messages: np.ndarray) -> np.ndarray:
-    """A sink's (x, y, c, steps) or (n, steps) record -> (steps, neurons) in edgekit's C, H, W order."""
+    """A recorded layer's (steps, x, y, c) or (steps, n) -> (steps, neurons) in edgekit's C, H, W order."""
     if messages.ndim == 4:
-        messages = np.transpose(messages, (3, 2, 1, 0))
-    else:
-        messages = messages.T
+        messages = np.transpose(messages, (0, 3, 2, 1))
     return messages.reshape(messages.shape[0], -1).astype(np.int64)
