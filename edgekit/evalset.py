@@ -153,8 +153,10 @@ def run_all(run: Runner, inputs: ModelInputs, batch: int = 64) -> np.ndarray:
     return np.concatenate([run(inputs.sample(i)) for i in range(n)])
 
 
-def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
-    """Synthetic images (or sequences for temporal models) of the model's input size, with the role's own seed."""
+def default_eval_set(card: ModelCard, n: int, role: str = "eval", seed: int | None = None) -> GazeSet:
+    """Synthetic images (or sequences for temporal models) of the model's input size, with the role's own seed
+    (`seed`: another one, for a set no role ever draws, e.g. a benchmark's unseen images)."""
+    seed = synthetic.SEEDS[role] if seed is None else seed
     if is_temporal(card):
         window = card.image_input.shape[1]
         if temporal_frame(card) == "future":
@@ -162,6 +164,6 @@ def default_eval_set(card: ModelCard, n: int, role: str = "eval") -> GazeSet:
             per_seq = (EVAL_SEQUENCE_LENGTH - window - horizons) // horizons + 1
         else:
             per_seq = (EVAL_SEQUENCE_LENGTH - window) // FRAME_STRIDE + 1
-        return synthetic.synthetic_sequences(-(-n // per_seq), EVAL_SEQUENCE_LENGTH, synthetic.SEEDS[role], card.image_size,
+        return synthetic.synthetic_sequences(-(-n // per_seq), EVAL_SEQUENCE_LENGTH, seed, card.image_size,
                                              head_pose=render_options(card)["head_pose"], role=role)
-    return synthetic.standard_set(role, n, card.image_size, **render_options(card))
+    return synthetic.synthetic_set(n, seed, card.image_size, role=role, **render_options(card))

@@ -7,13 +7,20 @@ from typing import Literal
 from pydantic import Field
 
 from edgekit.passes.base import Pass
+from edgekit.quant.plan import SEARCHED_OBSERVERS
 
 
 class Int8Options(Pass):
     """Not a pass itself (no name): ptq and to_tflite inherit these fields."""
 
     observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
-    percentile: float = Field(99.99, gt=50, le=100, description="for observer=percentile")
+    percentile: float = Field(99.999, gt=50, le=100, description="for observer=percentile (99.999: on 2,000 unseen "
+                              "images 99.99 clipped the rare large activations of a few, the largest differences; "
+                              "benchmarks/int8_peers.md)")
+    observer_search: bool = Field(True, description="judge every observer's all-INT8 plan "
+                                  f"({', '.join(SEARCHED_OBSERVERS)}) on the calibration samples and keep the closest to "
+                                  "FP32 among those that hold every target (the closest to the targets when none does), "
+                                  "before mixed precision")
     keep_float: list[str] = Field(default_factory=list, description="module-name patterns (fnmatch) kept in float")
     mixed_precision: bool = Field(True, description="return the most sensitive layers to float until the target holds")
     target_error_increase_deg: float = Field(0.3, gt=0, description="mixed precision aims at this mean increase")

@@ -39,9 +39,17 @@ def batched(tensors: list[torch.Tensor], size: int = 64) -> list[tuple[torch.Ten
 
 def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str, percentile: float,
               types: tuple, side: str, outputs: list | None = None) -> dict[str, tuple[float, float]]:
-    """Observer ranges of the input (side "input") or output of every module of `types`: a range sweep, then a
-    histogram sweep over the calibration batches (as for ONNX). `outputs`: receives the model's output on each batch
-    of the range sweep (its float outputs on the calibration set, which a judge of the plan needs too)."""
+    """Observer ranges of the input (side "input") or output of every module of `types` (see observed_stats)."""
+    stats = observed_stats(model, batches, types, side, outputs, what=f"{side} ranges ({observer})")
+    return {name: observe(s, observer, percentile) for name, s in stats.items()}
+
+
+def observed_stats(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], types: tuple = QUANTIZABLE,
+                   side: str = "input", outputs: list | None = None, what: str = "input ranges") -> dict[str, TensorStats]:
+    """Range and histograms of the input (side "input") or output of every module of `types`: a range sweep, then a
+    histogram sweep over the calibration batches (as for ONNX), so every observer's range comes from one collection.
+    `outputs`: receives the model's output on each batch of the range sweep (its float outputs on the calibration set,
+    which a judge of the plan needs too)."""
     stats = {name: TensorStats() for name, m in model.named_modules() if isinstance(m, types)}
 
     def hook(name: str, sweep: str):
@@ -53,7 +61,7 @@ def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observe
 
     n = sum(len(batch[0]) for batch in batches)
     sweeps = track([(sweep, batch) for sweep in ("range", "hist") for batch in batches],
-                   description=f"calibrating {side} ranges ({observer}) on {n} samples")
+                   description=f"calibrating {what} on {n} samples")
     hooks: list = []
     try:
         for sweep, batch in sweeps:
@@ -69,7 +77,7 @@ def _observed(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observe
     finally:
         for _, h in hooks:
             h.remove()
-    return {name: observe(s, observer, percentile) for name, s in stats.items()}
+    return stats
 
 
 def input_ranges(model: nn.Module, batches: list[tuple[torch.Tensor, ...]], observer: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -97,6 +98,49 @@ def keep_float(plan: QuantPlan, patterns: list[str]) -> QuantPlan:
     """Layers whose module name matches a pattern (fnmatch) stay float."""
     names = {lp.name for lp in plan.layers if any(fnmatch.fnmatch(lp.name, p) for p in patterns)}
     return plan.with_float(names, f"kept float by keep_float {patterns}") if names else plan
+
+
+SEARCHED_OBSERVERS = ("percentile", "mse", "minmax")  # entropy: slow (a KL sweep per tensor), never the closest here
+
+
+@dataclass
+class ObserverTrial:
+    """One observer's all-INT8 plan judged on the calibration samples (degrees; `distance` below 1: every target holds)."""
+
+    observer: str
+    plan: QuantPlan
+    increase: float  # mean error increase over FP32
+    mean_diff: float  # mean angular difference from FP32
+    largest: float  # largest difference from FP32
+    distance: float  # the largest ratio of a measured value to its target
+
+
+def choose_observer(trials: list[ObserverTrial]) -> tuple[ObserverTrial, str]:
+    """The observer to keep, and why: among the trials that hold every target, the one closest to FP32, by the sum of
+    its mean and its largest difference each relative to the best trial's (a percentile clip that rounds finer for
+    most samples clips the few whose activations reach past it, min-max the reverse: both numbers count); when none
+    holds, the one closest to its targets. Ties keep the first trial (the configured observer)."""
+    holding = [t for t in trials if t.distance <= 1]
+    if not holding:
+        best = min(trials, key=lambda t: t.distance)
+        return best, "the closest to the targets, none of which every observer's all-INT8 plan holds"
+    best_mean = max(min(t.mean_diff for t in holding), 1e-9)
+    best_max = max(min(t.largest for t in holding), 1e-9)
+    best = min(holding, key=lambda t: t.mean_diff / best_mean + t.largest / best_max)
+    return best, "the closest to FP32 (mean and largest difference) among the plans that hold every target"
+
+
+def observer_decision(chosen: ObserverTrial, why: str, configured: str, trials: list[ObserverTrial], where: str) -> str:
+    tried = "; ".join(f"{t.observer}: error increase {t.increase:+.3f} deg, mean difference {t.mean_diff:.3f} deg, "
+                      f"largest {t.largest:.3f} deg" for t in trials)
+    return (f"observer {chosen.observer}" + (f" instead of {configured}" if chosen.observer != configured else "")
+            + f": {why}, all layers in INT8 {where} ({tried})")
+
+
+def with_observer(plan: QuantPlan, observer: str, ranges: dict[str, list[float]], percentile: float) -> QuantPlan:
+    activations = {k: v for k, v in plan.activations.items() if k != "percentile"}
+    activations.update(observer=observer, **({"percentile": percentile} if observer == "percentile" else {}))
+    return plan.model_copy(update={"ranges": ranges, "activations": activations})
 
 
 def missed_targets(p95: float, largest: float, target_p95: float | None, target_max: float | None) -> list[str]:

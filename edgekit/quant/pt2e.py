@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import BadInputError, first_line
-from edgekit.progress import step
-from edgekit.quant.fake_quant import batched, input_ranges
-from edgekit.quant.plan import QuantPlan, keep_float
+from edgekit.progress import step, track
+from edgekit.quant.fake_quant import batched, observed_stats
+from edgekit.quant.observers import observe
+from edgekit.quant.plan import (SEARCHED_OBSERVERS, ObserverTrial, QuantPlan, choose_observer, keep_float, observer_decision,
+                                with_observer)
 from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_table, mixed_precision, range_observer_class
 from edgekit.quiet import quiet
 
@@ -61,19 +63,49 @@ def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_b
     result = keep_float(result, options.keep_float)
     outputs: list = []  # the float outputs on the calibration set, from the range sweep: the judge's reference
     with quiet():
-        ranges = input_ranges(module, batched(tensors), options.observer, options.percentile, outputs=outputs)
+        stats = observed_stats(module, batched(tensors), outputs=outputs)
     n = min(options.sensitivity_samples, len(inputs))
-    judge = FakeQuantJudge(module, inputs.take(n), ctx.card, ranges, weight_bits,
-                           float_outputs=np.concatenate(outputs)[:n])
+    float_outputs = np.concatenate(outputs)[:n]
+
+    def judge_with(observer: str) -> tuple[dict, FakeQuantJudge]:
+        ranges = {name: observe(s, observer, options.percentile) for name, s in stats.items()}
+        return ranges, FakeQuantJudge(module, inputs.take(n), ctx.card, ranges, weight_bits, float_outputs=float_outputs)
+
+    ranges, judge = judge_with(options.observer)
+    decision = []
+    if options.observer_search:
+        observer, ranges, judge, decision = _choose_observer(result, options, judge_with, (ranges, judge))
+        result = with_observer(result, observer, result.ranges, options.percentile)
     result = mixed_precision(result, judge, options.target_error_increase_deg, options.min_int8_mac_fraction,
                              options.mixed_precision, options.target_p95_diff_deg, options.target_max_diff_deg)
-    return result.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}})
+    return result.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()},
+                                     "decisions": decision + result.decisions})
 
 
-def with_edgekit_observers(config, options):
-    """A quantizer's QuantizationConfig whose activation ranges come from edgekit's observer (`options.observer`)."""
+def _choose_observer(plan: QuantPlan, options, judge_with, first) -> tuple[str, dict, FakeQuantJudge, list[str]]:
+    """Every observer's all-INT8 plan judged in torch fake quantization; quant.plan.choose_observer keeps one."""
+    int8 = {lp.name for lp in plan.layers if lp.int8}
+    targets = [(options.target_p95_diff_deg, 1), (options.target_max_diff_deg, 2)]
+    trials, judges = [], {}
+    others = [o for o in SEARCHED_OBSERVERS if o != options.observer]
+    for observer in track([options.observer, *others], description=f"observer choice: all-INT8 plans with "
+                                                                   f"{', '.join([options.observer, *others])} ranges"):
+        ranges, judge = first if observer == options.observer else judge_with(observer)
+        judges[observer] = (ranges, judge)
+        increase, diff = judge.differences(int8)
+        measured = (increase, float(np.percentile(diff, 95)), float(diff.max()))
+        distance = max([increase / options.target_error_increase_deg] + [measured[i] / t for t, i in targets if t])
+        trials.append(ObserverTrial(observer, plan, increase, float(diff.mean()), measured[2], distance))
+    chosen, why = choose_observer(trials)
+    where = f"on {len(judge.truth)} calibration samples (torch fake quantization)"
+    return (chosen.observer, *judges[chosen.observer], [observer_decision(chosen, why, options.observer, trials, where)])
+
+
+def with_edgekit_observers(config, plan: QuantPlan, options):
+    """A quantizer's QuantizationConfig whose activation ranges come from edgekit's observer: the plan's (chosen by
+    the output when observer_search is on), else the pass's."""
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=range_observer_class().with_args(
-        method=options.observer, percentile=options.percentile, eps=2**-12))
+        method=plan.activations.get("observer", options.observer), percentile=options.percentile, eps=2**-12))
     return dataclasses.replace(config, input_activation=act, output_activation=act)
 
 

@@ -62,11 +62,15 @@ class FakeQuantJudge:
         with torch.no_grad(), fake_quantized(self.module, {k: v for k, v in self.ranges.items() if k in int8}, self.bits):
             return self.module(*self.batch).numpy()
 
+    def differences(self, int8: set[str]) -> tuple[float, np.ndarray]:
+        """(mean error increase over float, every sample's angular difference from float), degrees."""
+        out = self._vec(self._run(int8))
+        return float(self._angle(out, self.truth).mean()) - self.ref_error, self._angle(out, self.ref)
+
     def score(self, int8: set[str]) -> tuple[float, float, float]:
         """(mean error increase over float, p95 and largest difference from float), degrees."""
-        out = self._vec(self._run(int8))
-        diff = self._angle(out, self.ref)
-        return float(self._angle(out, self.truth).mean()) - self.ref_error, float(np.percentile(diff, 95)), float(diff.max())
+        increase, diff = self.differences(int8)
+        return increase, float(np.percentile(diff, 95)), float(diff.max())
 
     def increase(self, int8: set[str]) -> float:
         return self.score(int8)[0]

@@ -10,8 +10,9 @@
    target: the mean error increase, and the p95 and largest difference from FP32 aimed at `difference_margin` of
    their targets (the evaluation set is another sample: its largest difference is larger about half the time).
    Whole plans are judged on every calibration sample.
-4. A model that misses a target with all layers INT8 first tries the other observers (`observer_search`) and keeps
-   the closest. Then, while it misses one, the most sensitive INT8 layer (its mean difference from FP32 alone in INT8
+4. The observer is chosen by the output (`observer_search`): every observer's all-INT8 plan is judged on the
+   calibration samples, and the closest to FP32 among those holding every target kept (quant.plan.choose_observer).
+   Then, while the model misses a target, the most sensitive INT8 layer (its mean difference from FP32 alone in INT8
    on `sensitivity_samples` samples) goes back to float, skipping layers whose MACs would take the INT8 share below
    `min_int8_mac_fraction`; the plan's decisions say which layer went, which target it missed, and why it stopped.
 """
@@ -35,10 +36,9 @@ from edgekit.passes.int8_options import Int8Options
 from edgekit.progress import track
 from edgekit.quant.calibration import calibration_run
 from edgekit.quant.observers import observe
-from edgekit.quant.plan import ISA_PROFILES, QuantPlan, keep_float, missed_targets, return_sensitive_to_float, tensor_key
+from edgekit.quant.plan import (ISA_PROFILES, SEARCHED_OBSERVERS, ObserverTrial, QuantPlan, choose_observer, keep_float,
+                                missed_targets, observer_decision, return_sensitive_to_float, tensor_key, with_observer)
 
-
-SEARCHED_OBSERVERS = ("percentile", "mse", "minmax")  # entropy: slow (a KL sweep per tensor), never the closest here
 
 
 class CalibEval:
@@ -77,9 +77,6 @@ class PTQ(Int8Options):
 
     isa_profile: Literal["portable", "x86-avx2", "x86-vnni", "arm64"] = Field(
         "portable", description="deployment ISA class; portable is safe on every x86 and ARM CPU")
-    observer_search: bool = Field(True, description="when all-INT8 misses a target, also try the other observers "
-                                  f"({', '.join(SEARCHED_OBSERVERS)}) and keep the closest on the calibration samples, "
-                                  "before returning layers to float")
     difference_margin: float = Field(0.8, gt=0, le=1, description="mixed precision aims at this fraction of the p95 "
                                      "and largest difference targets on the calibration samples: the evaluation set is "
                                      "another sample, whose largest difference exceeds the calibration one about half "
@@ -149,29 +146,25 @@ class PTQ(Int8Options):
             return measured[key]
 
         def _measure(model: Path):
-            increase, p95, largest = judge.score(model)
+            increase, diff = judge.differences(model)
+            p95, largest = float(np.percentile(diff, 95)), float(diff.max())
             missed = missed_targets(p95, largest, p95_aim, max_aim)
             ratios = [v / t for v, t in ((p95, p95_aim), (largest, max_aim)) if t]
             distance = max([increase / self.target_error_increase_deg, *ratios])  # below 1: every target holds
-            return (increase, f", p95 difference {p95:.3f} deg, largest {largest:.3f} deg", missed), distance
+            return (increase, f", p95 difference {p95:.3f} deg, largest {largest:.3f} deg", missed), distance, float(diff.mean()), largest
 
-        search = []
-        if self.mixed_precision and self.observer_search and ranges_for is not None:
-            # the observer is the first thing to change: a percentile clip that rounds finer for most samples clips the
-            # few whose activations reach past it (the largest differences), min-max the reverse; on a model that misses
-            # a target, every observer's all-INT8 plan is judged on the calibration samples and the closest one kept
-            (first, distance) = measure(plan)
-            if first[0] > self.target_error_increase_deg or first[2]:
-                search.append((distance, 0, self.observer, plan, first))
-                others = [o for o in SEARCHED_OBSERVERS if o != self.observer]
-                for k, observer in enumerate(track(others, description=f"observer search: all-INT8 plans with "
-                                                                       f"{', '.join(others)} ranges")):
-                    other = plan.model_copy(update={"ranges": ranges_for(observer), "activations": {
-                        **{k2: v for k2, v in plan.activations.items() if k2 != "percentile"}, "observer": observer}})
-                    result, d = measure(other)
-                    search.append((d, k + 1, observer, other, result))
-                best = min(search, key=lambda r: (r[0], r[1]))
-                plan = best[3]
+        trials = []
+        if self.observer_search and ranges_for is not None:
+            # the observer is chosen first, by the output: every observer's all-INT8 plan judged on the calibration
+            # samples (quant.plan.choose_observer says which wins)
+            others = [o for o in SEARCHED_OBSERVERS if o != self.observer]
+            for observer in track([self.observer, *others], description=f"observer choice: all-INT8 plans with "
+                                                                         f"{', '.join([self.observer, *others])} ranges"):
+                candidate = plan if observer == self.observer else with_observer(plan, observer, ranges_for(observer), self.percentile)
+                (increase, _, _), distance, mean_diff, largest = measure(candidate)
+                trials.append(ObserverTrial(observer, candidate, increase, mean_diff, largest, distance))
+            chosen, why = choose_observer(trials)
+            plan = chosen.plan
         names = [lp.name for lp in plan.layers]
 
         def sensitivity() -> dict[str, float]:
@@ -195,13 +188,9 @@ class PTQ(Int8Options):
                                          where=f"on {len(judge.inputs)} calibration samples"
                                                + (f" (aims: {', '.join(aims)}; sensitivity: mean difference from FP32 "
                                                   f"with the layer alone in INT8, {len(probe.inputs)} samples)" if aims else ""))
-        if search:
-            tried = "; ".join(f"{obs}: error increase {r[0]:+.3f} deg{r[1]}" for _, _, obs, _, r in search)
-            chosen = plan.activations["observer"]
-            plan = plan.model_copy(update={"decisions": [
-                f"observer {chosen}" + (f" instead of {self.observer}" if chosen != self.observer else "")
-                + f": the closest to the targets with all layers in INT8 on {len(judge.inputs)} calibration samples ({tried})",
-                *plan.decisions]})
+        if trials:
+            plan = plan.model_copy(update={"decisions": [observer_decision(
+                chosen, why, self.observer, trials, f"on {len(judge.inputs)} calibration samples"), *plan.decisions]})
         judged = models.get(plan_key(plan))
         if judged is not None:
             judged = judged.replace(out_dir / "model.onnx")

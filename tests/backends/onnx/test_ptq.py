@@ -120,12 +120,31 @@ def test_mixed_precision_returns_layers_to_float_until_the_target_holds(tiny_onn
     assert "error increase" in reason  # and the target it missed when it went
 
 
-def test_mixed_precision_keeps_the_configured_observer_when_the_targets_hold(tiny_onnx, sets, tmp_path):
+def test_the_observer_is_chosen_by_the_output_and_the_plan_says_why(tiny_onnx, sets, tmp_path):
     _, doc = compile_ptq(tiny_onnx, sets, tmp_path / "holds", mixed_precision=True, observer="percentile",
                          target_error_increase_deg=50.0, min_int8_mac_fraction=0.0)
     q = doc["quantization"]
-    assert q["plan"]["activations"]["observer"] == "percentile" and q["float_layers"] == []
-    assert len(q["plan"]["decisions"]) == 1 and q["plan"]["decisions"][0].startswith("all quantizable layers in INT8")
+    first, second = q["plan"]["decisions"]
+    assert first.startswith(f"observer {q['plan']['activations']['observer']}") and "among the plans that hold" in first
+    assert all(f"{o}: error increase" in first for o in ("percentile", "mse", "minmax"))
+    assert second.startswith("all quantizable layers in INT8") and q["float_layers"] == []
+
+
+def test_choose_observer_weighs_the_mean_and_the_largest_difference():
+    from edgekit.quant.plan import ObserverTrial, QuantPlan, choose_observer
+
+    def trial(observer, mean, largest, distance=0.5):
+        return ObserverTrial(observer, QuantPlan(), 0.0, mean, largest, distance)
+
+    # a finer mean that clips a few samples hard loses to a slightly coarser one without the clipping
+    chosen, why = choose_observer([trial("percentile", 0.20, 2.0), trial("mse", 0.21, 0.9), trial("minmax", 0.25, 0.8)])
+    assert chosen.observer == "mse" and "closest to FP32" in why
+    # ties keep the first (the configured observer)
+    assert choose_observer([trial("percentile", 0.2, 1.0), trial("mse", 0.2, 1.0)])[0].observer == "percentile"
+    # only a plan holding every target can win on closeness; with none holding, the closest to the targets
+    assert choose_observer([trial("percentile", 0.1, 0.5, 1.2), trial("minmax", 0.3, 1.0, 0.9)])[0].observer == "minmax"
+    chosen, why = choose_observer([trial("percentile", 0.1, 0.5, 1.5), trial("minmax", 0.3, 1.0, 1.3)])
+    assert chosen.observer == "minmax" and "closest to the targets" in why
 
 
 def test_observer_search_can_be_turned_off(tiny_onnx, sets, tmp_path):

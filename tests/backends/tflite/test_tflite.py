@@ -14,6 +14,7 @@ from edgekit.backends.tflite.runner import LiteRTRunner
 from edgekit.cli import run
 from edgekit.models.io import save_weights
 from edgekit.quiet import quiet
+from edgekit.recipe import TARGETS_DIR
 from tests.fixtures.gaze_models import UnsupportedOpGaze
 
 litert_torch = require("litert_torch", "TFLite tests")
@@ -164,3 +165,16 @@ def test_inputs_follow_the_signatures_argument_order_not_the_interpreters():
     assert [d["index"] for d in _inputs_in_argument_order(Reordered())] == [3, 7]
     Reordered.get_signature_runner = lambda self: (_ for _ in ()).throw(ValueError("no signature"))
     assert [d["index"] for d in _inputs_in_argument_order(Reordered())] == [7, 3]  # no signature: interpreter order
+
+
+@pytest.mark.slow
+def test_observer_search_judges_every_observer_and_converts_with_the_chosen_one(tmp_path):
+    recipe = tmp_path / "search.yaml"
+    recipe.write_text((TARGETS_DIR / "tflite-int8.yaml").read_text().replace("name: tflite-int8", "name: search")
+                      .replace("      observer: percentile\n", "      observer: minmax\n      observer_search: true\n"))
+    res = ek.compile(None, str(recipe), out=tmp_path / "o")
+    plan = res.report.quantization.plan
+    chosen = plan.activations["observer"]
+    assert plan.decisions[0].startswith(f"observer {chosen}") and "torch fake quantization" in plan.decisions[0]
+    assert all(f"{o}: error increase" in plan.decisions[0] for o in ("minmax", "mse", "percentile"))
+    assert res.report.passed and f"observer {chosen})" in " ".join(n for s in res.report.steps for n in s.notes)
