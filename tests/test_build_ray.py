@@ -1,0 +1,152 @@
+"""edgekit build --executor ray: a real local Ray (no mocks); the same outputs as a local build, a worker killed
+mid-build retried then recorded as failed, Ctrl-C leaving nothing half-written, and the usage errors."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from edgekit.build import build
+from edgekit.cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ("onnx", "onnx-fp16", "onnx-int8")  # three cheap targets sharing fold_bn and export
+MEASURED = {"seconds", "cached", "latency_p50_ms"}  # differ between any two builds, local ones too
+
+
+def _project(tmp_path, targets=TARGETS) -> Path:
+    path = tmp_path / "edgekit.yaml"
+    path.write_text("models:\n  - name: tinygaze\ntargets:\n" + "".join(f"  - {t}\n" for t in targets))
+    return path
+
+
+def _manifest(dist: Path) -> dict:
+    m = json.loads((dist / "manifest.json").read_text())
+    return {**{k: v for k, v in m.items() if k != "seconds"},
+            "artifacts": [{k: v for k, v in e.items() if k not in MEASURED} for e in m["artifacts"]]}
+
+
+def _summary(dist: Path) -> list[list[str]]:
+    """summary.md with the measured columns (latency, build time) blanked."""
+    rows = []
+    for line in (dist / "summary.md").read_text().splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| tinygaze |"):
+            cells[4] = cells[7] = "-"
+        rows.append(cells)
+    return rows
+
+
+def _junit(dist: Path) -> list:
+    """junit.xml without times and latencies."""
+    suite = ET.parse(dist / "junit.xml").getroot()
+    cases = []
+    for case in suite.iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property") if "latency" not in p.get("name")}
+        out = [line for line in (case.findtext("system-out") or "").splitlines() if not line.startswith("latency")]
+        cases.append((case.get("name"), props, out, [(c.tag, c.get("message")) for c in case if c.tag != "properties"
+                                                     and c.tag != "system-out"]))
+    return [{k: v for k, v in suite.attrib.items() if k != "time"}, cases]
+
+
+def _compare(dist: Path) -> str:
+    """compare.html without its latency plot and latency cells (measured, so different in any two builds)."""
+    html = re.sub(r'<svg class="plot"[^>]*aria-label="Error against latency[^"]*".*?</svg>', "",
+                  (dist / "compare.html").read_text(), flags=re.S)
+    return re.sub(r"(<tr><td><span class=\"swatch\".*?</td>(?:<td>.*?</td>){3})<td>[^<]*</td>", r"\1<td>-</td>", html)
+
+
+@pytest.mark.slow
+def test_a_ray_build_gives_the_same_outputs_as_a_local_build(tmp_path, monkeypatch, capsys):
+    project = _project(tmp_path)
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache-local"))  # each its own empty cache: built twice
+    build(project, tmp_path / "local")
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache-ray"))
+    assert run(["build", str(project), "--dist", str(tmp_path / "ray"), "--executor", "ray", "--jobs", "2"]) == 0
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    for e in json.loads((local / "manifest.json").read_text())["artifacts"]:
+        assert (local / e["artifact"]).read_bytes() == (ray / e["artifact"]).read_bytes(), e["target"]
+    assert not any(e["cached"] for e in json.loads((ray / "manifest.json").read_text())["artifacts"])
+    assert any((tmp_path / "cache-ray").rglob("entry.json"))  # the workers used the driver's cache
+    assert _manifest(ray) == _manifest(local)
+    assert _summary(ray) == _summary(local)
+    assert _junit(ray) == _junit(local)
+    assert _compare(ray) == _compare(local) and "tinygaze / onnx-int8" in _compare(ray)
+    err = capsys.readouterr().err
+    assert re.search(r"\[1/3\] tinygaze -> \S+: ok; 0 queued, 2 running, ETA \d+s", err), err
+    assert re.search(r"\[3/3\] tinygaze -> \S+: ok\n", err), err
+    assert not list(ray.rglob(".*staging*"))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_build_is_retried_then_recorded_as_failed(tmp_path, monkeypatch, capsys):
+    attempts = tmp_path / "attempts.log"
+    monkeypatch.setenv("EDGEKIT_TEST_KILL_RAY_TASK", "tinygaze/onnx-fp16")  # dies as its output is about to move in
+    monkeypatch.setenv("EDGEKIT_TEST_KILL_RAY_LOG", str(attempts))
+    dist = tmp_path / "dist"
+    assert run(["build", str(_project(tmp_path, ("onnx", "onnx-fp16"))), "--dist", str(dist), "--executor", "ray",
+                "--jobs", "2", "--max-retries", "1"]) == 1
+    assert len(attempts.read_text().split()) == 2  # the first run and one retry, each in a new worker
+    manifest = json.loads((dist / "manifest.json").read_text())
+    status = {e["target"]: e for e in manifest["artifacts"]}
+    assert status["onnx"]["status"] == "passed" and (dist / status["onnx"]["artifact"]).is_file()
+    assert status["onnx-fp16"]["status"] == "error" and "Ray worker building it died" in status["onnx-fp16"]["reason"]
+    assert "1 of 2 builds failed: tinygaze/onnx-fp16 (error)" in capsys.readouterr().err
+    assert ET.parse(dist / "junit.xml").getroot().get("errors") == "1"
+    assert sorted(p.name for p in (dist / "tinygaze").iterdir()) == ["onnx"]  # the killed one's staging removed
+
+
+def _ray_processes() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if proc.name.isdigit() and (b"raylet" in cmd or b"gcs_server" in cmd or b"default_worker.py" in cmd):
+            pids.add(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_output(tmp_path):
+    project = _project(tmp_path, ("onnx", "onnx-int8"))
+    dist = tmp_path / "dist"
+    before = _ray_processes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}  # cold: long enough
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "build", str(project), "--dist", str(dist),
+                             "--executor", "ray", "--jobs", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(dist.glob("tinygaze/.*.staging-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the tasks are compiling: their outputs are staging
+    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "interrupted by SIGINT; partial output removed" in err.decode()
+    left = sorted(str(p.relative_to(tmp_path)) for p in dist.rglob("*")) if dist.exists() else []
+    assert left == [], left  # no artifact, staging folder, manifest or empty model folder
+    time.sleep(1)
+    assert _ray_processes() <= before  # the local Ray went with the build
+
+
+def test_address_needs_the_ray_executor(tmp_path, capsys):
+    assert run(["build", str(_project(tmp_path)), "--dist", str(tmp_path / "d"), "--address", "10.0.0.1:6379"]) == 2
+    assert "--address needs --executor ray; fix: add --executor ray" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_without_ray_installed_the_error_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if absent: `import ray` raises ImportError
+    assert run(["build", str(_project(tmp_path, ("onnx",))), "--dist", str(tmp_path / "d"), "--executor", "ray"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: edgekit build --executor ray needs ray, which is not installed")
+    assert err[-1].endswith("fix: pip install 'edgekit[ray]'")
