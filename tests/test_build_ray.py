@@ -103,6 +103,15 @@ def test_a_worker_killed_mid_build_is_retried_then_recorded_as_failed(tmp_path, 
     assert sorted(p.name for p in (dist / "tinygaze").iterdir()) == ["onnx"]  # the killed one's staging removed
 
 
+@pytest.mark.slow
+def test_fail_fast_cancels_the_rest_on_ray(tmp_path):
+    project = tmp_path / "p.yaml"
+    project.write_text("models:\n  - name: broken\n    source: missing.onnx\n  - name: tinygaze\ntargets: [onnx]\n")
+    manifest = build(project, tmp_path / "dist", jobs=1, fail_fast=True, executor="ray")  # one task in flight at a time
+    assert [e["status"] for e in manifest["artifacts"]] == ["error", "skipped"] and not manifest["ok"]
+    assert "missing.onnx" in manifest["artifacts"][0]["reason"] and not (tmp_path / "dist" / "tinygaze").exists()
+
+
 def _ray_processes() -> set[int]:
     pids = set()
     for proc in Path("/proc").iterdir():
