@@ -42,7 +42,7 @@ def run_on_ray(todo: list, jobs: int | None, address: str | None, max_retries: i
     try:
         slots = _slots(ray)
         limit = min(jobs, slots) if jobs else slots  # on a cluster, --jobs caps the tasks in flight
-        task = ray.remote(_task).options(num_cpus=1, memory=TASK_MEMORY, max_retries=max_retries, retry_exceptions=False)
+        task = ray.remote(edgekit_task).options(num_cpus=1, memory=TASK_MEMORY, max_retries=max_retries, retry_exceptions=False)
         queue, running = list(todo), {}
         try:
             while queue or running:
@@ -95,8 +95,9 @@ def _slots(ray) -> int:
     return max(1, int(resources.get("CPU", 1)))
 
 
-def _task(job, slots: int) -> dict:
-    """In a Ray worker: quiet, signal-safe (as the local pool's workers), then one compile."""
+def edgekit_task(job, slots: int) -> dict:
+    """In a Ray worker (`ps` shows it as ray::edgekit_task): quiet, signal-safe (as the local pool's workers), then
+    one compile."""
     global _STARTED
     if not _STARTED:
         _build._worker_started(slots)
