@@ -38,8 +38,8 @@ def run_on_ray(todo: list, jobs: int | None, address: str | None, max_retries: i
     address = address or os.environ.get("RAY_ADDRESS") or None
     todo = [dataclasses.replace(j, out=j.out.absolute()) for j in todo]  # a worker's cwd need not be the driver's
     made = _missing_folders(todo)
-    _init(ray, address, jobs)
     try:
+        _init(ray, address, jobs)  # inside: Ctrl-C while Ray starts still shuts down what started
         slots = _slots(ray)
         limit = min(jobs, slots) if jobs else slots  # on a cluster, --jobs caps the tasks in flight
         task = ray.remote(edgekit_task).options(num_cpus=1, memory=TASK_MEMORY, max_retries=max_retries, retry_exceptions=False)
