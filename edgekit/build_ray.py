@@ -9,10 +9,13 @@ folders the killed tasks leave in dist/ are removed (only those: edgekit's, with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable
@@ -73,6 +76,8 @@ def _init(ray, address: str | None, jobs: int | None) -> None:
         options.update(address="local", num_cpus=jobs or os.cpu_count() or 1)
     else:
         options.update(address=address)
+    if address is not None:
+        _check_reachable(address)
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(**options)
@@ -85,8 +90,27 @@ def _init(ray, address: str | None, jobs: int | None) -> None:
             signal.signal(signal.SIGTERM, sigterm)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail at once on a host:port nothing listens on: ray.init retries an unreachable cluster for minutes (measured:
+    over 10 minutes for 127.0.0.1:1 with Ray 2.60.0). Addresses Ray resolves itself ("auto") are left to it."""
+    target = address.split("://", 1)[-1]
+    if "://" not in address:  # as ray.init reads it: localhost and 127.0.0.1 mean this node's own IP address
+        from ray._private.services import canonicalize_bootstrap_address  # pinned ray 2.60.0
+
+        with contextlib.suppress(Exception):
+            target = canonicalize_bootstrap_address(address) or target
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise BadInputError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); fix: check --address or "
+                            f"RAY_ADDRESS, or leave both unset for a local Ray") from None
+
+
 def _slots(ray) -> int:
-    """Tasks that fit at once; refuses a cluster where no node has the memory one task reserves (Ray would wait
+    """Tasks that fit at once; refuses a cluster with less memory in all than one task reserves (Ray would wait
     forever)."""
     resources = ray.cluster_resources()
     if resources.get("memory", 0) < TASK_MEMORY:
@@ -135,9 +159,13 @@ def _entry(ray, ref, job, max_retries: int) -> dict:
             return {**head, "reason": f"the Ray worker building it died (killed, or out of memory) in each of "
                                       f"{max_retries + 1} attempts; fix: run the build again, with more memory per "
                                       f"node or a higher --max-retries"}
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return {**head, "reason": f"Ray could not run it: {type(exc).__name__}: {first}; fix: see the Ray logs "
-                                  f"(/tmp/ray/session_latest/logs on the node)"}
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(getattr(exc, "cause", None) or exc))  # without the terminal colours
+        last = ([line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__])[-1]
+        if "failed to import on the worker" in text:  # a cluster whose nodes have another edgekit, or none
+            return {**head, "reason": f"the Ray workers cannot load edgekit's build code ({last}); fix: install this "
+                                      f"edgekit, with the same extras and constraints.txt, on every node"}
+        return {**head, "reason": f"Ray could not run it ({last}); fix: see the Ray logs on the node "
+                                  f"(/tmp/ray/session_latest/logs)"}
 
 
 def _wait_cancelled(ray, refs: list, timeout: float = 30.0) -> None:

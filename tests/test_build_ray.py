@@ -199,6 +199,17 @@ def test_address_needs_the_ray_executor(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
+def test_an_unreachable_cluster_is_a_one_line_error_at_once(tmp_path, capsys):
+    dist = tmp_path / "d"
+    started = time.monotonic()
+    code = run(["build", str(_project(tmp_path, ("onnx",))), "--dist", str(dist), "--executor", "ray",
+                "--address", "127.0.0.1:1"])  # nothing listens on port 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: cannot reach the Ray cluster at 127.0.0.1:1 ("), err
+    assert err[-1].endswith("fix: check --address or RAY_ADDRESS, or leave both unset for a local Ray")
+    assert time.monotonic() - started < 30 and not dist.exists()  # ray.init alone retries for minutes
+
+
 def test_without_ray_installed_the_error_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if absent: `import ray` raises ImportError
     assert run(["build", str(_project(tmp_path, ("onnx",))), "--dist", str(tmp_path / "d"), "--executor", "ray"]) == 3
