@@ -196,30 +196,49 @@ def _run_job(job: Job) -> dict:
             "cached": all(s.cached for s in r.steps)}
 
 
-def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fast: bool = False, progress=None,
-          cache: bool = True, remeasure: bool = False) -> dict:
+EXECUTORS = ("local", "ray")
+
+
+def build(project_path: Path, dist: Path = Path("dist"), jobs: int | None = 1, fail_fast: bool = False, progress=None,
+          cache: bool = True, remeasure: bool = False, executor: str = "local", address: str | None = None,
+          max_retries: int = 2) -> dict:
+    """`progress(entry, done, total, counts)` after each job; counts: jobs queued and running, eta_s. jobs: parallel compiles (local), or the CPUs of the local Ray (None: all of them; on a cluster, the
+    tasks in flight). executor "ray" runs each job as a Ray task (build_ray.py), retried max_retries times if its
+    worker dies."""
+    if executor not in EXECUTORS:
+        raise BadInputError(f"unknown executor {executor!r}; fix: use one of {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise BadInputError("--address needs --executor ray; fix: add --executor ray, or drop --address to build here")
+    if max_retries < 0:
+        raise BadInputError(f"--max-retries {max_retries} is negative; fix: give 0 or more")
     _refuse_foreign_dist(dist)
     project = load_project(project_path)
     started = time.perf_counter()
     root = project_path.resolve().parent
     todo = [Job(m, t, dist / m.name / Path(t).stem, root, cache, remeasure) for m in project.models for t in project.targets]
     results: list[dict] = []
-    if jobs <= 1:
+
+    def finished(entry: dict, parallel: int) -> bool:
+        """Record a job's entry and report progress; True when the build must stop (--fail-fast)."""
+        results.append(entry)
+        if progress:
+            progress(entry, len(results), len(todo), _counts(results, len(todo), parallel))
+        return fail_fast and entry["status"] != "passed"
+
+    if executor == "ray":
+        from edgekit.build_ray import run_on_ray  # why: lazy, ray is an extra
+
+        run_on_ray(todo, jobs, address, max_retries, finished)
+    elif (jobs or 1) <= 1:
         for job in todo:
-            results.append(run_job(job))
-            if progress:
-                progress(results[-1], len(results), len(todo))
-            if fail_fast and results[-1]["status"] != "passed":
+            if finished(run_job(job), 1):
                 break
     else:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_started, initargs=(jobs,)) as pool:
             try:
                 futures = {pool.submit(run_job, job): job for job in todo}
                 for fut in as_completed(futures):
-                    results.append(_result(fut, futures[fut]))
-                    if progress:
-                        progress(results[-1], len(results), len(todo))
-                    if fail_fast and results[-1]["status"] != "passed":
+                    if finished(_result(fut, futures[fut]), jobs):
                         for f in futures:
                             f.cancel()
                         break
@@ -238,6 +257,15 @@ def build(project_path: Path, dist: Path = Path("dist"), jobs: int = 1, fail_fas
                            + (["compare.html"] if any(e.get("report") for e in results) else [])}
     _write_outputs(manifest, dist)
     return manifest
+
+
+def _counts(results: list[dict], total: int, parallel: int) -> dict:
+    """Jobs queued and running after this one, and the time left: the finished jobs' mean build time per round of
+    `parallel` jobs."""
+    left = total - len(results)
+    running = min(left, max(1, parallel))
+    mean = sum(e.get("seconds", 0.0) for e in results) / len(results)
+    return {"queued": left - running, "running": running, "eta_s": mean * -(-left // max(1, parallel))}
 
 
 BUILD_FILES = ("manifest.json", "summary.md", "junit.xml", "compare.html")

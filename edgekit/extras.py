@@ -16,6 +16,7 @@ class Extra(NamedTuple):
     modules: tuple[str, ...]  # import names the extra provides (doctor checks them)
     distributions: tuple[str, ...]  # pip distributions the extra installs, as named in pyproject.toml
     also_versioned: tuple[str, ...] = ()  # distributions pulled in indirectly whose version changes artifacts
+    versioned: bool = True  # False: it runs builds but never shapes an artifact, so it stays out of cache keys and reports
 
 
 CORE = Extra("core (torch, renderer)", ("torch", "numpy", "cv2", "safetensors", "pydantic", "yaml"),
@@ -32,6 +33,7 @@ EXTRAS: dict[str, Extra] = {
     "snn": Extra("spiking export (netx HDF5, NIR) and fine-tuning (snntorch)", ("h5py", "nir", "snntorch"),
                  ("h5py", "nir", "snntorch")),
     "prune": Extra("structured pruning", ("torch_pruning",), ("torch-pruning",)),
+    "ray": Extra("distributed builds (edgekit build --executor ray)", ("ray",), ("ray",), versioned=False),
 }
 
 
@@ -49,5 +51,5 @@ def versioned_distributions() -> tuple[str, ...]:
     """Every distribution whose version is recorded with an artifact: edgekit, the core, then each extra's."""
     names = ["edgekit", *CORE.distributions]
     for e in EXTRAS.values():
-        names += [d for d in e.distributions + e.also_versioned if d not in names]
+        names += [d for d in e.distributions + e.also_versioned if d not in names and e.versioned]
     return tuple(names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,27 @@ from edgekit.cli.options import FormatOpt, NoCacheOpt, OutputFormat, QuietOpt, R
 from edgekit.errors import GateFailedError, error_document
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 def build_command(
     project: Annotated[Path, typer.Argument(readable=False, help="Project file: models x targets (see the README).")] = Path("edgekit.yaml"),
     dist: Annotated[Path, typer.Option("--out", "-o", "--dist", readable=False, help="Output folder (--dist is an alias).")] = Path("dist"),
-    jobs: Annotated[int, typer.Option(help="Build this many (model, target) pairs in parallel.")] = 1,
+    jobs: Annotated[int | None, typer.Option(min=1, show_default=False, help="Build this many (model, target) pairs in "
+                                             "parallel (default 1; with --executor ray, every CPU of the local Ray, or "
+                                             "every task the cluster fits at once).")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure (default: keep going).")] = False,
+    executor: Annotated[Executor, typer.Option(help="local: this process, or --jobs worker processes. ray: each (model, "
+                                               "target) as a Ray task (pip install 'edgekit\\[ray]'), on a local Ray "
+                                               "started for the build, or on the cluster at --address.")] = Executor.local,
+    address: Annotated[str | None, typer.Option(show_default=False, help="Ray cluster to run on (as `ray.init`: "
+                                                "host:port or ray://host:10001; default: $RAY_ADDRESS, else a local "
+                                                "Ray); needs --executor ray. dist/ and the edgekit cache must then be "
+                                                "paths every node shares.")] = None,
+    max_retries: Annotated[int, typer.Option(min=0, help="With --executor ray: run a task again this many times when "
+                                             "its worker dies (killed, out of memory) before recording it as failed.")] = 2,
     no_cache: NoCacheOpt = False,
     remeasure: RemeasureOpt = False,
     output_format: FormatOpt = OutputFormat.human,
@@ -32,14 +49,16 @@ def build_command(
 
     set_verbosity(quiet, verbose)
 
-    def progress(entry: dict, done: int, total: int) -> None:
+    def progress(entry: dict, done: int, total: int, counts: dict) -> None:
         mark = {"passed": "ok", "gate_failed": "GATE FAILED", "error": "ERROR"}[entry["status"]]
         cached = " (cached)" if entry.get("cached") else ""
+        left = f"; {counts['queued']} queued, {counts['running']} running, ETA {_duration(counts['eta_s'])}" if done < total else ""
         _progress.info(f"[{done}/{total}] {entry['model']} -> {entry['target']}: {mark}{cached}"
-                       + (f": {entry['reason']}" if entry["status"] == "error" else ""))
+                       + (f": {entry['reason']}" if entry["status"] == "error" else "") + left)
 
-    manifest = build(project, dist, jobs=jobs, fail_fast=fail_fast, progress=progress, cache=not no_cache,
-                     remeasure=remeasure)
+    manifest = build(project, dist, jobs=jobs if executor == Executor.ray else jobs or 1, fail_fast=fail_fast,
+                     progress=progress, cache=not no_cache, remeasure=remeasure, executor=executor.value,
+                     address=address, max_retries=max_retries)
     summary_path = dist / "summary.md"
     summary = summary_path.read_text()
     if os.environ.get("GITHUB_STEP_SUMMARY"):
@@ -63,3 +82,8 @@ def build_command(
         typer.echo(f"wrote {', '.join(str(p) for p in written)}")
     if failure is not None:
         raise failure
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

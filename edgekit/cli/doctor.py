@@ -14,7 +14,7 @@ import typer
 from edgekit.cli.options import FormatOpt, OutputFormat, QuietOpt, VerboseOpt, set_verbosity
 from edgekit.extras import CORE, EXTRAS, install_hint
 
-_TOOLING = ("datasets", "prune", "snn")  # extras that are not one backend's runtime
+_TOOLING = ("datasets", "prune", "snn", "ray")  # extras that are not one backend's runtime
 
 
 def versions(modules: tuple[str, ...]) -> str:
