@@ -147,10 +147,11 @@ def test_compile_prints_each_pass_and_its_details_in_process(small_sets, tmp_pat
     err = capsys.readouterr().err
     for line in (r"pass fold_bn: done in \d", r"pass export_onnx: done in \d", r"pass ptq: done in \d",
                  r"calibrating on 64 samples \(every tensor's range, then histograms\): 2/2 done in",
+                 r"observer choice: all-INT8 plans with percentile, mse, minmax ranges: 3/3 done in",
                  r"mixed precision search: done in",
                  r"running the artifact on 48 samples \(batch \d+\): \d+/\d+ done in"):
         assert len(re.findall(f"^{line}", err, re.M)) == 1, (line, err)
-    assert re.search(r"^  ptq: .*observer percentile", err, re.M), err  # the plan summary and the observer choice
+    assert re.search(r"^  ptq: .*observer (percentile|mse|minmax)", err, re.M), err  # the plan summary and the observer choice
     assert re.search(r"^  ptq: all quantizable layers in INT8: error increase", err, re.M), err  # a decision
     # the per-layer sensitivity runs only when the all-INT8 plan misses a target (here it holds)
     assert result.report.quantization.float_layers == [] and "INT8 sensitivity" not in err, err
@@ -183,7 +184,7 @@ def test_cli_compile_progress_levels(small_sets, tmp_path):
     verbose = _cli(["-v"], small_sets, tmp_path / "verbose", cache)  # passes from the cache: their details all the same
     assert verbose.returncode == 0, verbose.stderr
     assert re.search(r"^pass ptq: cached \(\d+\.\d s\)$", verbose.stderr, re.M), verbose.stderr
-    assert re.search(r"^  ptq: .*observer percentile", verbose.stderr, re.M), verbose.stderr
+    assert re.search(r"^  ptq: .*observer (percentile|mse|minmax)", verbose.stderr, re.M), verbose.stderr
     assert re.search(r"^  fold_bn: folded \d+ BatchNorm layers", verbose.stderr, re.M), verbose.stderr
 
 
