@@ -103,6 +103,17 @@ def keep_float(plan: QuantPlan, patterns: list[str]) -> QuantPlan:
 SEARCHED_OBSERVERS = ("percentile", "mse", "minmax")  # entropy: slow (a KL sweep per tensor), never the closest here
 
 
+def observers_to_try(configured: str) -> list[str]:
+    """The observer choice's candidates: the configured one first (it wins ties), then the other searched ones."""
+    return [configured, *(o for o in SEARCHED_OBSERVERS if o != configured)]
+
+
+def target_distance(increase: float, p95: float, largest: float, target: float, target_p95: float | None,
+                    target_max: float | None) -> float:
+    """The largest ratio of a measured value to its target: below 1, every target holds."""
+    return max([increase / target] + [v / t for v, t in ((p95, target_p95), (largest, target_max)) if t])
+
+
 @dataclass
 class ObserverTrial:
     """One observer's all-INT8 plan judged on the calibration samples (degrees; `distance` below 1: every target holds)."""

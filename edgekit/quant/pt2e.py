@@ -17,8 +17,8 @@ from edgekit.errors import BadInputError, first_line
 from edgekit.progress import step, track
 from edgekit.quant.fake_quant import batched, observed_stats
 from edgekit.quant.observers import observe
-from edgekit.quant.plan import (SEARCHED_OBSERVERS, ObserverTrial, QuantPlan, choose_observer, keep_float, observer_decision,
-                                with_observer)
+from edgekit.quant.plan import (ObserverTrial, QuantPlan, choose_observer, keep_float, observer_decision, observers_to_try,
+                                target_distance, with_observer)
 from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_table, mixed_precision, range_observer_class
 from edgekit.quiet import quiet
 
@@ -85,17 +85,16 @@ def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_b
 def _choose_observer(plan: QuantPlan, options, judge_with, first) -> tuple[str, dict, FakeQuantJudge, list[str]]:
     """Every observer's all-INT8 plan judged in torch fake quantization; quant.plan.choose_observer keeps one."""
     int8 = {lp.name for lp in plan.layers if lp.int8}
-    targets = [(options.target_p95_diff_deg, 1), (options.target_max_diff_deg, 2)]
     trials, judges = [], {}
-    others = [o for o in SEARCHED_OBSERVERS if o != options.observer]
-    for observer in track([options.observer, *others], description=f"observer choice: all-INT8 plans with "
-                                                                   f"{', '.join([options.observer, *others])} ranges"):
+    candidates = observers_to_try(options.observer)
+    for observer in track(candidates, description=f"observer choice: all-INT8 plans with {', '.join(candidates)} ranges"):
         ranges, judge = first if observer == options.observer else judge_with(observer)
         judges[observer] = (ranges, judge)
         increase, diff = judge.differences(int8)
-        measured = (increase, float(np.percentile(diff, 95)), float(diff.max()))
-        distance = max([increase / options.target_error_increase_deg] + [measured[i] / t for t, i in targets if t])
-        trials.append(ObserverTrial(observer, plan, increase, float(diff.mean()), measured[2], distance))
+        p95, largest = float(np.percentile(diff, 95)), float(diff.max())
+        distance = target_distance(increase, p95, largest, options.target_error_increase_deg, options.target_p95_diff_deg,
+                                   options.target_max_diff_deg)
+        trials.append(ObserverTrial(observer, plan, increase, float(diff.mean()), largest, distance))
     chosen, why = choose_observer(trials)
     where = f"on {len(judge.truth)} calibration samples (torch fake quantization)"
     return (chosen.observer, *judges[chosen.observer], [observer_decision(chosen, why, options.observer, trials, where)])

@@ -36,8 +36,9 @@ from edgekit.passes.int8_options import Int8Options
 from edgekit.progress import track
 from edgekit.quant.calibration import calibration_run
 from edgekit.quant.observers import observe
-from edgekit.quant.plan import (ISA_PROFILES, SEARCHED_OBSERVERS, ObserverTrial, QuantPlan, choose_observer, keep_float,
-                                missed_targets, observer_decision, return_sensitive_to_float, tensor_key, with_observer)
+from edgekit.quant.plan import (ISA_PROFILES, ObserverTrial, QuantPlan, choose_observer, keep_float, missed_targets,
+                                observer_decision, observers_to_try, return_sensitive_to_float, target_distance, tensor_key,
+                                with_observer)
 
 
 
@@ -149,17 +150,15 @@ class PTQ(Int8Options):
             increase, diff = judge.differences(model)
             p95, largest = float(np.percentile(diff, 95)), float(diff.max())
             missed = missed_targets(p95, largest, p95_aim, max_aim)
-            ratios = [v / t for v, t in ((p95, p95_aim), (largest, max_aim)) if t]
-            distance = max([increase / self.target_error_increase_deg, *ratios])  # below 1: every target holds
+            distance = target_distance(increase, p95, largest, self.target_error_increase_deg, p95_aim, max_aim)
             return (increase, f", p95 difference {p95:.3f} deg, largest {largest:.3f} deg", missed), distance, float(diff.mean()), largest
 
         trials = []
         if self.observer_search and ranges_for is not None:
             # the observer is chosen first, by the output: every observer's all-INT8 plan judged on the calibration
             # samples (quant.plan.choose_observer says which wins)
-            others = [o for o in SEARCHED_OBSERVERS if o != self.observer]
-            for observer in track([self.observer, *others], description=f"observer choice: all-INT8 plans with "
-                                                                         f"{', '.join([self.observer, *others])} ranges"):
+            candidates = observers_to_try(self.observer)
+            for observer in track(candidates, description=f"observer choice: all-INT8 plans with {', '.join(candidates)} ranges"):
                 candidate = plan if observer == self.observer else with_observer(plan, observer, ranges_for(observer), self.percentile)
                 (increase, _, _), distance, mean_diff, largest = measure(candidate)
                 trials.append(ObserverTrial(observer, candidate, increase, mean_diff, largest, distance))
