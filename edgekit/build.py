@@ -105,6 +105,19 @@ def _resolve(root: Path, value: str | None) -> str | None:
     return str(path) if path.exists() else value
 
 
+def model_and_options(job: Job) -> tuple[str, dict]:
+    """The model and the keyword arguments `edgekit.compile` gets for JOB's model (paths relative to the project)."""
+    m = job.model
+    return _resolve(job.root, m.source) or m.name, dict(
+        arch=m.arch, input_shape=m.input_shape, output_convention=m.output_convention, output_frame=m.output_frame,
+        eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set))
+
+
+def recipe_path(job: Job) -> str:
+    """JOB's target as `edgekit.compile` takes it: a name, or a recipe .yaml in the project folder."""
+    return _resolve(job.root, job.target)
+
+
 _IN_WORKER = False
 _BUSY = False  # a worker is compiling (else a signal just ends it: nothing to clean up)
 
@@ -162,14 +175,11 @@ def run_job(job: Job) -> dict:
 
 def _run_job(job: Job) -> dict:
     global _BUSY
-    m = job.model
-    entry = {"model": m.name, "target": job.target}
+    entry = {"model": job.model.name, "target": job.target}
+    model, options = model_and_options(job)
     try:
         _BUSY = True
-        res = run_compile(_resolve(job.root, m.source) or m.name, _resolve(job.root, job.target), out=job.out, arch=m.arch,
-                          input_shape=m.input_shape, output_convention=m.output_convention, output_frame=m.output_frame,
-                          eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set),
-                          cache=job.cache, remeasure=job.remeasure)
+        res = run_compile(model, recipe_path(job), out=job.out, cache=job.cache, remeasure=job.remeasure, **options)
     except EdgekitError as exc:
         return {**entry, "status": "error", "reason": str(exc)}
     except KeyboardInterrupt as exc:
@@ -201,14 +211,18 @@ EXECUTORS = ("local", "ray")
 
 def build(project_path: Path, dist: Path = Path("dist"), jobs: int | None = 1, fail_fast: bool = False, progress=None,
           cache: bool = True, remeasure: bool = False, executor: str = "local", address: str | None = None,
-          max_retries: int = 2) -> dict:
+          max_retries: int = 2, shared_cache: bool = True) -> dict:
     """`progress(entry, done, total, counts)` after each job; counts: jobs queued and running, eta_s. jobs: parallel compiles (local), or the CPUs of the local Ray (None: all of them; on a cluster, the
     tasks in flight). executor "ray" runs each job as a Ray task (build_ray.py), retried max_retries times if its
-    worker dies."""
+    worker dies; shared_cache=False (Ray only) gives each task its own cache, sharing work and outputs through Ray's
+    object store instead of paths."""
     if executor not in EXECUTORS:
         raise BadInputError(f"unknown executor {executor!r}; fix: use one of {', '.join(EXECUTORS)}")
     if address is not None and executor != "ray":
         raise BadInputError("--address needs --executor ray; fix: add --executor ray, or drop --address to build here")
+    if not shared_cache and executor != "ray":
+        raise BadInputError("--no-shared-cache needs --executor ray; fix: add --executor ray (a local build shares this "
+                            "machine's cache)")
     if max_retries < 0:
         raise BadInputError(f"--max-retries {max_retries} is negative; fix: give 0 or more")
     _refuse_foreign_dist(dist)
@@ -228,7 +242,7 @@ def build(project_path: Path, dist: Path = Path("dist"), jobs: int | None = 1, f
     if executor == "ray":
         from edgekit.build_ray import run_on_ray  # why: lazy, ray is an extra
 
-        run_on_ray(todo, jobs, address, max_retries, finished)
+        run_on_ray(todo, jobs, address, max_retries, finished, shared_cache)
     elif (jobs or 1) <= 1:
         for job in todo:
             if finished(run_job(job), 1):

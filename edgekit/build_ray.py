@@ -2,7 +2,11 @@
 for the build (and shut down after it) or on a running cluster (--address, or RAY_ADDRESS).
 
 Ray is an extra, imported here only. The tasks write into dist/ and the pass cache themselves, exactly as the local
-workers do, so on a cluster of several nodes both must be paths every node shares. A task whose worker dies (kill -9,
+workers do, so on a cluster of several nodes both must be paths every node shares; where none is shared
+(--no-shared-cache), each task has a private cache and dist/, and returns its output through Ray's object store for
+this process to move into dist/. A model's passes that several of its targets share (fold_bn, export_onnx) run once,
+in one task its target tasks wait for, which leaves them in the shared cache or hands them over as an object (never
+through this process). A task whose worker dies (kill -9,
 out of memory) is retried --max-retries times, then recorded as an error; Ctrl-C cancels every task, and the staging
 folders the killed tasks leave in dist/ are removed (only those: edgekit's, with no live run holding them).
 """
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgekit import build as _build
+from edgekit import build_shared
 from edgekit._optional import require
 from edgekit.environment import cache_root
 from edgekit.errors import BadInputError
@@ -34,9 +39,11 @@ _PASSED_ON = ("OMP_NUM_THREADS", "EDGEKIT_TEST_KILL_RAY_TASK", "EDGEKIT_TEST_KIL
 
 
 def run_on_ray(todo: list, jobs: int | None, address: str | None, max_retries: int,
-               finished: Callable[[dict, int], bool]) -> None:
+               finished: Callable[[dict, int], bool], shared_cache: bool = True) -> None:
     """Run every job as a Ray task; `finished(entry, parallel)` gets each manifest entry as it ends and returns True
-    to stop (--fail-fast: the rest are cancelled and stay unbuilt)."""
+    to stop (--fail-fast: the rest are cancelled and stay unbuilt). A model whose targets share leading passes gets
+    one task before them that runs those once (build_shared). shared_cache=False: each task has its own empty cache,
+    the shared passes reach the targets and the outputs reach dist/ through Ray's object store."""
     ray = require("ray", "edgekit build --executor ray")
     address = address or os.environ.get("RAY_ADDRESS") or None
     todo = [dataclasses.replace(j, out=j.out.absolute()) for j in todo]  # a worker's cwd need not be the driver's
@@ -45,24 +52,62 @@ def run_on_ray(todo: list, jobs: int | None, address: str | None, max_retries: i
         _init(ray, address, jobs)  # inside: Ctrl-C while Ray starts still shuts down what started
         slots = _slots(ray)
         limit = min(jobs, slots) if jobs else slots  # on a cluster, --jobs caps the tasks in flight
-        task = ray.remote(edgekit_task).options(num_cpus=1, memory=TASK_MEMORY, max_retries=max_retries, retry_exceptions=False)
-        queue, running = list(todo), {}
-        try:
-            while queue or running:
-                while queue and len(running) < limit:
-                    job = queue.pop(0)
-                    running[task.remote(job, limit)] = job
-                [ref], _ = ray.wait(list(running), num_returns=1)
-                job = running.pop(ref)
-                if finished(_entry(ray, ref, job, max_retries), limit):
-                    break
-        finally:  # --fail-fast, Ctrl-C or SIGTERM: stop what still runs; its outputs are staging folders, removed below
-            for ref in running:
-                ray.cancel(ref, force=True)
-            _wait_cancelled(ray, list(running))
+        _run_tasks(ray, todo, limit, max_retries, finished, shared_cache)
     finally:
         ray.shutdown()
         _clean(todo, made, local=address is None)
+
+
+def _run_tasks(ray, todo: list, limit: int, max_retries: int, finished, shared_cache: bool) -> None:
+    """Keep `limit` tasks in flight: each model's shared-pass task first, its targets once it has ended."""
+    options = dict(num_cpus=1, memory=TASK_MEMORY, max_retries=max_retries, retry_exceptions=False)
+    build_task = ray.remote(edgekit_task).options(**options)
+    prepare = ray.remote(shared_passes_task).options(num_returns=2, **options)
+    plans = build_shared.shared_prefixes(todo)
+    seeds: dict[str, object] = {}  # model -> the object holding its shared passes (None: in the shared cache)
+    waiting = set(plans)  # models whose shared-pass task has not ended yet
+    queue = [("prepare", m) for m in plans] + [("build", j) for j in todo]
+    running: dict = {}  # object ref -> ("prepare", model, blob ref) or ("build", job)
+    try:
+        while queue or running:
+            while len(running) < limit and (item := _next_ready(queue, waiting)):
+                kind, what = item
+                if kind == "prepare":
+                    by_target = {j.target: j for j in todo if j.model.name == what}
+                    done, blob = prepare.remote(by_target, plans[what], shared_cache, limit)
+                    running[done] = ("prepare", what, blob)
+                else:
+                    running[build_task.remote(what, limit, seeds.get(what.model.name), shared_cache)] = ("build", what)
+            if not running:  # cannot happen: a queued build waits only on a running prepare
+                break
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            item = running.pop(ref)
+            if item[0] == "prepare":
+                waiting.discard(item[1])
+                seeds[item[1]] = item[2] if _prepared(ray, ref) and not shared_cache else None
+            elif finished(_entry(ray, ref, item[1], max_retries, shared_cache), limit):
+                break
+    finally:  # --fail-fast, Ctrl-C or SIGTERM: stop what still runs; its outputs are staging folders, removed after
+        for ref in running:
+            ray.cancel(ref, force=True)
+        _wait_cancelled(ray, list(running))
+
+
+def _next_ready(queue: list, waiting: set):
+    """The first queued item that can start: a shared-pass task, or a build whose model's shared passes are done."""
+    for i, (kind, what) in enumerate(queue):
+        if kind == "prepare" or what.model.name not in waiting:
+            return queue.pop(i)
+    return None
+
+
+def _prepared(ray, ref) -> bool:
+    """Whether a shared-pass task ended with its passes done; if not (it failed, or its worker died in every try),
+    each target runs them itself and reports what goes wrong in its own manifest entry."""
+    try:
+        return bool(ray.get(ref))
+    except ray.exceptions.RayError:
+        return False
 
 
 def _init(ray, address: str | None, jobs: int | None) -> None:
@@ -119,19 +164,63 @@ def _slots(ray) -> int:
     return max(1, int(resources.get("CPU", 1)))
 
 
-def edgekit_task(job, slots: int) -> dict:
+def edgekit_task(job, slots: int, seed: bytes | None, shared_cache: bool):
     """In a Ray worker (`ps` shows it as ray::edgekit_task): quiet, signal-safe (as the local pool's workers), then
-    one compile."""
+    one compile. Without a shared cache: in a private cache holding SEED (the model's shared passes) and a private
+    dist/, returning (manifest entry, the output folder packed) for the driver to move into place."""
+    _started(slots)
+    if os.environ.get(KILL_HOOK) == f"{job.model.name}/{job.target}":
+        _kill_when_staging(job)
+    if shared_cache:
+        return _build.run_job(job)
+    with _private_cache(seed) as private:
+        own = dataclasses.replace(job, out=private / "dist" / job.out.parent.name / job.out.name)
+        entry = _build.run_job(own)
+        return entry, (build_shared.pack(own.out) if own.out.is_dir() else None)
+
+
+def shared_passes_task(jobs_by_target: dict, plan: list, shared_cache: bool, slots: int):
+    """A model's shared passes (build_shared), run once before its targets: (done, the private cache packed or
+    None). Never raises: when they fail, each target runs them itself and reports why."""
+    _started(slots)
+    try:
+        if shared_cache:
+            build_shared.warm(jobs_by_target, plan)
+            return True, None
+        with _private_cache(None) as private:
+            build_shared.warm(jobs_by_target, plan)
+            return True, build_shared.pack(private / "cache")
+    except Exception:  # noqa: BLE001  the targets meet the same problem and report it
+        return False, None
+
+
+def _started(slots: int) -> None:
     global _STARTED
     if not _STARTED:
         _build._worker_started(slots)
         _STARTED = True
-    if os.environ.get(KILL_HOOK) == f"{job.model.name}/{job.target}":
-        _kill_when_staging(job)
-    return _build.run_job(job)
 
 
 _STARTED = False
+
+
+@contextlib.contextmanager
+def _private_cache(seed: bytes | None):
+    """A work folder with this task's own cache (EDGEKIT_CACHE_DIR, holding SEED) and dist/, removed after."""
+    from edgekit import outdir
+
+    before = os.environ.get("EDGEKIT_CACHE_DIR")
+    with outdir.work_folder() as private:
+        if seed is not None:
+            build_shared.unpack(seed, private / "cache")
+        os.environ["EDGEKIT_CACHE_DIR"] = str(private / "cache")
+        try:
+            yield private
+        finally:
+            if before is None:
+                os.environ.pop("EDGEKIT_CACHE_DIR", None)
+            else:
+                os.environ["EDGEKIT_CACHE_DIR"] = before
 
 
 def _kill_when_staging(job) -> None:
@@ -149,10 +238,16 @@ def _kill_when_staging(job) -> None:
     outdir.Output.commit = commit  # this worker dies in this task: no other job sees it
 
 
-def _entry(ray, ref, job, max_retries: int) -> dict:
-    """The task's manifest entry, or an error entry when Ray could not run it to the end."""
+def _entry(ray, ref, job, max_retries: int, shared_cache: bool = True) -> dict:
+    """The task's manifest entry, or an error entry when Ray could not run it to the end. Without a shared cache the
+    task returns its output folder too: moved into dist/ here, atomically, as a compile moves its own."""
     try:
-        return ray.get(ref)
+        if shared_cache:
+            return ray.get(ref)
+        entry, output = ray.get(ref)
+        if output is not None:
+            _place_output(output, job.out)
+        return entry
     except ray.exceptions.RayError as exc:
         head = {"model": job.model.name, "target": job.target, "status": "error"}
         if isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)):
@@ -166,6 +261,15 @@ def _entry(ray, ref, job, max_retries: int) -> dict:
                                       f"edgekit, with the same extras and constraints.txt, on every node"}
         return {**head, "reason": f"Ray could not run it ({last}); fix: see the Ray logs on the node "
                                   f"(/tmp/ray/session_latest/logs)"}
+
+
+def _place_output(blob: bytes, out: Path) -> None:
+    from edgekit import outdir
+
+    with outdir.output_folder(out) as output:
+        build_shared.unpack(blob, output.staging)
+        (output.staging / outdir.MARKER).unlink(missing_ok=True)  # commit writes this dist's own
+        output.commit()
 
 
 def _wait_cancelled(ray, refs: list, timeout: float = 30.0) -> None:

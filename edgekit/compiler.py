@@ -153,25 +153,60 @@ def compile(model: ModelLike = None, target: str | Path = "onnx", *, calib: Data
         raise err from None
 
 
-def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape,
-                  output_convention, output_frame, card, cache: bool, remeasure: bool, resize: bool, progress: bool,
-                  log) -> CompileResult:
-    given_eval = eval
+@dataclass(frozen=True)
+class _Run:
+    """What a compile runs on: the loaded model, the target's pipeline, the sets and the passes' context."""
+
+    src: object  # source.LoadedModel
+    pipeline: object  # pipeline.Pipeline
+    eval_set: GazeSet
+    calib_set: GazeSet | None
+    data_notes: list
+    ctx: Context
+
+
+def _prepare(work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape, output_convention,
+             output_frame, card, cache: bool, resize: bool, log) -> _Run:
+    """Load the model, check that the target can take it, and resolve the sets, as every compile of it does."""
     src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
                       output_convention=output_convention, output_frame=output_frame, card=Path(card) if card else None,
-                      eval_samples=len(given_eval) if given_eval is not None else recipe.verify.eval_images)
+                      eval_samples=len(eval) if eval is not None else recipe.verify.eval_images)
     pipeline = recipe.pipeline()
     pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
     pipeline.preflight(src.card)  # or if a pass cannot take this model's inputs
-    eval_set = given_eval or default_eval_set(src.card, recipe.verify.eval_images)
+    eval_set = eval or default_eval_set(src.card, recipe.verify.eval_images)
     calib_set = calib or _recipe_calibration(recipe, src.card)
     eval_set, calib_set, data_notes = _fit_sets(eval_set, calib_set, src.card, resize)
     for note in data_notes:
         log(f"note: {note}")
     _refuse_overlap(calib_set, eval_set)
-    inputs = model_inputs(src.card, eval_set)
     ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
                   cache_dir=cache_root() / "passes" if cache else None)
+    return _Run(src, pipeline, eval_set, calib_set, data_notes, ctx)
+
+
+def run_shared_passes(model: ModelLike, target: str | Path, passes: int, *, calib: DataLike = None,
+                      eval: DataLike = None, input_shape=None, arch: str | None = None, output_convention: str | None = None,
+                      output_frame: str | None = None) -> None:
+    """Run the first `passes` passes of TARGET's pipeline for MODEL into the pass cache, exactly as `compile` would
+    (same model, sets and context), so that every target sharing them finds them cached. Writes no output folder."""
+    recipe = load_recipe(target)
+    with outdir.work_folder() as work:
+        run = _prepare(work, model, recipe, calib=as_gazeset(calib, "calibration"), eval=as_gazeset(eval, "evaluation"),
+                       arch=arch, arch_config=None, input_shape=_shapes(input_shape), output_convention=output_convention,
+                       output_frame=output_frame, card=None, cache=True, resize=False, log=lambda msg: None)
+        run.pipeline.run(run.src.artifact, run.ctx, upto=passes)
+
+
+def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape,
+                  output_convention, output_frame, card, cache: bool, remeasure: bool, resize: bool, progress: bool,
+                  log) -> CompileResult:
+    run = _prepare(work, model, recipe, calib=calib, eval=eval, arch=arch, arch_config=arch_config,
+                   input_shape=input_shape, output_convention=output_convention, output_frame=output_frame, card=card,
+                   cache=cache, resize=resize, log=log)
+    src, pipeline, eval_set, calib_set, data_notes, ctx = (run.src, run.pipeline, run.eval_set, run.calib_set,
+                                                           run.data_notes, run.ctx)
+    inputs = model_inputs(src.card, eval_set)
     _progress.detail(f"pipeline: {pipeline}")
     # the reference's outputs do not depend on the passes: on a spare core they are computed while the passes run
     batch = recipe.verify.batch

@@ -103,9 +103,11 @@ class Pipeline:
         for p in self.passes:
             p.preflight(card)
 
-    def run(self, src: Artifact, ctx: Context) -> list[Step]:
+    def run(self, src: Artifact, ctx: Context, upto: int | None = None) -> list[Step]:
         """Run every applicable pass (or take it from the cache). Each pass prints a step line (edgekit.progress: name,
-        cached or not, seconds) and, at -v, its options and notes (decisions, plan summary, observer choices)."""
+        cached or not, seconds) and, at -v, its options and notes (decisions, plan summary, observer choices). `upto`:
+        only the applicable passes among the first `upto` (what several targets share: `edgekit build` runs them once
+        per model into the cache, with this pipeline's context, so its targets find them cached)."""
         cache = Cache(ctx.cache_dir, log=progress.info) if ctx.cache_dir else None
         ctx = dataclasses.replace(ctx, pipeline=str(self))
 
@@ -115,11 +117,13 @@ class Pipeline:
         steps, art, done = [], src, []
         runnable = self.runnable_from(src.format)
         skipped = [p.name for p in self.passes[:len(self.passes) - len(runnable)]]
+        if upto is not None:
+            runnable = runnable[:max(0, upto - len(skipped))]
         if skipped:
             progress.info(f"skipping {', '.join(skipped)}: they do not apply to a {src.format.value} input")
         for p in runnable:
-            key = cache_key(p.name, p.version, p.model_dump(mode="json"), art.sha256, ctx.calib_digest, card, tools,
-                            code_digest(type(p).__module__))
+            key = cache_key(p.name, p.version, p.model_dump(mode="json"), art.sha256,
+                            ctx.calib_digest if p.uses_calibration else None, card, tools, code_digest(type(p).__module__))
             started = time.perf_counter()
             hit = cache.get(key) if cache else None
             if hit is None:

@@ -191,6 +191,8 @@ def test_workflow_passes_actionlint():
 def test_the_workflow_calls_only_tested_commands():
     text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
     assert "make setup" in text and ".venv/bin/edgekit build edgekit.yaml --dist dist" in text
+    # the cluster job: options test_build_ray.py runs (the address itself cannot be reached from here)
+    assert '--executor ray --address "$RAY_ADDRESS" --no-shared-cache' in text
     assert (ROOT / "edgekit.yaml").is_file()
 
 

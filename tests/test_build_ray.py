@@ -46,11 +46,12 @@ def _summary(dist: Path) -> list[list[str]]:
 
 
 def _junit(dist: Path) -> list:
-    """junit.xml without times and latencies."""
+    """junit.xml without times, latencies and whether everything was cached (which depends on the task order)."""
     suite = ET.parse(dist / "junit.xml").getroot()
     cases = []
     for case in suite.iter("testcase"):
-        props = {p.get("name"): p.get("value") for p in case.iter("property") if "latency" not in p.get("name")}
+        props = {p.get("name"): p.get("value") for p in case.iter("property") if "latency" not in p.get("name")
+                 and p.get("name") != "cached"}
         out = [line for line in (case.findtext("system-out") or "").splitlines() if not line.startswith("latency")]
         cases.append((case.get("name"), props, out, [(c.tag, c.get("message")) for c in case if c.tag != "properties"
                                                      and c.tag != "system-out"]))
@@ -64,28 +65,40 @@ def _compare(dist: Path) -> str:
     return re.sub(r"(<tr><td><span class=\"swatch\".*?</td>(?:<td>.*?</td>){3})<td>[^<]*</td>", r"\1<td>-</td>", html)
 
 
+def _steps_cached(dist: Path, target: str) -> list[tuple[str, bool]]:
+    report = json.loads((dist / "tinygaze" / target / "report.json").read_text())
+    return [(s["pass"].split("(")[0], s["cached"]) for s in report["steps"]]
+
+
 @pytest.mark.slow
 def test_a_ray_build_gives_the_same_outputs_as_a_local_build(tmp_path, monkeypatch, capsys):
+    """Through a shared cache (as on one machine or over NFS) and through Ray's object store alone (--no-shared-cache:
+    each task its own empty cache, outputs handed back to the driver)."""
     project = _project(tmp_path)
-    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache-local"))  # each its own empty cache: built twice
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache-local"))  # each its own empty cache: built again
     build(project, tmp_path / "local")
-    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache-ray"))
-    assert run(["build", str(project), "--dist", str(tmp_path / "ray"), "--executor", "ray", "--jobs", "2"]) == 0
-    local, ray = tmp_path / "local", tmp_path / "ray"
-    for e in json.loads((local / "manifest.json").read_text())["artifacts"]:
-        assert (local / e["artifact"]).read_bytes() == (ray / e["artifact"]).read_bytes(), e["target"]
-    # built, not copied: fp16's and int8's own passes ran (onnx's are fold_bn and export, which the other tasks may
-    # have cached first), in the driver's cache
-    cached = {e["target"]: e["cached"] for e in json.loads((ray / "manifest.json").read_text())["artifacts"]}
-    assert not cached["onnx-fp16"] and not cached["onnx-int8"] and any((tmp_path / "cache-ray").rglob("entry.json"))
-    assert _manifest(ray) == _manifest(local)
-    assert _summary(ray) == _summary(local)
-    assert _junit(ray) == _junit(local)
-    assert _compare(ray) == _compare(local) and "tinygaze / onnx-int8" in _compare(ray)
-    err = capsys.readouterr().err
-    assert re.search(r"\[1/3\] tinygaze -> \S+: ok; 0 queued, 2 running, ETA \d+s", err), err
-    assert re.search(r"\[3/3\] tinygaze -> \S+: ok\n", err), err
-    assert not list(ray.rglob(".*staging*"))
+    local = tmp_path / "local"
+    for name, extra in (("ray", []), ("objects", ["--no-shared-cache"])):
+        monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / f"cache-{name}"))
+        assert run(["build", str(project), "--dist", str(tmp_path / name), "--executor", "ray", "--jobs", "2", *extra]) == 0
+        ray = tmp_path / name
+        for e in json.loads((local / "manifest.json").read_text())["artifacts"]:
+            assert (local / e["artifact"]).read_bytes() == (ray / e["artifact"]).read_bytes(), e["target"]
+        # fold_bn and export ran once, in the model's shared-pass task, before the three target tasks: each found them
+        # cached; fp16's and int8's own passes ran in their tasks (built, not copied)
+        assert _steps_cached(ray, "onnx") == [("fold_bn", True), ("export_onnx", True)]
+        assert _steps_cached(ray, "onnx-fp16") == [("fold_bn", True), ("export_onnx", True), ("onnx_fp16", False)]
+        assert _steps_cached(ray, "onnx-int8") == [("fold_bn", True), ("export_onnx", True), ("ptq", False)]
+        # the driver's cache: filled by the tasks, or (object store) never touched
+        assert any((tmp_path / f"cache-{name}").rglob("entry.json")) == (name == "ray")
+        assert _manifest(ray) == _manifest(local)
+        assert _summary(ray) == _summary(local)
+        assert _junit(ray) == _junit(local)
+        assert _compare(ray) == _compare(local) and "tinygaze / onnx-int8" in _compare(ray)
+        err = capsys.readouterr().err
+        assert re.search(r"\[1/3\] tinygaze -> \S+: ok.*; 0 queued, 2 running, ETA \d+s", err), err
+        assert re.search(r"\[3/3\] tinygaze -> \S+: ok\n", err), err
+        assert not list(ray.rglob(".*staging*"))
 
 
 def _kill_worker_once(staging_glob: Path, killed: list, deadline: float) -> None:
@@ -193,9 +206,11 @@ def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_output(tmp_path, sig
     assert not [p for p in ray_processes if _alive(p)]  # the local Ray went with the build
 
 
-def test_address_needs_the_ray_executor(tmp_path, capsys):
+def test_address_and_no_shared_cache_need_the_ray_executor(tmp_path, capsys):
     assert run(["build", str(_project(tmp_path)), "--dist", str(tmp_path / "d"), "--address", "10.0.0.1:6379"]) == 2
     assert "--address needs --executor ray; fix: add --executor ray" in capsys.readouterr().err
+    assert run(["build", str(_project(tmp_path)), "--dist", str(tmp_path / "d"), "--no-shared-cache"]) == 2
+    assert "--no-shared-cache needs --executor ray; fix: add --executor ray" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 

@@ -33,9 +33,13 @@ def build_command(
     address: Annotated[str | None, typer.Option(show_default=False, help="Ray cluster to run on (as `ray.init`: "
                                                 "host:port or ray://host:10001; default: $RAY_ADDRESS, else a local "
                                                 "Ray); needs --executor ray. dist/ and the edgekit cache must then be "
-                                                "paths every node shares.")] = None,
+                                                "paths every node shares, or add --no-shared-cache.")] = None,
     max_retries: Annotated[int, typer.Option(min=0, help="With --executor ray: run a task again this many times when "
                                              "its worker dies (killed, out of memory) before recording it as failed.")] = 2,
+    no_shared_cache: Annotated[bool, typer.Option("--no-shared-cache", help="With --executor ray, for clusters whose "
+                                                  "nodes share no path: each task gets its own empty cache; a model's "
+                                                  "shared passes and each task's output travel through Ray's object "
+                                                  "store, and only this process writes --out.")] = False,
     no_cache: NoCacheOpt = False,
     remeasure: RemeasureOpt = False,
     output_format: FormatOpt = OutputFormat.human,
@@ -58,7 +62,7 @@ def build_command(
 
     manifest = build(project, dist, jobs=jobs if executor == Executor.ray else jobs or 1, fail_fast=fail_fast,
                      progress=progress, cache=not no_cache, remeasure=remeasure, executor=executor.value,
-                     address=address, max_retries=max_retries)
+                     address=address, max_retries=max_retries, shared_cache=not no_shared_cache)
     summary_path = dist / "summary.md"
     summary = summary_path.read_text()
     if os.environ.get("GITHUB_STEP_SUMMARY"):

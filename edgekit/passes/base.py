@@ -25,6 +25,9 @@ class Pass(BaseModel):
     consumes: ClassVar[frozenset[Format]]
     produces: ClassVar[Format]
     summary: ClassVar[str] = ""
+    # False only for a pass that never reads ctx.calib: its cache key leaves the calibration set out, so targets
+    # calibrated on different sets (or none) share its output
+    uses_calibration: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

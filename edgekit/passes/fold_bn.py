@@ -73,6 +73,7 @@ def fold_pairs(module: nn.Module, pairs: list[list[str]]) -> nn.Module:
 
 class FoldBN(Pass):
     name: ClassVar[str] = "fold_bn"
+    uses_calibration: ClassVar[bool] = False
     version: ClassVar[int] = 2  # 2: folded in float64 (same bytes on every ISA)
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.torch

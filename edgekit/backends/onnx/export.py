@@ -111,6 +111,7 @@ def _first_opset_that_exports(module, args, names, out_name, axes, start: int, l
 
 class ExportOnnx(Pass):
     name: ClassVar[str] = "export_onnx"
+    uses_calibration: ClassVar[bool] = False
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.torchscript, Format.exported_program})
     produces: ClassVar[Format] = Format.onnx
@@ -181,6 +182,7 @@ class ExportOnnx(Pass):
 
 class OnnxFp16(Pass):
     name: ClassVar[str] = "onnx_fp16"
+    uses_calibration: ClassVar[bool] = False
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.onnx})
     produces: ClassVar[Format] = Format.onnx
     summary: ClassVar[str] = "store weights and compute in float16, keeping float32 inputs and outputs (onnxconverter-common)"
