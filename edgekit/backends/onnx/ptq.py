@@ -54,8 +54,12 @@ class CalibEval:
         self.ref_error = float(angular_error_deg(self.ref, self.truth).mean())
 
     def first(self, n: int) -> CalibEval:
-        """The same judge on the first n samples, reusing the FP32 outputs (per-sample: the batch does not matter)."""
-        return self if n >= len(self.inputs) else CalibEval(self.fp32, self.inputs, self.card, n, self.ref[:n])
+        """The same judge on the first n samples, reusing the FP32 outputs (per-sample: the batch does not matter). A
+        temporal model gives several gaze vectors per sample (one per frame read out): n samples' worth of them."""
+        if n >= len(self.inputs):
+            return self
+        per_sample = len(self.ref) // len(self.inputs)
+        return CalibEval(self.fp32, self.inputs, self.card, n, self.ref[:n * per_sample])
 
     def differences(self, path: Path) -> tuple[float, np.ndarray]:
         """(mean error increase over FP32, every sample's angular difference from FP32), degrees."""

@@ -183,3 +183,11 @@ def test_ptq_options_and_host_dependence():
     assert str(p) == "ptq(keep_float=['fc*'], isa_profile=arm64)" or str(p) == "ptq(isa_profile=arm64, keep_float=['fc*'])"
     assert "onnxruntime" in p.host_dependence()
     assert PTQ.consumes == frozenset({Format.onnx}) and PTQ.produces == Format.onnx
+
+
+@pytest.mark.slow
+def test_a_temporal_model_with_several_gaze_vectors_per_sample_compiles(tmp_path):
+    """temporalgaze reads out one vector per frame: the mixed-precision judge's first n samples are n samples' worth of
+    vectors (it once sliced n vectors and failed with a shape mismatch)."""
+    result = edgekit.compile("temporalgaze", "onnx-int8", out=tmp_path / "out")
+    assert result.passed and result.report.artifact.precision == "int8"
