@@ -2,14 +2,15 @@
 them once per model, in one task before that model's targets, so that no two tasks compute them side by side.
 
 The prefix a target shares is the longest run of leading passes (with the same options and, for a pass that reads
-it, the same calibration set: both are in the pass-cache key) that another target of the same model also starts with. `warm` runs the model's
-shared prefixes into the pass cache (rendering its sets on the way); `pack` and `unpack` carry a folder (a task's
-private cache, or its output) through Ray's object store where the nodes share no path.
+it, the same calibration set: both are in the pass-cache key) that another target of the same model also starts
+with. `warm` runs the model's shared prefixes into the pass cache (rendering its sets on the way); `pack` and `unpack`
+carry a folder (a task's private cache, or its output) through Ray's object store where the nodes share no path.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -31,7 +32,8 @@ def shared_prefixes(todo: list) -> dict[str, list[tuple[str, int]]]:
         keys = {t: k for t, k in keys.items() if k is not None}
         prefixes: dict[tuple, str] = {}
         for target, own in keys.items():
-            longest = max((_common(own, other) for t, other in keys.items() if t != target), default=0)
+            longest = max((len(os.path.commonprefix([own, other])) for t, other in keys.items() if t != target),
+                          default=0)
             if longest:
                 prefixes.setdefault(own[:longest], target)
         plans[model] = [(target, len(p)) for p, target in prefixes.items()
@@ -48,14 +50,6 @@ def _pass_keys(job) -> tuple | None:
         return None
     calibration = str(job.model.calib_set or recipe.calibration)
     return tuple((str(p), calibration if p.uses_calibration else None) for p in recipe.passes)
-
-
-def _common(a: tuple, b: tuple) -> int:
-    """How many leading passes two targets share."""
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 def warm(jobs_by_target: dict, plan: list[tuple[str, int]]) -> None:
