@@ -35,6 +35,8 @@ class ProjectModel(BaseModel):
     name: str
     source: str | None = Field(None, description="as `edgekit compile MODEL` (default: the name as a built-in)")
     arch: str | None = None
+    card: str | None = Field(None, description="the model card .json (as --card; default: the source's own card, e.g. "
+                                               "weights.json beside weights.safetensors)")
     input_shape: list[str] | None = None
     output_convention: str | None = None
     output_frame: str | None = Field(None, description="temporal models: last, middle or future (as --output-frame)")
@@ -110,7 +112,7 @@ def model_and_options(job: Job) -> tuple[str, dict]:
     m = job.model
     return _resolve(job.root, m.source) or m.name, dict(
         arch=m.arch, input_shape=m.input_shape, output_convention=m.output_convention, output_frame=m.output_frame,
-        eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set))
+        eval=_resolve(job.root, m.eval_set), calib=_resolve(job.root, m.calib_set), card=_resolve(job.root, m.card))
 
 
 def recipe_path(job: Job) -> str:

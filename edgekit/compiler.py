@@ -187,14 +187,14 @@ def _prepare(work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_confi
 
 def run_shared_passes(model: ModelLike, target: str | Path, passes: int, *, calib: DataLike = None,
                       eval: DataLike = None, input_shape=None, arch: str | None = None, output_convention: str | None = None,
-                      output_frame: str | None = None) -> None:
+                      output_frame: str | None = None, card: str | Path | None = None) -> None:
     """Run the first `passes` passes of TARGET's pipeline for MODEL into the pass cache, exactly as `compile` would
     (same model, sets and context), so that every target sharing them finds them cached. Writes no output folder."""
     recipe = load_recipe(target)
     with outdir.work_folder() as work:
         run = _prepare(work, model, recipe, calib=as_gazeset(calib, "calibration"), eval=as_gazeset(eval, "evaluation"),
                        arch=arch, arch_config=None, input_shape=_shapes(input_shape), output_convention=output_convention,
-                       output_frame=output_frame, card=None, cache=True, resize=False, log=lambda msg: None)
+                       output_frame=output_frame, card=card, cache=True, resize=False, log=lambda msg: None)
         run.pipeline.run(run.src.artifact, run.ctx, upto=passes)
 
 

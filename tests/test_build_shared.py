@@ -3,6 +3,7 @@ cache key that lets targets calibrated differently share a data-free pass, and t
 private cache or an output through Ray's object store. (The Ray builds themselves: test_build_ray.py.)"""
 
 import io
+import json
 import tarfile
 from pathlib import Path
 from typing import ClassVar
@@ -120,3 +121,26 @@ def test_a_packed_folder_comes_back_whole_and_a_crafted_one_cannot_escape(tmp_pa
     with pytest.raises(tarfile.OutsideDestinationError):
         unpack(crafted.getvalue(), tmp_path / "victim")
     assert not (tmp_path / "outside.txt").exists()
+
+
+@pytest.mark.slow
+def test_a_project_model_with_its_card_elsewhere_builds_on_ray_without_a_shared_cache(tmp_path, monkeypatch):
+    """A zoo model (not one of edgekit's): weights, `arch` and a card named as the user likes (`card:`), through the
+    object-store path: the shared passes reach both targets, and nothing lands in the driver's cache."""
+    from edgekit.build import build
+
+    pytest.importorskip("ray")
+    weights = ROOT / "tests" / "zoo" / "weights"
+    (tmp_path / "lenet.safetensors").write_bytes((weights / "mpiigaze_lenet.safetensors").read_bytes())
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "lenet.json").write_text((weights / "mpiigaze_lenet.card.json").read_text())
+    project = tmp_path / "edgekit.yaml"
+    project.write_text("models:\n  - name: lenet\n    source: lenet.safetensors\n    arch: tests.zoo.models:MPIIGazeLeNet\n"
+                       "    card: cards/lenet.json\ntargets: [onnx, onnx-fp16]\n")
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "driver-cache"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the workers import the zoo's architecture
+    manifest = build(project, tmp_path / "dist", jobs=2, executor="ray", shared_cache=False)
+    assert [e["status"] for e in manifest["artifacts"]] == ["passed", "passed"], manifest["artifacts"]
+    report = json.loads((tmp_path / "dist" / "lenet" / "onnx-fp16" / "report.json").read_text())
+    assert [s["cached"] for s in report["steps"]] == [True, True, False]
+    assert not (tmp_path / "driver-cache").exists()
