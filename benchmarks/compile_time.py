@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,16 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgekit.environment import cpu_label
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    """The CPU's model name and the ISA flags INT8 speed depends on (a name such as "AMD EPYC" covers both)."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
-    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{name or platform.processor() or 'unknown CPU'} ({', '.join(isa) or 'no AVX2'})"
 
 
 def settle(below: float, limit_s: float = 300.0) -> float:
@@ -91,7 +83,7 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     print(f"Cold compile of {args.model}, median of {args.repeats} (interleaved, empty cache each time), "
-          f"OMP_NUM_THREADS=1, {cpu_name()}, {os.cpu_count()} CPUs; before = {args.before}, after = {head} "
+          f"OMP_NUM_THREADS=1, {cpu_label()}, {os.cpu_count()} CPUs; before = {args.before}, after = {head} "
           "(uncommitted changes included)\n")
     print("| target | before (s) | after (s) | speed-up | error increase before / after (deg) | largest difference "
           "before / after (deg) | load average before each compile |")
@@ -105,7 +97,7 @@ def main() -> None:
               f"{acc['before']['max_diff_deg']:.3f} / {acc['after']['max_diff_deg']:.3f} | "
               f"{min(loads):.2f}-{max(loads):.2f} |")
     if args.out:
-        args.out.write_text(json.dumps({"cpu": cpu_name(), "before": args.before, "after": head, "model": args.model,
+        args.out.write_text(json.dumps({"cpu": cpu_label(), "before": args.before, "after": head, "model": args.model,
                                         "runs": runs}, indent=2) + "\n")
 
 

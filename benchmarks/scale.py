@@ -38,18 +38,11 @@ from pathlib import Path
 
 import yaml
 
+from edgekit.environment import cpu_label
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 PREFIX = ("fold_bn", "export_onnx")  # the leading passes a model's targets share (its first target runs them)
-
-
-def cpu_name() -> str:
-    """The CPU's model name and the ISA flags INT8 speed depends on."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
-    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{name or platform.processor() or 'unknown CPU'} ({', '.join(isa) or 'no AVX2'})"
 
 
 def versions() -> dict:
@@ -746,7 +739,7 @@ def main() -> None:
     targets = args.targets.split(",") if args.targets else yaml.safe_load((ROOT / "edgekit.yaml").read_text())["targets"]
     data = json.loads(args.json.read_text()) if args.json.is_file() else {}
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    host = {"cpu": cpu_name(), "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    host = {"cpu": cpu_label(), "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "versions": versions(), "commit": head}
 
     def save() -> None:

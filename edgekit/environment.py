@@ -41,6 +41,13 @@ def host_info() -> dict:
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
 
+def cpu_label() -> str:
+    """The CPU's model name and the ISA flags INT8 speed depends on, for benchmark pages: "NAME (avx2, ...)"."""
+    info = host_info()
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in info["isa_flags"]]
+    return f"{info['cpu']} ({', '.join(isa) or 'no AVX2'})"
+
+
 def has_vnni() -> bool:
     return any(f in host_info()["isa_flags"] for f in ("avx512_vnni", "avx_vnni"))
 
