@@ -59,10 +59,16 @@ def run_on_ray(todo: list, jobs: int | None, address: str | None, max_retries: i
 
 
 def _run_tasks(ray, todo: list, limit: int, max_retries: int, finished, shared_cache: bool) -> None:
-    """Keep `limit` tasks in flight: each model's shared-pass task first, its targets once it has ended."""
+    """Keep `limit` tasks in flight: each model's shared-pass task first, its targets once it has ended. A task whose
+    passes train on a GPU reserves one; one that needs more GPUs than the cluster has is an error at once (Ray would
+    queue it for ever)."""
     options = dict(num_cpus=1, memory=TASK_MEMORY, max_retries=max_retries, retry_exceptions=False)
-    build_task = ray.remote(edgekit_task).options(**options)
-    prepare = ray.remote(shared_passes_task).options(num_returns=2, **options)
+    build_task, prepare = ray.remote(edgekit_task), ray.remote(shared_passes_task)
+    have = int(ray.cluster_resources().get("GPU", 0))
+    for job in [j for j in todo if build_shared.gpus(j) > have]:
+        todo.remove(job)
+        if finished(_no_gpu_entry(job, have), limit):
+            return
     plans = build_shared.shared_prefixes(todo)
     seeds: dict[str, object] = {}  # model -> the object holding its shared passes (None: in the shared cache)
     waiting = set(plans)  # models whose shared-pass task has not ended yet
@@ -74,10 +80,13 @@ def _run_tasks(ray, todo: list, limit: int, max_retries: int, finished, shared_c
                 kind, what = item
                 if kind == "prepare":
                     by_target = {j.target: j for j in todo if j.model.name == what}
-                    done, blob = prepare.remote(by_target, plans[what], shared_cache, limit)
+                    gpus = max(build_shared.gpus(by_target[t], n) for t, n in plans[what])
+                    done, blob = prepare.options(num_returns=2, num_gpus=gpus, **options).remote(
+                        by_target, plans[what], shared_cache, limit)
                     running[done] = ("prepare", what, blob)
                 else:
-                    running[build_task.remote(what, limit, seeds.get(what.model.name), shared_cache)] = ("build", what)
+                    task = build_task.options(num_gpus=build_shared.gpus(what), **options)
+                    running[task.remote(what, limit, seeds.get(what.model.name), shared_cache)] = ("build", what)
             if not running:  # cannot happen: a queued build waits only on a running prepare
                 break
             [ref], _ = ray.wait(list(running), num_returns=1)
@@ -91,6 +100,12 @@ def _run_tasks(ray, todo: list, limit: int, max_retries: int, finished, shared_c
         for ref in running:
             ray.cancel(ref, force=True)
         _wait_cancelled(ray, list(running))
+
+
+def _no_gpu_entry(job, have: int) -> dict:
+    return {"model": job.model.name, "target": job.target, "status": "error",
+            "reason": f"its recipe trains on a GPU (device: cuda) and the Ray cluster has {have or 'no'} GPU{'s' * (have != 1)}; "
+                      f"fix: add a node with a GPU to the cluster, or set device: cpu in the recipe"}
 
 
 def _next_ready(queue: list, waiting: set):

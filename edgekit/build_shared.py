@@ -44,12 +44,24 @@ def shared_prefixes(todo: list) -> dict[str, list[tuple[str, int]]]:
 def _pass_keys(job) -> tuple | None:
     """Each pass with its options and, if it reads one, the calibration set, as the pass-cache key sees it; None if
     the recipe does not load (its task reports why)."""
-    try:
-        recipe = load_recipe(recipe_path(job))
-    except Exception:  # noqa: BLE001  a bad recipe is the target's own error, reported by its task
+    recipe = _recipe(job)
+    if recipe is None:
         return None
     calibration = str(job.model.calib_set or recipe.calibration)
     return tuple((str(p), calibration if p.uses_calibration else None) for p in recipe.passes)
+
+
+def gpus(job, upto: int | None = None) -> int:
+    """GPUs the job's passes (its first `upto`) train on: the task reserves them (0 if the recipe does not load)."""
+    recipe = _recipe(job)
+    return max((p.gpus() for p in recipe.passes[:upto]), default=0) if recipe is not None else 0
+
+
+def _recipe(job):
+    try:
+        return load_recipe(recipe_path(job))
+    except Exception:  # noqa: BLE001  a bad recipe is the target's own error, reported by its task
+        return None
 
 
 def warm(jobs_by_target: dict, plan: list[tuple[str, int]]) -> None:

@@ -7,6 +7,7 @@ images rendered from the training seed, which no calibration or evaluation set u
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 
 import torch
@@ -34,6 +35,8 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization).
     teacher: distillation; the loss mixes 1 - cos against the teacher's gaze (teacher_weight) and against the label.
     one_cycle: a one-cycle learning rate (training from scratch) instead of a constant one (fine-tuning).
+    device: "cuda" trains on the GPU (cuDNN's deterministic kernels, so one GPU gives the same weights each time);
+    `module` comes back on the CPU, the teacher stays where it was.
     Progress: the rendering of the training images, then a bar over the steps labelled `label` (edgekit.progress)."""
     if card.image_input.layout != "NCHW":
         raise BadInputError(f"{label} trains on single eye images, not {card.image_input.layout} sequences; fix: drop it "
@@ -44,6 +47,9 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     arrays = model_inputs(card, train).arrays
     xs = [torch.from_numpy(arrays[s.name]).to(device) for s in card.inputs]
     y = torch.from_numpy(train.gaze.astype("float32")).to(device)
+    if device != "cpu":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        teacher = copy.deepcopy(teacher).to(device) if teacher is not None else None  # the caller's stays on the CPU
     taught = _teacher_gaze(teacher, xs, card.output.convention, batch) if teacher is not None else None
     module.to(device)
     gen = torch.Generator().manual_seed(seed)

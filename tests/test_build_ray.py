@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgekit.build import build
 from edgekit.cli import run
@@ -182,15 +183,15 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_output(tmp_path, signum, group):
     """Ctrl-C as a terminal sends it (to the whole process group), or SIGTERM to the build process alone (ray.init
     sets its own SIGTERM handler, which would exit without cleaning up)."""
-    project = _project(tmp_path, ("onnx", "onnx-int8"))
+    project = _project(tmp_path, ("executorch-int8", "snn"))  # 12 s and 26 s tasks: both still compiling
     dist = tmp_path / "dist"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}  # cold: long enough
     proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "build", str(project), "--dist", str(dist),
                              "--executor", "ray", "--jobs", "2"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(dist.glob("tinygaze/.*.staging-*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)  # the tasks are compiling: their outputs are staging
+    while len(list(dist.glob("tinygaze/.*.staging-*"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # both tasks are compiling: their outputs are staging
     assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
     ray_processes = _descendants(proc.pid)
     assert len(ray_processes) >= 4  # GCS, raylet, two workers
@@ -205,6 +206,45 @@ def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_output(tmp_path, sig
         time.sleep(0.1)
     assert not [p for p in ray_processes if _alive(p)]  # the local Ray went with the build
 
+
+GPU_RECIPE = ("name: gpu\nbackend: onnx\npasses:\n  - fold_bn\n  - prune:\n      fine_tune_steps: 2\n      device: cuda\n"
+              "  - export_onnx\n")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a CPU build of torch says on a GPU node")
+def test_a_cluster_of_several_nodes_reserves_a_gpu_for_a_pass_that_trains_on_one(tmp_path, monkeypatch):
+    """--address on a Ray cluster of separate nodes on this machine (ray.cluster_utils: each node its own raylet and
+    object store). A target whose recipe trains on a GPU is an error at once while no node has one (Ray would queue it
+    for ever); once a node declares one, Ray runs it there with that GPU assigned (CUDA_VISIBLE_DEVICES), where the
+    pass finds that torch here is a CPU build and says so. The other target builds, through the object store."""
+    from ray.cluster_utils import Cluster
+
+    (tmp_path / "gpu.yaml").write_text(GPU_RECIPE)
+    project = _project(tmp_path, ("onnx", "gpu.yaml"))
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    node = dict(num_cpus=1, object_store_memory=200 << 20)
+    cluster = Cluster(initialize_head=True, head_node_args=node)
+    try:
+        entries = _built(project, tmp_path / "no-gpu", "--address", cluster.address)
+        assert entries["gpu.yaml"] == {"model": "tinygaze", "target": "gpu.yaml", "status": "error", "reason":
+                                       "its recipe trains on a GPU (device: cuda) and the Ray cluster has no GPUs; fix: "
+                                       "add a node with a GPU to the cluster, or set device: cpu in the recipe"}
+        cluster.add_node(num_gpus=1, **node)
+        cluster.wait_for_nodes()
+        entries = _built(project, tmp_path / "gpu-node", "--address", cluster.address, "--no-shared-cache")
+        reason = entries["gpu.yaml"]["reason"]
+        assert reason.startswith("prune: device cuda, but torch") and "CUDA_VISIBLE_DEVICES=0;" in reason, reason
+    finally:
+        cluster.shutdown()
+
+
+def _built(project: Path, dist: Path, *options: str) -> dict:
+    """Build PROJECT on Ray (one target fails); its manifest entries by target, the passing ones checked on disk."""
+    assert run(["build", str(project), "--dist", str(dist), "--executor", "ray", *options]) == 1
+    entries = {e["target"]: e for e in json.loads((dist / "manifest.json").read_text())["artifacts"]}
+    assert entries["onnx"]["status"] == "passed" and (dist / entries["onnx"]["artifact"]).is_file()
+    return entries
 
 def test_address_and_no_shared_cache_need_the_ray_executor(tmp_path, capsys):
     assert run(["build", str(_project(tmp_path)), "--dist", str(tmp_path / "d"), "--address", "10.0.0.1:6379"]) == 2

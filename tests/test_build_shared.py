@@ -12,7 +12,7 @@ import pytest
 
 from edgekit.artifact import Artifact, Format
 from edgekit.build import Job, load_project
-from edgekit.build_shared import pack, shared_prefixes, unpack
+from edgekit.build_shared import gpus, pack, shared_prefixes, unpack
 from edgekit.context import Context
 from edgekit.models.card import InputSpec, ModelCard, OutputSpec
 from edgekit.passes.base import REGISTRY, Pass
@@ -54,6 +54,15 @@ def test_what_is_shared_follows_the_passes_and_their_calibration(tmp_path):
     (tmp_path / "other.yaml").write_text(INT8.replace("name: onnx-int8", "name: other")
                                          .replace("synthetic-512", "synthetic-256"))
     assert shared_prefixes(_todo(_project(tmp_path, ["onnx-int8", "other.yaml"]))) == {"tinygaze": [("onnx-int8", 2)]}
+
+
+def test_a_task_reserves_a_gpu_only_for_passes_that_train_on_one():
+    """The workflow's GPU example: its QAT target trains on a GPU; onnx and the shared fold_bn run on CPUs."""
+    todo = {j.target: j for j in _todo(ROOT / "examples" / "gpu-cluster" / "edgekit.yaml")}
+    assert {t: gpus(j) for t, j in todo.items()} == {"onnx": 0, "onnx-int8-qat-gpu.yaml": 1}
+    plan = shared_prefixes(list(todo.values()))
+    assert plan == {"gazeresnet18": [("onnx", 1)]} and gpus(todo["onnx-int8-qat-gpu.yaml"], 1) == 0  # fold_bn alone
+    assert [gpus(j) for j in _todo(ROOT / "edgekit.yaml")] == [0] * 12  # the shipped project: CPUs only
 
 
 class _Append(Pass):

@@ -18,11 +18,11 @@ from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
 from edgekit.finetune import fine_tune
 from edgekit.models.registry import builtin
-from edgekit.passes.base import Pass
+from edgekit.passes.base import TrainingPass
 from edgekit.torch_module import build_arch, load_module, save_module
 
 
-class Distill(Pass):
+class Distill(TrainingPass):
     name: ClassVar[str] = "distill"
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
@@ -39,8 +39,7 @@ class Distill(Pass):
     lr: float = Field(3e-3, gt=0)
     teacher_weight: float = Field(0.7, ge=0, le=1, description="share of the loss against the teacher (the rest: labels)")
 
-    def host_dependence(self) -> str | None:
-        return "trains the student in float32 with torch kernels chosen for the CPU"
+    trains: ClassVar[str] = "trains the student"
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
@@ -64,7 +63,7 @@ class Distill(Pass):
         torch.manual_seed(ctx.seed)
         student = build_arch(self.student, config)
         fine_tune(student, card, self.steps, self.batch, self.lr, ctx.seed, label=f"distilling into {self.student}",
-                  teacher=teacher, teacher_weight=self.teacher_weight, one_cycle=True)
+                  teacher=teacher, teacher_weight=self.teacher_weight, one_cycle=True, device=self.training_device())
         save_module(student, out_dir / "module", self.student, config, [])
         params = sum(p.numel() for p in student.parameters())
         notes = [f"distilled into {self.student} ({params:,} parameters) over {self.steps} steps of {self.batch} synthetic eyes "

@@ -22,7 +22,7 @@ from edgekit._optional import require
 from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
 from edgekit.finetune import fine_tune
-from edgekit.passes.base import Pass
+from edgekit.passes.base import TrainingPass
 from edgekit.torch_module import load_module, save_module
 
 
@@ -60,7 +60,7 @@ def _compressed_bytes(module) -> int:
     return len(zlib.compress(blob.getvalue(), 6))
 
 
-class Prune(Pass):
+class Prune(TrainingPass):
     name: ClassVar[str] = "prune"
     version: ClassVar[int] = 2  # 2: stacked recurrent layers kept whole
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
@@ -75,8 +75,10 @@ class Prune(Pass):
     batch: int = Field(64, ge=1)
     lr: float = Field(5e-4, gt=0)
 
-    def host_dependence(self) -> str | None:
-        return "ranks channels by float32 sums and fine-tunes with torch kernels chosen for the CPU"
+    trains: ClassVar[str] = "ranks channels by float32 sums and fine-tunes"
+
+    def gpus(self) -> int:
+        return super().gpus() if self.fine_tune_steps else 0
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
@@ -94,7 +96,8 @@ class Prune(Pass):
             note = self._channels(module, ctx)
         if self.fine_tune_steps:
             masks = {n: (p != 0) for n, p in module.named_parameters()} if self.method == "magnitude" else None
-            fine_tune(module, ctx.card, self.fine_tune_steps, self.batch, self.lr, ctx.seed, label="prune fine-tuning")
+            fine_tune(module, ctx.card, self.fine_tune_steps, self.batch, self.lr, ctx.seed, label="prune fine-tuning",
+                      device=self.training_device())
             if masks:  # keep the pruned weights at zero
                 with torch.no_grad():
                     for n, p in module.named_parameters():

@@ -20,7 +20,7 @@ from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.finetune import fine_tune
-from edgekit.passes.base import Pass
+from edgekit.passes.base import TrainingPass
 from edgekit.torch_module import get_submodule_parent, load_module, save_module
 
 
@@ -53,7 +53,7 @@ def _swap(module: nn.Module, kind: type, make) -> list[str]:
     return names
 
 
-class QCFS(Pass):
+class QCFS(TrainingPass):
     name: ClassVar[str] = "qcfs"
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
@@ -64,9 +64,6 @@ class QCFS(Pass):
     steps: int = Field(1500, ge=1, description="fine-tuning steps on synthetic training eyes")
     batch: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
-
-    def host_dependence(self) -> str | None:
-        return "fine-tunes in float32 with torch kernels chosen for the CPU"
 
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         if ctx.calib is None:
@@ -87,7 +84,8 @@ class QCFS(Pass):
         init = {n: max(float(torch.quantile(o.flatten()[:: max(1, o.numel() // 200_000)], 0.999)), 1e-3) for n, o in outputs.items()}
         acts: dict[str, QCFSAct] = {}
         _swap(module, nn.ReLU, lambda n, _: acts.setdefault(n, QCFSAct(init[n], self.levels)))
-        fine_tune(module, ctx.card, self.steps, self.batch, self.lr, label=f"qcfs fine-tuning (L={self.levels})")
+        fine_tune(module, ctx.card, self.steps, self.batch, self.lr, label=f"qcfs fine-tuning (L={self.levels})",
+                  device=self.training_device())
         thresholds = {n: float(a.lam.detach().abs()) for n, a in acts.items()}
         _swap(module, QCFSAct, lambda n, _: nn.ReLU())
         save_module(module.eval(), out_dir / "module", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))

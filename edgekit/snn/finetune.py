@@ -57,7 +57,7 @@ class LavaTimed(nn.Module):
         """Layer k's weight and bias on netx's integer grid (STE), and its firing threshold in float units."""
         w, b = self.weights[k], self.biases[k]
         spiking = self.layers[k]["neuron"] == "if"
-        scale = layer_scale(w.detach().double().numpy(), b.detach().double().numpy(), spiking, self.steps)
+        scale = layer_scale(w.detach().double().cpu().numpy(), b.detach().double().cpu().numpy(), spiking, self.steps)
         # rounded in float64 as to_netx rounds them: in float32 a weight within 1e-5 of a half step can round the other way
         wq = (_ste_round(w.double() * scale).clamp(-256, 254) / scale).float()
         bq = (_ste_round(b.double() * scale).clamp(-B_MAX - 1, B_MAX) / scale).float()
@@ -78,7 +78,7 @@ class LavaTimed(nn.Module):
             neuron.threshold.fill_(threshold)
         n, hidden = len(x), len(self.layers) - 1
         # what each spiking layer sent at the previous step: zeros before the first (Lava's synapse buffers start empty)
-        sent = [torch.zeros(n, *self.layers[k]["out_shape"]) for k in range(hidden)]
+        sent = [torch.zeros(n, *self.layers[k]["out_shape"], device=x.device) for k in range(hidden)]
         mem = [torch.zeros_like(s) for s in sent]
         readout = 0.0
         for t in range(1, self.steps + 1):

@@ -20,14 +20,14 @@ from edgekit.artifact import Artifact, Format
 from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.finetune import fine_tune
-from edgekit.passes.base import Pass
+from edgekit.passes.base import TrainingPass
 from edgekit.progress import step
 from edgekit.snn.net import ANN, SpikingNet
 from edgekit.snn.nir_export import write_nir
 from edgekit.torch_module import load_module
 
 
-class FinetuneSNN(Pass):
+class FinetuneSNN(TrainingPass):
     name: ClassVar[str] = "finetune_snn"
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.snn})
@@ -43,9 +43,6 @@ class FinetuneSNN(Pass):
     slope: float = Field(10.0, gt=0, description="slope of snntorch's fast-sigmoid surrogate gradient")
     check_images: int = Field(256, ge=8, description="calibration images scored before and after (in Lava's timing)")
 
-    def host_dependence(self) -> str | None:
-        return "fine-tunes in float32 with torch kernels chosen for the CPU"
-
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         import torch
 
@@ -53,6 +50,7 @@ class FinetuneSNN(Pass):
 
         if ctx.calib is None:
             raise BadInputError("finetune_snn scores the network on the calibration set; fix: declare `calibration:`")
+        device = self.training_device()  # before the scoring
         net = SpikingNet.load(src.path)
         module = LavaTimed(net, slope=self.slope)
         teacher = self._teacher(Path(src.path), ctx.card)
@@ -61,7 +59,7 @@ class FinetuneSNN(Pass):
         with step(f"scoring the converted network on {len(x)} calibration images in Lava's timing"):
             before = readout_error_deg(module, x, truth, net.output_convention)
         fine_tune(module, ctx.card, self.steps, self.batch, self.lr, label="finetune_snn (surrogate gradients, Lava timing)",
-                  teacher=teacher, teacher_weight=self.teacher_weight, one_cycle=True)
+                  teacher=teacher, teacher_weight=self.teacher_weight, one_cycle=True, device=device)
         with step(f"scoring the fine-tuned network on {len(x)} calibration images"):
             after = readout_error_deg(module, x, truth, net.output_convention)
         kept = after < before

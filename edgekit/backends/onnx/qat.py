@@ -29,14 +29,14 @@ from edgekit.backends.onnx.ptq import PTQ, CalibEval
 from edgekit.errors import BadInputError
 from edgekit.evalset import model_inputs
 from edgekit.finetune import fine_tune
-from edgekit.passes.base import Pass
+from edgekit.passes.base import TrainingPass
 from edgekit.progress import step
 from edgekit.quant.fake_quant import batched, fake_quantized, input_ranges, output_ranges
 from edgekit.quant.plan import ISA_PROFILES, missed_targets
 from edgekit.torch_module import load_module, save_module
 
 
-class QAT(Pass):
+class QAT(TrainingPass):
     name: ClassVar[str] = "qat"
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
@@ -56,9 +56,6 @@ class QAT(Pass):
     min_int8_mac_fraction: float = Field(0.9, ge=0, le=1, description="PTQ's mixed precision keeps at least this INT8 MAC share")
     always: bool = Field(False, description="fine-tune even when PTQ meets the target")
 
-    def host_dependence(self) -> str | None:
-        return "fine-tunes in float32 with torch kernels chosen for the CPU"
-
     def _ptq(self) -> PTQ:
         return PTQ(observer=self.observer, isa_profile=self.isa_profile, mixed_precision=True,
                    target_error_increase_deg=self.target_error_increase_deg, target_p95_diff_deg=self.target_p95_diff_deg,
@@ -67,6 +64,7 @@ class QAT(Pass):
     def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
         if ctx.calib is None:
             raise BadInputError("qat needs a calibration set; fix: declare `calibration:` in the recipe or pass --calib-set")
+        device = self.training_device()  # a GPU asked for and missing: said now, not after the PTQ check
         ptq = self._ptq()
         with step("qat: PTQ of the model before fine-tuning (is QAT needed?)"):
             before = self._ptq_check(src, ctx, out_dir / "check-before", ptq)
@@ -78,7 +76,7 @@ class QAT(Pass):
                                              if self.target_p95_diff_deg or self.target_max_diff_deg else "")])
         module, spec = load_module(src.path, trusted_arch=ctx.card.arch)
         float_layers = {lp.name for lp in before.plan.float_layers} if before.plan else set()
-        tuned = self._fine_tune(copy.deepcopy(module), ctx, teacher=module, float_layers=float_layers)
+        tuned = self._fine_tune(copy.deepcopy(module), ctx, device, teacher=module, float_layers=float_layers)
         save_module(tuned, out_dir / "tuned", spec["arch"], spec["arch_config"], spec.get("bn_folds", []))
         tuned_art = Artifact.create(out_dir / "tuned", Format.torch, src)
         with step("qat: PTQ of the fine-tuned model"):
@@ -117,7 +115,7 @@ class QAT(Pass):
         return _Check(increase, p95, largest, missed, max([increase / self.target_error_increase_deg, *ratios]),
                       int8.meta.quant_plan)
 
-    def _fine_tune(self, module, ctx, teacher=None, float_layers: set[str] = frozenset()):
+    def _fine_tune(self, module, ctx, device: str, teacher=None, float_layers: set[str] = frozenset()):
         import functools
 
         import torch
@@ -132,7 +130,7 @@ class QAT(Pass):
         bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
         return fine_tune(module, ctx.card, self.steps, self.batch, self.lr, ctx.seed, label="qat fine-tuning",
                          context=functools.partial(fake_quantized, ranges=ranges, weight_bits=bits, outputs=outputs),
-                         teacher=teacher, teacher_weight=1.0)
+                         teacher=teacher, teacher_weight=1.0, device=device)
 
 
 class _Check(NamedTuple):
