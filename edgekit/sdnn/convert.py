@@ -259,17 +259,33 @@ class ThresholdSearch:
         self.ann_error = float(angular_error_deg(readout_vectors(ann_out, convention), truth).mean())
         self.levels = [input_p] + [lay.act_percentile for lay in layers[:-1]] + [0.0]
         self.input_shape = tuple(x.shape[1:])
+        self.mirror = Mirror(self.net([0.0] * len(self.levels)))  # thresholds change between trials, nothing else
+        # per layer, for the thresholds up to it: what it sent at each step and its synaptic ops. A trial that changes
+        # layer k's threshold runs the layers from k on: those before send the same (Mirror.layer_alone)
+        self._kept: list[tuple[tuple[int, ...], list, float]] = []
 
     def net(self, fractions: list[float]) -> list[SdnnLayer]:
         return integer_layers(self.layers, self.m, self.input_shape, [f * p for f, p in zip(fractions, self.levels)])
 
     def score(self, fractions: list[float]) -> tuple[float, float]:
-        """(mean angular error over the ANN's in degrees, synaptic ops per frame) on the calibration images."""
-        layers = self.net(fractions)
-        res = Mirror(layers).run(self.x_int, len(layers))
-        out = decode(res.readout[:, -1], self.m[-1], self.layers[-1].bias, self.normalized)
+        """(mean angular error over the ANN's in degrees, synaptic ops per frame) on the calibration images: the
+        mirror's run of one frame from rest (len(layers) steps), layer by layer."""
+        vths = [lay.vth for lay in self.net(fractions)]
+        mirror, steps = self.mirror.with_thresholds(vths), len(vths)
+        heard, synops = torch.from_numpy(self.x_int[:, 0].astype(np.int64)), 0.0
+        for k in range(len(vths)):
+            if k < len(self._kept) and self._kept[k][0] == tuple(vths[:k + 1]):
+                _, heard, ops = self._kept[k]
+            else:
+                del self._kept[k:]
+                heard, ops = mirror.layer_alone(k, heard, steps)
+                self._kept.append((tuple(vths[:k + 1]), heard, ops))
+            synops += ops
+        n, last = len(self.x_int), heard[-1]  # the readout's sigma after the last step
+        readout = last.reshape(n, -1).numpy() if last is not None else np.zeros((n, mirror.layers[-1].neurons), np.int64)
+        out = decode(readout, self.m[-1], self.layers[-1].bias, self.normalized)
         error = float(angular_error_deg(readout_vectors(out, self.convention), self.truth).mean())
-        return error - self.ann_error, float(sum(s.sum() for s in res.synops)) / len(self.x_int)
+        return error - self.ann_error, synops / len(self.x_int)
 
     def search(self, budget_deg: float, log=lambda message: None) -> tuple[list[float], dict]:
         """A common fraction first (the largest within budget), then each layer's own, input first, raised while the

@@ -54,6 +54,24 @@ def test_each_stream_is_independent_of_the_others_in_its_batch():
     assert [m.tolist() for m in together.messages] == [sum(a.messages[k] for a in alone).tolist() for k in range(4)]
 
 
+@pytest.mark.parametrize("vth", [(0, 0, 0), (2, 3, 4), (9, 1, 30), (40, 60, 900)])
+def test_layer_by_layer_gives_what_run_gives(vth):
+    """The threshold search runs one frame layer by layer (Mirror.layer_alone, keeping the layers it did not change):
+    the same messages, readout and synaptic ops as `run`, on a net with other thresholds made by with_thresholds."""
+    frames = _frames(6, 1, hi=200)
+    expected = Mirror(_net(vth=vth)).run(frames, 5, record=True)
+    mirror = Mirror(_net()).with_thresholds([*vth, 0])
+    heard, synops = torch.from_numpy(frames[:, 0]), 0.0
+    for k in range(4):
+        heard, ops = mirror.layer_alone(k, heard, 5)
+        sent = np.stack([np.zeros((6, expected.recorded[k].shape[2]), np.int64) if m is None else m.reshape(6, -1).numpy()
+                         for m in heard], 1)
+        assert np.array_equal(sent, expected.recorded[k]), k
+        synops += ops
+    assert np.array_equal(heard[-1].numpy(), expected.readout[:, 0]) and synops == sum(s.sum() for s in expected.synops)
+    assert Mirror(_net()).layers[1].vth == 3  # with_thresholds made a copy
+
+
 def test_without_thresholds_the_readout_is_the_integer_network_exactly():
     """vth 0 sends every change: the settled readout is W . relu(...) of the integers, up to the floored message bits."""
     layers = _net(vth=(0, 0, 0))
