@@ -78,30 +78,27 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
     trains = [[] for _ in layers] if keep_trains else None
     v_start = None
     weights = [synapse_weight(lay.weight) if lay.weight is not None else None for lay in layers]
-    biases = [torch.from_numpy(lay.bias.astype(np.float64)) for lay in layers]
-    bias0 = torch.from_numpy(input_mant.astype(np.float64))
+    # the bias term added every step, bias << 6: the input neurons' own per sample, a layer's per channel
+    biases = [torch.from_numpy(input_mant.astype(np.float64)) * (1 << SHIFT)] + [
+        torch.from_numpy(lay.bias.astype(np.float64)).view(1, -1, *([1] * (len(lay.out_shape) - 1))) * (1 << SHIFT)
+        for lay in layers[1:]]
     fans = [None] + [fan_out_of(weights[k], lay.kind, layers[k - 1].out_shape, lay.stride, lay.padding).reshape(-1)
                      for k, lay in enumerate(layers) if k]
     acs = [0.0] * len(layers)
     for t in range(1, steps + 1):
         current = [None] * len(layers)
         for k, lay in enumerate(layers):
-            if k == 0:
-                a = torch.zeros_like(bias0)
-                bias = bias0
-            else:  # before the previous layer's first step the synapse's buffer is zero
-                if prev[k - 1] is not None:
-                    acs[k] += float((prev[k - 1].reshape(n, -1) * fans[k]).sum())
-                a = _synapse(lay, weights[k], prev[k - 1]) if prev[k - 1] is not None else torch.zeros(n, *lay.out_shape,
-                                                                                                       dtype=torch.float64)
-                bias = biases[k].view(1, -1, *([1] * (a.dim() - 2)))
-            u = wrap24(a * (1 << SHIFT))
             if v[k] is None:
-                v[k] = torch.zeros_like(u)
-            v[k] = clamp24(v[k] + u + bias * (1 << SHIFT))
+                v[k] = torch.zeros((n, *lay.out_shape), dtype=torch.float64)
+            heard = prev[k - 1] if k else None  # before the previous layer's first step the synapse's buffer is zero
+            if heard is not None and bool(heard.any()):  # a step without spikes adds exactly zero: skipped
+                acs[k] += float(heard.reshape(n, -1).sum(0) @ fans[k])
+                v[k] = clamp24(v[k] + wrap24(_synapse(lay, weights[k], heard) * (1 << SHIFT)) + biases[k])
+            else:
+                v[k] = clamp24(v[k] + biases[k])
             if lay.spiking:
                 fired = v[k] > lay.vth * (1 << SHIFT)
-                v[k] = torch.where(fired, torch.zeros_like(v[k]), v[k])
+                v[k].masked_fill_(fired, 0.0)
                 current[k] = fired.to(torch.float64)
                 spikes[k] += float(fired.sum())
                 if keep_trains:

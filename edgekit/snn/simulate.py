@@ -148,8 +148,12 @@ def _steps(net, x: torch.Tensor, steps: int, upto: int | None = None):
             if neuron == "integrator":
                 values[i] = v[i]
                 continue
-            fired = (v[i] >= 1.0).to(cur.dtype)
-            v[i] = v[i] - fired if net.reset == "subtract" else v[i] * (1.0 - fired)
+            above = v[i] >= 1.0
+            fired = above.to(cur.dtype)
+            if net.reset == "subtract":
+                v[i] -= fired
+            else:
+                v[i].masked_fill_(above, 0.0)
             values[i] = fired
         yield t, values, read, v
         prev = values
@@ -173,7 +177,8 @@ def simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...] = (), cou
         if count:
             for k, i in enumerate(counted):
                 if k in readers and readers[k] in read:
-                    acs[k] += float((read[readers[k]] * fans[k]).sum())
+                    senders = read[readers[k]].sum(0).reshape(-1).double()  # per neuron: samples it spiked in
+                    acs[k] += float(senders @ fans[k].reshape(-1))
                 if net.layers[i].get("neuron") == "if":
                     spikes[k] += float(values[i].sum())
         if t == lag:
