@@ -65,7 +65,8 @@ def _run_tasks(ray, todo: list, limit: int, max_retries: int, finished, shared_c
     options = dict(num_cpus=1, memory=TASK_MEMORY, max_retries=max_retries, retry_exceptions=False)
     build_task, prepare = ray.remote(edgekit_task), ray.remote(shared_passes_task)
     have = int(ray.cluster_resources().get("GPU", 0))
-    for job in [j for j in todo if build_shared.gpus(j) > have]:
+    gpus = {(j.model.name, j.target): build_shared.gpus(j) for j in todo}  # each recipe read once
+    for job in [j for j in todo if gpus[j.model.name, j.target] > have]:
         todo.remove(job)
         if finished(_no_gpu_entry(job, have), limit):
             return
@@ -80,12 +81,12 @@ def _run_tasks(ray, todo: list, limit: int, max_retries: int, finished, shared_c
                 kind, what = item
                 if kind == "prepare":
                     by_target = {j.target: j for j in todo if j.model.name == what}
-                    gpus = max(build_shared.gpus(by_target[t], n) for t, n in plans[what])
-                    done, blob = prepare.options(num_returns=2, num_gpus=gpus, **options).remote(
+                    prefix_gpus = max(build_shared.gpus(by_target[t], n) for t, n in plans[what])
+                    done, blob = prepare.options(num_returns=2, num_gpus=prefix_gpus, **options).remote(
                         by_target, plans[what], shared_cache, limit)
                     running[done] = ("prepare", what, blob)
                 else:
-                    task = build_task.options(num_gpus=build_shared.gpus(what), **options)
+                    task = build_task.options(num_gpus=gpus[what.model.name, what.target], **options)
                     running[task.remote(what, limit, seeds.get(what.model.name), shared_cache)] = ("build", what)
             if not running:  # cannot happen: a queued build waits only on a running prepare
                 break

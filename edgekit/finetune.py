@@ -35,8 +35,7 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     """AdamW for `steps` steps on `steps * batch` training images; `context(module)` wraps the loop (fake quantization).
     teacher: distillation; the loss mixes 1 - cos against the teacher's gaze (teacher_weight) and against the label.
     one_cycle: a one-cycle learning rate (training from scratch) instead of a constant one (fine-tuning).
-    device: "cuda" trains on the GPU (cuDNN's deterministic kernels, so one GPU gives the same weights each time);
-    `module` comes back on the CPU, the teacher stays where it was.
+    device: "cuda" trains on the GPU (see _reproducible); `module` comes back on the CPU, the teacher stays where it was.
     Progress: the rendering of the training images, then a bar over the steps labelled `label` (edgekit.progress)."""
     if card.image_input.layout != "NCHW":
         raise BadInputError(f"{label} trains on single eye images, not {card.image_input.layout} sequences; fix: drop it "
@@ -47,10 +46,8 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     arrays = model_inputs(card, train).arrays
     xs = [torch.from_numpy(arrays[s.name]).to(device) for s in card.inputs]
     y = torch.from_numpy(train.gaze.astype("float32")).to(device)
-    if device != "cpu":
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        teacher = copy.deepcopy(teacher).to(device) if teacher is not None else None  # the caller's stays on the CPU
-    taught = _teacher_gaze(teacher, xs, card.output.convention, batch) if teacher is not None else None
+    if device != "cpu" and teacher is not None:
+        teacher = copy.deepcopy(teacher).to(device)  # the caller's stays on the CPU
     module.to(device)
     gen = torch.Generator().manual_seed(seed)
     per_pass = max(len(y) // batch, 1)
@@ -58,7 +55,8 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps) if one_cycle else None
     module.train()
-    with context(module):
+    with context(module), _reproducible(device):
+        taught = _teacher_gaze(teacher, xs, card.output.convention, batch) if teacher is not None else None
         for step in track(range(steps), total=steps, description=f"{label}: {steps} steps of {batch} images"):
             idx = order[step * batch:(step + 1) * batch]
             out = to_vector(module(*(x[idx] for x in xs)), card.output.convention)
@@ -71,6 +69,14 @@ def fine_tune(module: torch.nn.Module, card, steps: int, batch: int, lr: float, 
             if sched is not None:
                 sched.step()
     return module.cpu().eval()
+
+
+def _reproducible(device: str):
+    """On a GPU, cuDNN's deterministic kernels without autotuning or TF32, for the block only: one GPU model then
+    gives the same weights every time (CPU training needs nothing)."""
+    if device == "cpu":
+        return nullcontext()
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
 
 
 @torch.no_grad()

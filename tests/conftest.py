@@ -5,14 +5,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores ran
 import pytest  # noqa: E402
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files with end-to-end (slow) tests first. pytest-xdist (`make test`: --dist loadfile) hands whole files to its
-    workers in this order, so the long files start at once and the many short ones fill in at the end, instead of a
-    long file starting last while the other worker idles (longest first: the usual rule for balancing jobs)."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort: each file keeps its own order
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Rendered sets are cached per test session, never in the user's cache; pytest-xdist's workers (make test runs
