@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 
-def digests(models: list[str], targets: list[str]) -> dict[str, str]:
+def digests(models: list[str], targets: list[str], cache_dir: Path | None = None) -> dict[str, str]:
+    """cache_dir: a pass cache to read and fill (None: every pass runs here)."""
     from edgekit.compiler import _recipe_calibration
     from edgekit.context import Context
     from edgekit.recipe import load_recipe
@@ -23,7 +24,7 @@ def digests(models: list[str], targets: list[str]) -> dict[str, str]:
             with tempfile.TemporaryDirectory() as work:
                 src = load_source(model, Path(work))
                 recipe = load_recipe(target)
-                ctx = Context(work_dir=Path(work) / "passes", card=src.card, cache_dir=None,
+                ctx = Context(work_dir=Path(work) / "passes", card=src.card, cache_dir=cache_dir,
                               calib=_recipe_calibration(recipe, src.card))  # INT8 and spiking targets calibrate
                 steps = recipe.pipeline().run(src.artifact, ctx)
                 out[f"{model}/{target}"] = steps[-1].artifact.sha256

@@ -46,13 +46,16 @@ def _digests(proc: subprocess.Popen, log) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_float_artifacts_have_the_same_bytes_under_this_hosts_and_another_isas_kernels(tmp_path):
+    from edgekit.environment import cache_root
     from tests.determinism_probe import digests
 
     kernels = _other_kernels()
     with open(tmp_path / "other.log", "w+") as log:
         proc = _start(kernels, log)
         try:
-            here = digests(MODELS.split(","), TARGETS.split(","))  # this host's own kernels, meanwhile
+            # this host's own kernels, meanwhile, through the session's pass cache: entries other tests built here are
+            # this host's builds too (content-addressed, keyed on the code), and the ones built now serve later tests
+            here = digests(MODELS.split(","), TARGETS.split(","), cache_root() / "passes")
             other = _digests(proc, log)
         finally:
             proc.kill() if proc.poll() is None else None
