@@ -81,9 +81,9 @@ def lava_check(art, runner, inputs, truth: np.ndarray, samples: int) -> dict:
     return {"ran": True, "samples": len(x), "spikes_per_layer": total, "mismatched_spikes_per_layer": mismatched,
             "readout_equal": readout_equal, "match": match, "lava_error_deg": lava_err, "fixed_point_error_deg": mine_err,
             "simulator_seconds": res.seconds, "subprocess_seconds": res.wall_seconds,
-            "ms_per_step": res.seconds / (len(x) * spec["steps"]) * 1e3,
+            "ms_per_step": res.seconds / res.steps * 1e3,
             "summary": (f"{'spike for spike identical' if match else 'MISMATCH'} to the fixed-point model on {len(x)} images "
                         f"({sum(total):,} spikes, {sum(mismatched)} differ; readout equal: {readout_equal}); error "
                         f"{lava_err:.3f} deg in Lava vs {mine_err:.3f} deg fixed point on these images; Lava CPU simulator "
-                        f"{res.seconds / (len(x) * spec['steps']) * 1e3:.1f} ms per step (Loihi2SimCfg fixed_pt, "
+                        f"{res.seconds / res.steps * 1e3:.1f} ms per step (Loihi2SimCfg fixed_pt, "
                         f"{res.wall_seconds:.0f} s with start-up and compilation)")}

@@ -24,7 +24,8 @@ class LavaResult:
     v_start: np.ndarray  # (N, out) readout v after S steps
     v_end: np.ndarray  # after S + T steps (S = readout_start: delays + warm-up)
     trains: list[np.ndarray]  # per spiking layer (N, S + T, neurons) bool
-    seconds: float  # simulator wall time for the samples' S + T steps (compilation excluded)
+    seconds: float  # simulator wall time of `steps` steps (every sample's and drain's; compilation excluded)
+    steps: int
     wall_seconds: float  # the whole subprocess, Python start and compilation included
 
 
@@ -117,7 +118,7 @@ def run_lava(folder: Path, input_bias: np.ndarray, timeout: float = 900) -> Lava
         data = np.load(out)
         trains = [data[f"train_{k}"] for k in range(len([f for f in data.files if f.startswith("train_")]))]
         return LavaResult(v_start=data["v_start"], v_end=data["v_end"], trains=trains, seconds=float(data["seconds"]),
-                          wall_seconds=wall)
+                          steps=int(data["steps"]), wall_seconds=wall)
 
 
 def lava_failure(folder: Path, stderr: str, writer: str) -> EdgekitError:
