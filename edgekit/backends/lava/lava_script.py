@@ -39,10 +39,10 @@ class Recorder(AbstractProcess):
     """Every layer's output in one process, kept in memory and saved by the process itself to `path` at step `steps`
     (an .npz of layer_K: (kept steps, *shape)). One process for all layers: each Lava process is an OS process that
     the runtime synchronises every step. Saved from inside: Lava's Var.get sends one value at a time (~20 us each).
-    Of every `block` steps the first `record` are kept."""
+    Of every `block` steps the first `record` are kept. progress: a PROGRESS line on stderr after every block."""
 
-    def __init__(self, *, shapes: list, record: int, block: int, steps: int, path: str, dtype: str) -> None:
-        super().__init__(shapes=shapes, record=record, block=block, steps=steps, path=path, dtype=dtype)
+    def __init__(self, *, shapes: list, record: int, block: int, steps: int, path: str, dtype: str, progress: bool) -> None:
+        super().__init__(shapes=shapes, record=record, block=block, steps=steps, path=path, dtype=dtype, progress=progress)
         for k, shape in enumerate(shapes):
             setattr(self, f"a_in{k}", InPort(shape=shape))
 
@@ -59,13 +59,13 @@ class _RecorderModel(PyLoihiProcessModel):
             data = getattr(self, f"a_in{k}").recv()  # every port every step: its sender waits for the read
             if keep:
                 kept.append(data.astype(p["dtype"]))
-        if self.time_step % p["block"] == 0:  # a sample done: the parent's progress bar
+        if p["progress"] and self.time_step % p["block"] == 0:  # a sample done: the parent's progress bar
             print(f"{PROGRESS} {self.time_step // p['block']} {p['steps'] // p['block']}", file=sys.stderr, flush=True)
         if self.time_step == p["steps"]:
             np.savez(p["path"], **{f"layer_{k}": np.stack(kept) for k, kept in enumerate(self.kept)})
 
 
-def recorder(shapes: list, record: int, block: int, steps: int, path: str, dtype: str) -> Recorder:
+def recorder(shapes: list, record: int, block: int, steps: int, path: str, dtype: str, progress: bool = False) -> Recorder:
     """A Recorder and its process model, made for this many ports (Lava reads a model's ports from its class
     attributes, and looks for models in the module that defines the process)."""
     ports = {f"a_in{k}": LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24) for k in range(len(shapes))}
@@ -73,7 +73,8 @@ def recorder(shapes: list, record: int, block: int, steps: int, path: str, dtype
     model = type(name, (_RecorderModel,), {**ports, "__module__": Recorder.__module__})
     sys.modules[Recorder.__module__].__dict__[name] = tag("fixed_pt")(requires(CPU)(
         implements(proc=Recorder, protocol=LoihiProtocol)(model)))
-    return Recorder(shapes=[tuple(s) for s in shapes], record=record, block=block, steps=steps, path=path, dtype=dtype)
+    return Recorder(shapes=[tuple(s) for s in shapes], record=record, block=block, steps=steps, path=path, dtype=dtype,
+                    progress=progress)
 
 
 def stub_torch_only_modules() -> None:
@@ -201,7 +202,8 @@ def main(folder: str, inputs: str, out: str) -> None:
     net = load_network(Network, os.path.join(folder, "network.net"), spec)
     layers = list(net.layers)
     spikes = os.path.join(os.path.dirname(os.path.abspath(out)), "spikes.npz")
-    sink = recorder([layer.out.shape for layer in layers[:-1]], S + T, block, block * len(bias_in), spikes, "bool")
+    sink = recorder([layer.out.shape for layer in layers[:-1]], S + T, block, block * len(bias_in), spikes, "bool",
+                    progress=True)
     for k, layer in enumerate(layers[:-1]):
         layer.out.connect(getattr(sink, f"a_in{k}"))
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
