@@ -42,7 +42,20 @@ def card_dict(weights: Path | None = None) -> dict:
     return card
 
 
-def trained(steps: int = 400, seed: int = 0) -> nn.Module:
+WEIGHTS = Path(__file__).with_name("weights") / "pitchyaw_gaze.safetensors"
+
+
+def trained() -> nn.Module:
+    """PitchYawGaze with the weights `train()` gives, committed in tests/snn/weights/ (training took 11 s of every test
+    run; `python -m tests.snn.pitchyaw_gaze` trains and writes them again), in eval mode."""
+    from safetensors.torch import load_file
+
+    model = PitchYawGaze()
+    model.load_state_dict(load_file(str(WEIGHTS)))
+    return model.eval()
+
+
+def train(steps: int = 200, seed: int = 0) -> nn.Module:
     """PitchYawGaze trained by edgekit.finetune.fine_tune (cosine loss on the vector the pitch/yaw output stands for)."""
     from edgekit.finetune import fine_tune
     from edgekit.models.card import ModelCard
@@ -61,3 +74,11 @@ def save(model: nn.Module, folder: Path) -> tuple[Path, Path]:
     card = folder / "pitchyaw_gaze.card.json"
     card.write_text(json.dumps(card_dict(weights), indent=2))
     return weights, card
+
+
+if __name__ == "__main__":
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    WEIGHTS.parent.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in train().state_dict().items()}, str(WEIGHTS))

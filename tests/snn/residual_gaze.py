@@ -1,6 +1,8 @@
 """A small residual gaze CNN for the conversion tests: two BasicBlocks (identity and 1x1-conv shortcuts, BN), average
 pooling and a linear head, trained for a few hundred steps on synthetic eyes."""
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -33,18 +35,33 @@ class ResidualGaze(nn.Module):
         return F.normalize(self.head(torch.flatten(self.pool(self.blocks(self.stem(x))), 1)), dim=-1)
 
 
-def trained(steps: int = 400, seed: int = 0, fold: bool = True) -> nn.Module:
-    """ResidualGaze trained on 3000 synthetic eyes (1x40x64, TinyGaze's preprocessing), BN folded (unless not `fold`),
-    in eval mode."""
+WEIGHTS = Path(__file__).with_name("weights") / "residual_gaze.safetensors"
+
+
+def trained(fold: bool = True) -> nn.Module:
+    """ResidualGaze with the weights `train()` gives, committed in tests/snn/weights/ (training took 20 s of every
+    test run; `python -m tests.snn.residual_gaze` trains and writes them again), BN folded (unless not `fold`), in
+    eval mode."""
+    from safetensors.torch import load_file
+
+    from edgekit.passes.fold_bn import find_conv_bn_pairs, fold_pairs
+
+    model = ResidualGaze()
+    model.load_state_dict(load_file(str(WEIGHTS)))
+    model.eval()
+    return fold_pairs(model, find_conv_bn_pairs(model)[0]).eval() if fold else model
+
+
+def train(steps: int = 400, seed: int = 0) -> nn.Module:
+    """ResidualGaze trained on 3000 synthetic eyes (1x40x64, TinyGaze's preprocessing)."""
     from edgekit.data import synthetic
     from edgekit.models.card import ModelCard
     from edgekit.models.io import WEIGHTS_DIR
-    from edgekit.passes.fold_bn import find_conv_bn_pairs, fold_pairs
 
     card = ModelCard.load(WEIGHTS_DIR / "tinygaze.json")
-    train = synthetic.standard_set("train", 3000, (40, 64))
-    x = torch.from_numpy(card.preprocessing.apply(train.images, 1, (40, 64)))
-    y = torch.from_numpy(train.gaze.astype("float32"))
+    train_set = synthetic.standard_set("train", 3000, (40, 64))
+    x = torch.from_numpy(card.preprocessing.apply(train_set.images, 1, (40, 64)))
+    y = torch.from_numpy(train_set.gaze.astype("float32"))
     torch.manual_seed(seed)
     model = ResidualGaze()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -57,5 +74,12 @@ def trained(steps: int = 400, seed: int = 0, fold: bool = True) -> nn.Module:
         loss.backward()
         opt.step()
         sched.step()
-    model.eval()
-    return fold_pairs(model, find_conv_bn_pairs(model)[0]).eval() if fold else model
+    return model.eval()
+
+
+if __name__ == "__main__":
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    WEIGHTS.parent.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in train().state_dict().items()}, str(WEIGHTS))

@@ -22,9 +22,9 @@ from tests.zoo import models as zoo
 
 @pytest.fixture(scope="module")
 def pitchyaw(tmp_path_factory):
-    """A trained pitch/yaw model saved as weights + card (about 15 s of training)."""
+    """The trained pitch/yaw model saved as weights + card."""
     folder = tmp_path_factory.mktemp("pitchyaw")
-    model = trained(steps=200)
+    model = trained()
     return (model, *save(model, folder))
 
 

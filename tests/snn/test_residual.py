@@ -18,7 +18,7 @@ from edgekit.snn.graph import spiking_graph
 from edgekit.snn.simulate import simulate
 from tests.snn.residual_gaze import ResidualGaze, trained
 
-pytestmark = pytest.mark.slow  # the module's fixture trains the residual net (about 20 s); the last test compiles
+pytestmark = pytest.mark.slow  # conversions and simulations of the residual net; the last test compiles
 
 
 @pytest.fixture(scope="module")
