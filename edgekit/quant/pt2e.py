@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -138,11 +139,27 @@ def quantize(module, args, quantizer, samples: list[tuple], who: str, fallback: 
                 copy_observers(twin[0], prepared)
             else:
                 calibrate_observers(prepared, samples)
-            with step("converting the calibrated PT2E model"):
+            with step("converting the calibrated PT2E model"), _without_qat_conv_bn_folding():
                 return convert_pt2e(prepared, fold_quantize=fold_quantize), decisions
     except Exception as exc:
         raise BadInputError(f"{who}: PT2E INT8 quantization failed ({first_line(exc)}); fix: keep the failing "
                             f"layer float with keep_float, or use the {fallback} target") from None
+
+
+@contextmanager
+def _without_qat_conv_bn_folding():
+    """convert_pt2e folds QAT conv-BN patterns (the ones prepare_qat_pt2e makes) whenever a BatchNorm is left in the
+    graph, which unfuse_shared_conv_bn does for a pre-activation stem: matching them exports ~100 pattern graphs,
+    15 s per convert. A graph from prepare_pt2e has no such pattern, so nothing would be folded: skip the search
+    (the same artifact bytes, checked on the zoo's PreActResNetGaze for TFLite and ExecuTorch)."""
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    search = quantize_pt2e._fold_conv_bn_qat
+    quantize_pt2e._fold_conv_bn_qat = lambda model: model
+    try:
+        yield
+    finally:
+        quantize_pt2e._fold_conv_bn_qat = search
 
 
 CALIBRATION_BATCH = 64

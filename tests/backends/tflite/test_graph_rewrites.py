@@ -59,7 +59,7 @@ def _qdq(model, calib):
     return _quantize_pt2e(model, args, quantizer, [(calib[i:i + 1],) for i in range(len(calib))])
 
 
-@pytest.mark.slow  # torchao's convert_pt2e exports its ~100 conv-BN QAT patterns whenever a BN is left: 15 s
+@pytest.mark.slow
 def test_a_conv_with_other_consumers_keeps_its_batchnorm():
     model, calib, test = _preact(), _samples(64, seed=1), _samples(32, seed=2)
     converted, decisions = _qdq(model, calib)
