@@ -159,8 +159,9 @@ def _steps(net, x: torch.Tensor, steps: int, upto: int | None = None):
         prev = values
 
 
-# Images per pass: every image runs from rest, so passes over parts of a batch give its outputs and counts, and a
-# step's tensors stay in the cache (TinyGaze's 64-step curve on 512 images: 7.0 s at once, 5.8 s in parts of 64).
+# Images per pass: every image runs from rest, so passes over parts of a batch give its outputs and counts (bit for bit
+# here; elsewhere a conv kernel chosen by batch size may differ in a last bit), and a step's tensors stay in the cache
+# (TinyGaze's 64-step curve on 512 images: 7.0 s at once, 5.8 s in parts of 64).
 CHUNK = 64
 
 
