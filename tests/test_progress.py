@@ -198,7 +198,7 @@ def test_lava_simulator_reports_each_sample(tmp_path, capsys, monkeypatch):
     ok, why = lava_available()
     if not ok:
         pytest.skip(f"Lava environment unavailable: {why}")
-    monkeypatch.setattr(progress, "HEARTBEAT_S", 2.0)
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.3)  # the Lava run takes a few seconds: a line while it runs
     progress.configure(progress.NORMAL)
     res = compile(None, _small_recipe(tmp_path, "loihi", lava_samples=3, timesteps=8), eval=standard_set("eval", 24),
                   out=tmp_path / "out", cache=False)
