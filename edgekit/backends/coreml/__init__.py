@@ -50,6 +50,6 @@ class CoreMLBackend(Backend):
                    "op_histogram": interp.op_histogram(), "weight_dtypes": {k: v / total for k, v in by_dtype.items()},
                    "int8_weight_fraction": (by_dtype.get("int8", 0) + by_dtype.get("uint8", 0)) / total,
                    "weights": weights}
-        note = ("Core ML outputs measured with edgekit's MIL reference interpreter (numpy, FP32 accumulation); "
+        note = ("Core ML outputs measured with edgekit's MIL reference interpreter (numpy and torch, FP32 accumulation); "
                 + details["core_ml_runtime"]["status"])
         return details, [note]

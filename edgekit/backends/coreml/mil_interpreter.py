@@ -1,5 +1,5 @@
-"""A reference interpreter for the Core ML ML programs edgekit emits, in numpy, so Core ML artifacts are
-verified on Linux, where Core ML itself cannot predict.
+"""A reference interpreter for the Core ML ML programs edgekit emits, in numpy (convolutions in torch), so Core ML
+artifacts are verified on Linux, where Core ML itself cannot predict.
 
 The package's MIL program and weights are read with coremltools' own MIL-proto reader; execution is
 edgekit's. Precision: tensors keep their declared dtype (float16 programs store every op output as
@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.nn import functional as F
 
 from edgekit._optional import require
 from edgekit.errors import BadInputError
@@ -128,7 +130,7 @@ class MilInterpreter:
         raise UnsupportedMilError(f"variable {var.name} has no value (op order or an unsupported construct)")
 
     def describe(self) -> str:
-        return ("edgekit MIL reference interpreter (numpy): declared dtypes kept (FP16 outputs rounded to FP16), "
+        return ("edgekit MIL reference interpreter (numpy, convolutions in torch): declared dtypes kept (FP16 outputs rounded to FP16), "
                 "FP32 accumulation; Core ML itself predicts only on macOS")
 
     def _count(self, op, macs: int, x: np.ndarray, out: np.ndarray) -> None:
@@ -297,13 +299,11 @@ class MilInterpreter:
         (pt, pb), (pl, pr) = _pads(op, x.shape[2:], kernel, strides, dil)
         x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
         g = int(groups)
-        cin_g, cout_g = x.shape[1] // g, w.shape[0] // g
-        # every group at once as one batched matrix product: (g, N*H'*W', cin_g*kh*kw) @ (g, cin_g*kh*kw, cout_g)
-        win = _windows(x, kernel, strides)
-        n, _, ho, wo, kh, kw = win.shape
-        cols = win.reshape(n, g, cin_g, ho, wo, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6).reshape(g, n * ho * wo, -1)
-        out = cols @ w.reshape(g, cout_g, -1).transpose(0, 2, 1)
-        out = out.reshape(g, n, ho, wo, cout_g).transpose(1, 0, 4, 2, 3).reshape(n, g * cout_g, ho, wo)
+        cin_g = x.shape[1] // g
+        # torch's float32 convolution (the padding already applied: MIL's may be asymmetric): 3x faster than an im2col
+        # product in numpy on GazeResNet18, and the same sum up to float32 rounding
+        out = F.conv2d(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(w)),
+                       stride=strides, groups=g).numpy()
         self._count(op, int(np.prod(out.shape)) * cin_g * int(np.prod(kernel)), x, out)
         return out + self._f(bias).reshape(1, -1, 1, 1) if bias is not None else out
 
