@@ -142,12 +142,16 @@ def _num(v) -> str:
     return str(v)
 
 
-def run_cell(model: str, target: str, workdir: Path, timeout: float) -> dict:
+def cell_args(model: str, target: str, workdir: Path) -> list[str]:
+    """The `edgekit compile` arguments of one cell (tests/zoo/test_zoo_matrix.py runs them in its own process)."""
     card_path = ZOO_WEIGHTS / f"{model}.card.json"
     arch = json.loads(card_path.read_text())["arch"]
-    out = workdir / model / target
-    cmd = EDGEKIT + ["compile", str(ZOO_WEIGHTS / f"{model}.safetensors"), "--target", target, "--card", str(card_path),
-                     "--arch", arch, "--out", str(out), "--force", "--format", "json"]
+    return ["compile", str(ZOO_WEIGHTS / f"{model}.safetensors"), "--target", target, "--card", str(card_path),
+            "--arch", arch, "--out", str(workdir / model / target), "--force", "--format", "json"]
+
+
+def run_cell(model: str, target: str, workdir: Path, timeout: float) -> dict:
+    cmd = EDGEKIT + cell_args(model, target, workdir)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
