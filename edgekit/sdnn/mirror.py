@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from edgekit.snn.simulate import fan_out_of, synaptic_ops
+
 EXP = 12  # spike_exp + state_exp
 STATE_EXP = 6
 WEIGHT_MIN, WEIGHT_MAX = -128, 127  # 8-bit signed weights (netx accepts [-256, 254]; edgekit stays in 8 bits)
@@ -100,8 +102,6 @@ class Mirror:
 
     def _fan_out(self, k: int) -> torch.Tensor:
         """Synapses each neuron of layer k - 1 drives in layer k (nonzero weights; borders and strides included)."""
-        from edgekit.snn.simulate import fan_out_of
-
         lay, before = self.layers[k], self.layers[k - 1]
         fan = fan_out_of(self.weights[k], "conv" if lay.kind == "conv" else "linear", before.shape, lay.stride, lay.padding)
         return fan.reshape(-1)
@@ -139,8 +139,7 @@ class Mirror:
             new = wrap(heard << EXP, 32)
         else:
             if heard is not None:
-                senders = (heard.reshape(len(heard), -1) != 0).sum(0)  # per neuron of layer k - 1: samples it sent in
-                ops = float(senders.to(torch.float64) @ self.fan_outs[k])
+                ops = synaptic_ops(heard, self.fan_outs[k])
                 state["sigma"] = wrap(state["sigma"] + self._synapse(k, heard), 32)
             if lay.neuron == "sigma":
                 return state["sigma"].clone(), ops

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from edgekit.snn.simulate import fan_out_of
+from edgekit.snn.simulate import fan_out_of, synaptic_ops
 
 UV_MAX = 1 << 23  # u and v are 24-bit signed
 SHIFT = 6
@@ -92,7 +92,7 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
                 v[k] = torch.zeros((n, *lay.out_shape), dtype=torch.float64)
             heard = prev[k - 1] if k else None  # before the previous layer's first step the synapse's buffer is zero
             if heard is not None and bool(heard.any()):  # a step without spikes adds exactly zero: skipped
-                acs[k] += float(heard.reshape(n, -1).sum(0) @ fans[k])
+                acs[k] += synaptic_ops(heard, fans[k])
                 v[k] = clamp24(v[k] + wrap24(_synapse(lay, weights[k], heard) * (1 << SHIFT)) + biases[k])
             else:
                 v[k] = clamp24(v[k] + biases[k])

@@ -98,6 +98,14 @@ def fan_out_of(weight: torch.Tensor, kind: str, in_shape, stride, padding) -> to
     return grad[0]
 
 
+def synaptic_ops(sent: torch.Tensor, fan: torch.Tensor) -> float:
+    """One step's synaptic operations (NeuroBench's ACs) into a synapse: per sending neuron, the samples of the batch
+    `sent` (N, ...) in which it sent (a spike, or a nonzero graded message), times its fan-out `fan`; whole numbers,
+    exact in float64."""
+    senders = (sent.reshape(len(sent), -1) != 0).sum(0).to(torch.float64)
+    return float(senders @ fan.reshape(-1).to(torch.float64))
+
+
 def delay_depth(net) -> dict[int, int]:
     """Per node, the steps its input lags the image by when every synapse reading spikes delays them by one step
     (Lava: a spike emitted at step t arrives at step t + 1): input first reaches it at step depth + 1. 0 without delay."""
@@ -192,8 +200,7 @@ def _simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...], count: 
         if count:
             for k, i in enumerate(counted):
                 if k in readers and readers[k] in read:
-                    senders = read[readers[k]].sum(0).reshape(-1).double()  # per neuron: samples it spiked in
-                    acs[k] += float(senders @ fans[k].reshape(-1))
+                    acs[k] += synaptic_ops(read[readers[k]], fans[k])
                 if net.layers[i].get("neuron") == "if":
                     spikes[k] += float(values[i].sum())
         if t == lag:
