@@ -29,7 +29,7 @@ def test_student_learns_the_teachers_gaze():
     with torch.no_grad():
         taught = teacher.eval()(x).numpy()
         before = float(angular_error_deg(student.eval()(x).numpy(), taught).mean())
-    fine_tune(student, card, 80, 32, 3e-3, teacher=teacher, teacher_weight=1.0, one_cycle=True)
+    fine_tune(student, card, 40, 32, 3e-3, teacher=teacher, teacher_weight=1.0, one_cycle=True)  # 12.2 deg after (80: 10.7)
     with torch.no_grad():
         after = float(angular_error_deg(student(x).numpy(), taught).mean())
     assert after < 15 and after < before / 3, (before, after)
