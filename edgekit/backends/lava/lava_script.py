@@ -157,7 +157,9 @@ def samples_inside_the_neurons(input_id: int, readout_id: int, samples: list, ru
     runtime, which sends one message per value (~20 us each: 1.2 s of each TinyGaze sample's 1.5 s). Lava's own
     fixed-point LIF step runs unchanged in between. At a block's first step every layer's v is zero (u needs no reset:
     iDecay 4096 clears it every step), the input layer takes the block's sample as its bias and every other layer its
-    own bias; after `run` steps every bias is zero (the drain). The readout's v after `readout_at` steps of each block
+    own bias; after `run` steps every bias is zero (the drain: without bias or input the input layer cannot fire, so
+    layer k fires at drain step k at the latest and every synaptic buffer is empty after D + 1 steps, the rest of the
+    block). The readout's v after `readout_at` steps of each block
     is saved to `path` by the readout's process at the last step. Called before the first run: Lava forks its process
     models, which inherit this."""
     from lava.proc.lif.models import AbstractPyLifModelFixed
@@ -209,7 +211,6 @@ def main(folder: str, inputs: str, out: str) -> None:
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
     neurons = [layer.neuron for layer in layers]
     samples = [np.transpose(sample, (2, 1, 0)).astype(np.int32) for sample in bias_in]  # netx shapes are (x, y, channel)
-    neurons[0].bias_mant.init = samples[0]
     readout = os.path.join(os.path.dirname(os.path.abspath(out)), "readout.npy")
     samples_inside_the_neurons(neurons[0].id, neurons[-1].id, samples, S + T, block, (S, S + T), readout)
     net.run(condition=RunSteps(num_steps=1), run_cfg=cfg)  # compiles and starts the processes: not timed
