@@ -176,7 +176,11 @@ CHUNK = 64
 def simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...] = (), count: bool = True) -> SimResult:
     """Run `steps` timesteps on inputs x (N, C, H, W). record: step counts whose readout (and counts) to keep
     besides the last. Counts are per node of net.counted: spikes of its IF neurons, ACs into its synapses."""
-    parts = [_simulate(net, x[i:i + CHUNK], steps, record, count) for i in range(0, len(x), CHUNK)]
+    counted, static = net.counted, static_nodes(net)
+    roots = {k: input_chain(net, i)[0] for k, i in enumerate(counted) if net.layers[i]["kind"] in WEIGHTED}
+    readers = {k: root for k, root in roots.items() if root not in static}  # synapses driven by spikes
+    fans = {k: fan_out(net, counted[k]) for k in readers} if count else {}  # once, for every part
+    parts = [_simulate(net, x[i:i + CHUNK], steps, record, count, readers, fans) for i in range(0, len(x), CHUNK)]
     res = SimResult(outputs={t: np.concatenate([p.outputs[t] for p in parts]) for t in parts[0].outputs}, n=len(x))
     for t in parts[0].outputs:  # whole counts, exact as floats: the sums do not depend on the parts
         res.spikes[t] = [sum(v) for v in zip(*(p.spikes[t] for p in parts))]
@@ -185,12 +189,11 @@ def simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...] = (), cou
 
 
 @torch.no_grad()
-def _simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...], count: bool) -> SimResult:
+def _simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...], count: bool, readers: dict, fans: dict
+              ) -> SimResult:
+    """simulate() on one part of the batch; readers: counted synapse -> the spiking node it reads, fans: their fan-outs."""
     record = tuple(sorted(set(record) | {steps}))
-    counted, static = net.counted, static_nodes(net)
-    roots = {k: input_chain(net, i)[0] for k, i in enumerate(counted) if net.layers[i]["kind"] in WEIGHTED}
-    readers = {k: root for k, root in roots.items() if root not in static}  # synapses driven by spikes
-    fans = {k: fan_out(net, counted[k]) for k in readers} if count else {}
+    counted = net.counted
     spikes, acs = [0.0] * len(counted), [0.0] * len(counted)
     res = SimResult(outputs={}, n=len(x))
     last = len(net.layers) - 1
