@@ -4,8 +4,9 @@ netx file round trip. Lava itself checks the mirror in tests/backends/sdnn."""
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
-from edgekit.sdnn.mirror import EXP, Mirror, SdnnLayer, dense_shift, wrap
+from edgekit.sdnn.mirror import EXP, Mirror, SdnnLayer, dense_shift, exact_conv, wrap_
 from edgekit.sdnn.netx import read_network, write_network
 
 
@@ -26,11 +27,27 @@ def _frames(n, f, seed=1, hi=40):
 
 def test_wrap_is_modular_and_dense_shift_follows_netx():
     x = torch.tensor([(1 << 23) - 1, 1 << 23, -(1 << 23), -(1 << 23) - 1, 3 * (1 << 23)])
-    assert wrap(x, 24).tolist() == [(1 << 23) - 1, -(1 << 23), -(1 << 23), (1 << 23) - 1, -(1 << 23)]
+    assert wrap_(x, 24).tolist() == [(1 << 23) - 1, -(1 << 23), -(1 << 23), (1 << 23) - 1, -(1 << 23)]
     assert dense_shift(np.array([[127, -128]])) == 1 and dense_shift(np.array([[3, -2]])) == 6
     assert dense_shift(np.array([[254, 0]])) == 0 and dense_shift(np.array([[-256, -1]])) == 0
     with pytest.raises(ValueError, match="all-zero"):
         dense_shift(np.zeros((2, 2), np.int64))
+
+
+@pytest.mark.parametrize("top, weight_top, one_float32_conv_is_exact",
+                         [(1 << 10, 127, True), (1 << 30, 128, False), (1 << 3, 1 << 20, False)])
+def test_the_float32_pieces_of_a_convolution_sum_exactly(top, weight_top, one_float32_conv_is_exact):
+    """Messages of 11 bits (one piece) and of 31 (several, where one float32 convolution rounds), and weights too large
+    for any float32 piece (float64)."""
+    g = torch.Generator().manual_seed(top)
+    msg = torch.randint(-top, top + 1, (5, 8, 9, 11), generator=g)
+    weight = torch.randint(-weight_top, weight_top + 1, (6, 8, 3, 3), generator=g)
+    row_sum = int(weight.abs().reshape(6, -1).sum(1).max())
+    exact = F.conv2d(msg.double(), weight.double(), stride=(1, 2), padding=(1, 1))  # below 2^53: exact in float64
+    got = exact_conv(msg, weight.float(), row_sum, (1, 2), (1, 1))
+    assert got.dtype == torch.int64 and torch.equal(got, exact.to(torch.int64))
+    plain = F.conv2d(msg.float(), weight.float(), stride=(1, 2), padding=(1, 1)).double()
+    assert torch.equal(plain, exact) == one_float32_conv_is_exact
 
 
 def test_a_held_frame_settles_after_one_step_per_synaptic_layer():
