@@ -26,13 +26,20 @@ UV_MAX = 1 << 23  # u and v are 24-bit signed
 SHIFT = 6
 
 
-def wrap24(x: torch.Tensor) -> torch.Tensor:
-    x = torch.where(x > UV_MAX, x - 2 * UV_MAX, x)
-    return torch.where(x <= -UV_MAX, x + 2 * UV_MAX, x)
+def wrap24_(x: torch.Tensor) -> torch.Tensor:
+    """In place: 2^24 down where above 2^23, then up where at or below -2^23 (one step each, as Lava's fixed-point
+    LIF wraps its current); most steps wrap nothing, and then only the two comparisons run."""
+    over = x > UV_MAX
+    if bool(over.any()):
+        x.sub_(over.to(x.dtype), alpha=2 * UV_MAX)
+    under = x <= -UV_MAX
+    if bool(under.any()):
+        x.add_(under.to(x.dtype), alpha=2 * UV_MAX)
+    return x
 
 
-def clamp24(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(-UV_MAX + 1, UV_MAX - 1)  # PyLifModelBitAcc saturates v symmetrically
+def clamp24_(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp_(-UV_MAX + 1, UV_MAX - 1)  # in place; PyLifModelBitAcc saturates v symmetrically
 
 
 @dataclass
@@ -91,15 +98,15 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
             if v[k] is None:
                 v[k] = torch.zeros((n, *lay.out_shape), dtype=torch.float64)
             heard = prev[k - 1] if k else None  # before the previous layer's first step the synapse's buffer is zero
+            # in place: integers in float64, summed in the same order as before, so the same values
             if heard is not None and bool(heard.any()):  # a step without spikes adds exactly zero: skipped
                 acs[k] += synaptic_ops(heard, fans[k])
-                v[k] = clamp24(v[k] + wrap24(_synapse(lay, weights[k], heard) * (1 << SHIFT)) + biases[k])
-            else:
-                v[k] = clamp24(v[k] + biases[k])
+                v[k].add_(wrap24_(_synapse(lay, weights[k], heard).mul_(1 << SHIFT)))
+            clamp24_(v[k].add_(biases[k]))
             if lay.spiking:
                 fired = v[k] > lay.vth * (1 << SHIFT)
                 v[k].masked_fill_(fired, 0.0)
-                current[k] = fired.to(torch.float64)
+                current[k] = fired  # the next layer's synapse reads the spikes as its weights' dtype
                 spikes[k] += float(fired.sum())
                 if keep_trains:
                     trains[k].append(fired.reshape(n, -1).numpy().copy())
@@ -124,7 +131,7 @@ def _synapse(lay: QuantLayer, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     s = s.to(w.dtype)
     if lay.kind == "conv":
         a = F.conv2d(s, w, stride=lay.stride, padding=lay.padding).double()
-        return a.clamp(-UV_MAX, UV_MAX - 1)  # PyConvModelFixed: signed 24-bit clamp of the synaptic sum
+        return a.clamp_(-UV_MAX, UV_MAX - 1)  # PyConvModelFixed: signed 24-bit clamp of the synaptic sum
     if lay.flatten_before:
         s = s.flatten(1)
     return F.linear(s, w).double()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.snn.fixed_point import (UV_MAX, QuantLayer, _synapse, clamp24, input_bias, run_fixed, synapse_weight,
-                                     wrap24)
+from edgekit.snn.fixed_point import (UV_MAX, QuantLayer, _synapse, clamp24_, input_bias, run_fixed, synapse_weight,
+                                     wrap24_)
 
 
 def input_layer(n: int, vth: int = 10) -> QuantLayer:
@@ -77,10 +77,10 @@ def test_hidden_dense_layer_adds_one_step_of_delay():
     assert res.v_diff.tolist() == [[4 * 64]]  # S = 2: arrivals at t = 3..6
 
 
-def test_wrap24_and_clamp24_keep_24_bit_signed_values():
+def test_wrap24_and_clamp24_keep_24_bit_signed_values_in_place():
     x = torch.tensor([0.0, 5.0, -5.0, UV_MAX - 1, UV_MAX + 1, -(UV_MAX + 1)], dtype=torch.float64)
-    assert wrap24(x).tolist() == [0.0, 5.0, -5.0, UV_MAX - 1, -(UV_MAX - 1), UV_MAX - 1]
-    assert clamp24(torch.tensor([3 * UV_MAX, -3 * UV_MAX, 7.0], dtype=torch.float64)).tolist() == [UV_MAX - 1, -(UV_MAX - 1), 7.0]
+    assert wrap24_(x) is x and x.tolist() == [0.0, 5.0, -5.0, UV_MAX - 1, -(UV_MAX - 1), UV_MAX - 1]
+    assert clamp24_(torch.tensor([3 * UV_MAX, -3 * UV_MAX, 7.0], dtype=torch.float64)).tolist() == [UV_MAX - 1, -(UV_MAX - 1), 7.0]
 
 
 def test_voltage_saturates_instead_of_overflowing():
