@@ -13,6 +13,7 @@ folders the killed tasks leave in dist/ are removed (only those: edgekit's, with
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import logging
@@ -48,6 +49,7 @@ def run_on_ray(todo: list, jobs: int | None, address: str | None, max_retries: i
     address = address or os.environ.get("RAY_ADDRESS") or None
     todo = [dataclasses.replace(j, out=j.out.absolute()) for j in todo]  # a worker's cwd need not be the driver's
     made = _missing_folders(todo)
+    printer = builtins.print
     try:
         _init(ray, address, jobs)  # inside: Ctrl-C while Ray starts still shuts down what started
         slots = _slots(ray)
@@ -55,6 +57,9 @@ def run_on_ray(todo: list, jobs: int | None, address: str | None, max_retries: i
         _run_tasks(ray, todo, limit, max_retries, finished, shared_cache)
     finally:
         ray.shutdown()
+        # Ray's driver swaps the caller's print for its tqdm_ray.safe_print once a worker's output reaches it: the
+        # process that called edgekit.build gets its own back
+        builtins.print = printer
         _clean(todo, made, local=address is None)
 
 

@@ -1,6 +1,7 @@
 """edgekit build --executor ray: a real local Ray (no mocks); the same outputs as a local build, a worker killed
 mid-build retried then recorded as failed, Ctrl-C leaving nothing half-written, and the usage errors."""
 
+import builtins
 import json
 import os
 import re
@@ -130,9 +131,12 @@ def test_killed_workers_are_retried_then_recorded_as_failed_and_the_others_finis
     killer = threading.Thread(target=_kill_worker_once, args=(dist / "tinygaze" / ".onnx.staging-*", killed,
                                                               time.monotonic() + 120), daemon=True)
     killer.start()
+    printer = builtins.print
     assert run(["build", str(_project(tmp_path, ("onnx", "onnx-fp16"))), "--dist", str(dist), "--executor", "ray",
                 "--jobs", "2", "--max-retries", "1"]) == 1
     killer.join(timeout=1)
+    # the dead workers' logs reach the driver, whose tqdm_ray then replaces print: the build puts the caller's back
+    assert builtins.print is printer
     assert len(killed) == 1 and len(attempts.read_text().split()) == 2  # fp16: the first run and one retry
     manifest = json.loads((dist / "manifest.json").read_text())
     status = {e["target"]: e for e in manifest["artifacts"]}
