@@ -4,6 +4,27 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores ran
 
 import pytest  # noqa: E402
 
+# The longest test files (the first four 80-105 s each, the fifth 55 s, on 2 quiet vCPUs, 2026-12-03) start first.
+# pytest-xdist hands whole files to whichever worker is free (make test: --dist loadfile), by default those with the
+# most tests first: single long tests came last, and one of them alone decided when the suite ended.
+FIRST = ("tests/report/test_sample_report.py", "tests/test_build_ray.py", "tests/test_determinism.py",
+         "tests/passes/test_prune.py", "tests/backends/coreml/test_coreml.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # keep the order below (pytest-xdist would sort by test count)
+
+
+def pytest_collection_modifyitems(config, items):
+    """FIRST, then the other files with the most tests first (pytest-xdist's own order), each file's tests in order."""
+    count: dict[str, int] = {}
+    for item in items:
+        file = item.nodeid.split("::")[0]
+        count[file] = count.get(file, 0) + 1
+    rank = {file: i for i, file in enumerate(FIRST)}
+    items.sort(key=lambda item: (rank.get(item.nodeid.split("::")[0], len(FIRST)), -count[item.nodeid.split("::")[0]]))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
