@@ -1,9 +1,13 @@
 """Run target pipelines on built-in models, through a pass cache of their own (empty at the start), and print each
 artifact's sha256 as JSON.
 
-Used by tests/test_determinism.py in subprocesses whose environment forces other CPU kernels
-(ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA), to check that artifact bytes do
-not depend on the host's instruction set. Usage: python determinism_probe.py MODEL[,MODEL] TARGET[,TARGET]
+Used in subprocesses by tests/test_determinism.py, whose environment forces other CPU kernels (ATEN_CPU_CAPABILITY,
+MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA) to check that artifact bytes do not depend on the host's instruction set,
+and by tests/backends/executorch/test_rebuild.py.
+
+    python tests/determinism_probe.py MODEL[,MODEL] TARGET[,TARGET]   prints {"model/target": sha256}
+    python -m tests.determinism_probe --write                         rewrites tests/float_digests.json (FLOAT below,
+                                                                      this host's own kernels)
 """
 
 import json
@@ -11,8 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+# the float artifacts whose bytes must not depend on the ISA, and their digests as committed
+FLOAT_MODELS = ("tinygaze", "gazeresnet18", "temporalgaze")
+FLOAT_TARGETS = ("onnx", "onnx-fp16", "tflite", "tflite-fp16", "coreml", "coreml-fp32", "coreml-int8", "executorch")
+COMMITTED = Path(__file__).with_name("float_digests.json")
 
-def digests(models: list[str], targets: list[str], cache_dir: Path | None = None) -> dict[str, str]:
+
+def digests(models, targets, cache_dir: Path | None = None) -> dict[str, str]:
     """cache_dir: a pass cache to read and fill (None: every pass runs here)."""
     from edgekit.compiler import _recipe_calibration
     from edgekit.context import Context
@@ -32,8 +41,25 @@ def digests(models: list[str], targets: list[str], cache_dir: Path | None = None
     return out
 
 
-if __name__ == "__main__":
+def _fresh_digests(models, targets) -> dict[str, str]:
     # a pass cache of its own, empty at the start: every pass runs here, under this process's kernels, once (the
-    # targets of a model share their first passes; 64 -> 57 s for the determinism test's 24 artifacts)
+    # targets of a model share their first passes: 64 -> 57 s for the 24 float artifacts)
     with tempfile.TemporaryDirectory() as cache:
-        print(json.dumps(digests(sys.argv[1].split(","), sys.argv[2].split(","), Path(cache))))
+        return digests(models, targets, Path(cache))
+
+
+def write_committed() -> None:
+    from edgekit.environment import host_info
+
+    host = host_info()
+    found = _fresh_digests(FLOAT_MODELS, FLOAT_TARGETS)
+    COMMITTED.write_text(json.dumps({"made_by": "python -m tests.determinism_probe --write",
+                                     "host": {k: host.get(k) for k in ("cpu", "machine", "isa_flags")},
+                                     "sha256": found}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        write_committed()
+    else:
+        print(json.dumps(_fresh_digests(sys.argv[1].split(","), sys.argv[2].split(","))))

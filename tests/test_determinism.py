@@ -5,8 +5,10 @@ another family of CPU kernels than this host's own: torch's (ATEN_CPU_CAPABILITY
 (MKL_ENABLE_INSTRUCTIONS: torch's float32 sqrt runs in MKL's vector math, whose last bit depends on the ISA:
 that is what once gave different ONNX bytes on the two hosts) and oneDNN's (ONEDNN_MAX_CPU_ISA): AVX2's on a
 host with AVX-512 (the other host type's), the SSE baseline on one without (whose own kernels are AVX2's).
-INT8 and spiking artifacts are not covered: their ranges and thresholds come from float calibration runs
-(README: reproducibility).
+Its digests must equal the committed ones (tests/float_digests.json, written with the kernels of the host that made
+it, an AVX-512 Xeon's: `python -m tests.determinism_probe --write`). TinyGaze's are also reports/demo.json's, which
+tests/report/test_sample_report.py rebuilds with this host's kernels. INT8 and spiking artifacts are not covered: their
+ranges and thresholds come from float calibration runs (README: reproducibility).
 """
 
 import json
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.determinism_probe import COMMITTED, FLOAT_MODELS, FLOAT_TARGETS
+
+ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("determinism_probe.py")
-MODELS = "tinygaze,gazeresnet18,temporalgaze"
-TARGETS = "onnx,onnx-fp16,tflite,tflite-fp16,coreml,coreml-fp32,coreml-int8,executorch"
 BASELINE_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -30,38 +33,34 @@ def _other_kernels() -> dict[str, str]:
     return AVX2_KERNELS if "avx512f" in host_info()["isa_flags"] else BASELINE_KERNELS
 
 
-def _start(kernels: dict[str, str], log) -> subprocess.Popen:
-    env = {**os.environ, **kernels, "OMP_NUM_THREADS": "1"}
-    # stderr to a file: converters log a lot, and a full pipe would stall one probe until the other ends
-    return subprocess.Popen([sys.executable, str(PROBE), MODELS, TARGETS], env=env, stdout=subprocess.PIPE,
-                            stderr=log, text=True)
-
-
-def _digests(proc: subprocess.Popen, log) -> dict[str, str]:
-    out, _ = proc.communicate(timeout=900)
-    log.seek(0)
-    assert proc.returncode == 0, log.read()[-2000:]
-    return json.loads(out.strip().splitlines()[-1])
+def _committed() -> dict[str, str]:
+    return json.loads(COMMITTED.read_text())["sha256"]
 
 
 @pytest.mark.slow
-def test_float_artifacts_have_the_same_bytes_under_this_hosts_and_another_isas_kernels(tmp_path):
-    from edgekit.environment import cache_root
-    from tests.determinism_probe import digests
-
+def test_float_artifacts_have_the_committed_bytes_under_another_isas_kernels(tmp_path):
     kernels = _other_kernels()
-    with open(tmp_path / "other.log", "w+") as log:
-        proc = _start(kernels, log)
-        try:
-            # this host's own kernels, meanwhile, through the session's pass cache: entries other tests built here are
-            # this host's builds too (content-addressed, keyed on the code), and the ones built now serve later tests
-            here = digests(MODELS.split(","), TARGETS.split(","), cache_root() / "passes")
-            other = _digests(proc, log)
-        finally:
-            proc.kill() if proc.poll() is None else None
-    assert len(here) == len(MODELS.split(",")) * len(TARGETS.split(","))
-    differ = sorted(k for k in here if here[k] != other[k])
-    assert not differ, f"artifact bytes differ between this host's kernels and {kernels} for {differ}"
+    env = {**os.environ, **kernels, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "other.log", "w+") as log:  # converters log a lot: a full pipe would stall the probe
+        proc = subprocess.run([sys.executable, str(PROBE), ",".join(FLOAT_MODELS), ",".join(FLOAT_TARGETS)], env=env,
+                              stdout=subprocess.PIPE, stderr=log, text=True, timeout=900)
+        log.seek(0)
+        assert proc.returncode == 0, log.read()[-2000:]
+    other, committed = json.loads(proc.stdout.strip().splitlines()[-1]), _committed()
+    assert sorted(other) == sorted(committed) and len(committed) == len(FLOAT_MODELS) * len(FLOAT_TARGETS)
+    differ = sorted(k for k in committed if committed[k] != other[k])
+    assert not differ, (f"artifact bytes under {kernels} differ from tests/float_digests.json for {differ}: either they "
+                        "depend on the ISA (a defect), or a change meant to alter them (then rewrite the file with "
+                        "`python -m tests.determinism_probe --write` and reports/demo.json with `make sample-report`)")
+
+
+def test_the_committed_digests_are_the_sample_reports_where_both_have_the_artifact():
+    """The sample report's rebuild checks TinyGaze's float artifacts on this host's kernels against the same bytes."""
+    demo = json.loads((ROOT / "reports" / "demo.json").read_text())
+    committed = _committed()
+    both = {t["target"]: t["sha256"] for t in demo["targets"] if f"tinygaze/{t['target']}" in committed}
+    assert set(both) == {"onnx", "onnx-fp16", "tflite", "tflite-fp16", "coreml", "coreml-int8", "executorch"}
+    assert {t: committed[f"tinygaze/{t}"] for t in both} == both
 
 
 def test_bn_folding_does_not_use_torch_sqrt_whose_bits_depend_on_the_isa():
