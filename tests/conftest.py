@@ -4,7 +4,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores ran
 
 import pytest  # noqa: E402
 
-# The longest test files (the first four 80-105 s each, the fifth 55 s, on 2 quiet vCPUs, 2026-12-03) start first.
+# The longest test files (45-120 s each on 2 quiet vCPUs, 2026-12-03) start first.
 # pytest-xdist hands whole files to whichever worker is free (make test: --dist loadfile), by default those with the
 # most tests first: single long tests came last, and one of them alone decided when the suite ended.
 FIRST = ("tests/report/test_sample_report.py", "tests/test_build_ray.py", "tests/test_determinism.py",
