@@ -5,12 +5,15 @@ Used in subprocesses by tests/test_determinism.py, whose environment forces othe
 MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA) to check that artifact bytes do not depend on the host's instruction set,
 and by tests/backends/executorch/test_rebuild.py.
 
-    python tests/determinism_probe.py MODEL[,MODEL] TARGET[,TARGET]   prints {"model/target": sha256}
+    python tests/determinism_probe.py MODEL[,MODEL] TARGET[,TARGET]   prints {"model/target": sha256} (what
+                                                                      in_fresh_process runs)
     python -m tests.determinism_probe --write                         rewrites tests/float_digests.json (FLOAT below,
                                                                       this host's own kernels)
 """
 
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +49,18 @@ def _fresh_digests(models, targets) -> dict[str, str]:
     # targets of a model share their first passes: 64 -> 57 s for the 24 float artifacts)
     with tempfile.TemporaryDirectory() as cache:
         return digests(models, targets, Path(cache))
+
+
+def in_fresh_process(models, targets, log: Path, kernels: dict[str, str] | None = None, timeout: int = 900) -> dict:
+    """digests() in a new Python process (its own kernels, `kernels` forcing others), from an empty pass cache; its
+    stderr goes to `log` (converters log a lot: a full pipe would stall it). RuntimeError with the log's end if it fails."""
+    env = {**os.environ, **(kernels or {}), "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as err:
+        proc = subprocess.run([sys.executable, __file__, ",".join(models), ",".join(targets)], env=env,
+                              stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"determinism probe exited {proc.returncode}: {log.read_text()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def write_committed() -> None:

@@ -12,17 +12,13 @@ ranges and thresholds come from float calibration runs (README: reproducibility)
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.determinism_probe import COMMITTED, FLOAT_MODELS, FLOAT_TARGETS
+from tests.determinism_probe import COMMITTED, FLOAT_MODELS, FLOAT_TARGETS, in_fresh_process
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = Path(__file__).with_name("determinism_probe.py")
 BASELINE_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -40,13 +36,8 @@ def _committed() -> dict[str, str]:
 @pytest.mark.slow
 def test_float_artifacts_have_the_committed_bytes_under_another_isas_kernels(tmp_path):
     kernels = _other_kernels()
-    env = {**os.environ, **kernels, "OMP_NUM_THREADS": "1"}
-    with open(tmp_path / "other.log", "w+") as log:  # converters log a lot: a full pipe would stall the probe
-        proc = subprocess.run([sys.executable, str(PROBE), ",".join(FLOAT_MODELS), ",".join(FLOAT_TARGETS)], env=env,
-                              stdout=subprocess.PIPE, stderr=log, text=True, timeout=900)
-        log.seek(0)
-        assert proc.returncode == 0, log.read()[-2000:]
-    other, committed = json.loads(proc.stdout.strip().splitlines()[-1]), _committed()
+    other = in_fresh_process(FLOAT_MODELS, FLOAT_TARGETS, tmp_path / "other.log", kernels)
+    committed = _committed()
     assert sorted(other) == sorted(committed) and len(committed) == len(FLOAT_MODELS) * len(FLOAT_TARGETS)
     differ = sorted(k for k in committed if committed[k] != other[k])
     assert not differ, (f"artifact bytes under {kernels} differ from tests/float_digests.json for {differ}: either they "
