@@ -13,7 +13,7 @@ from edgekit.quant.plan import SEARCHED_OBSERVERS
 class Int8Options(Pass):
     """Not a pass itself (no name): ptq and to_tflite inherit these fields."""
 
-    observer: Literal["minmax", "percentile", "entropy", "mse"] = Field("percentile", description="activation range observer")
+    observer: Literal["minmax", "percentile", "entropy", "mse", "histogram"] = Field("percentile", description="activation range observer")
     percentile: float = Field(99.999, gt=50, le=100, description="for observer=percentile (99.999: on 2,000 unseen "
                               "images 99.99 clipped the rare large activations of a few, the largest differences; "
                               "benchmarks/int8_peers.md)")

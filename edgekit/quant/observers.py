@@ -5,6 +5,8 @@
 - entropy: the clip threshold minimising KL(P || Q) between the histogram and its quantised version
   (the TensorRT calibration recipe), over the |x| histogram with 2048 bins.
 - mse: the clip threshold minimising expected squared quantise-dequantise error (clipping + rounding).
+- histogram: torchao's HistogramObserver search (the PT2E quantizers' default activation observer: litert-torch,
+  XNNPACK) on the same histogram: it trims each end separately while the L2 quantisation error falls.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 BINS = 2048
-OBSERVERS = ("minmax", "percentile", "entropy", "mse")
+OBSERVERS = ("minmax", "percentile", "entropy", "mse", "histogram")
 
 
 @dataclass
@@ -104,6 +106,18 @@ def mse_threshold(abs_hist: np.ndarray, amax: float, levels: int, candidates: in
     return float(best_t)
 
 
+def histogram_range(stats: TensorStats) -> tuple[float, float]:
+    """The range torchao's HistogramObserver would pick from this histogram (256 levels, as its int8 specs)."""
+    import torch
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    obs = HistogramObserver(bins=BINS, dtype=torch.qint8, quant_min=-128, quant_max=127)
+    obs.histogram = torch.from_numpy(stats.hist.astype(np.float32))
+    obs.min_val, obs.max_val = torch.tensor(stats.lo, dtype=torch.float32), torch.tensor(stats.hi, dtype=torch.float32)
+    lo, hi = obs._non_linear_param_search()  # private, but the search is the observer's whole point
+    return float(lo), float(hi)
+
+
 def observe(stats: TensorStats, method: str, percentile: float = 99.99) -> tuple[float, float]:
     """Quantisation range [lo, hi] for uint8 activations (levels: 255 one-sided, 127 per side if signed)."""
     if not np.isfinite(stats.lo) or stats.hi <= stats.lo:
@@ -118,4 +132,6 @@ def observe(stats: TensorStats, method: str, percentile: float = 99.99) -> tuple
         return _clip_symmetric(stats, entropy_threshold(stats.abs_hist, stats.amax, levels))
     if method == "mse":
         return _clip_symmetric(stats, mse_threshold(stats.abs_hist, stats.amax, levels))
+    if method == "histogram":
+        return histogram_range(stats)
     raise ValueError(f"unknown observer {method!r} (known: {', '.join(OBSERVERS)})")

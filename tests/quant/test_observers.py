@@ -55,3 +55,20 @@ def test_signed_tensors_get_a_symmetric_clip():
     x = np.random.default_rng(3).laplace(size=100_000)
     lo, hi = observe(_stats(x), "mse")
     assert lo < 0 < hi and abs(abs(lo) - hi) < 0.2 * hi
+
+
+def test_histogram_is_torchaos_histogram_observer_on_the_same_data():
+    """observer=histogram: the range PT2E's default activation observer (torchao's HistogramObserver, litert-torch's
+    and XNNPACK's quantizers) picks when it sees the same values in one call, within one of its 2,048 bins."""
+    import torch
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.laplace(size=200_000), [-80.0, 90.0]]).astype(np.float32)  # signed, a wild outlier each side
+    reference = HistogramObserver(dtype=torch.qint8, quant_min=-128, quant_max=127)
+    reference(torch.from_numpy(x))
+    want = reference._non_linear_param_search()
+    lo, hi = observe(_stats(x), "histogram")
+    width = (x.max() - x.min()) / BINS
+    assert lo == pytest.approx(float(want[0]), abs=float(width)) and hi == pytest.approx(float(want[1]), abs=float(width))
+    assert 0 < hi < 0.2 * x.max()  # it cut the far tail (its search stops once the error rises: here at the top end)
