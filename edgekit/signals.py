@@ -4,6 +4,7 @@ before the process ends; and a way to hold them off while a finished output is r
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import tempfile
 import threading
@@ -15,6 +16,7 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 received: int | None = None  # the signal that interrupted this run (click hands back only an exit code)
 _deferring = 0  # depth of deferred() blocks: inside one, a signal is recorded in _pending and raised when the last ends
 _pending: int | None = None
+_owner = 0  # the process that installed the handler (a forked child inherits it before it sets its own)
 
 
 def raise_interrupted(signum, frame) -> None:
@@ -31,6 +33,15 @@ def raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+def _interrupt(signum, frame) -> None:
+    """The handler install() sets. A process forked from this one (a build worker) runs it until its own start-up
+    replaces it; a signal in that window (the parent stopping its workers) ends the child quietly: it has no output
+    yet, and an exception raised inside multiprocessing's after-fork hooks prints a traceback."""
+    if os.getpid() != _owner:
+        os._exit(128 + signum)
+    raise_interrupted(signum, frame)
+
+
 def _ignore(signum, frame) -> None:
     pass
 
@@ -38,16 +49,17 @@ def _ignore(signum, frame) -> None:
 def install() -> dict:
     """Make SIGINT and SIGTERM raise Interrupted where they still have their default action; returns the old
     handlers for restore(). A signal the caller chose to ignore (nohup, a background job) stays ignored."""
-    global received
+    global received, _owner
     received = None
     if threading.current_thread() is not threading.main_thread():
         return {}
     settle_tempdir()
+    _owner = os.getpid()
     old = {s: signal.getsignal(s) for s in _SIGNALS}
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     for s, handler in old.items():
         if handler is defaults[s]:
-            signal.signal(s, raise_interrupted)
+            signal.signal(s, _interrupt)
     return old
 
 

@@ -244,3 +244,26 @@ def test_the_temp_folder_is_probed_before_signals_raise(place, monkeypatch):
         assert tempfile.tempdir == str(place / "tmp")
     finally:
         signals.restore(old)
+
+
+def test_a_child_forked_before_its_own_handlers_ends_quietly_on_sigterm():
+    """A build worker forked while the parent stops its pool gets SIGTERM with the parent's handler still set (it
+    runs during multiprocessing's after-fork hooks, before the worker's start-up): it ends with 128 + SIGTERM instead
+    of raising Interrupted there (a traceback on the user's terminal, once in a CI run); the parent still raises."""
+    from edgekit import signals
+    from edgekit.errors import Interrupted
+
+    with signals.interrupts_raise():
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's handler, none of its own
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                os._exit(0)
+            except Interrupted:
+                os._exit(99)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
