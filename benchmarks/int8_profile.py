@@ -125,10 +125,9 @@ def kernel_kind(symbol: str) -> str:
 
 def litert_float_ops(path: Path) -> list[str]:
     """The ops of a .tflite with a float data input or output (besides QUANTIZE / DEQUANTIZE)."""
-    from ai_edge_litert import interpreter
+    from edgekit.backends.tflite.runner import LiteRTRunner
 
-    it = interpreter.Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
+    it = LiteRTRunner(path).interpreter
     details = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
     out = []
     for op in it._get_ops_details():  # private, but the only op list the Python package has
