@@ -50,12 +50,19 @@ class ToTFLite(Int8Options):
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="fp16: float16 weights; int8: INT8 weights and activations")
     io: Literal["float", "int8"] = Field(
         "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
+    fixed_output_ops: Literal["int8", "float"] = Field(
+        "int8", description="int8 models only: softmax, sigmoid, tanh and log_softmax in INT8 at the output scale LiteRT "
+        "fixes (1/256 for softmax), or float with the ops that read them (on the zoo's transformer float was faster and "
+        "closer to FP32, its attention matmul then float: benchmarks/tflite_fixed_output.md)")
 
     @model_validator(mode="after")
     def _int8_io_needs_int8(self) -> ToTFLite:
         """Refused when the recipe loads, not after the passes before it have run."""
         if self.io == "int8" and self.precision != "int8":
             raise ValueError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
+        if self.fixed_output_ops == "float" and self.precision != "int8":
+            raise ValueError(f"to_tflite fixed_output_ops=float needs precision int8, got {self.precision}; fix: set "
+                             "precision: int8 or drop fixed_output_ops")
         return self
 
     def host_dependence(self) -> str | None:
@@ -120,6 +127,7 @@ class ToTFLite(Int8Options):
 
         base = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         quantizer = _quantizer_class()().set_global(pt2e.with_edgekit_observers(base, plan, self))
+        quantizer.fixed_output_ops = self.fixed_output_ops
         for lp in plan.float_layers:
             quantizer.set_module_name(lp.name, None)
         return quantizer
@@ -142,6 +150,8 @@ def _quantizer_class():
       refused it at prepare (`output->params.scale not near 1.f / 256`). After litert-torch's own annotation and its
       propagation through view/permute/mean, every op in FIXED_OUTPUT_QPARAMS whose input is quantized gets the output
       quantization LiteRT requires (then propagated on the same way); one with a float input stays float.
+    - fixed_output_ops = "float" (the pass's option) leaves each of those ops float instead, and the ops reading it
+      read float (LiteRT then runs them in float, the next INT8 op quantizing again).
     - set_module_name(name, None) leaves that module float, fixed-output ops included: litert-torch 0.10 asserts on
       None, and its module-name filter reads the name from nn_module_stack's keys ('L__self___fc_yaw' -> 'fc.yaw'),
       which torch 2.13 no longer writes, so no plan layer returned to float stayed float; edgekit matches the paths.
@@ -157,6 +167,7 @@ def _quantizer_class():
         return annotation is not None and annotation._annotated and annotation.output_qspec is not None
 
     class EdgekitPT2EQuantizer(pt2e_quantizer.PT2EQuantizer):
+        fixed_output_ops = "int8"
         STATIC_OPS = [op for op in pt2e_quantizer.PT2EQuantizer.STATIC_OPS if op not in ("gru_io_only", "fixed_qparams")]
 
         def set_module_name(self, module_name, quantization_config):
@@ -187,6 +198,9 @@ def _quantizer_class():
                 if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or not quantized_output(node.args[0]) \
                         or any(f(node) for f in in_float_module):
                     continue
+                if self.fixed_output_ops == "float":
+                    _leave_float(node)
+                    continue
                 scale, zero_point = FIXED_OUTPUT_QPARAMS[name]
                 spec = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=scale, zero_point=zero_point, quant_min=-128,
                                                     quant_max=127, qscheme=torch.per_tensor_affine)
@@ -195,6 +209,19 @@ def _quantizer_class():
             return model
 
     return EdgekitPT2EQuantizer
+
+
+def _leave_float(node) -> None:
+    """An op float by choice: no output quantization, and no op reading it quantizes that input (a consumer's input
+    observer would otherwise become the op's INT8 output at conversion, with a scale LiteRT refuses)."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=None, _annotated=True)
+    node.meta["edgekit_float_by_option"] = True
+    for user in node.users:
+        annotation = user.meta.get("quantization_annotation")
+        if annotation is not None:
+            annotation.input_qspec_map.pop(node, None)
 
 
 def fixed_output_decisions(prepared) -> list[str]:
@@ -206,7 +233,9 @@ def fixed_output_decisions(prepared) -> list[str]:
             continue
         annotation = node.meta.get("quantization_annotation")
         op = f"{name.lstrip('_')} `{node.name}` in {node_location(node)}"
-        if annotation is not None and annotation.output_qspec is not None:
+        if node.meta.get("edgekit_float_by_option"):
+            lines.append(f"{op} kept float (fixed_output_ops: float), and the ops reading it read float")
+        elif annotation is not None and annotation.output_qspec is not None:
             scale, zero = FIXED_OUTPUT_QPARAMS[name]
             lines.append(f"{op}: INT8 with the output quantization LiteRT requires (scale 1/{round(1 / scale)}, zero "
                          f"point {zero}), not the observed range")

@@ -91,3 +91,9 @@ def test_int8_io_needs_int8_precision_when_the_recipe_loads(tmp_path):
     with pytest.raises(BadInputError, match=r"r\.yaml: passes\[1\]\.to_tflite \(line 3\): to_tflite io=int8 needs precision int8"):
         load_recipe(recipe)
     assert ToTFLite(io="int8", precision="int8").io == "int8"
+
+
+def test_float_fixed_output_ops_need_int8_precision():
+    with pytest.raises(ValidationError, match="to_tflite fixed_output_ops=float needs precision int8, got fp16; fix: "):
+        ToTFLite(precision="fp16", fixed_output_ops="float")
+    assert ToTFLite(precision="int8", fixed_output_ops="float").options() == {"precision": "int8", "fixed_output_ops": "float"}

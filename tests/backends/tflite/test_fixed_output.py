@@ -72,13 +72,14 @@ def _samples(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def _to_int8_tflite(model: nn.Module, path: Path, plan: QuantPlan | None = None,
-                    calib: torch.Tensor | None = None) -> tuple[Path, list[str]]:
-    """to_tflite's INT8 route without a card or calibration set: edgekit's quantizer, PT2E, litert-torch, float input."""
+                    calib: torch.Tensor | None = None, **options) -> tuple[Path, list[str]]:
+    """to_tflite's INT8 route without a card or calibration set: edgekit's quantizer, PT2E, litert-torch, float input.
+    options: more ToTFLite fields."""
     from litert_torch.quantize import quant_config
 
     calib = _samples(64, seed=1) if calib is None else calib
     args = (torch.zeros(1, *calib.shape[1:]),)
-    quantizer = ToTFLite(precision="int8")._quantizer(plan or QuantPlan())
+    quantizer = ToTFLite(precision="int8", **options)._quantizer(plan or QuantPlan())
     converted, decisions = _quantize_pt2e(model, args, quantizer, [(calib[i:i + 1],) for i in range(len(calib))])
     edge = _convert(litert_torch, converted, args, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer),
                     original=model)
@@ -177,6 +178,22 @@ def test_softmax_expectation_head_runs_in_litert_and_matches_float(tmp_path):
     assert sum("INT8 with the output quantization LiteRT requires (scale 1/256, zero point -128)" in d
                for d in decisions) == 2
     assert all("the top-level module (" in d and "test_fixed_output.py:" in d for d in decisions if "softmax" in d)
+
+
+def test_fixed_output_ops_float_leaves_the_softmaxes_and_their_readers_float_and_runs(tmp_path):
+    """fixed_output_ops: float: no INT8 SOFTMAX at all (not one with the reader's scale, which LiteRT refuses) and the
+    expectation's MUL reads float; the INT8 layers before them stay INT8 and the head still matches float."""
+    model = _model()
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", fixed_output_ops="float")
+    runner = LiteRTRunner(path)
+    assert _op_outputs(runner, "SOFTMAX") == [("float32", (0.0, 0))] * 2
+    assert {dtype for dtype, _ in _op_outputs(runner, "MUL")} == {"float32"}
+    assert {dtype for dtype, _ in _op_outputs(runner, "FULLY_CONNECTED")} == {"int8"}  # the layers before stay INT8
+    assert sum("kept float (fixed_output_ops: float)" in d for d in decisions) == 2
+    x = _samples(32, seed=2)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(runner.run({"image": x.numpy()}) - ref).max() < 0.02  # radians, as at the fixed INT8 scale
 
 
 @pytest.mark.slow

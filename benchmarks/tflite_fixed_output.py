@@ -1,0 +1,132 @@
+"""TFLite INT8 with LiteRT's fixed-output ops (softmax, sigmoid, tanh, log_softmax) in INT8 or float (issue 21, item 2).
+
+Per model, in one run: the FP32 artifact, `tflite-int8` as shipped (fixed_output_ops: int8: softmax at LiteRT's
+1/256 output scale), the same recipe with `fixed_output_ops: float`, and litert-torch's plain PT2E route (the peer of
+benchmarks/int8_peers.py). Each: difference from the FP32 artifact on the unseen samples (mean / p95 / max deg),
+latency interleaved in one loop (batch 1, 1 thread), the report's INT8 MAC share, and the compute ops LiteRT runs in
+float (op name x count, from the interpreter's op list).
+
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tflite_fixed_output.py [--models gaze_transformer,l2cs_bins]
+Writes benchmarks/tflite_fixed_output.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import int8_peers as peers  # noqa: E402
+
+# ops that only move or reshape data, or quantize: not compute run in float
+NOT_COMPUTE = {"RESHAPE", "TRANSPOSE", "QUANTIZE", "DEQUANTIZE", "DELEGATE"}
+
+
+def float_compute_ops(path: Path) -> dict[str, int]:
+    """op name -> how many of them LiteRT runs with a float output (XNNPACK-delegated ones show as DELEGATE)."""
+    from edgekit.backends.tflite.runner import LiteRTRunner
+
+    interpreter = LiteRTRunner(path).interpreter
+    tensors = interpreter.get_tensor_details()
+    return dict(collections.Counter(op["op_name"] for op in interpreter._get_ops_details()
+                                    if op["op_name"] not in NOT_COMPUTE and op["outputs"]
+                                    and tensors[op["outputs"][0]]["dtype"].__name__ == "float32"))
+
+
+def recipe_with(option: dict, folder: Path) -> Path:
+    recipe = yaml.safe_load((ROOT / "edgekit" / "targets" / "tflite-int8.yaml").read_text())
+    for step in recipe["passes"]:
+        if isinstance(step, dict) and "to_tflite" in step:
+            step["to_tflite"].update(option)
+    recipe["name"] = "tflite-int8-" + "-".join(f"{k}-{v}" for k, v in option.items()).replace("_", "-")
+    path = folder / f"{recipe['name']}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
+    import edgekit.compiler as ek
+    from edgekit.backends.tflite.runner import LiteRTRunner
+    from edgekit.evalset import default_eval_set, model_inputs
+    from edgekit.source import load_source
+
+    src = peers.model_source(name)
+    variants, int8_share = {}, {}
+    variants["FP32"] = ek.compile(**src, target="tflite", out=tmp / "fp32", cache=False).artifact
+    for label, target in (("edgekit, fixed_output_ops: int8 (shipped)", "tflite-int8"),
+                          ("edgekit, fixed_output_ops: float", recipe_with({"fixed_output_ops": "float"}, tmp))):
+        result = ek.compile(**src, target=str(target), out=tmp / label.split(":")[-1].strip().split()[0], cache=False,
+                            force=True)
+        variants[label] = result.artifact
+        gate = {g.name: g for g in result.report.gates}.get("min_int8_mac_fraction")
+        int8_share[label] = f"{gate.value:.3f}" + ("" if gate.passed else f" (below the gate's {gate.limit})")
+    loaded = load_source(src["model"], tmp / "load", arch=src.get("arch"), card=Path(src["card"]) if "card" in src else None)
+    card = loaded.card
+    calib = model_inputs(card, default_eval_set(card, 512, role="calib")).arrays
+    evals = model_inputs(card, default_eval_set(card, unseen, seed=peers.UNSEEN_SEED))
+    variants["litert-torch PT2E"] = peers.attempt("pt2e", lambda: peers.litert_pt2e(loaded.module, card, calib,
+                                                                                     tmp / "pt2e.tflite"))
+    rows = peers.measure_runtime("LiteRT", variants, LiteRTRunner, evals, card, runs)  # marks what LiteRT refuses
+    for row in rows:
+        row["int8_mac_share"] = int8_share.get(row["variant"], "")
+        ran = "failed" not in row and row["variant"] != "FP32"
+        row["float_ops"] = float_compute_ops(variants[row["variant"]]) if ran else {}
+    return {"model": name, "rows": rows, "unseen": unseen}
+
+
+def markdown(results: list[dict], host: dict, version: str) -> str:
+    lines = ["# TFLite INT8: LiteRT's fixed-output ops in INT8 or float", "",
+             f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}). LiteRT {version}. Produced "
+             "by `benchmarks/tflite_fixed_output.py`: every variant calibrated on the same 512 samples, measured on "
+             f"{results[0]['unseen'] if results else 0} unseen samples (seed {peers.UNSEEN_SEED}) against the FP32 "
+             "artifact; latency interleaved in one loop, batch 1, 1 thread. Float ops: compute ops LiteRT runs with a "
+             "float output (XNNPACK's delegated partitions not counted).", ""]
+    for res in results:
+        lines += [f"## {res['model']}", "",
+                  "| variant | mean diff (deg) | p95 diff | max diff | p50 (ms) | INT8 MAC share | float ops |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in res["rows"]:
+            if "failed" in r:
+                lines.append(f"| {r['variant']} | failed: {r['failed'][:160]} |  |  |  |  |  |")
+                continue
+            ops = ", ".join(f"{k} {v}" for k, v in sorted(r["float_ops"].items()))
+            lines.append(f"| {r['variant']} | {r['mean_diff']:.3f} | {r['p95_diff']:.3f} | {r['max_diff']:.3f} | "
+                         f"{r['p50_ms']:.3f} | {r['int8_mac_share']} | {ops} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="gaze_transformer,l2cs_bins")
+    ap.add_argument("--unseen", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=300, help="latency runs per variant")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "tflite_fixed_output.md"))
+    args = ap.parse_args()
+    from edgekit import progress
+    from edgekit.backends.tflite.runner import runtime_version
+    from edgekit.environment import host_info
+
+    progress.configure(progress.QUIET)
+    results = []
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append(bench(name, Path(tmp), args.unseen, args.runs))
+    out = Path(args.out)
+    out.write_text(markdown(results, host_info(), runtime_version()) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"host": host_info(), "results": results}, indent=1) + "\n")
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
