@@ -123,8 +123,9 @@ def kernel_kind(symbol: str) -> str:
     return f"{m.group(1)} {m.group(2)}" if m else "other (interpreter, Python, kernel)"
 
 
-def litert_float_ops(path: Path) -> list[str]:
-    """The ops of a .tflite with a float data input or output (besides QUANTIZE / DEQUANTIZE)."""
+def litert_float_op_details(path: Path) -> list[dict]:
+    """The interpreter's details of each op of a .tflite with a float data input or output (besides QUANTIZE /
+    DEQUANTIZE and XNNPACK's DELEGATE partitions)."""
     from edgekit.backends.tflite.runner import LiteRTRunner
 
     it = LiteRTRunner(path).interpreter
@@ -133,8 +134,12 @@ def litert_float_ops(path: Path) -> list[str]:
     for op in it._get_ops_details():  # private, but the only op list the Python package has
         data = [details.get(i) for i in list(op["inputs"])[:1] + list(op["outputs"])[:1] if i >= 0]
         if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE", "DELEGATE") and np.float32 in data:
-            out.append(f"{op['op_name']} (op {op['index']})")
+            out.append(op)
     return out
+
+
+def litert_float_ops(path: Path) -> list[str]:
+    return [f"{op['op_name']} (op {op['index']})" for op in litert_float_op_details(path)]
 
 
 def isa_of(symbols: list[tuple[float, str]]) -> str:

@@ -27,20 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import int8_peers as peers  # noqa: E402
+from int8_profile import litert_float_op_details  # noqa: E402
 
-# ops that only move or reshape data, or quantize: not compute run in float
-NOT_COMPUTE = {"RESHAPE", "TRANSPOSE", "QUANTIZE", "DEQUANTIZE", "DELEGATE"}
+# float ops that only move or reshape data: not compute
+DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE"}
 
 
 def float_compute_ops(path: Path) -> dict[str, int]:
-    """op name -> how many of them LiteRT runs with a float output (XNNPACK-delegated ones show as DELEGATE)."""
-    from edgekit.backends.tflite.runner import LiteRTRunner
-
-    interpreter = LiteRTRunner(path).interpreter
-    tensors = interpreter.get_tensor_details()
-    return dict(collections.Counter(op["op_name"] for op in interpreter._get_ops_details()
-                                    if op["op_name"] not in NOT_COMPUTE and op["outputs"]
-                                    and tensors[op["outputs"][0]]["dtype"].__name__ == "float32"))
+    """op name -> how many of them LiteRT runs in float (XNNPACK-delegated partitions not counted)."""
+    return dict(collections.Counter(op["op_name"] for op in litert_float_op_details(path)
+                                    if op["op_name"] not in DATA_MOVEMENT))
 
 
 def recipe_with(option: dict, folder: Path) -> Path:
@@ -90,7 +86,7 @@ def markdown(results: list[dict], host: dict, version: str) -> str:
              "by `benchmarks/tflite_fixed_output.py`: every variant calibrated on the same 512 samples, measured on "
              f"{results[0]['unseen'] if results else 0} unseen samples (seed {peers.UNSEEN_SEED}) against the FP32 "
              "artifact; latency interleaved in one loop, batch 1, 1 thread. Float ops: compute ops LiteRT runs with a "
-             "float output (XNNPACK's delegated partitions not counted).", ""]
+             "float input or output (XNNPACK's delegated partitions not counted).", ""]
     for res in results:
         lines += [f"## {res['model']}", "",
                   "| variant | mean diff (deg) | p95 diff | max diff | p50 (ms) | INT8 MAC share | float ops |",
