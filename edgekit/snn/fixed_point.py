@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from edgekit.snn.simulate import fan_out_of, synaptic_ops
+from edgekit.snn.simulate import fan_out_of
 
 UV_MAX = 1 << 23  # u and v are 24-bit signed
 SHIFT = 6
@@ -28,13 +28,12 @@ SHIFT = 6
 
 def wrap24_(x: torch.Tensor) -> torch.Tensor:
     """In place: 2^24 down where above 2^23, then up where at or below -2^23 (one step each, as Lava's fixed-point
-    LIF wraps its current); most steps wrap nothing, and then only the two comparisons run."""
-    over = x > UV_MAX
-    if bool(over.any()):
-        x.sub_(over.to(x.dtype), alpha=2 * UV_MAX)
-    under = x <= -UV_MAX
-    if bool(under.any()):
-        x.add_(under.to(x.dtype), alpha=2 * UV_MAX)
+    LIF wraps its current); most steps wrap nothing, and then only one pass for the extremes runs."""
+    low, high = torch.aminmax(x)  # one pass; what wraps down cannot then wrap up
+    if high > UV_MAX:
+        x.sub_((x > UV_MAX).to(x.dtype), alpha=2 * UV_MAX)
+    if low <= -UV_MAX:
+        x.add_((x <= -UV_MAX).to(x.dtype), alpha=2 * UV_MAX)
     return x
 
 
@@ -99,17 +98,20 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
                 v[k] = torch.zeros((n, *lay.out_shape), dtype=torch.float64)
             heard = prev[k - 1] if k else None  # before the previous layer's first step the synapse's buffer is zero
             # in place: integers in float64, summed in the same order as before, so the same values
-            if heard is not None and bool(heard.any()):  # a step without spikes adds exactly zero: skipped
-                acs[k] += synaptic_ops(heard, fans[k])
+            if heard is not None:  # None: no spike the step before (a step without spikes adds exactly zero)
+                acs[k] += float(heard.reshape(n, -1).sum(0) @ fans[k])  # ACs: per neuron, the samples it fired in
                 v[k].add_(wrap24_(_synapse(lay, weights[k], heard).mul_(1 << SHIFT)))
             clamp24_(v[k].add_(biases[k]))
             if lay.spiking:
-                fired = v[k] > lay.vth * (1 << SHIFT)
-                v[k].masked_fill_(fired, 0.0)
-                current[k] = fired  # the next layer's synapse reads the spikes as its weights' dtype
-                spikes[k] += float(fired.sum())
+                # spikes as 0/1 in v's float64, reset as v - v * spike (exactly v or 0): with bool masks, masked_fill_
+                # and their conversions the mirror took 1.9x as long on one core (benchmarks/compile_time.md)
+                fired = torch.gt(v[k], lay.vth * (1 << SHIFT), out=torch.empty_like(v[k]))
+                v[k].addcmul_(v[k], fired, value=-1.0)
+                count = float(fired.sum())
+                spikes[k] += count
+                current[k] = fired if count else None  # the next layer's synapse reads them as its weights' dtype
                 if keep_trains:
-                    trains[k].append(fired.reshape(n, -1).numpy().copy())
+                    trains[k].append((fired.reshape(n, -1) != 0).numpy())
         prev = current
         if t == start:
             v_start = v[-1].clone()
