@@ -93,19 +93,23 @@ def spiking_graph(module: nn.Module, n_inputs: int, input_names: list[str] | Non
     bad = [(name, m) for name, m in module.named_modules() if any(isinstance(m, cls) for cls in _WHY)]
     if bad:  # the first layer that cannot convert, before tracing (recurrences often break the trace)
         _check_module(*bad[0])
-    graph = trace(module)
-    return _Builder(dict(module.named_modules())).build(graph)
+    # recording every node's stack imports torch's compiler stack (2-2.5 s per process): the first trace records none,
+    # and only a graph that does not convert is traced again so that the error can name the model's source line
+    try:
+        return _Builder(dict(module.named_modules())).build(trace(module, stack_traces=False))
+    except BadInputError:
+        return _Builder(dict(module.named_modules())).build(trace(module))
 
 
-def _tracer():
-    """torch.fx's symbolic tracer that records, for every node, the module whose forward created it (its path) and the
-    stack (the model's source line), and on a failure the innermost module it was tracing."""
+def _tracer(stack_traces: bool = True):
+    """torch.fx's symbolic tracer that records, for every node, the module whose forward created it (its path) and,
+    with stack_traces, the stack (the model's source line), and on a failure the innermost module it was tracing."""
     import torch.fx
 
     class Tracer(torch.fx.Tracer):
         def __init__(self):
             super().__init__()
-            self.record_stack_traces = True
+            self.record_stack_traces = stack_traces
             self.paths: list[str] = []
             self.failed_in: str | None = None
 
@@ -128,11 +132,12 @@ def _tracer():
     return Tracer()
 
 
-def trace(module: nn.Module):
-    """The fx graph of `module`; a failed trace is one line naming the module path, the source line and a fix."""
+def trace(module: nn.Module, stack_traces: bool = True):
+    """The fx graph of `module`; a failed trace is one line naming the module path, the source line and a fix.
+    stack_traces: record each node's stack (where() then names the model's source line)."""
     import torch.fx
 
-    tracer = _tracer()
+    tracer = _tracer(stack_traces)
     try:
         graph = tracer.trace(module)
     except Exception as exc:  # noqa: BLE001 - any tracing failure becomes the one-line error below

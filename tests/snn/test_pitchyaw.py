@@ -224,6 +224,20 @@ def test_unsupported_function_names_its_module_path():
         spiking_graph(model, 1)
 
 
+def test_a_graph_that_converts_is_traced_without_stacks_which_would_import_torchs_compiler():
+    """Recording each fx node's stack imports torch._dynamo (2 s per process); only a failing graph is traced with
+    stacks (the test above: its error still names the source line). Checked in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from torch import nn; from edgekit.snn.graph import spiking_graph; "
+            "m = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 20 * 32, 3)).eval(); "
+            "nodes, _ = spiking_graph(m, 1); print(len(nodes), 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["3", "False"], out.stdout  # conv with its ReLU, flatten, linear
+
+
 def test_netx_export_failure_names_the_layer(tmp_path):
     from edgekit.snn.fixed_point import QuantLayer
     from edgekit.snn.netx import write_network
