@@ -93,7 +93,7 @@ def spiking_graph(module: nn.Module, n_inputs: int, input_names: list[str] | Non
     bad = [(name, m) for name, m in module.named_modules() if any(isinstance(m, cls) for cls in _WHY)]
     if bad:  # the first layer that cannot convert, before tracing (recurrences often break the trace)
         _check_module(*bad[0])
-    # recording every node's stack imports torch's compiler stack (2-2.5 s per process): the first trace records none,
+    # recording every node's stack imports torch._dynamo (1.6-2.5 s per process here): the first trace records none,
     # and only a graph that does not convert is traced again so that the error can name the model's source line
     try:
         return _Builder(dict(module.named_modules())).build(trace(module, stack_traces=False))
