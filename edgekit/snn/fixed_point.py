@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from edgekit.snn.simulate import fan_out_of
+from edgekit.snn.simulate import fan_out_of, synaptic_ops
 
 UV_MAX = 1 << 23  # u and v are 24-bit signed
 SHIFT = 6
@@ -99,7 +99,7 @@ def run_fixed(layers: list[QuantLayer], input_mant: np.ndarray, timesteps: int, 
             heard = prev[k - 1] if k else None  # before the previous layer's first step the synapse's buffer is zero
             # in place: integers in float64, summed in the same order as before, so the same values
             if heard is not None:  # None: no spike the step before (a step without spikes adds exactly zero)
-                acs[k] += float(heard.reshape(n, -1).sum(0) @ fans[k])  # ACs: per neuron, the samples it fired in
+                acs[k] += synaptic_ops(heard, fans[k], binary=True)
                 v[k].add_(wrap24_(_synapse(lay, weights[k], heard).mul_(1 << SHIFT)))
             clamp24_(v[k].add_(biases[k]))
             if lay.spiking:

@@ -98,11 +98,12 @@ def fan_out_of(weight: torch.Tensor, kind: str, in_shape, stride, padding) -> to
     return grad[0]
 
 
-def synaptic_ops(sent: torch.Tensor, fan: torch.Tensor) -> float:
+def synaptic_ops(sent: torch.Tensor, fan: torch.Tensor, binary: bool = False) -> float:
     """One step's synaptic operations (NeuroBench's ACs) into a synapse: per sending neuron, the samples of the batch
     `sent` (N, ...) in which it sent (a spike, or a nonzero graded message), times its fan-out `fan`; whole numbers,
-    exact in float64."""
-    senders = (sent.reshape(len(sent), -1) != 0).sum(0).to(torch.float64)
+    exact in float64. binary: `sent` holds 0/1 spikes, counted by a float64 sum (4x faster than comparing with 0)."""
+    flat = sent.reshape(len(sent), -1)
+    senders = flat.sum(0, dtype=torch.float64) if binary else (flat != 0).sum(0).to(torch.float64)
     return float(senders @ fan.reshape(-1).to(torch.float64))
 
 
