@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from edgekit.errors import BadInputError
 from edgekit.snn.graph import IMAGE, WEIGHTED, Node, spiking_graph
 from edgekit.snn.net import SpikingNet
-from edgekit.snn.simulate import input_chain, rates, simulate
+from edgekit.snn.simulate import LayerwiseRates, input_chain, rates, simulate
 
 
 @torch.no_grad()
@@ -243,11 +243,11 @@ def _gain_balance(net: SpikingNet, acts: list, lams: dict, calib: torch.Tensor, 
     """Layer by layer from the input: what one spike of channel c stands for downstream is rescaled by the least-squares
     gain between the SNN's rates and the ANN's normalised activations (sum r*a / sum r^2), clamped to [0.5, 4]: reset to
     zero loses each spike's overshoot, so rates run low by a roughly constant factor per channel."""
-    gains = []
+    gains, layerwise = [], LayerwiseRates(net, calib, steps)
     for i in populations(net):
         shape = (1, -1) + (1,) * (acts[i].dim() - 2)
         target = (acts[i] / lams[i].view(shape)).clamp(0, 1)
-        r = rates(net, calib, steps, i)
+        r = layerwise.rates(i)  # rescaling i's consumers below leaves every node up to i as it is
         dims = [0] + list(range(2, target.dim()))
         gain = ((r * target).sum(dims) / (r * r).sum(dims).clamp_min(1e-9)).clamp(0.5, 4.0)
         for c, chain in net.consumers(i):

@@ -124,19 +124,20 @@ def readout_lag(net) -> int:
 
 
 @torch.no_grad()
-def _steps(net, x: torch.Tensor, steps: int, upto: int | None = None):
+def _steps(net, x: torch.Tensor, steps: int, upto: int | None = None, nodes: list[int] | None = None, given=None):
     """Advance the network one step at a time; yields (t, values, read, v): each node's value at step t (spikes for
     IF neurons, currents for neuron-free nodes), the values synapses read at step t (with net.delay the previous
-    step's, empty at the first step, when they read zeros) and the membrane potentials. upto: last node index to run."""
-    last = len(net.layers) - 1 if upto is None else upto
+    step's, empty at the first step, when they read zeros) and the membrane potentials. upto: last node index to run.
+    nodes, given: run only these nodes (in execution order); the values they read from others are given(t)."""
+    order = range((len(net.layers) - 1 if upto is None else upto) + 1) if nodes is None else nodes
     static = static_nodes(net)
     constant: dict[int, torch.Tensor] = {}  # values and currents that only depend on the image: computed once
     v: dict[int, torch.Tensor] = {}
     prev: dict[int, torch.Tensor] = {}
     for t in range(1, steps + 1):
-        values = {IMAGE: x}
+        values = {IMAGE: x} | (given(t) if given else {})
         read = prev if net.delay else values
-        for i in range(last + 1):
+        for i in order:
             lay = net.layers[i]
             srcs = net.sources(i)
             if i in constant:
@@ -214,6 +215,84 @@ def _simulate(net, x: torch.Tensor, steps: int, record: tuple[int, ...], count: 
             res.outputs[t - lag] = ((v[last] - v_start) / (t - lag)).numpy().astype(np.float64)
             res.spikes[t - lag], res.acs[t - lag] = list(spikes), list(acs)
     return res
+
+
+class LayerwiseRates:
+    """rates() of the IF populations in execution order, for calibration that rescales each population's consumers
+    before taking the next one's rates. Nodes up to the population last taken then no longer change (only later
+    weights do), so each run keeps, for every step, what the later nodes read from it and the next run starts from
+    there instead of the image: linear in depth, not quadratic, and the same numbers, since every part of the batch
+    runs the same kernels on the same values. Spikes are kept as bits; a stateless node between them (an average
+    pool of spikes, a shortcut's current) is recomputed from them in every run rather than kept as float32 at every
+    step (a ResNet-18's pooled stem: 1.4 GB for 256 images at 64x96). Runs last as long as the deepest population needs."""
+
+    def __init__(self, net, x: torch.Tensor, steps: int):
+        self.net, self.x, self.steps = net, x, steps
+        self.depth, self.static = delay_depth(net), static_nodes(net)
+        pops = [i for i, lay in enumerate(net.layers) if lay.get("neuron") == "if"]
+        self.total = steps + net.warmup + max((self.depth[i] for i in pops), default=0)
+        self.start = 0  # the first node the next run computes
+        self.recomputed: list[int] = []  # stateless nodes before `start` that the next run computes again
+        self.kept = [{} for _ in range(0, len(x), CHUNK)]  # per part of the batch: node -> its values, step by step
+
+    def rates(self, upto: int) -> torch.Tensor:
+        if upto < self.start:
+            raise ValueError(f"population {upto} comes before node {self.start}: take rates in execution order")
+        net, keep, recompute = self.net, *self._frontier(upto)
+        nodes = sorted(set(self.recomputed) | set(range(self.start, upto + 1)))
+        lag = self.depth[upto] + net.warmup
+        out = []
+        for part, kept in enumerate(self.kept):
+            x = self.x[part * CHUNK:(part + 1) * CHUNK]
+            record: dict[int, list] = {s: [] for s in keep if s >= self.start}  # the others are kept already
+            total = 0.0
+            for t, values, _, _ in _steps(net, x, self.total, nodes=nodes, given=lambda t: _unpack(kept, t)):
+                if lag < t <= lag + self.steps:
+                    total = total + values[upto]
+                for s, series in record.items():
+                    if s in self.static:  # the same tensor at every step: kept once
+                        record[s] = values[s]
+                    elif net.layers[s]["neuron"] == "if":
+                        series.append(_pack(values[s]))
+                    else:  # an integrator's potential, updated in place: copied
+                        series.append(values[s].clone())
+            self.kept[part] = record | {s: kept[s] for s in keep if s < self.start}
+            out.append(total / self.steps)
+        self.start, self.recomputed = upto + 1, recompute
+        return torch.cat(out)
+
+    def _frontier(self, upto: int) -> tuple[set[int], list[int]]:
+        """What runs after population `upto` read from the nodes up to it: (the nodes whose values are kept: spikes,
+        potentials, static values; the stateless ones recomputed from those)."""
+        net = self.net
+        wanted = [s for j in range(upto + 1, len(net.layers)) for s in net.sources(j) if 0 <= s <= upto]
+        keep, recompute = set(), set()
+        while wanted:
+            s = wanted.pop()
+            if s < 0 or s in keep or s in recompute:
+                continue
+            if s in self.static or net.layers[s].get("neuron", "none") != "none":
+                keep.add(s)
+            else:
+                recompute.add(s)
+                wanted += net.sources(s)
+        return keep, sorted(recompute)
+
+
+def _pack(spikes: torch.Tensor) -> tuple:
+    """0/1 spikes as bits (32x smaller than float32; packing and unpacking cost a few percent of a conv step)."""
+    return np.packbits(spikes.numpy() != 0), spikes.shape
+
+
+def _unpack(kept: dict, t: int) -> dict[int, torch.Tensor]:
+    values = {}
+    for s, series in kept.items():
+        value = series if isinstance(series, torch.Tensor) else series[t - 1]
+        if isinstance(value, tuple):
+            bits, shape = value
+            value = torch.from_numpy(np.unpackbits(bits, count=int(np.prod(shape))).astype(np.float32)).view(shape)
+        values[s] = value
+    return values
 
 
 def rates(net, x: torch.Tensor, steps: int, upto: int) -> torch.Tensor:

@@ -13,9 +13,10 @@ from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
 from edgekit.models.card import ModelCard
 from edgekit.models.io import WEIGHTS_DIR
+from edgekit.snn import convert as snn_convert
 from edgekit.snn.convert import ann_walk, convert
 from edgekit.snn.graph import spiking_graph
-from edgekit.snn.simulate import simulate
+from edgekit.snn.simulate import CHUNK, LayerwiseRates, rates, simulate
 from tests.snn.residual_gaze import ResidualGaze, trained
 
 pytestmark = pytest.mark.slow  # conversions and simulations of the residual net; the last test compiles
@@ -60,6 +61,49 @@ def test_shortcut_scaling_makes_the_rates_converge_to_the_ann(model, images):
     unscaled = float(np.abs(simulate(net, xc, 256, count=False).outputs[256] - ann).mean())
     assert err[256] < err[64] / 3 and err[256] < 0.05 * float(np.abs(ann).mean()), err  # about 1/T
     assert unscaled > 5 * err[256], (err, unscaled)
+
+
+def _pooled_shortcut() -> torch.nn.Module:
+    """ResidualGaze with the stem's spikes average-pooled into the first block, whose identity shortcut reads the
+    pool: a stateless node that the layer-wise rates recompute from kept spikes. Untrained, BN folded."""
+    from edgekit.passes.fold_bn import find_conv_bn_pairs, fold_pairs
+
+    torch.manual_seed(0)
+    model = ResidualGaze(width=8)
+    model.stem.append(torch.nn.AvgPool2d(2))
+    model.head = torch.nn.Linear(16 * 2 * 4, 3)
+    return fold_pairs(model.eval(), find_conv_bn_pairs(model)[0]).eval()
+
+
+@pytest.mark.parametrize("timing", [{}, {"reset": "zero", "v_init": 0.0, "delay": True, "warmup": 3}], ids=["plain", "delayed"])
+@pytest.mark.parametrize("which", ["trained", "pooled_shortcut"])
+def test_gain_balance_from_kept_spikes_equals_runs_from_the_image(model, images, monkeypatch, timing, which):
+    """The gain balance takes each population's rates starting from the kept spikes of the nodes before it (shortcut
+    sources included, a pool between them recomputed); rates run from the image for every population must give the
+    same weights bit for bit, over two parts of the batch, with and without Lava's delays."""
+    net_model, xc = (model if which == "trained" else _pooled_shortcut()), images[0][:CHUNK + 8]
+    kept = convert(net_model, 1, xc, timesteps=16, **timing)
+
+    class FromImage:
+        def __init__(self, net, x, steps):
+            self.net, self.x, self.steps = net, x, steps
+
+        def rates(self, i):
+            return rates(self.net, self.x, self.steps, i)
+
+    monkeypatch.setattr(snn_convert, "LayerwiseRates", FromImage)
+    rerun = convert(net_model, 1, xc, timesteps=16, **timing)
+    for a, b in zip(kept.weights + kept.biases, rerun.weights + rerun.biases):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert kept.meta["balance"] == rerun.meta["balance"]
+    layerwise = LayerwiseRates(kept, xc[:8], 4)
+    pooled = next(i for i, lay in enumerate(kept.layers) if lay["kind"] == "pool")
+    keep, recompute = layerwise._frontier(pooled + 1)
+    if which == "pooled_shortcut":  # the pool feeds the first block's conv and its shortcut: recomputed, not kept
+        assert pooled in recompute and pooled not in keep and pooled - 1 in keep
+    layerwise.rates(3)
+    with pytest.raises(ValueError, match="execution order"):
+        layerwise.rates(1)
 
 
 def test_trained_residual_net_converts_within_the_targets(model, images):
