@@ -186,8 +186,8 @@ def bench_model(name: str, tmp: Path, n_unseen: int, nncf_path: str | None, runs
         start = time.perf_counter()
         compiled[target] = attempt(target, lambda: ek.compile(**src, target=target, out=tmp / target, cache=False))
         seconds[target] = round(time.perf_counter() - start, 1)
-    eight_bit = attempt("onnx-int8 x86-vnni", lambda: ek.compile(**src, target=str(vnni_recipe(tmp)), out=tmp / "vnni",
-                                                                  cache=False))
+    vnni = recipe_with("onnx-int8", "ptq", {"isa_profile": "x86-vnni"}, tmp)  # 8-bit weights
+    eight_bit = attempt("onnx-int8 x86-vnni", lambda: ek.compile(**src, target=str(vnni), out=tmp / "vnni", cache=False))
     from edgekit.source import load_source
 
     loaded = load_source(src["model"], tmp / "load", arch=src.get("arch"), card=Path(src["card"]) if "card" in src else None)
@@ -218,16 +218,16 @@ def bench_model(name: str, tmp: Path, n_unseen: int, nncf_path: str | None, runs
 EIGHT_BIT = "edgekit onnx-int8, 8-bit weights (x86-vnni)"
 
 
-def vnni_recipe(folder: Path) -> Path:
-    """The shipped onnx-int8 recipe with `isa_profile: x86-vnni` (8-bit weights)."""
+def recipe_with(target: str, pass_name: str, options: dict, folder: Path) -> Path:
+    """A shipped target's recipe with one pass's options changed, written into `folder` (named after the change)."""
     import yaml
 
-    recipe = yaml.safe_load((ROOT / "edgekit" / "targets" / "onnx-int8.yaml").read_text())
+    recipe = yaml.safe_load((ROOT / "edgekit" / "targets" / f"{target}.yaml").read_text())
     for step in recipe["passes"]:
-        if isinstance(step, dict) and "ptq" in step:
-            step["ptq"]["isa_profile"] = "x86-vnni"
-    recipe["name"] = "onnx-int8-x86-vnni"
-    path = folder / "onnx-int8-x86-vnni.yaml"
+        if isinstance(step, dict) and pass_name in step:
+            step[pass_name].update(options)
+    recipe["name"] = f"{target}-" + "-".join(f"{k}-{v}" for k, v in options.items()).replace("_", "-")
+    path = folder / f"{recipe['name']}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
 

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,17 +38,6 @@ def float_compute_ops(path: Path) -> dict[str, int]:
                                     if op["op_name"] not in DATA_MOVEMENT))
 
 
-def recipe_with(option: dict, folder: Path) -> Path:
-    recipe = yaml.safe_load((ROOT / "edgekit" / "targets" / "tflite-int8.yaml").read_text())
-    for step in recipe["passes"]:
-        if isinstance(step, dict) and "to_tflite" in step:
-            step["to_tflite"].update(option)
-    recipe["name"] = "tflite-int8-" + "-".join(f"{k}-{v}" for k, v in option.items()).replace("_", "-")
-    path = folder / f"{recipe['name']}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
-
-
 def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     import edgekit.compiler as ek
     from edgekit.backends.tflite.runner import LiteRTRunner
@@ -59,8 +47,9 @@ def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     src = peers.model_source(name)
     variants, int8_share = {}, {}
     variants["FP32"] = ek.compile(**src, target="tflite", out=tmp / "fp32", cache=False).artifact
+    float_ops = peers.recipe_with("tflite-int8", "to_tflite", {"fixed_output_ops": "float"}, tmp)
     for label, target in (("edgekit, fixed_output_ops: int8 (shipped)", "tflite-int8"),
-                          ("edgekit, fixed_output_ops: float", recipe_with({"fixed_output_ops": "float"}, tmp))):
+                          ("edgekit, fixed_output_ops: float", float_ops)):
         result = ek.compile(**src, target=str(target), out=tmp / label.split(":")[-1].strip().split()[0], cache=False,
                             force=True)
         variants[label] = result.artifact
