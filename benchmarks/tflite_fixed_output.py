@@ -1,12 +1,14 @@
-"""TFLite INT8 with LiteRT's fixed-output ops (softmax, sigmoid, tanh, log_softmax) in INT8 or float (issue 21, item 2).
+"""TFLite INT8 with LiteRT's fixed-output ops (softmax, sigmoid, tanh, log_softmax) and the adds read only by float ops
+in INT8 or float (issue 21, item 2).
 
 Per model, in one run: the FP32 artifact, `tflite-int8` as shipped (fixed_output_ops: int8: softmax at LiteRT's
-1/256 output scale), the same recipe with `fixed_output_ops: float`, and litert-torch's plain PT2E route (the peer of
+1/256 output scale; adds_into_float_ops: int8), the same recipe with `fixed_output_ops: float`, with
+`adds_into_float_ops: float`, with both, and litert-torch's plain PT2E route (the peer of
 benchmarks/int8_peers.py). Each: difference from the FP32 artifact on the unseen samples (mean / p95 / max deg),
 latency interleaved in one loop (batch 1, 1 thread), the report's INT8 MAC share, and the compute ops LiteRT runs in
 float (op name x count, from the interpreter's op list).
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tflite_fixed_output.py [--models gaze_transformer,l2cs_bins]
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tflite_fixed_output.py [--models gaze_transformer,l2cs_bins,preact_resnet_gaze]
 Writes benchmarks/tflite_fixed_output.md and .json.
 """
 
@@ -47,11 +49,15 @@ def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     src = peers.model_source(name)
     variants, int8_share = {}, {}
     variants["FP32"] = ek.compile(**src, target="tflite", out=tmp / "fp32", cache=False).artifact
-    float_ops = peers.recipe_with("tflite-int8", "to_tflite", {"fixed_output_ops": "float"}, tmp)
-    for label, target in (("edgekit, fixed_output_ops: int8 (shipped)", "tflite-int8"),
-                          ("edgekit, fixed_output_ops: float", float_ops)):
-        result = ek.compile(**src, target=str(target), out=tmp / label.split(":")[-1].strip().split()[0], cache=False,
-                            force=True)
+    def changed(**options):
+        return peers.recipe_with("tflite-int8", "to_tflite", options, tmp)
+
+    for i, (label, target) in enumerate((
+            ("edgekit, fixed_output_ops: int8 (shipped)", "tflite-int8"),
+            ("edgekit, fixed_output_ops: float", changed(fixed_output_ops="float")),
+            ("edgekit, adds_into_float_ops: float", changed(adds_into_float_ops="float")),
+            ("edgekit, both float", changed(fixed_output_ops="float", adds_into_float_ops="float")))):
+        result = ek.compile(**src, target=str(target), out=tmp / f"variant-{i}", cache=False, force=True)
         variants[label] = result.artifact
         gate = {g.name: g for g in result.report.gates}.get("min_int8_mac_fraction")
         int8_share[label] = f"{gate.value:.3f}" + ("" if gate.passed else f" (below the gate's {gate.limit})")
@@ -70,7 +76,7 @@ def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
 
 
 def markdown(results: list[dict], host: dict, version: str) -> str:
-    lines = ["# TFLite INT8: LiteRT's fixed-output ops in INT8 or float", "",
+    lines = ["# TFLite INT8: LiteRT's fixed-output ops, and adds read only by float ops, in INT8 or float", "",
              f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}). LiteRT {version}. Produced "
              "by `benchmarks/tflite_fixed_output.py`: every variant calibrated on the same 512 samples, measured on "
              f"{results[0]['unseen'] if results else 0} unseen samples (seed {peers.UNSEEN_SEED}) against the FP32 "
@@ -93,7 +99,7 @@ def markdown(results: list[dict], host: dict, version: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="gaze_transformer,l2cs_bins")
+    ap.add_argument("--models", default="gaze_transformer,l2cs_bins,preact_resnet_gaze")
     ap.add_argument("--unseen", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=300, help="latency runs per variant")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "tflite_fixed_output.md"))

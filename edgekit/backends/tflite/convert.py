@@ -56,15 +56,20 @@ class ToTFLite(Int8Options):
         "int8", description="int8 models only: softmax, sigmoid, tanh and log_softmax in INT8 at the output scale LiteRT "
         "fixes (1/256 for softmax), or float with the ops that read them (on the zoo's transformer float was faster and "
         "closer to FP32, its attention matmul then float: benchmarks/tflite_fixed_output.md)")
+    adds_into_float_ops: Literal["int8", "float"] = Field(
+        "int8", description="int8 models only: an add whose every reader runs in float (a transformer's residual stream "
+        "into LayerNorm) in INT8, its output dequantized at once, or float, that rounding saved (litert-torch's own "
+        "route leaves them float; benchmarks/tflite_fixed_output.md)")
 
     @model_validator(mode="after")
     def _int8_io_needs_int8(self) -> ToTFLite:
         """Refused when the recipe loads, not after the passes before it have run."""
         if self.io == "int8" and self.precision != "int8":
             raise ValueError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
-        if self.fixed_output_ops == "float" and self.precision != "int8":
-            raise ValueError(f"to_tflite fixed_output_ops=float needs precision int8, got {self.precision}; fix: set "
-                             "precision: int8 or drop fixed_output_ops")
+        for option in ("fixed_output_ops", "adds_into_float_ops"):
+            if getattr(self, option) == "float" and self.precision != "int8":
+                raise ValueError(f"to_tflite {option}=float needs precision int8, got {self.precision}; fix: set "
+                                 f"precision: int8 or drop {option}")
         return self
 
     def host_dependence(self) -> str | None:
@@ -130,6 +135,7 @@ class ToTFLite(Int8Options):
         base = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         quantizer = _quantizer_class()().set_global(pt2e.with_edgekit_observers(base, plan, self))
         quantizer.fixed_output_ops = self.fixed_output_ops
+        quantizer.adds_into_float_ops = self.adds_into_float_ops
         for lp in plan.float_layers:
             quantizer.set_module_name(lp.name, None)
         return quantizer
@@ -154,6 +160,9 @@ def _quantizer_class():
       quantization LiteRT requires (then propagated on the same way); one with a float input stays float.
     - fixed_output_ops = "float" (the pass's option) leaves each of those ops float instead, and the ops reading it
       read float (LiteRT then runs them in float, the next INT8 op quantizing again).
+    - adds_into_float_ops = "float" (the pass's option) leaves float each add whose every reader is float (after the
+      above; an add reading into another such add counts as float), so its result is not rounded to INT8 only to be
+      dequantized by the next op.
     - set_module_name(name, None) leaves that module float, fixed-output ops included: litert-torch 0.10 asserts on
       None, and its module-name filter reads the name from nn_module_stack's keys ('L__self___fc_yaw' -> 'fc.yaw'),
       which torch 2.13 no longer writes, so no plan layer returned to float stayed float; edgekit matches the paths.
@@ -170,6 +179,7 @@ def _quantizer_class():
 
     class EdgekitPT2EQuantizer(pt2e_quantizer.PT2EQuantizer):
         fixed_output_ops = "int8"
+        adds_into_float_ops = "int8"
         STATIC_OPS = [op for op in pt2e_quantizer.PT2EQuantizer.STATIC_OPS if op not in ("gru_io_only", "fixed_qparams")]
 
         def set_module_name(self, module_name, quantization_config):
@@ -208,6 +218,8 @@ def _quantizer_class():
                                                     quant_max=127, qscheme=torch.per_tensor_affine)
                 node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=spec, _annotated=True)
             propagate_annotation(model)  # on through a view or permute after it, as litert-torch does for the others
+            if self.adds_into_float_ops == "float":
+                _adds_into_float_ops_left_float(model)
             return model
 
     return EdgekitPT2EQuantizer
@@ -224,6 +236,36 @@ def _leave_float(node) -> None:
         annotation = user.meta.get("quantization_annotation")
         if annotation is not None:
             annotation.input_qspec_map.pop(node, None)
+
+
+_ADDS = ("add", "add_")
+
+
+def _reads_int8(node) -> bool:
+    """The node quantizes an input or its output (an op left float by an option does neither)."""
+    annotation = node.meta.get("quantization_annotation")
+    return (annotation is not None and annotation._annotated and not node.meta.get("edgekit_float_by_option")
+            and (annotation.output_qspec is not None or bool(annotation.input_qspec_map)))
+
+
+def _adds_into_float_ops_left_float(model) -> None:
+    """Every INT8 add whose readers are all float (the graph output included), to a fixed point: an add feeding only
+    LayerNorm and the next residual add is float once that add is. An add the quantizer left float is not named."""
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.nodes:
+            if aten_name(node) in _ADDS and _reads_int8(node) and node.users \
+                    and not any(_reads_int8(user) for user in node.users):
+                _leave_float(node)
+                node.meta["edgekit_float_add"] = True
+                changed = True
+
+
+def float_add_decisions(prepared) -> list[str]:
+    """One line per add left float by adds_into_float_ops."""
+    return [f"add `{node.name}` in {node_location(node)} kept float (adds_into_float_ops: float): every op reading it "
+            "runs in float" for node in prepared.graph.nodes if node.meta.get("edgekit_float_add")]
 
 
 def fixed_output_decisions(prepared) -> list[str]:
@@ -261,7 +303,8 @@ def recurrent_decisions(graph_module) -> list[str]:
 def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     """The shared PT2E sweep (edgekit.quant.pt2e.quantize) with LiteRT's own decision lines."""
     return pt2e.quantize(module, args, quantizer, samples, "to_tflite", "onnx-int8",
-                         lambda prepared: fixed_output_decisions(prepared) + recurrent_decisions(prepared))
+                         lambda prepared: fixed_output_decisions(prepared) + float_add_decisions(prepared)
+                         + recurrent_decisions(prepared))
 
 
 def _export(module, args, strict: bool = False):

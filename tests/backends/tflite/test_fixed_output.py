@@ -251,3 +251,43 @@ def test_l2cs_bins_zoo_model_compiles_for_tflite_int8(tmp_path):
     assert res.report.accuracy.error_increase_deg <= 0.3
     assert res.report.runtime.op_histogram["SOFTMAX"] == 2
     assert sum("softmax" in n and "scale 1/256" in n for n in res.report.notes) == 2
+
+
+class ResidualsIntoLayerNorm(nn.Module):
+    """A transformer-like residual stream: two adds read only by LayerNorms and the next add (float in LiteRT), and one
+    add read by a linear layer (INT8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.skip, self.fc0, self.fc1, self.fc2, self.head = (
+            nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 2))
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(16), nn.LayerNorm(16), nn.LayerNorm(16)
+
+    def forward(self, x):
+        h = self.fc0(self.inp(x) + self.skip(x))
+        h = h + self.fc1(self.norm1(h))
+        h = h + self.fc2(self.norm2(h))
+        return self.head(self.norm3(h))
+
+
+@pytest.mark.parametrize("option, float_adds", [("int8", 0), ("float", 2)])
+def test_adds_into_float_ops_float_leaves_the_residual_stream_float_and_runs(tmp_path, option, float_adds):
+    """adds_into_float_ops: float: the two adds read only by LayerNorms (and the next such add) stay float, the add
+    read by a linear layer stays INT8, and LiteRT's result matches float; int8 (default): those three adds INT8 (the
+    LayerNorms' own adds are float either way)."""
+    torch.manual_seed(0)
+    model = ResidualsIntoLayerNorm().eval()
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (64, 8)).astype(np.float32))
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x, adds_into_float_ops=option)
+    runner = LiteRTRunner(path)
+    assert [dtype for dtype, _ in _op_outputs(runner, "ADD")].count("int8") == 3 - float_adds
+    assert sum("kept float (adds_into_float_ops: float): every op reading it runs in float" in d
+               for d in decisions) == float_adds
+    with torch.no_grad():
+        ref = model(x[:16]).numpy()
+    assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_adds_into_float_ops_needs_int8():
+    with pytest.raises(ValueError, match="adds_into_float_ops=float needs precision int8"):
+        ToTFLite(precision="fp32", adds_into_float_ops="float")
