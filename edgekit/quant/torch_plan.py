@@ -103,9 +103,10 @@ def range_observer_class():
     from torchao.quantization.pt2e.observer import MinMaxObserver
 
     class EdgekitRangeObserver(MinMaxObserver):
-        def __init__(self, method: str = "percentile", percentile: float = 99.99, **kwargs):
+        def __init__(self, method: str = "percentile", percentile: float = 99.99, headroom: float = 1.0, **kwargs):
             super().__init__(**kwargs)
             self.method, self.percentile, self.sweep, self.stats = method, percentile, "range", TensorStats()
+            self.headroom = headroom  # the observed range widened by this factor (pt2e.averages_own_output_range)
 
         def forward(self, x):
             values = x.detach().float().numpy()
@@ -114,7 +115,8 @@ def range_observer_class():
 
         def calculate_qparams(self):
             lo, hi = observe(self.stats, self.method, self.percentile)
-            self.min_val, self.max_val = torch.tensor(min(lo, 0.0)), torch.tensor(max(hi, 0.0, lo + 1e-6))
+            lo, hi = min(lo, 0.0) * self.headroom, max(hi, 0.0, lo + 1e-6) * self.headroom
+            self.min_val, self.max_val = torch.tensor(lo), torch.tensor(hi)
             return super().calculate_qparams()
 
     return EdgekitRangeObserver

@@ -121,7 +121,8 @@ class ToExecuTorch(Int8Options):
 def _quantizer_class():
     """XNNPACKQuantizer, with one weight node per conv / linear call before annotation (pt2e.unshare_weights): a module
     called twice (ITracker's eye tower) otherwise had its first call float and its second INT8 with a float bias,
-    and XNNPACK refused that program when the runtime loaded it ("Failed to create depthwise convolution node")."""
+    and XNNPACK refused that program when the runtime loaded it ("Failed to create depthwise convolution node").
+    Global averages (a pool to 1x1, a mean) observe their own output range (pt2e.averages_own_output_range)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
     class UnsharedWeightsXNNPACKQuantizer(XNNPACKQuantizer):
@@ -133,6 +134,11 @@ def _quantizer_class():
         def transform_for_annotation(self, model):
             pt2e.unshare_weights(model)
             return super().transform_for_annotation(model)
+
+        def annotate(self, model):
+            model = super().annotate(model)
+            pt2e.averages_own_output_range(model, self.global_config.output_activation)
+            return model
 
     return UnsharedWeightsXNNPACKQuantizer
 

@@ -163,6 +163,9 @@ def _quantizer_class():
     - adds_into_float_ops = "float" (the pass's option) leaves float each add whose every reader is float (after the
       above; an add reading into another such add counts as float), so its result is not rounded to INT8 only to be
       dequantized by the next op.
+    - A global average (a pool to 1x1, a mean) gets its own observed output range: litert-torch shares its input's (a
+      view's rule), but the average of a feature map spans far less than the map, so the shared scale left the pooled
+      features a few INT8 steps (pt2e.averages_own_output_range).
     - set_module_name(name, None) leaves that module float, fixed-output ops included: litert-torch 0.10 asserts on
       None, and its module-name filter reads the name from nn_module_stack's keys ('L__self___fc_yaw' -> 'fc.yaw'),
       which torch 2.13 no longer writes, so no plan layer returned to float stayed float; edgekit matches the paths.
@@ -218,6 +221,7 @@ def _quantizer_class():
                                                     quant_max=127, qscheme=torch.per_tensor_affine)
                 node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=spec, _annotated=True)
             propagate_annotation(model)  # on through a view or permute after it, as litert-torch does for the others
+            pt2e.averages_own_output_range(model, self.global_config.output_activation)
             if self.adds_into_float_ops == "float":
                 _adds_into_float_ops_left_float(model)
             return model

@@ -53,3 +53,42 @@ def test_a_mac_op_xnnpack_runs_only_in_float_exits_2_naming_its_module(tmp_path,
     err = capsys.readouterr().err.strip()
     assert code == 2 and report is None, err
     assert len(err.splitlines()) == 1 and "module gram" in err and "fix:" in err
+
+
+def test_average_pools_get_their_own_output_range():
+    """XNNPACKQuantizer gives an average pool and a mean their input's scale; the average of a ReLU map spans far
+    less than the map, so edgekit observes the pooled output itself (each pooled tensor's INT8 scale well below its
+    input's), and the quantized graph stays close to float."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    from edgekit.backends.executorch.convert import ToExecuTorch, _quantizer_class
+    from edgekit.quant import pt2e
+    from edgekit.quant.plan import QuantPlan
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, 1, 1), torch.nn.ReLU())
+            self.fc_a, self.fc_b = torch.nn.Linear(16, 2), torch.nn.Linear(16, 2)
+
+        def forward(self, x):
+            h = self.features(x)
+            return self.fc_a(torch.nn.functional.adaptive_avg_pool2d(h, 1).flatten(1)) + self.fc_b(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = PooledFeatures().eval()
+    x = (torch.rand(64, 1, 12, 20) > 0.9).float() * torch.rand(64, 1, 1, 1) * 4  # sparse bright spots
+    config = pt2e.with_edgekit_observers(get_symmetric_quantization_config(is_per_channel=True), QuantPlan(),
+                                         ToExecuTorch(precision="int8"))
+    quantizer = _quantizer_class()().set_global(config)
+    converted, _ = pt2e.quantize(model, (x[:1],), quantizer, [(x[i:i + 1],) for i in range(len(x))], "test", "onnx-int8",
+                                 fold_quantize=True)
+    pools = [n for n in converted.graph.nodes if pt2e.aten_name(n) in ("adaptive_avg_pool2d", "mean")]
+    assert len(pools) == 2
+    for pool in pools:
+        (dequantize,), (quantize,) = pool.all_input_nodes, list(pool.users)
+        assert "dequantize_per_tensor" in str(dequantize.target) and "quantize_per_tensor" in str(quantize.target)
+        assert 0 < quantize.args[1] < dequantize.args[1] / 2  # shared, they were equal
+    with torch.no_grad():
+        ref, got = model(x[:16]), converted(x[:16])
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()

@@ -1,6 +1,7 @@
 """TFLite INT8 ops whose output quantization LiteRT fixes (SOFTMAX, LOGISTIC, LOG_SOFTMAX, TANH): to_tflite gives them
 the scale and zero point the kernels require (a softmax that took an observed range crashed LiteRT at prepare), a
-kept-float layer is left float without crashing, and a LiteRT error at prepare or invoke is one line with a fix."""
+kept-float layer is left float without crashing, and a LiteRT error at prepare or invoke is one line with a fix; the
+options that leave more ops float; average pools observe their own output range."""
 
 from __future__ import annotations
 
@@ -291,3 +292,38 @@ def test_adds_into_float_ops_float_leaves_the_residual_stream_float_and_runs(tmp
 def test_adds_into_float_ops_needs_int8():
     with pytest.raises(ValueError, match="adds_into_float_ops=float needs precision int8"):
         ToTFLite(precision="fp32", adds_into_float_ops="float")
+
+
+class PooledFeatures(nn.Module):
+    """A conv feature map averaged twice: nn.AdaptiveAvgPool2d and Tensor.mean, each into a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc_a, self.fc_b = nn.Linear(16, 2), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.features(x)
+        return self.fc_a(self.pool(h).flatten(1)) + self.fc_b(h.mean((2, 3)))
+
+
+def test_average_pools_get_their_own_output_range(tmp_path):
+    """litert-torch gives an average pool and a mean their input's scale; the average of a ReLU map spans far less than
+    the map, so edgekit observes the pooled output itself: each INT8 MEAN's output scale is well below its input's,
+    and LiteRT stays close to float."""
+    torch.manual_seed(0)
+    model = PooledFeatures().eval()
+    x = _samples(64, seed=1)
+    path, _ = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x)
+    runner = LiteRTRunner(path)
+    tensors = runner.interpreter.get_tensor_details()
+    means = [d for d in runner.interpreter._get_ops_details() if d["op_name"] == "MEAN"]
+    assert len(means) == 2
+    for op in means:
+        (in_scale, _), (out_scale, _) = tensors[op["inputs"][0]]["quantization"], tensors[op["outputs"][0]]["quantization"]
+        assert tensors[op["outputs"][0]]["dtype"] == np.int8
+        assert 0 < out_scale < in_scale / 2
+    with torch.no_grad():
+        ref = model(x[:16]).numpy()
+    assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05 * np.abs(ref).max()
