@@ -122,7 +122,7 @@ def averages_own_output_range(model, output_spec) -> None:
     sharing the pool's. The average of a feature map spans far less than the map, so the shared scale left the pooled
     features a few INT8 steps. Mean / largest difference from FP32 on 2,000 unseen images: GazeResNet18 0.395 / 1.328
     deg -> 0.257 / 0.914 in LiteRT, 0.396 / 1.328 -> 0.260 / 1.009 in ExecuTorch; MobileGaze (squeeze-and-excitation
-    pools) 1.785 / 11.458 -> 1.238 / 6.678 and 1.812 / 21.001 -> 1.239 / 7.111 (benchmarks/int8_peers.md); both
+    pools) 1.785 / 11.458 -> 1.238 / 6.678 and 1.812 / 21.001 -> 1.239 / 7.111 (LiteRT: benchmarks/int8_peers.md); both
     runtimes' MEAN rescales. A local pool (ITracker's 9x15 -> 3x5) keeps the shared range: with its own it was further
     from FP32 (0.362 / 1.294 -> 0.401 / 2.151 deg)."""
     import dataclasses
