@@ -151,7 +151,7 @@ FIXED_OUTPUT_QPARAMS = {"softmax": (1 / 256, -128), "_softmax": (1 / 256, -128),
 
 @functools.cache
 def _quantizer_class():
-    """litert-torch's PT2EQuantizer with two things fixed for edgekit's plan.
+    """litert-torch's PT2EQuantizer with what edgekit's plan needs fixed or added.
 
     - Fixed-output ops: litert-torch 0.10 annotates only aten._softmax and aten.sigmoid with the fixed scale, but
       torch.export writes F.softmax as aten.softmax.int: the softmax took its consumer's observed range and LiteRT
