@@ -154,14 +154,14 @@ def isa_of(symbols: list[tuple[float, str]]) -> str:
 def markdown(model: str, host: dict, versions: str, macs: int, ort: dict, lite: dict, float_ops: list[str],
              runs: int) -> str:
     ghz = host["ghz"]
+    fma = fma_units(host)
     limit = {isa: macs / (units * lanes * ghz * 1e9) * 1e3 for isa, units, lanes in
-             (("AVX-512", 2, 16), ("AVX2", 2, 8))}
+             (("AVX-512", fma["avx512_units"], 16), ("AVX2", 2, 8))}
     fp32_conv = sum(v["ms"] for op, v in ort["onnx"]["ops"].items() if "Conv" in op)
     lines = [f"# Where {model}'s batch-1 time goes: FP32 against INT8, per runtime", "",
              f"Machine: {host['cpu']}, {host['cores']} vCPUs ({', '.join(host['isa_flags'])}), {ghz:.2f} GHz "
              f"nominal (/proc/cpuinfo). {versions}. One thread, batch 1, {runs} runs after warm-up. Produced by "
-             "`benchmarks/int8_profile.py` (docstring: how). This host has VNNI and AMX, so the INT8 ratios here are "
-             "not the issue's no-VNNI figure.", "",
+             f"`benchmarks/int8_profile.py` (docstring: how). {int8_isa_sentence(host['isa_flags'])}", "",
              "## ONNX Runtime profiler (ms per run by op type)", "",
              "| op type | FP32 ms (nodes) | INT8 ms (nodes) |", "|---|---|---|"]
     ops = sorted(set(ort["onnx"]["ops"]) | set(ort["onnx-int8"]["ops"]),
@@ -195,20 +195,42 @@ def markdown(model: str, host: dict, versions: str, macs: int, ort: dict, lite: 
         lines.append(f"- {t}: " + "; ".join(f"{s} {share:.1f}%" for share, s in lite[t]["symbols"][:8]))
     lines += ["", "## FP32 conv layers against the single-core FMA limit (estimate)", "",
               f"{macs / 1e6:.1f} M conv MACs per image (batch-1 torch forward). Limit = MACs / (FMA units x float32 lanes "
-              f"x clock): 2 FMA units (Intel's optimization manual, server cores since Skylake-SP; the issue's AVX2 "
-              f"figure also takes 2 ports), {ghz:.2f} GHz (nominal; turbo would lower the limit). AVX-512 (16 lanes): "
+              f"x clock): {fma['source']}; AVX2 with 2 FMA ports (as the issue's figure), {ghz:.2f} GHz (nominal; "
+              f"turbo would lower the limit). AVX-512 (16 lanes): "
               f"{limit['AVX-512']:.2f} ms; AVX2 (8 lanes): {limit['AVX2']:.2f} ms. ONNX Runtime's FP32 conv nodes "
               f"(Conv and FusedConv) here: {fp32_conv:.3f} ms per run, {fp32_conv / limit['AVX-512']:.2f}x the AVX-512 "
               f"limit, {fp32_conv / limit['AVX2']:.2f}x the AVX2 one.", ""]
     return "\n".join(lines)
 
 
+def int8_isa_sentence(flags: list[str]) -> str:
+    """What the INT8 ratios measured here stand for: the issue's figure is for a CPU without VNNI."""
+    if "avx512_vnni" not in flags and "avx_vnni" not in flags:
+        return "This host has no VNNI: the INT8 ratios here are the issue's no-VNNI figure."
+    extra = " and AMX" if "amx_int8" in flags else ""
+    return f"This host has VNNI{extra}, so the INT8 ratios here are not the issue's no-VNNI figure."
+
+
+def fma_units(host: dict) -> dict:
+    """512-bit FMA units per core. Intel server cores since Skylake-SP: 2 (Intel's optimization manual; some SKUs 1).
+    AMD Zen 4 (CPU family 25, the first AMD cores with AVX-512) runs a 512-bit FMA on its two 256-bit FMA pipes
+    together, so AVX-512 adds no float32 FMA throughput over AVX2: the same limit; Zen 5 widened the pipes (A. J. Yee,
+    Zen 4 and Zen 5 AVX-512 teardowns, numberworld.org/blogs/2024_8_7_zen5_avx512_teardown)."""
+    if "AMD" in host["cpu"] and host.get("family") == 25:
+        return {"avx512_units": 1, "source": "AVX-512 on AMD Zen 4 as one 512-bit FMA per cycle (two 256-bit FMA pipes "
+                "per 512-bit op: A. J. Yee's Zen 4 / Zen 5 AVX-512 teardowns, numberworld.org)"}
+    return {"avx512_units": 2, "source": "AVX-512 with 2 FMA units (Intel's optimization manual, server cores since "
+            "Skylake-SP)"}
+
+
 def host() -> dict:
     from edgekit.environment import host_info
 
     info = host_info()
-    mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text())
-    return {**info, "ghz": float(mhz.group(1)) / 1e3 if mhz else float("nan")}
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo)
+    family = re.search(r"cpu family\s*:\s*(\d+)", cpuinfo)
+    return {**info, "ghz": float(mhz.group(1)) / 1e3 if mhz else float("nan"), "family": int(family.group(1)) if family else None}
 
 
 def main() -> None:
@@ -226,12 +248,13 @@ def main() -> None:
 
     progress.configure(progress.QUIET)
     raw = Path(args.out).parent / "profiles"
+    tag = "" if Path(args.out).name == "int8_profile.md" else Path(args.out).stem + "_"  # another host's run: its own files
     raw.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         artifacts = compile_all(args.model, tmp)
         macs = conv_macs(args.model, tmp / "load")
-        ort = {t: ort_profile(artifacts[t], args.runs, 20, raw / f"ort_{args.model}_{t}.json", tmp) for t in ("onnx", "onnx-int8")}
+        ort = {t: ort_profile(artifacts[t], args.runs, 20, raw / f"{tag}ort_{args.model}_{t}.json", tmp) for t in ("onnx", "onnx-int8")}
         lite = {t: litert_perf(artifacts[t], args.runs, tmp) for t in ("tflite", "tflite-int8")}
         float_ops = litert_float_ops(artifacts["tflite-int8"])
     versions = f"onnxruntime {ort_version()}, LiteRT {litert_version()}"
