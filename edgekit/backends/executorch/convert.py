@@ -52,7 +52,7 @@ class ToExecuTorch(Int8Options):
     # other INT8 tensors (residual adds, pooling); on GazeResNet18 it chose minmax, whose TFLite artifact was further from
     # FP32 on 2,000 unseen images (mean 0.463 deg against 0.395 for the configured percentile; benchmarks/int8_peers.md).
     # A judge on the converted PT2E graph (every INT8 tensor) was no better: its pick was further from FP32 in the
-    # TFLite artifact on 3 of 10 models, closer on 1 (benchmarks/tflite_observers.md)
+    # TFLite artifact on 5 of 10 models, closer on 1 (benchmarks/tflite_observers.md, rerun 2026-12-04)
     observer_search: bool = Field(False, description="judge every observer's all-INT8 plan in torch fake quantization "
                                   "and keep the closest to FP32 (off: that judge leaves the converter's other INT8 tensors "
                                   "float)")
