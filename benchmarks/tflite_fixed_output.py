@@ -1,9 +1,9 @@
 """TFLite INT8 with LiteRT's fixed-output ops (softmax, sigmoid, tanh, log_softmax) and the adds read only by float ops
 in INT8 or float (issue 21, item 2).
 
-Per model, in one run: the FP32 artifact, `tflite-int8` as shipped (fixed_output_ops: int8: softmax at LiteRT's
-1/256 output scale; adds_into_float_ops: int8), the same recipe with `fixed_output_ops: float`, with
-`adds_into_float_ops: float`, with both, and litert-torch's plain PT2E route (the peer of
+Per model, in one run: the FP32 artifact, `tflite-int8` with each of the four settings of `fixed_output_ops`
+(int8: softmax at LiteRT's 1/256 output scale) and `adds_into_float_ops` (the shipped pair marked), and litert-torch's
+plain PT2E route (the peer of
 benchmarks/int8_peers.py). Each: difference from the FP32 artifact on the unseen samples (mean / p95 / max deg),
 latency interleaved in one loop (batch 1, 1 thread), the report's INT8 MAC share, and the compute ops LiteRT runs in
 float (op name x count, from the interpreter's op list).
@@ -52,12 +52,13 @@ def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     def changed(**options):
         return peers.recipe_with("tflite-int8", "to_tflite", options, tmp)
 
-    for i, (label, target) in enumerate((
-            ("edgekit, fixed_output_ops: int8 (shipped)", "tflite-int8"),
-            ("edgekit, fixed_output_ops: float", changed(fixed_output_ops="float")),
-            ("edgekit, adds_into_float_ops: float", changed(adds_into_float_ops="float")),
-            ("edgekit, both float", changed(fixed_output_ops="float", adds_into_float_ops="float")))):
-        result = ek.compile(**src, target=str(target), out=tmp / f"variant-{i}", cache=False, force=True)
+    from edgekit.backends.tflite.convert import ToTFLite
+
+    shipped = {k: ToTFLite.model_fields[k].default for k in ("fixed_output_ops", "adds_into_float_ops")}
+    for i, (fixed, adds) in enumerate((("int8", "int8"), ("float", "int8"), ("int8", "float"), ("float", "float"))):
+        options = {"fixed_output_ops": fixed, "adds_into_float_ops": adds}
+        label = f"edgekit, fixed_output_ops: {fixed}, adds_into_float_ops: {adds}" + (" (shipped)" if options == shipped else "")
+        result = ek.compile(**src, target=str(changed(**options)), out=tmp / f"variant-{i}", cache=False, force=True)
         variants[label] = result.artifact
         gate = {g.name: g for g in result.report.gates}.get("min_int8_mac_fraction")
         int8_share[label] = f"{gate.value:.3f}" + ("" if gate.passed else f" (below the gate's {gate.limit})")

@@ -271,15 +271,16 @@ class ResidualsIntoLayerNorm(nn.Module):
         return self.head(self.norm3(h))
 
 
-@pytest.mark.parametrize("option, float_adds", [("int8", 0), ("float", 2)])
+@pytest.mark.parametrize("option, float_adds", [("int8", 0), ("float", 2), (None, 2)])
 def test_adds_into_float_ops_float_leaves_the_residual_stream_float_and_runs(tmp_path, option, float_adds):
-    """adds_into_float_ops: float: the two adds read only by LayerNorms (and the next such add) stay float, the add
-    read by a linear layer stays INT8, and LiteRT's result matches float; int8 (default): those three adds INT8 (the
-    LayerNorms' own adds are float either way)."""
+    """adds_into_float_ops: float (the default, None here): the two adds read only by LayerNorms (and the next such
+    add) stay float, the add read by a linear layer stays INT8, and LiteRT's result matches float; int8: those three
+    adds INT8 (the LayerNorms' own adds are float either way)."""
     torch.manual_seed(0)
     model = ResidualsIntoLayerNorm().eval()
     x = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (64, 8)).astype(np.float32))
-    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x, adds_into_float_ops=option)
+    options = {} if option is None else {"adds_into_float_ops": option}
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x, **options)
     runner = LiteRTRunner(path)
     assert [dtype for dtype, _ in _op_outputs(runner, "ADD")].count("int8") == 3 - float_adds
     assert sum("kept float (adds_into_float_ops: float): every op reading it runs in float" in d
