@@ -205,7 +205,9 @@ def markdown(model: str, host: dict, versions: str, macs: int, ort: dict, lite: 
 
 def int8_isa_sentence(flags: list[str]) -> str:
     """What the INT8 ratios measured here stand for: the issue's figure is for a CPU without VNNI."""
-    if "avx512_vnni" not in flags and "avx_vnni" not in flags:
+    from edgekit.environment import has_vnni
+
+    if not has_vnni():
         return "This host has no VNNI: the INT8 ratios here are the issue's no-VNNI figure."
     extra = " and AMX" if "amx_int8" in flags else ""
     return f"This host has VNNI{extra}, so the INT8 ratios here are not the issue's no-VNNI figure."
