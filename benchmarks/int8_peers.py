@@ -16,13 +16,16 @@ TFLite (the LiteRT interpreter runs every variant):
   litert-torch     its plain PT2E route: PT2EQuantizer with per-channel symmetric static config, calibrated on
                    the same samples, converted with litert_torch.convert(quant_config=...)
 
+--avx2-only reruns everything (compiles, peers' quantizers, runtimes) with CPUID masked by tests/avx2_only.c, so
+that every library picks the kernels of a CPU without AVX-512 and VNNI (a host with cpuid_fault and cc only).
+
 Every peer gets the FP32 model edgekit starts from (the `onnx` target's artifact; the module for litert-torch)
 and the 512 calibration samples edgekit uses (synthetic-512). Every variant is measured the same way: the angular
 difference from the same runtime's FP32 artifact on N unseen samples (default 2000, seed 424242: a seed no
 role draws), mean / p95 / max, and latency interleaved in one loop (batch 1, 1 thread, p50).
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_peers.py [--models tinygaze,gazeresnet18,zoo]
-         [--nncf /tmp/nncf-pkgs] [--out benchmarks/int8_peers.md]
+         [--nncf /tmp/nncf-pkgs] [--out benchmarks/int8_peers.md] [--avx2-only]
      (nncf: `.venv/bin/pip install --no-deps --target /tmp/nncf-pkgs nncf==3.4.0 ninja openvino-telemetry pydot
       pyparsing psutil`; without --nncf its rows say "not run")
 Writes the Markdown (--out) and a JSON of every number next to it.
@@ -245,9 +248,11 @@ def verdict(rows: list[dict], ours: str, peers: list[str]) -> str:
     return (f"{'holds' if ok else 'MISSES'}: mean {m:.3f} vs best peer {best_mean:.3f}, max {x:.3f} vs {best_max:.3f}")
 
 
-def markdown(results: list[dict], host: dict, versions: dict) -> str:
+def markdown(results: list[dict], host: dict, versions: dict, masked: bool = False) -> str:
+    kernels = (" Run with --avx2-only: CPUID masked (tests/avx2_only.c), so every runtime, the compiles and the peers' "
+               "quantizers ran their AVX2 kernels, as on a CPU without AVX-512 and VNNI." if masked else "")
     lines = ["# INT8 against the peers: difference from FP32 on unseen samples, and speed", "",
-             f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}). {versions}. "
+             f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}).{kernels} {versions}. "
              "Produced by `benchmarks/int8_peers.py`; every variant calibrated on the same 512 samples (synthetic-512) "
              f"and measured on {results[0]['unseen'] if results else 0} unseen samples (seed {UNSEEN_SEED}) against "
              "the same runtime's FP32 artifact; latency interleaved in one loop, batch 1, 1 thread.", ""]
@@ -286,8 +291,14 @@ def main() -> None:
     ap.add_argument("--nncf", help="a folder holding nncf and its extra dependencies (pip --target)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "int8_peers.md"))
     ap.add_argument("--update", action="store_true", help="rerun only --models into the existing JSON beside --out")
+    ap.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 and VNNI (CPUID masked)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))  # tests.zoo.models: the zoo architectures
+    from tests import avx2_only
+
+    if args.avx2_only and not os.environ.get(avx2_only.MASKED):
+        avx2_only.rerun_masked("int8_peers")
+    masked = avx2_only.masked()
     from edgekit import progress
     from edgekit.backends.onnx.runner import runtime_version as ort_version
     from edgekit.backends.tflite.runner import runtime_version as litert_version
@@ -306,8 +317,9 @@ def main() -> None:
             results.sort(key=lambda r: order[r["model"]])
             print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         versions = f"onnxruntime {ort_version()}, LiteRT {litert_version()}"
-        out.write_text(markdown(results, host_info(), versions) + "\n")
-        out.with_suffix(".json").write_text(json.dumps({"host": host_info(), "versions": versions, "results": results}, indent=1))
+        out.write_text(markdown(results, host_info(), versions, masked) + "\n")
+        out.with_suffix(".json").write_text(json.dumps({"host": host_info(), "versions": versions, "avx2_only": masked,
+                                                        "results": results}, indent=1))
     print(out.read_text())
 
 

@@ -11,8 +11,12 @@
 - The FP32 conv layers against the single-core FMA limit: the conv MACs (from a batch-1 torch forward) over
   lanes x FMA units x clock, for the ISA the runtime picked here and for AVX2 (an estimate: the constants are stated).
 
+- --avx2-only: every runtime (and the compile) runs as on a CPU without AVX-512, VNNI and AMX, on a host whose CPU
+  can fault on CPUID (cpuid_fault in /proc/cpuinfo): tests/avx2_only.c, built here with `cc`, masks the CPUID
+  feature bits, so the kernels are those an AVX2 CPU gets; the core running them stays this host's.
+
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_profile.py [--model gazeresnet18] [--runs 200]
-         [--out benchmarks/int8_profile.md]   (needs `perf`: apt-get install linux-perf)
+         [--out benchmarks/int8_profile.md] [--avx2-only]   (needs `perf`: apt-get install linux-perf)
 """
 
 from __future__ import annotations
@@ -73,11 +77,15 @@ def ort_profile(path: Path, runs: int, warmup: int, raw_out: Path, work: Path) -
     start = model_runs[0]["ts"]
     nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start]
     by_op: dict[str, list] = collections.defaultdict(lambda: [0.0, set()])
-    floats = {}
+    floats, convs = {}, {}
     for e in nodes:
         op = e["args"]["op_name"]
         by_op[op][0] += e["dur"] / 1e3 / runs
         by_op[op][1].add(e["name"])
+        if "Conv" in op:
+            conv = convs.setdefault(e["name"], {"ms": 0.0, "output": e["args"]["output_type_shape"][0],
+                                                "inputs": e["args"]["input_type_shape"]})
+            conv["ms"] += e["dur"] / 1e3 / runs
         # the data input and the output (a QLinear op's scales are float inputs too)
         data = [d for key in ("input_type_shape", "output_type_shape") for d in e["args"].get(key, [])[:1]]
         if op not in QDQ and any("float" in d for d in data):
@@ -85,7 +93,29 @@ def ort_profile(path: Path, runs: int, warmup: int, raw_out: Path, work: Path) -
     last = [e for e in events if e["ts"] >= model_runs[-5]["ts"]]  # the raw events of the last 5 runs
     raw_out.write_text(json.dumps(last, separators=(",", ":")))
     return {"run_ms": float(np.mean([e["dur"] for e in model_runs])) / 1e3,
-            "ops": {op: {"ms": ms, "nodes": len(names)} for op, (ms, names) in by_op.items()}, "float_nodes": floats}
+            "ops": {op: {"ms": ms, "nodes": len(names)} for op, (ms, names) in by_op.items()}, "float_nodes": floats,
+            "convs": list(convs.values())}
+
+
+def conv_stages(fp32: list[dict], int8: list[dict]) -> list[dict]:
+    """ONNX Runtime's conv nodes grouped by output size (channels, height, width): the FP32 nodes give each group's
+    MACs (their weight shapes; the INT8 ones are prepacked and not shown), the INT8 nodes report channels-last
+    shapes, matched to the FP32 group with the same sizes."""
+    stages: dict[tuple, dict] = {}
+    for conv in fp32:
+        (shape,) = conv["output"].values()
+        out_c, out_h, out_w = shape[1:]
+        weight = next(iter(conv["inputs"][1].values()))  # [out, in / groups, kh, kw]
+        stage = stages.setdefault((out_c, out_h, out_w), {"convs": 0, "macs": 0, "fp32_ms": 0.0, "int8_ms": 0.0})
+        stage["convs"] += 1
+        stage["macs"] += out_c * out_h * out_w * int(np.prod(weight[1:]))
+        stage["fp32_ms"] += conv["ms"]
+    for conv in int8:
+        (shape,) = conv["output"].values()
+        a, b, c = shape[1:]
+        key = (c, a, b) if (c, a, b) in stages else (a, b, c)
+        stages[key]["int8_ms"] += conv["ms"]
+    return [{"output": key, **stage} for key, stage in stages.items()]
 
 
 PERF_CHILD = textwrap.dedent('''
@@ -107,11 +137,14 @@ PERF_CHILD = textwrap.dedent('''
 def litert_perf(path: Path, runs: int, work: Path) -> dict:
     """perf samples of the interpreter's invocations grouped by symbol (share of all samples), and ms per run."""
     data = work / f"{path.parent.name}.perf"
-    child = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-o", str(data), "--",
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # perf's own SIGSEGV handler: no mask in perf
+    from tests import avx2_only
+
+    child = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-o", str(data), "--", *avx2_only.preload(),
                             sys.executable, "-c", PERF_CHILD, str(path), str(runs)], capture_output=True, text=True,
-                           check=True)
+                           check=True, env=env)
     report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "sym", "--percent-limit", "0.1"],
-                            capture_output=True, text=True, check=True).stdout
+                            capture_output=True, text=True, check=True, env=env).stdout
     symbols = [(float(m.group(1)), m.group(2).strip()) for m in re.finditer(r"^\s+([\d.]+)%\s+\[[.k]\]\s+(.+)$", report, re.M)]
     return {"run_ms": float(child.stdout.strip().splitlines()[-1]), "symbols": symbols}
 
@@ -158,10 +191,13 @@ def markdown(model: str, host: dict, versions: str, macs: int, ort: dict, lite: 
     limit = {isa: macs / (units * lanes * ghz * 1e9) * 1e3 for isa, units, lanes in
              (("AVX-512", fma["avx512_units"], 16), ("AVX2", 2, 8))}
     fp32_conv = sum(v["ms"] for op, v in ort["onnx"]["ops"].items() if "Conv" in op)
+    # the FP32 kernels' ISA: AVX2 when the CPU (or the mask) offers no AVX-512
+    avx512 = "avx512f" in host["isa_flags"] and not host["masked"]
+    conv_isa, conv_units, conv_lanes = ("AVX-512", fma["avx512_units"], 16) if avx512 else ("AVX2", 2, 8)
     lines = [f"# Where {model}'s batch-1 time goes: FP32 against INT8, per runtime", "",
              f"Machine: {host['cpu']}, {host['cores']} vCPUs ({', '.join(host['isa_flags'])}), {ghz:.2f} GHz "
              f"nominal (/proc/cpuinfo). {versions}. One thread, batch 1, {runs} runs after warm-up. Produced by "
-             f"`benchmarks/int8_profile.py` (docstring: how). {int8_isa_sentence(host['isa_flags'])}", "",
+             f"`benchmarks/int8_profile.py` (docstring: how). {int8_isa_sentence(host['isa_flags'], host['masked'])}", "",
              "## ONNX Runtime profiler (ms per run by op type)", "",
              "| op type | FP32 ms (nodes) | INT8 ms (nodes) |", "|---|---|---|"]
     ops = sorted(set(ort["onnx"]["ops"]) | set(ort["onnx-int8"]["ops"]),
@@ -171,6 +207,16 @@ def markdown(model: str, host: dict, versions: str, macs: int, ort: dict, lite: 
         lines.append(f"| {op} | {cells[0]} | {cells[1]} |")
     f32, i8 = ort["onnx"]["run_ms"], ort["onnx-int8"]["run_ms"]
     lines += [f"| **model_run** (profiler) | **{f32:.3f}** | **{i8:.3f}** ({f32 / i8:.2f}x faster) |", "",
+              f"Conv nodes by output size: each group's MACs, its time per run, and the FP32 time against the "
+              f"{conv_isa} FMA limit of those MACs at the nominal clock (see the last section):", "",
+              "| output (C x H x W) | convs | M MACs | FP32 ms | FP32 / limit | INT8 ms | INT8 faster |",
+              "|---|---|---|---|---|---|---|"]
+    for st in conv_stages(ort["onnx"]["convs"], ort["onnx-int8"]["convs"]):
+        stage_limit = st["macs"] / (conv_units * conv_lanes * ghz * 1e9) * 1e3
+        lines.append(f"| {' x '.join(map(str, st['output']))} | {st['convs']} | {st['macs'] / 1e6:.1f} | "
+                     f"{st['fp32_ms']:.3f} | {st['fp32_ms'] / stage_limit:.2f}x | {st['int8_ms']:.3f} | "
+                     f"{st['fp32_ms'] / st['int8_ms']:.2f}x |")
+    lines += ["",
               f"Nodes of the INT8 artifact that compute in float: {len(ort['onnx-int8']['float_nodes'])}"
               + (": " + ", ".join(f"{n} ({op})" for n, op in ort["onnx-int8"]["float_nodes"].items()) if ort["onnx-int8"]["float_nodes"] else ""), "",
               "## LiteRT (perf samples by XNNPACK microkernel family; share of all samples in the child process, its start-up and weight packing included)", "",
@@ -203,10 +249,14 @@ def markdown(model: str, host: dict, versions: str, macs: int, ort: dict, lite: 
     return "\n".join(lines)
 
 
-def int8_isa_sentence(flags: list[str]) -> str:
+def int8_isa_sentence(flags: list[str], masked: bool = False) -> str:
     """What the INT8 ratios measured here stand for: the issue's figure is for a CPU without VNNI."""
     from edgekit.environment import has_vnni
 
+    if masked:
+        return ("Run with --avx2-only: CPUID masked for every runtime and the compile (tests/avx2_only.c), "
+                "which saw no AVX-512, VNNI or AMX and ran their AVX2 kernels: the INT8 ratios are those of a CPU "
+                "without VNNI's kernels, run on this host's core.")
     if not has_vnni():
         return "This host has no VNNI: the INT8 ratios here are the issue's no-VNNI figure."
     extra = " and AMX" if "amx_int8" in flags else ""
@@ -225,14 +275,15 @@ def fma_units(host: dict) -> dict:
             "Skylake-SP)"}
 
 
-def host() -> dict:
+def host(masked: bool) -> dict:
     from edgekit.environment import host_info
 
     info = host_info()
     cpuinfo = Path("/proc/cpuinfo").read_text()
     mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo)
     family = re.search(r"cpu family\s*:\s*(\d+)", cpuinfo)
-    return {**info, "ghz": float(mhz.group(1)) / 1e3 if mhz else float("nan"), "family": int(family.group(1)) if family else None}
+    return {**info, "ghz": float(mhz.group(1)) / 1e3 if mhz else float("nan"), "family": int(family.group(1)) if family else None,
+            "masked": masked}
 
 
 def main() -> None:
@@ -240,10 +291,16 @@ def main() -> None:
     ap.add_argument("--model", default="gazeresnet18")
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "int8_profile.md"))
+    ap.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 and VNNI (CPUID masked)")
     args = ap.parse_args()
     if not shutil.which("perf"):
         sys.exit("int8_profile: needs Linux perf for the LiteRT samples; fix: apt-get install linux-perf")
     sys.path.insert(0, str(ROOT))
+    from tests import avx2_only
+
+    if args.avx2_only and not os.environ.get(avx2_only.MASKED):
+        avx2_only.rerun_masked("int8_profile")
+    masked = avx2_only.masked()
     from edgekit import progress
     from edgekit.backends.onnx.runner import runtime_version as ort_version
     from edgekit.backends.tflite.runner import runtime_version as litert_version
@@ -260,7 +317,7 @@ def main() -> None:
         lite = {t: litert_perf(artifacts[t], args.runs, tmp) for t in ("tflite", "tflite-int8")}
         float_ops = litert_float_ops(artifacts["tflite-int8"])
     versions = f"onnxruntime {ort_version()}, LiteRT {litert_version()}"
-    text = markdown(args.model, host(), versions, macs, ort, lite, float_ops, args.runs)
+    text = markdown(args.model, host(masked), versions, macs, ort, lite, float_ops, args.runs)
     Path(args.out).write_text(text + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps({"ort": ort, "litert": lite, "litert_float_ops": float_ops,
                                                                "conv_macs": macs}, indent=1))

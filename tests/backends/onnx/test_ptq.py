@@ -4,6 +4,8 @@ QDQ model it writes and runs in onnxruntime, keep_float, mixed precision, its re
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from edgekit.backends.onnx.ptq import PTQ  # noqa: E402
 from edgekit.context import Context  # noqa: E402
 from edgekit.data.synthetic import standard_set  # noqa: E402
 from edgekit.errors import BadInputError  # noqa: E402
+from tests import avx2_only  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,70 @@ def test_vnni_profile_uses_the_full_8_bit_range(tiny_onnx, sets, tmp_path):
     result, doc = compile_ptq(tiny_onnx, sets, tmp_path / "vnni", isa_profile="x86-vnni")
     assert doc["quantization"]["plan"]["weights"]["bits"] == 8
     assert max(int(np.abs(w.astype(int)).max()) for w in int8_weights(result.artifact).values()) == 127
+
+
+@pytest.fixture(scope="module")
+def saturating_onnx(tmp_path_factory) -> Path:
+    """A conv whose 3x3 weights are equal within each channel, so as 8-bit weights all are 127: two bright neighbouring
+    pixels (u8 near 255) give 2 x 255 x 127 = 64,770, past the 16-bit sum (32,767) at which AVX2's u8s8 multiply-add
+    (VPMADDUBSW) saturates; as 7-bit weights (64) 32,640, which fits."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        for channel in range(4):
+            net[0].weight[channel].fill_(0.05 * (channel + 1))
+        net[0].bias.zero_()
+        net[4].weight.copy_(torch.tensor([[1.0, -0.5, 0.25, 0.1], [-0.2, 0.4, -1.0, 0.6]]))
+    path = tmp_path_factory.mktemp("saturating") / "saturating.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 40, 64),), str(path), input_names=["image"], output_names=["gaze"],
+                      dynamic_axes={"image": {0: "n"}, "gaze": {0: "n"}}, opset_version=17, dynamo=False)
+    return path
+
+
+def input_range(path: Path) -> tuple[float, float]:
+    """The float range the quantized model's uint8 input covers (its first QuantizeLinear's scale and zero point)."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    quantize = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
+    scale, zero = float(inits[quantize.input[1]]), int(inits[quantize.input[2]])
+    return (0 - zero) * scale, (255 - zero) * scale
+
+
+RUN_ONNX = """
+import sys, numpy as np, onnxruntime as ort
+from numpy._core._multiarray_umath import __cpu_features__ as seen
+opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
+sess = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
+np.save(sys.argv[3], sess.run(None, {"image": np.load(sys.argv[2])})[0])
+print(seen["AVX512F"], seen["AVX512VNNI"])
+"""
+
+
+@pytest.mark.skipif(avx2_only.unavailable() is not None, reason=str(avx2_only.unavailable()))
+def test_on_the_kernels_of_a_cpu_without_vnni_8_bit_weights_saturate_and_the_portable_7_bit_ones_do_not(
+        saturating_onnx, sets, tmp_path):
+    """onnxruntime itself, with CPUID masked (tests/avx2_only.c) so that it runs its AVX2 kernels: the reason the
+    portable profile uses 7-bit weights, measured instead of assumed."""
+    library = avx2_only.build(tmp_path)
+    portable = compile_ptq(saturating_onnx, sets, tmp_path / "portable")[0].artifact
+    eight_bit = compile_ptq(saturating_onnx, sets, tmp_path / "vnni", isa_profile="x86-vnni")[0].artifact
+    low, high = input_range(portable)  # inputs the calibrated range holds, so that no clipping adds its own error
+    x = np.random.default_rng(0).uniform(low, high, (8, 1, 40, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+
+    def outputs(model: Path, masked: bool) -> np.ndarray:
+        y = tmp_path / f"{model.parent.name}-{masked}.npy"
+        seen = subprocess.run([sys.executable, "-c", RUN_ONNX, str(model), str(tmp_path / "x.npy"), str(y)],
+                              env=avx2_only.environment(library) if masked else None, capture_output=True, text=True,
+                              check=True).stdout.split()
+        assert not masked or seen == ["False", "False"]  # the masked child saw no AVX-512 and no VNNI
+        return np.load(y)
+
+    float_out = outputs(saturating_onnx, masked=False)
+    portable_error = np.abs(outputs(portable, masked=True) - float_out).max()
+    eight_bit_error = np.abs(outputs(eight_bit, masked=True) - float_out).max()
+    assert eight_bit_error > 10 * portable_error, (eight_bit_error, portable_error)
+    # 7-bit weights: exact 32-bit sums on every x86 kernel, so the same outputs as this host's own kernels
+    np.testing.assert_allclose(outputs(portable, masked=True), outputs(portable, masked=False), rtol=0, atol=1e-6)
 
 
 def test_keep_float_leaves_the_matched_layer_float(tiny_onnx, sets, tmp_path):
