@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-UNSEEN_SEED = 424242
 RUN = textwrap.dedent('''
     import sys, numpy as np, onnxruntime as ort
     opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
@@ -54,6 +53,7 @@ def bench(model: str, n_unseen: int, library: Path, work: Path) -> list[dict]:
     from edgekit.data.metrics import angular_error_deg
     from edgekit.evalset import default_eval_set, model_inputs
     from edgekit.source import load_source
+    from int8_peers import UNSEEN_SEED
     from tests import avx2_only
 
     card = load_source(model, work / "load").card
@@ -79,6 +79,7 @@ def main() -> None:
     from edgekit import progress
     from edgekit.backends.onnx.runner import runtime_version
     from edgekit.environment import host_info
+    from int8_peers import UNSEEN_SEED
     from tests import avx2_only
 
     reason = avx2_only.unavailable()
