@@ -169,10 +169,10 @@ def test_report_of_a_folder_and_energy_with_a_bad_target(tmp_path, capsys):
     capsys.readouterr()
     _fails(["report", str(out)], f"{out} is a folder, not a report.json; fix: pass {out / 'report.json'}", capsys)
     energy_out = tmp_path / "energy"
-    _fails(["energy", "--targets", "onnx,bogus", "--out", str(energy_out)], "unknown target 'bogus'", capsys)
+    _fails(["energy", "--target", "onnx,bogus", "--out", str(energy_out)], "unknown target 'bogus'", capsys)
     assert not energy_out.exists()  # validated before compiling any
     _user_folder(energy_out / "onnx-fp16")
-    _fails(["energy", "--targets", "onnx,onnx-fp16", "--out", str(energy_out)], "is a folder edgekit did not write", capsys)
+    _fails(["energy", "--target", "onnx,onnx-fp16", "--out", str(energy_out)], "is a folder edgekit did not write", capsys)
     assert sorted(p.name for p in energy_out.iterdir()) == ["onnx-fp16"]
 
 
@@ -227,7 +227,7 @@ def _json_failure(argv, code, capsys) -> dict:
 def test_json_format_failures_are_one_object(tmp_path, capsys, monkeypatch):
     doc = _json_failure(["compile", "--target", "pdp11", "--format", "json"], 2, capsys)
     assert doc["error"] == "unknown target 'pdp11'" and doc["fix"].startswith("use one of ")
-    _json_failure(["energy", "--targets", "onnx,bogus", "--format", "json", "--out", str(tmp_path / "e")], 2, capsys)
+    _json_failure(["energy", "--target", "onnx,bogus", "--format", "json", "--out", str(tmp_path / "e")], 2, capsys)
     _json_failure(["demo", "evaluate", "--eval-set", str(tmp_path / "none.npz"), "--format", "json"], 2, capsys)
     assert run(["compile", "--no-such-option", "--format=json"]) == 2  # usage errors: click's usage text on stderr
     assert json.loads(capsys.readouterr().out)["error"] == "No such option: --no-such-option"

@@ -164,7 +164,7 @@ def test_energy_command_compares_like_with_like(tmp_path, capsys):
 
     from edgekit.cli import run
 
-    assert run(["energy", "--targets", "onnx,onnx-int8", "--out", str(tmp_path), "--format", "json"]) == 0
+    assert run(["energy", "--target", "onnx,onnx-int8", "--out", str(tmp_path), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     int8 = next(r for r in rows if r["target"] == "onnx-int8" and r["profile"] == "horowitz-45nm" and r["level"] == "compute")
     assert "less" in int8["ratio_to_first"] and int8["ratio_to_first"].endswith("than onnx") and int8["method"] == "estimated"

@@ -81,7 +81,7 @@ def test_regeneration_gives_the_committed_static_numbers(tmp_path):
         pytest.skip(f"Lava environment unavailable: {why}")
     committed = json.loads((REPORTS / "demo.json").read_text())
     assert [t["target"] for t in committed["targets"]] == list(SAMPLE_TARGETS)  # every target that exists
-    assert run(["energy", "--targets", "sample", "--out", str(tmp_path / "build"), "--report-dir", str(tmp_path / "r")]) == 0
+    assert run(["energy", "--target", "sample", "--out", str(tmp_path / "build"), "--report-dir", str(tmp_path / "r")]) == 0
     again = json.loads((tmp_path / "r" / "demo.json").read_text())
     here = host_info()
     same_host = committed["host"] == {k: here.get(k) for k in ("cpu", "machine", "isa_flags")}
