@@ -91,6 +91,8 @@ def main() -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "edgekit"], cwd=ROOT).returncode:
+        head += " with uncommitted changes to edgekit/"
     host = host_info()
     rows = []
     for k, target in enumerate(TARGETS):
@@ -101,8 +103,8 @@ def main() -> None:
                      "largest_output_difference": diff})
     lines = ["# Core ML verification: the MIL interpreter's time per sample, GazeResNet18 (batch 1, 1 thread)", "",
              f"Machine: {host['cpu']}, {os.cpu_count()} cores ({', '.join(host['isa_flags'])}). "
-             f"{args.against} (before) against {head} (after, with the working tree's changes if any), in a child "
-             f"process each, alternating over {args.rounds} rounds; produced by `benchmarks/coreml_interpreter.py`.", "",
+             f"{args.against} (before) against {head} (after), in a child process each, alternating over "
+             f"{args.rounds} rounds; produced by `benchmarks/coreml_interpreter.py`.", "",
              "| target | before (ms per sample) | after | x faster | largest output difference |", "|---|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['speedup']:.1f} | "
               f"{r['largest_output_difference']:.2g} |" for r in rows]
