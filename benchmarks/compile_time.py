@@ -20,11 +20,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgekit.environment import cpu_label
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def earlier_checkout(revision: str):
+    """A `git worktree` of REVISION in a temporary folder (its path), removed afterwards: run with this checkout's
+    virtual environment and PYTHONPATH pointing at it, the earlier code uses the same packages."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), revision], cwd=ROOT, check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
 
 
 def settle(below: float, limit_s: float = 300.0) -> float:
@@ -68,19 +82,14 @@ def main() -> None:
                          "(the issue's quiet host: 0.3)")
     args = ap.parse_args()
     runs: dict[str, dict[str, list[dict]]] = {t: {"before": [], "after": []} for t in args.targets}
-    with tempfile.TemporaryDirectory() as tmp:
-        before = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(before), args.before], cwd=ROOT, check=True)
-        try:
-            for k in range(args.repeats):
-                for target in args.targets:
-                    for label, code in (("before", before), ("after", ROOT)):  # interleaved: load drifts hit both
-                        run = compile_once(code, args.model, target, args.quiet_below)
-                        runs[target][label].append(run)
-                        print(f"[{k + 1}/{args.repeats}] {target} {label}: {run['seconds']:.1f} s (load "
-                              f"{run['load_before']:.2f})", file=sys.stderr, flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
+    with earlier_checkout(args.before) as before:
+        for k in range(args.repeats):
+            for target in args.targets:
+                for label, code in (("before", before), ("after", ROOT)):  # interleaved: load drifts hit both
+                    run = compile_once(code, args.model, target, args.quiet_below)
+                    runs[target][label].append(run)
+                    print(f"[{k + 1}/{args.repeats}] {target} {label}: {run['seconds']:.1f} s (load "
+                          f"{run['load_before']:.2f})", file=sys.stderr, flush=True)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     print(f"Cold compile of {args.model}, median of {args.repeats} (interleaved, empty cache each time), "
           f"OMP_NUM_THREADS=1, {cpu_label()}, {os.cpu_count()} CPUs; before = {args.before}, after = {head} "

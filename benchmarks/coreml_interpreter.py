@@ -71,25 +71,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    from compile_time import earlier_checkout  # benchmarks/, first on sys.path when run as a script
+
     from edgekit.environment import host_info
 
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        old = work / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.against], cwd=ROOT, check=True,
-                       capture_output=True)
-        try:
-            packages = _compile(work / "artifacts")
-            order = [packages[t] for t in TARGETS]
-            times = {"old": [], "new": []}
-            outputs = {}
-            for _ in range(args.rounds):  # alternating, so the host's speed moves both alike
-                for label, tree in (("old", old), ("new", ROOT)):
-                    found = _run(tree, order)
-                    times[label].append([found[p]["ms"] for p in order])
-                    outputs[label] = [np.asarray(found[p]["output"]) for p in order]
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
+    with tempfile.TemporaryDirectory() as work, earlier_checkout(args.against) as old:
+        packages = _compile(Path(work))
+        order = [packages[t] for t in TARGETS]
+        times = {"old": [], "new": []}
+        outputs = {}
+        for _ in range(args.rounds):  # alternating, so the host's speed moves both alike
+            for label, tree in (("old", old), ("new", ROOT)):
+                found = _run(tree, order)
+                times[label].append([found[p]["ms"] for p in order])
+                outputs[label] = [np.asarray(found[p]["output"]) for p in order]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "edgekit"], cwd=ROOT).returncode:
         head += " with uncommitted changes to edgekit/"
