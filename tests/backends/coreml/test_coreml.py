@@ -210,6 +210,28 @@ def test_quantize_dequantize_ops_match_torch():
     np.testing.assert_allclose(interp._op_dequantize(None, q, np.float32(0.03), zero_point=np.uint8(100)), want, atol=1e-6)
 
 
+def test_fast_max_pooling_and_fp16_rounding_give_numpys_bits():
+    """The interpreter's max pooling (a running maximum over strided views) against numpy's max over the window view,
+    NaN included; its float32 <-> float16 casts (through torch) against numpy's astype, the FP16 range's edges and
+    subnormals included."""
+    from edgekit.backends.coreml.mil_interpreter import _cast, _max_of_windows, _windows
+
+    rng = np.random.default_rng(0)
+    for shape, kernel, strides in (((1, 8, 13, 17), (3, 3), (2, 2)), ((2, 3, 9, 7), (2, 2), (2, 2)),
+                                   ((1, 5, 10, 11), (3, 2), (1, 3))):
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[0, 0, 1, 1] = np.nan
+        want = _windows(x, kernel, strides).max(axis=(-2, -1))
+        assert np.array_equal(_max_of_windows(x, kernel, strides), want, equal_nan=True), (shape, kernel, strides)
+    edges = np.array([65504, 65519, 65520, 1e6, 6e-8, 2.9e-8, 3e-5, -0.0, np.inf, -np.inf], np.float32)
+    x = np.concatenate([rng.standard_normal(10_000).astype(np.float32) * 100, edges])
+    with np.errstate(over="ignore"):
+        half = x.astype(np.float16)
+    assert np.array_equal(_cast(x, np.float16).view(np.uint16), half.view(np.uint16))
+    assert np.array_equal(_cast(half, np.float32).view(np.uint32), half.astype(np.float32).view(np.uint32))
+    assert _cast(x[::2], np.float16).shape == (len(x[::2]),) and _cast(np.float32(1.5), np.float16).shape == ()
+
+
 @pytest.mark.slow
 def test_image_input_takes_pixels_and_normalises_inside(tmp_path):
     recipe = tmp_path / "img.yaml"
