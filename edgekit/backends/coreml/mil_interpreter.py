@@ -136,7 +136,7 @@ class MilInterpreter:
         # 2-3 ms per run (a tenth of it) when read at every op of every run
         self._constants: dict[str, np.ndarray] = {}
         self._output_dtypes = [[_NP.get(dtype_name(var), np.float32) for var in op.outputs] for op in self.ops]
-        self._op_rows: dict[str, tuple[str, int]] = {}
+        self._mac_rows: dict[str, tuple[str, int]] = {}
 
     def _keep_float32(self, value: np.ndarray) -> None:
         self._float32[id(value)] = (value, np.asarray(value, dtype=np.float32))
@@ -180,15 +180,15 @@ class MilInterpreter:
     def _count(self, op, macs: int, x: np.ndarray, out: np.ndarray) -> None:
         """One energy-count row per MAC op: the precision it computes in and the bytes its weights are stored in."""
         self.macs += macs
-        kept = self._op_rows.get(op.name)
+        kept = self._mac_rows.get(op.name)
         if kept is None:  # what depends on the op alone, read from coremltools' Var objects once (slow per run)
-            kept = self._op_rows[op.name] = self._op_row(op)
+            kept = self._mac_rows[op.name] = self._mac_row(op)
         precision, weight_bytes = kept
         self.layers.append({"layer": op.name, "op": op.op_type, "precision": precision, "macs": macs,
                             "weight_bytes": weight_bytes, "act_in_elems": int(x.size), "act_out_elems": int(out.size),
                             "act_bytes_per_elem": 2 if precision == "fp16" else (1 if precision == "int8" else 4)})
 
-    def _op_row(self, op) -> tuple[str, int]:
+    def _mac_row(self, op) -> tuple[str, int]:
         """(the precision MAC op `op` computes in, the bytes its weights are stored in)."""
         producer = getattr(op.inputs["x"], "op", None)
         declared = dtype_name(op.outputs[0])
