@@ -36,7 +36,7 @@ _HALF_AND_SINGLE = {np.dtype(np.float16), np.dtype(np.float32)}
 def _cast(value, dtype) -> np.ndarray:
     """A new array of `value` in `dtype`. Between float32 and float16 through torch: the same bits as numpy's astype
     (IEEE round to nearest even), 10-25x faster (numpy's conversion is not vectorised: rounding each op's output of
-    GazeResNet18's FP16 program took a quarter of its interpretation time)."""
+    GazeResNet18's FP16 program took a sixth of its interpretation time)."""
     value = np.asarray(value)
     if value.dtype != dtype and {value.dtype, np.dtype(dtype)} == _HALF_AND_SINGLE:
         if not (value.flags.c_contiguous and value.flags.writeable):  # torch.from_numpy's conditions
