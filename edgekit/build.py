@@ -130,7 +130,7 @@ def _worker_started(jobs: int = 1) -> None:
     import signal
 
     from edgekit import progress
-    from edgekit.report.reference_prefetch import set_parallel_compiles
+    from edgekit.environment import set_parallel_compiles
 
     set_parallel_compiles(jobs)
 

@@ -16,6 +16,26 @@ from edgekit.extras import versioned_distributions
 _FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd")
 
 
+_parallel_compiles = 1
+
+
+def set_parallel_compiles(n: int) -> None:
+    """`edgekit build --jobs N` (and pytest-xdist's N workers) run N compiles at once: each process says so before its
+    first compile, so that what a compile runs beside itself (the reference's worker, rendering pools) leaves the
+    other compiles their cores."""
+    global _parallel_compiles
+    _parallel_compiles = max(1, n)
+
+
+def parallel_compiles() -> int:
+    return _parallel_compiles
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS says, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cache_root() -> Path:
     """Where edgekit keeps rendered sets, pass outputs and reports: $EDGEKIT_CACHE_DIR, else the user cache folder."""
     return Path(os.environ.get("EDGEKIT_CACHE_DIR")

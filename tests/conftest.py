@@ -30,10 +30,10 @@ def pytest_collection_modifyitems(config, items):
 def _isolated_cache(tmp_path_factory):
     """Rendered sets are cached per test session, never in the user's cache; pytest-xdist's workers (make test runs
     one per core) share one cache, whose entries are written whole and renamed into place, and count as parallel
-    compiles, so none starts the reference on a core another worker uses."""
+    compiles, so none starts the reference or a rendering pool on a core another worker uses."""
     import torch
 
-    from edgekit.report.reference_prefetch import set_parallel_compiles
+    from edgekit.environment import set_parallel_compiles
 
     torch.set_num_threads(1)
     set_parallel_compiles(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))

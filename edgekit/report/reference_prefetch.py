@@ -24,20 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-_parallel_compiles = 1
-
-
-def set_parallel_compiles(n: int) -> None:
-    """`edgekit build --jobs N` runs N compiles at once: each worker says so before its first compile."""
-    global _parallel_compiles
-    _parallel_compiles = max(1, n)
-
+from edgekit.environment import parallel_compiles, usable_cores
 
 def spare_core(threads: int, cores: int | None = None) -> bool:
     """Whether a second torch thread pool fits beside the passes of every compile running now."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 2 * threads * _parallel_compiles <= cores
+    return 2 * threads * parallel_compiles() <= (usable_cores() if cores is None else cores)
 
 
 class ReferencePrefetch:

@@ -1,5 +1,6 @@
 import numpy as np
 
+from edgekit import environment
 from edgekit.data import synthetic
 from edgekit.data.render import render_eye, sample_appearance
 from edgekit.environment import cache_root
@@ -31,6 +32,17 @@ def test_same_seed_same_bytes_and_worker_count_does_not_matter():
     b = synthetic.synthetic_set(300, 11, cache=False, workers=2)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.gaze, b.gaze)
     assert a.digest() == b.digest()
+
+
+def test_a_pool_renders_only_large_sets_on_this_compiles_share_of_the_cores(monkeypatch):
+    """Evaluation and calibration sets (512) render serially; a training set uses the cores no other compile holds."""
+    monkeypatch.setattr(synthetic, "usable_cores", lambda: 4)
+    monkeypatch.setattr(environment, "_parallel_compiles", 1)
+    assert synthetic.default_workers(512) == 1 and synthetic.default_workers(24_000) == 4
+    monkeypatch.setattr(environment, "_parallel_compiles", 2)  # edgekit build --jobs 2, or two pytest-xdist workers
+    assert synthetic.default_workers(24_000) == 2
+    monkeypatch.setattr(environment, "_parallel_compiles", 4)
+    assert synthetic.default_workers(24_000) == 1
 
 
 def test_labels_are_exact_unit_vectors_within_the_renderer_ranges():

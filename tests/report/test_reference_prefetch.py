@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import edgekit.compiler as ek
+from edgekit import environment
 from edgekit.data.synthetic import standard_set
 from edgekit.evalset import default_eval_set, model_inputs, run_batches
 from edgekit.report import reference_prefetch
@@ -15,10 +16,10 @@ from edgekit.source import load_source
 
 
 def test_a_spare_core_means_room_for_a_second_thread_pool_beside_every_compile(monkeypatch):
-    monkeypatch.setattr(reference_prefetch, "_parallel_compiles", 1)  # one compile (pytest-xdist workers set theirs)
+    monkeypatch.setattr(environment, "_parallel_compiles", 1)  # one compile (pytest-xdist workers set theirs)
     assert spare_core(1, cores=2) and spare_core(2, cores=4)
     assert not spare_core(1, cores=1) and not spare_core(2, cores=2)
-    monkeypatch.setattr(reference_prefetch, "_parallel_compiles", 2)  # edgekit build --jobs 2
+    monkeypatch.setattr(environment, "_parallel_compiles", 2)  # edgekit build --jobs 2
     assert not spare_core(1, cores=2) and spare_core(1, cores=4)
 
 
