@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekit.environment import parallel_compiles, usable_cores
 
+
 def spare_core(threads: int, cores: int | None = None) -> bool:
     """Whether a second torch thread pool fits beside the passes of every compile running now."""
     return 2 * threads * parallel_compiles() <= (usable_cores() if cores is None else cores)
