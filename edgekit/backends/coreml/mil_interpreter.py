@@ -167,11 +167,11 @@ class MilInterpreter:
             return [self._value(v, env) for v in var]
         if var.name in env:
             return env[var.name]
-        if var.name not in self._constants and var.val is not None:
+        if var.name not in self._constants:
+            if var.val is None:
+                raise UnsupportedMilError(f"variable {var.name} has no value (op order or an unsupported construct)")
             self._constants[var.name] = var.val  # the same array each time (_f finds its float32 copy by identity)
-        if var.name in self._constants:
-            return self._constants[var.name]
-        raise UnsupportedMilError(f"variable {var.name} has no value (op order or an unsupported construct)")
+        return self._constants[var.name]
 
     def describe(self) -> str:
         return ("edgekit MIL reference interpreter (numpy, convolutions in torch): declared dtypes kept (FP16 outputs rounded to FP16), "
