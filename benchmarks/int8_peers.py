@@ -25,7 +25,7 @@ difference from the same runtime's FP32 artifact on N unseen samples (default 20
 role draws), mean / p95 / max, and latency interleaved in one loop (batch 1, 1 thread, p50).
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_peers.py [--models tinygaze,gazeresnet18,zoo]
-         [--nncf /tmp/nncf-pkgs] [--out benchmarks/int8_peers.md] [--avx2-only]
+         [--nncf /tmp/nncf-pkgs] [--out benchmarks/int8_peers.md] [--avx2-only] [--ptq bias_correction=true]
      (nncf: `.venv/bin/pip install --no-deps --target /tmp/nncf-pkgs nncf==3.4.0 ninja openvino-telemetry pydot
       pyparsing psutil`; without --nncf its rows say "not run")
 Writes the Markdown (--out) and a JSON of every number next to it.
@@ -177,7 +177,7 @@ def attempt(what, fn):
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
-def bench_model(name: str, tmp: Path, n_unseen: int, nncf_path: str | None, runs: int) -> dict:
+def bench_model(name: str, tmp: Path, n_unseen: int, nncf_path: str | None, runs: int, ptq: dict | None = None) -> dict:
     import edgekit.compiler as ek
     from edgekit.backends.onnx.runner import OnnxRunner
     from edgekit.backends.tflite.runner import LiteRTRunner
@@ -186,10 +186,11 @@ def bench_model(name: str, tmp: Path, n_unseen: int, nncf_path: str | None, runs
     src = model_source(name)
     compiled, seconds = {}, {}
     for target in ("onnx", "onnx-int8", "tflite", "tflite-int8"):
+        recipe = str(recipe_with(target, "ptq", ptq, tmp)) if ptq and target == "onnx-int8" else target
         start = time.perf_counter()
-        compiled[target] = attempt(target, lambda: ek.compile(**src, target=target, out=tmp / target, cache=False))
+        compiled[target] = attempt(target, lambda: ek.compile(**src, target=recipe, out=tmp / target, cache=False))
         seconds[target] = round(time.perf_counter() - start, 1)
-    vnni = recipe_with("onnx-int8", "ptq", {"isa_profile": "x86-vnni"}, tmp)  # 8-bit weights
+    vnni = recipe_with("onnx-int8", "ptq", {"isa_profile": "x86-vnni", **(ptq or {})}, tmp)  # 8-bit weights
     eight_bit = attempt("onnx-int8 x86-vnni", lambda: ek.compile(**src, target=str(vnni), out=tmp / "vnni", cache=False))
     from edgekit.source import load_source
 
@@ -256,9 +257,11 @@ def verdict(rows: list[dict], ours: str, peers: list[str]) -> str:
             f"{refused}")
 
 
-def markdown(results: list[dict], host: dict, versions: dict, masked: bool = False) -> str:
+def markdown(results: list[dict], host: dict, versions: dict, masked: bool = False, ptq: dict | None = None) -> str:
     kernels = (" Run with --avx2-only: CPUID masked (tests/avx2_only.c), so every runtime, the compiles and the peers' "
                "quantizers ran their AVX2 kernels, as on a CPU without AVX-512 and VNNI." if masked else "")
+    if ptq:
+        kernels += f" edgekit's onnx-int8 rows (both) with the ptq options {ptq} (--ptq)."
     lines = ["# INT8 against the peers: difference from FP32 on unseen samples, and speed", "",
              f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}).{kernels} {versions}. "
              "Produced by `benchmarks/int8_peers.py`; every variant calibrated on the same 512 samples (synthetic-512) "
@@ -302,7 +305,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "int8_peers.md"))
     ap.add_argument("--update", action="store_true", help="rerun only --models into the existing JSON beside --out")
     ap.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 and VNNI (CPUID masked)")
+    ap.add_argument("--ptq", action="append", default=[], metavar="OPTION=YAML",
+                    help="a ptq option for edgekit's onnx-int8 rows, e.g. --ptq bias_correction=true (repeatable)")
     args = ap.parse_args()
+    import yaml
+
+    ptq = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.ptq)}
     sys.path.insert(0, str(ROOT))  # tests.zoo.models: the zoo architectures
     from tests import avx2_only
 
@@ -323,13 +331,13 @@ def main() -> None:
     for name in models:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            results.append(bench_model(name, Path(tmp), args.unseen, args.nncf, args.runs))
+            results.append(bench_model(name, Path(tmp), args.unseen, args.nncf, args.runs, ptq))
             results.sort(key=lambda r: order[r["model"]])
             print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         versions = f"onnxruntime {ort_version()}, LiteRT {litert_version()}"
-        out.write_text(markdown(results, host_info(), versions, masked) + "\n")
+        out.write_text(markdown(results, host_info(), versions, masked, ptq) + "\n")
         out.with_suffix(".json").write_text(json.dumps({"host": host_info(), "versions": versions, "avx2_only": masked,
-                                                        "results": results}, indent=1))
+                                                        "ptq": ptq, "results": results}, indent=1))
     print(out.read_text())
 
 

@@ -7,6 +7,7 @@ entropy and MSE ranges all come from the same collection.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -86,9 +87,11 @@ def collect(path: Path, arrays: dict[str, np.ndarray], batch: int = 64) -> dict[
     return calibration_run(path, arrays, batch)[0]
 
 
-def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64) -> tuple[dict[str, TensorStats], np.ndarray]:
+def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64,
+                    mean_of: Collection[str] = ()) -> tuple[dict[str, TensorStats], np.ndarray]:
     """(statistics of every graph input and intermediate float tensor, the model's first output on every sample): the
-    range sweep runs the FP32 model on the calibration set anyway, so its outputs are the FP32 reference there."""
+    range sweep runs the FP32 model on the calibration set anyway, so its outputs are the FP32 reference there. The
+    tensors named in `mean_of` also get their mean over the samples (TensorStats.mean: bias correction's inputs)."""
     ort = require("onnxruntime", "calibration")
     opts = ort.SessionOptions()
     # basic optimisations only: every intermediate tensor is a graph output, so no fusion can remove one, and they ran
@@ -115,4 +118,6 @@ def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64) 
                 continue
             s = stats.setdefault(name, TensorStats())
             s.update_range(value) if sweep == "range" else s.update_hist(value)
+            if sweep == "range" and name in mean_of:
+                s.update_mean(value)
     return stats, np.concatenate(outputs)

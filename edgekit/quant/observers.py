@@ -27,6 +27,13 @@ class TensorStats:
     hi: float = -np.inf
     hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS))  # of x over [lo, hi]
     abs_hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS))  # of |x| over [0, amax]
+    total: np.ndarray | None = None  # sum over the batch axis (only where a mean input is asked for: bias correction)
+    rows: int = 0
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The mean over the batch axis (one value per channel and position)."""
+        return self.total / max(self.rows, 1)
 
     @property
     def amax(self) -> float:
@@ -34,6 +41,11 @@ class TensorStats:
 
     def update_range(self, x: np.ndarray) -> None:
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+
+    def update_mean(self, x: np.ndarray) -> None:
+        batch_sum = x.sum(axis=0, dtype=np.float64)
+        self.total = batch_sum if self.total is None else self.total + batch_sum
+        self.rows += len(x)
 
     def update_hist(self, x: np.ndarray) -> None:
         x = x.ravel()

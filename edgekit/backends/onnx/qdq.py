@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._optional import require
+from edgekit.backends.onnx.bias_correction import BiasCorrection
 from edgekit.backends.onnx.graph import onnx_counts
 from edgekit.quant.plan import QUANTIZABLE_OPS, LayerPlan, QuantPlan, layer_name, module_paths, tensor_key
 
@@ -69,7 +70,9 @@ def quantized_op_types() -> list[str]:
     return [op for op in QDQRegistry if op not in NO_INTEGER_KERNEL]
 
 
-def apply_plan(fp32: Path, plan: QuantPlan, out: Path) -> Path:
+def apply_plan(fp32: Path, plan: QuantPlan, out: Path, correction: BiasCorrection | None = None) -> Path:
+    """The plan as a QDQ model written to `out`; with `correction`, every INT8 layer's bias also absorbs the mean
+    output shift of its rounded weights (bias_correction.py)."""
     require("onnxruntime", "quantization")
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
@@ -85,6 +88,8 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path) -> Path:
                              {"WeightSymmetric": True, "ActivationSymmetric": False})
     quantizer.quantize_model()
     _float_outputs_for_float_consumers(quantizer.model.model, require("onnx", "quantization").load(str(fp32)))
+    if correction is not None:
+        correction.apply(quantizer.model.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(out), False)
     return out

@@ -197,6 +197,27 @@ def test_the_observer_is_chosen_by_the_output_and_the_plan_says_why(tiny_onnx, s
     assert second.startswith("all quantizable layers in INT8") and q["float_layers"] == []
 
 
+def int32_biases(path: Path) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+            if i.data_type == onnx.TensorProto.INT32 and not i.name.endswith("zero_point")}
+
+
+def test_bias_correction_is_judged_by_the_output_when_asked_for(tiny_onnx, sets, tmp_path):
+    on, doc = compile_ptq(tiny_onnx, sets, tmp_path / "on", target_error_increase_deg=50.0, bias_correction=True)
+    plan = doc["quantization"]["plan"]
+    judged = next(d for d in plan["decisions"] if d.startswith("bias correction"))
+    assert "without: mean difference" in judged and "with bias correction: mean difference" in judged
+    kept = judged.startswith("bias correction kept:")
+    assert plan["weights"]["bias_correction"] is kept
+    off, doc = compile_ptq(tiny_onnx, sets, tmp_path / "off", target_error_increase_deg=50.0)  # the default: off
+    plan = doc["quantization"]["plan"]
+    assert plan["weights"]["bias_correction"] is False and not any(d.startswith("bias") for d in plan["decisions"])
+    # the artifact is the judged plan's: its int32 biases differ from the uncorrected ones exactly when it was kept
+    a, b = int32_biases(Path(on.artifact)), int32_biases(Path(off.artifact))
+    assert a.keys() == b.keys() and len(a) == 3
+    assert any(not np.array_equal(a[k], b[k]) for k in a) is kept
+
+
 def test_choose_observer_weighs_the_mean_and_the_largest_difference():
     from edgekit.quant.plan import ObserverTrial, QuantPlan, choose_observer
 

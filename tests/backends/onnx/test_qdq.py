@@ -39,13 +39,16 @@ def images(role: str, n: int) -> np.ndarray:
     return (gs.images[:, None].astype(np.float32) / 255.0 - 0.5) / 0.25
 
 
-@pytest.fixture(scope="module")
-def fp32(tmp_path_factory) -> Path:
+def export_two_conv(path: Path) -> Path:
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("qdq") / "two_conv.onnx"
     torch.onnx.export(TwoConv().eval(), (torch.zeros(1, 1, H, W),), str(path), input_names=["image"], output_names=["out"],
                       dynamic_axes={"image": {0: "n"}, "out": {0: "n"}}, opset_version=17, dynamo=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory) -> Path:
+    return export_two_conv(tmp_path_factory.mktemp("qdq") / "two_conv.onnx")
 
 
 @pytest.fixture(scope="module")
