@@ -60,10 +60,9 @@ class BiasCorrection:
                 continue  # a float layer (its bias not quantized): nothing rounded its weights
             shift = self._shift(node, producer, constants)
             if shift is not None:
-                per_bias.setdefault(bias.name, []).append(shift)
-        dequantizers = {n.name: n for n in graph.node}
-        for name, shifts in per_bias.items():
-            bias = dequantizers[name]
+                per_bias.setdefault(node.input[2], []).append(shift)
+        for tensor, shifts in per_bias.items():
+            bias = producer[tensor]
             stored = constants[bias.input[0]]
             scale = numpy_helper.to_array(constants[bias.input[1]]).astype(np.float64)
             step = np.divide(-np.mean(shifts, axis=0), scale, out=np.zeros_like(shifts[0]), where=scale > 0)

@@ -2,8 +2,8 @@
 
 1. One calibration run collects every tensor's range and histograms; the chosen observer turns them
    into activation ranges. Weights: symmetric per output channel (7-bit on ISA profiles whose u8s8
-   kernels can saturate). The same run sums the inputs of every Conv/Gemm with a bias, so each INT8 layer's bias
-   absorbs the mean output shift its rounded weights cause (`bias_correction`, bias_correction.py).
+   kernels can saturate). With `bias_correction` on, the same run also sums the inputs of every Conv/Gemm with a
+   bias, which bias_correction.py needs to remove through each INT8 bias the mean shift its rounded weights cause.
 2. Every Conv/Gemm/MatMul goes INT8 except layers matched by `keep_float` (module-name patterns); MatMuls of two
    activations (attention) are layers too. Ops onnxruntime has no integer kernel for (BatchNorm, LayerNorm) stay
    float, and a Gemm/MatMul read only by float ops keeps a float output (qdq.py).
@@ -12,7 +12,8 @@
    their targets (the evaluation set is another sample: its largest difference is larger about half the time).
    Whole plans are judged on every calibration sample.
 4. The observer is chosen by the output (`observer_search`): every observer's all-INT8 plan is judged on the
-   calibration samples, and the closest to FP32 among those holding every target kept (quant.plan.choose_observer).
+   calibration samples, and the closest to FP32 among those holding every target kept (quant.plan.choose_observer);
+   with `bias_correction` on, that plan with its biases corrected is judged against it by the same rule.
    Then, while the model misses a target, the most sensitive INT8 layer (its mean difference from FP32 alone in INT8
    on `sensitivity_samples` samples) goes back to float, skipping layers whose MACs would take the INT8 share below
    `min_int8_mac_fraction`; the plan's decisions say which layer went, which target it missed, and why it stopped.
