@@ -29,7 +29,7 @@ from pathlib import Path
 from edgekit import build as _build
 from edgekit import build_shared
 from edgekit._optional import require
-from edgekit.environment import cache_root
+from edgekit.environment import cache_root, usable_cores
 from edgekit.errors import BadInputError
 from edgekit.outdir import INNER_STAGING, WORK_PREFIX, remove_stale
 
@@ -139,7 +139,9 @@ def _init(ray, address: str | None, jobs: int | None) -> None:
     options = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
                    logging_level=logging.ERROR)
     if address is None:  # "local": a fresh instance even if `ray start` left one running
-        options.update(address="local", num_cpus=jobs or os.cpu_count() or 1)
+        # the cores this process may run on (a container's cpuset, taskset), not the machine's: Ray starts that many
+        # workers at once
+        options.update(address="local", num_cpus=jobs or usable_cores())
     else:
         options.update(address=address)
     if address is not None:

@@ -281,3 +281,19 @@ def test_without_ray_installed_the_error_names_the_extra(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: edgekit build --executor ray needs ray, which is not installed")
     assert err[-1].endswith("fix: pip install 'edgekit[ray]'")
+
+
+def test_a_local_ray_gets_the_cores_this_process_may_run_on(monkeypatch):
+    """Only the sizing: ray.init's options, recorded instead of starting Ray (the builds above start real ones)."""
+    from edgekit import build_ray
+
+    class Recorder:
+        def init(self, **options):
+            self.options = options
+
+    monkeypatch.setattr(build_ray, "usable_cores", lambda: 3)  # e.g. a container pinned to 3 of the host's cores
+    ray = Recorder()
+    build_ray._init(ray, None, None)
+    assert ray.options["address"] == "local" and ray.options["num_cpus"] == 3
+    build_ray._init(ray, None, 2)  # --jobs wins
+    assert ray.options["num_cpus"] == 2
