@@ -38,19 +38,14 @@ def calibrated(fp32):
     return plan, BiasCorrection(model, {node: stats[t].mean for node, t in correctable.items()}), x
 
 
-def _bias(model, node_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A quantized node's bias as the runtime sees it (int32 values times their scale), and that scale."""
+def _dequantized(model, node_name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A quantized node's weights (index 1) or bias (2) as the runtime sees them (integers times their
+    per-output-channel scale), and that scale."""
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    dq = producer[next(n for n in model.graph.node if n.name == node_name).input[2]]
-    return inits[dq.input[0]].astype(np.float64) * inits[dq.input[1]], inits[dq.input[1]].astype(np.float64)
-
-
-def _weights(model, node_name: str) -> np.ndarray:
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    dq = producer[next(n for n in model.graph.node if n.name == node_name).input[1]]
-    return inits[dq.input[0]].astype(np.float64) * inits[dq.input[1]].reshape(-1, 1, 1, 1)
+    dq = producer[next(n for n in model.graph.node if n.name == node_name).input[index]]
+    values, scale = inits[dq.input[0]].astype(np.float64), inits[dq.input[1]].astype(np.float64)
+    return values * scale.reshape(-1, *[1] * (values.ndim - 1)), scale
 
 
 def test_the_first_layers_bias_moves_by_the_mean_shift_of_its_rounded_weights(fp32, calibrated, tmp_path):
@@ -61,12 +56,12 @@ def test_the_first_layers_bias_moves_by_the_mean_shift_of_its_rounded_weights(fp
     corrected = onnx.load(str(apply_plan(fp32, plan, tmp_path / "corrected.onnx", correction)))
     float_weights = numpy_helper.to_array(next(i for i in onnx.load(str(fp32)).graph.initializer
                                                if i.name == "conv1.weight")).astype(np.float64)
-    error = torch.from_numpy(_weights(plain, "/conv1/Conv") - float_weights)
+    error = torch.from_numpy(_dequantized(plain, "/conv1/Conv", 1)[0] - float_weights)
     shift = F.conv2d(torch.from_numpy(x.astype(np.float64)), error, stride=2, padding=1).mean(dim=(0, 2, 3)).numpy()
-    (after, scale), (before, _) = _bias(corrected, "/conv1/Conv"), _bias(plain, "/conv1/Conv")
+    (after, scale), (before, _) = _dequantized(corrected, "/conv1/Conv", 2), _dequantized(plain, "/conv1/Conv", 2)
     assert np.abs(shift).max() > 20 * scale.max()  # 7-bit weights do shift the mean, by many steps of the bias
     assert np.all(np.abs(after - before + shift) <= scale / 2 + 1e-12)  # moved by -shift, rounded to its int32 grid
-    assert not np.array_equal(_bias(corrected, "/conv2/Conv")[0], _bias(plain, "/conv2/Conv")[0])
+    assert not np.array_equal(_dequantized(corrected, "/conv2/Conv", 2)[0], _dequantized(plain, "/conv2/Conv", 2)[0])
 
 
 def test_the_corrected_model_has_a_smaller_mean_output_shift_and_float_layers_are_left_alone(fp32, calibrated, tmp_path):
