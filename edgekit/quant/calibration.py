@@ -7,7 +7,7 @@ entropy and MSE ranges all come from the same collection.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -87,11 +87,13 @@ def collect(path: Path, arrays: dict[str, np.ndarray], batch: int = 64) -> dict[
     return calibration_run(path, arrays, batch)[0]
 
 
-def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64,
-                    mean_of: Collection[str] = ()) -> tuple[dict[str, TensorStats], np.ndarray]:
+def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64, mean_of: Collection[str] = (),
+                    also_read: Mapping[str, Callable[[np.ndarray], None]] | None = None
+                    ) -> tuple[dict[str, TensorStats], np.ndarray]:
     """(statistics of every graph input and intermediate float tensor, the model's first output on every sample): the
     range sweep runs the FP32 model on the calibration set anyway, so its outputs are the FP32 reference there. The
-    tensors named in `mean_of` also get their mean over the samples (TensorStats.mean: bias correction's inputs)."""
+    tensors named in `mean_of` also get their mean over the samples (TensorStats.mean: bias correction's inputs), and
+    each batch of a tensor named in `also_read` is handed to its function there (GPTQ's input correlations)."""
     ort = require("onnxruntime", "calibration")
     opts = ort.SessionOptions()
     # basic optimisations only: every intermediate tensor is a graph output, so no fusion can remove one, and they ran
@@ -120,4 +122,6 @@ def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64,
             s.update_range(value) if sweep == "range" else s.update_hist(value)
             if sweep == "range" and name in mean_of:
                 s.update_mean(value)
+            if sweep == "range" and also_read and name in also_read:
+                also_read[name](value)
     return stats, np.concatenate(outputs)

@@ -2,8 +2,9 @@
 
 1. One calibration run collects every tensor's range and histograms; the chosen observer turns them
    into activation ranges. Weights: symmetric per output channel (7-bit on ISA profiles whose u8s8
-   kernels can saturate). With `bias_correction` on, the same run also sums the inputs of every Conv/Gemm with a
-   bias, which bias_correction.py needs to remove through each INT8 bias the mean shift its rounded weights cause.
+   kernels can saturate). With `weight_rounding: gptq` on, the same run also sums each Conv/Gemm/MatMul's input
+   correlations, from which weight_rounding.py rounds its weights (GPTQ); with `bias_correction` on, it sums the inputs
+   of every Conv/Gemm with a bias, which bias_correction.py needs to remove the mean shift its rounded weights cause.
 2. Every Conv/Gemm/MatMul goes INT8 except layers matched by `keep_float` (module-name patterns); MatMuls of two
    activations (attention) are layers too. Ops onnxruntime has no integer kernel for (BatchNorm, LayerNorm) stay
    float, and a Gemm/MatMul read only by float ops keeps a float output (qdq.py).
@@ -13,7 +14,8 @@
    Whole plans are judged on every calibration sample.
 4. The observer is chosen by the output (`observer_search`): every observer's all-INT8 plan is judged on the
    calibration samples, and the closest to FP32 among those holding every target kept (quant.plan.choose_observer);
-   with `bias_correction` on, that plan with its biases corrected is judged against it by the same rule.
+   with `weight_rounding: gptq` on, that plan with its weights rounded by GPTQ is judged against it by the same rule,
+   then with `bias_correction` on, the kept plan with its biases corrected.
    Then, while the model misses a target, the most sensitive INT8 layer (its mean difference from FP32 alone in INT8
    on `sensitivity_samples` samples) goes back to float, skipping layers whose MACs would take the INT8 share below
    `min_int8_mac_fraction`; the plan's decisions say which layer went, which target it missed, and why it stopped.
@@ -21,7 +23,9 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -30,6 +34,7 @@ from pydantic import Field
 
 from edgekit.artifact import Artifact, Format
 from edgekit.backends.onnx.bias_correction import BiasCorrection, correctable_inputs
+from edgekit.backends.onnx.weight_rounding import GPTQRounding, InputCorrelations, roundable_layers
 from edgekit.backends.onnx.qdq import apply_plan, quantizable_layers, weight_error
 from edgekit.backends.onnx.runner import OnnxRunner
 from edgekit.data.metrics import angular_error_deg
@@ -76,23 +81,37 @@ class CalibEval:
 
 
 
-def corrected_by(plan: QuantPlan, correction: BiasCorrection | None) -> BiasCorrection | None:
-    """The bias correction to apply with this plan: the plan says whether it was kept."""
-    return correction if plan.weights.get("bias_correction") else None
+@dataclass
+class WeightEdits:
+    """The edits of a QDQ model's INT8 constants that ptq judges, each applied when the plan keeps it (its `weights`
+    say so): GPTQ's rounding first, then bias correction, which corrects the weights as rounded."""
+
+    rounding: GPTQRounding | None = None
+    correction: BiasCorrection | None = None
+
+    def _available(self) -> list[tuple]:
+        """(edit, the plan's weights key, its value when on, a label) of each edit available, in the order applied."""
+        return [row for row in ((self.rounding, "rounding", "gptq", "GPTQ weight rounding"),
+                                (self.correction, "bias_correction", True, "bias correction")) if row[0] is not None]
+
+    def switches(self) -> list[tuple[str, object, str]]:
+        return [(key, on, label) for _, key, on, label in self._available()]
+
+    def for_plan(self, plan: QuantPlan) -> list:
+        return [edit for edit, key, on, _ in self._available() if plan.weights.get(key) == on]
 
 
-def correction_decision(kept: ObserverTrial, trials: list[ObserverTrial], where: str) -> str:
-    """The decision line of the bias correction's choice (quant.plan.choose_observer's rule over the two plans)."""
+def switch_decision(label: str, kept: bool, trials: list[ObserverTrial], where: str) -> str:
+    """The decision line of one edit's choice (quant.plan.choose_observer's rule over the plans with and without)."""
     tried = "; ".join(f"{t.observer}: mean difference {t.mean_diff:.3f} deg, largest {t.largest:.3f} deg" for t in trials)
     why = ("the closer to FP32 (mean and largest difference) of the plans that hold every target"
            if any(t.distance <= 1 for t in trials) else "the closer to the targets, which neither plan holds")
-    verdict = "kept" if kept.plan.weights.get("bias_correction") else "not kept"
-    return f"bias correction {verdict}: {why}, all layers in INT8 {where} ({tried})"
+    return f"{label} {'kept' if kept else 'not kept'}: {why}, all layers in INT8 {where} ({tried})"
 
 
 class PTQ(Int8Options):
     name: ClassVar[str] = "ptq"
-    version: ClassVar[int] = 2  # 2: bias correction
+    version: ClassVar[int] = 3  # 2: bias correction; 3: GPTQ weight rounding
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.onnx})
     produces: ClassVar[Format] = Format.onnx
     summary: ClassVar[str] = "INT8 post-training quantization (per-channel weights, calibrated activations, mixed precision)"
@@ -105,6 +124,12 @@ class PTQ(Int8Options):
                                   "default: on 2,000 unseen images it lowered the mean difference from FP32 on 7 of 10 "
                                   "models but raised GazeResNet18's largest (0.819 -> 1.035 deg; "
                                   "benchmarks/int8_bias_correction.md)")
+    weight_rounding: Literal["nearest", "gptq"] = Field(
+        "nearest", description="gptq: also judge, like the observer, the all-INT8 plan whose Conv/Gemm/MatMul weights "
+        "are rounded by GPTQ on the calibration inputs (each rounding error compensated by the weights not yet rounded; "
+        "same scales) and keep the closer to FP32. Off by default: on 2,000 unseen images it lowered the mean "
+        "difference from FP32 on 9 of 10 models (GazeResNet18 0.217 -> 0.164 deg) but raised the largest on 5 "
+        "(gaze_transformer 1.290 -> 2.534 deg; benchmarks/int8_gptq.md)")
     difference_margin: float = Field(0.8, gt=0, le=1, description="mixed precision aims at this fraction of the p95 "
                                      "and largest difference targets on the calibration samples: the evaluation set is "
                                      "another sample, whose largest difference exceeds the calibration one about half "
@@ -122,10 +147,15 @@ class PTQ(Int8Options):
         import onnx
 
         model = onnx.load(str(src.path))
+        bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
         correctable = correctable_inputs(model) if self.bias_correction else {}
-        stats, fp32_outputs = calibration_run(src.path, inputs.arrays, mean_of=set(correctable.values()))
+        roundable = roundable_layers(model) if self.weight_rounding == "gptq" else {}
+        correlations = InputCorrelations(model, roundable, len(inputs)) if roundable else None
+        stats, fp32_outputs = calibration_run(src.path, inputs.arrays, mean_of=set(correctable.values()), also_read={
+            t: functools.partial(correlations.add, t) for t in correlations.tensors()} if correlations else None)
         means = {node: stats[t].mean for node, t in correctable.items() if t in stats and stats[t].total is not None}
-        correction = BiasCorrection(model, means) if means else None
+        edits = WeightEdits(rounding=GPTQRounding(correlations, bits) if correlations else None,
+                            correction=BiasCorrection(model, means) if means else None)
         graph = model.graph
         producers = {out: tensor_key(node.name, i) for node in graph.node for i, out in enumerate(node.output)}
 
@@ -134,20 +164,21 @@ class PTQ(Int8Options):
                     for tensor, s in stats.items()}
 
         ranges = ranges_for(self.observer)
-        bits = ISA_PROFILES[self.isa_profile]["weight_bits"]
         layers = [lp.model_copy(update={"weight_error": weight_error(model, lp, bits)}) for lp in quantizable_layers(src.path)]
         plan = QuantPlan(weights={"dtype": "int8", "bits": bits, "scheme": "symmetric", "granularity": "per_output_channel",
-                                  "bias_correction": False},
+                                  "rounding": "nearest", "bias_correction": False},
                          activations={"dtype": "uint8", "scheme": "asymmetric", "granularity": "per_tensor",
                                       "observer": self.observer, **({"percentile": self.percentile} if self.observer == "percentile" else {})},
                          isa_profile=self.isa_profile, layers=layers, ranges=ranges,
                          calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
         plan = keep_float(plan, self.keep_float)
-        plan, judged = self._mixed_precision(plan, src.path, inputs, fp32_outputs, ctx, out_dir, ranges_for, correction)
-        final = judged or apply_plan(src.path, plan, out_dir / "model.onnx", corrected_by(plan, correction))
+        plan, judged = self._mixed_precision(plan, src.path, inputs, fp32_outputs, ctx, out_dir, ranges_for, edits)
+        final = judged or apply_plan(src.path, plan, out_dir / "model.onnx", edits.for_plan(plan))
         meta = src.meta.carried("precision")
-        corrected = (f"; biases corrected by {len(inputs)} calibration samples' mean inputs"
-                     if plan.weights.get("bias_correction") else "")
+        corrected = ((f"; weights rounded by GPTQ on {len(inputs)} calibration samples"
+                      if plan.weights.get("rounding") == "gptq" else "")
+                     + (f"; biases corrected by {len(inputs)} calibration samples' mean inputs"
+                        if plan.weights.get("bias_correction") else ""))
         notes = [f"ptq: {plan.int8_fraction('macs'):.1%} of MACs and {plan.int8_fraction('weights'):.1%} of weights in INT8 "
                  f"({bits}-bit weights, profile {self.isa_profile}); observer {plan.activations['observer']}{corrected}"]
         notes += plan.decisions
@@ -156,7 +187,8 @@ class PTQ(Int8Options):
                                notes=notes)
 
     def _mixed_precision(self, plan, fp32: Path, inputs, fp32_outputs: np.ndarray, ctx, out_dir: Path, ranges_for=None,
-                         correction: BiasCorrection | None = None):
+                         edits: WeightEdits | None = None):
+        edits = edits or WeightEdits()
         scratch = out_dir / "candidates"
         scratch.mkdir(parents=True, exist_ok=True)
         # whole plans are judged on every calibration sample (the evaluation set is never seen), against the FP32
@@ -171,13 +203,13 @@ class PTQ(Int8Options):
         # whole plans already judged, and their QDQ models: the search and the mixed-precision rounds start from the
         # same one, and the chosen plan's model is the artifact
         measured, models = {}, {}
-        plan_key = lambda candidate: (candidate.activations.get("observer"), candidate.weights.get("bias_correction"),  # noqa: E731
+        plan_key = lambda candidate: (candidate.activations.get("observer"), frozenset(candidate.weights.items()),  # noqa: E731
                                       frozenset(lp.name for lp in candidate.layers if lp.int8))
 
         def measure(candidate):
             key = plan_key(candidate)
             if key not in measured:
-                models[key] = apply_plan(fp32, candidate, scratch / f"plan{len(models)}.onnx", corrected_by(candidate, correction))
+                models[key] = apply_plan(fp32, candidate, scratch / f"plan{len(models)}.onnx", edits.for_plan(candidate))
                 measured[key] = _measure(models[key])
             return measured[key]
 
@@ -199,17 +231,19 @@ class PTQ(Int8Options):
                 trials.append(ObserverTrial(observer, candidate, increase, mean_diff, largest, distance))
             chosen, why = choose_observer(trials)
             plan = chosen.plan
-        corrections = []
-        if correction is not None:
-            # bias correction, judged like the observer (one more whole plan): it lowered the mean difference from FP32
-            # on most models measured, but it corrects for the mean input, and samples far from it can get further from
-            # FP32 (temporalgaze's largest difference on the calibration set: 2.7 -> 6.1 deg; benchmarks/int8_peers.md)
-            for candidate in (plan, plan.model_copy(update={"weights": {**plan.weights, "bias_correction": True}})):
+        switched = []
+        # each edit asked for is judged like the observer, in the order applied (one more whole plan each): GPTQ and
+        # bias correction both fit the calibration set, and samples far from it can get further from FP32 (bias
+        # correction: temporalgaze's largest difference on the calibration set 2.7 -> 6.1 deg; benchmarks/int8_peers.md)
+        for key, on, label in edits.switches():
+            tried = []
+            for candidate in (plan, plan.model_copy(update={"weights": {**plan.weights, key: on}})):
                 (increase, _, _), distance, mean_diff, largest = measure(candidate)
-                label = "with bias correction" if candidate.weights["bias_correction"] else "without"
-                corrections.append(ObserverTrial(label, candidate, increase, mean_diff, largest, distance))
-            kept, _ = choose_observer(corrections)
+                tried.append(ObserverTrial(f"with {label}" if candidate.weights[key] == on else "without", candidate,
+                                           increase, mean_diff, largest, distance))
+            kept, _ = choose_observer(tried)
             plan = kept.plan
+            switched.append((label, plan.weights[key] == on, tried))
         names = [lp.name for lp in plan.layers]
 
         def sensitivity() -> dict[str, float]:
@@ -219,7 +253,7 @@ class PTQ(Int8Options):
             for lp in track(plan.layers, description=f"INT8 sensitivity: each of {len(plan.layers)} layers alone on "
                                                      f"{len(probe.inputs)} samples"):
                 alone = plan.with_float(set(names) - {lp.name}, "scratch")
-                model = apply_plan(fp32, alone, scratch / "alone.onnx", corrected_by(alone, correction))
+                model = apply_plan(fp32, alone, scratch / "alone.onnx", edits.for_plan(alone))
                 sens[lp.name] = float(probe.differences(model)[1].mean())
             return sens
 
@@ -235,9 +269,9 @@ class PTQ(Int8Options):
                                                + (f" (aims: {', '.join(aims)}; sensitivity: mean difference from FP32 "
                                                   f"with the layer alone in INT8, {len(probe.inputs)} samples)" if aims else ""))
         where = f"on {len(judge.inputs)} calibration samples"
-        if corrections:
-            plan = plan.model_copy(update={"decisions": [correction_decision(kept, corrections, where),
-                                                         *plan.decisions]})
+        if switched:
+            plan = plan.model_copy(update={"decisions": [switch_decision(label, on, tried, where)
+                                                         for label, on, tried in switched] + plan.decisions})
         if trials:
             plan = plan.model_copy(update={"decisions": [observer_decision(chosen, why, self.observer, trials, where),
                                                          *plan.decisions]})

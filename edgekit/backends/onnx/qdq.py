@@ -7,14 +7,21 @@ quantizer places QuantizeLinear/DequantizeLinear pairs the way its kernels fuse 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from edgekit._optional import require
-from edgekit.backends.onnx.bias_correction import BiasCorrection
 from edgekit.backends.onnx.graph import onnx_counts
 from edgekit.quant.plan import QUANTIZABLE_OPS, LayerPlan, QuantPlan, layer_name, module_paths, tensor_key
+
+
+class QDQEdit(Protocol):
+    """A change to a QDQ model's quantized constants (BiasCorrection, GPTQRounding); returns how many layers moved."""
+
+    def apply(self, model) -> int: ...
 
 
 def quantizable_layers(path: Path) -> list[LayerPlan]:
@@ -70,9 +77,9 @@ def quantized_op_types() -> list[str]:
     return [op for op in QDQRegistry if op not in NO_INTEGER_KERNEL]
 
 
-def apply_plan(fp32: Path, plan: QuantPlan, out: Path, correction: BiasCorrection | None = None) -> Path:
-    """The plan as a QDQ model written to `out`; with `correction`, every INT8 layer's bias also absorbs the mean
-    output shift of its rounded weights (bias_correction.py)."""
+def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] = ()) -> Path:
+    """The plan as a QDQ model written to `out`, `edits` applied to it in order: GPTQ's rounding of the INT8 weights
+    (weight_rounding.py), then bias correction (bias_correction.py), which reads the weights as rounded."""
     require("onnxruntime", "quantization")
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
@@ -88,8 +95,8 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path, correction: BiasCorrectio
                              {"WeightSymmetric": True, "ActivationSymmetric": False})
     quantizer.quantize_model()
     _float_outputs_for_float_consumers(quantizer.model.model, require("onnx", "quantization").load(str(fp32)))
-    if correction is not None:
-        correction.apply(quantizer.model.model)
+    for edit in edits:
+        edit.apply(quantizer.model.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(out), False)
     return out

@@ -53,7 +53,7 @@ def test_the_first_layers_bias_moves_by_the_mean_shift_of_its_rounded_weights(fp
     averaged per output channel, is what the corrected bias lost."""
     plan, correction, x = calibrated
     plain = onnx.load(str(apply_plan(fp32, plan, tmp_path / "plain.onnx")))
-    corrected = onnx.load(str(apply_plan(fp32, plan, tmp_path / "corrected.onnx", correction)))
+    corrected = onnx.load(str(apply_plan(fp32, plan, tmp_path / "corrected.onnx", [correction])))
     float_weights = numpy_helper.to_array(next(i for i in onnx.load(str(fp32)).graph.initializer
                                                if i.name == "conv1.weight")).astype(np.float64)
     error = torch.from_numpy(_dequantized(plain, "/conv1/Conv", 1)[0] - float_weights)
@@ -69,12 +69,12 @@ def test_the_corrected_model_has_a_smaller_mean_output_shift_and_float_layers_ar
     ref = run(fp32, x)
     shifts = {}
     for label, fix in (("plain", None), ("corrected", correction)):
-        out = run(apply_plan(fp32, plan, tmp_path / f"{label}.onnx", fix), x)
+        out = run(apply_plan(fp32, plan, tmp_path / f"{label}.onnx", [fix] if fix else []), x)
         shifts[label] = float(np.sqrt(np.mean((out - ref).mean(axis=(0, 2, 3)) ** 2)))  # RMS over channels
     assert shifts["corrected"] < 0.5 * shifts["plain"], shifts
     mixed = plan.with_float({"conv2"}, "test")  # a float layer has no rounded weights, so no correction
     a = onnx.load(str(apply_plan(fp32, mixed, tmp_path / "a.onnx")))
-    b = onnx.load(str(apply_plan(fp32, mixed, tmp_path / "b.onnx", correction)))
+    b = onnx.load(str(apply_plan(fp32, mixed, tmp_path / "b.onnx", [correction])))
     assert correction.apply(a) == 1  # conv1 only
     floats = lambda m: {i.name: numpy_helper.to_array(i).tobytes() for i in m.graph.initializer  # noqa: E731
                         if i.name.startswith("conv2")}

@@ -202,18 +202,21 @@ def int32_biases(path: Path) -> dict[str, np.ndarray]:
             if i.data_type == onnx.TensorProto.INT32 and not i.name.endswith("zero_point")}
 
 
-def test_bias_correction_is_judged_by_the_output_when_asked_for(tiny_onnx, sets, tmp_path):
-    on, doc = compile_ptq(tiny_onnx, sets, tmp_path / "on", target_error_increase_deg=50.0, bias_correction=True)
+@pytest.mark.parametrize("option, on, label, key, constants", [
+    ("bias_correction", True, "bias correction", "bias_correction", lambda path: int32_biases(path)),
+    ("weight_rounding", "gptq", "GPTQ weight rounding", "rounding", lambda path: int8_weights(path))])
+def test_a_weight_edit_is_judged_by_the_output_when_asked_for(tiny_onnx, sets, tmp_path, option, on, label, key, constants):
+    with_edit, doc = compile_ptq(tiny_onnx, sets, tmp_path / "on", target_error_increase_deg=50.0, **{option: on})
     plan = doc["quantization"]["plan"]
-    judged = next(d for d in plan["decisions"] if d.startswith("bias correction"))
-    assert "without: mean difference" in judged and "with bias correction: mean difference" in judged
-    kept = judged.startswith("bias correction kept:")
-    assert plan["weights"]["bias_correction"] is kept
-    off, doc = compile_ptq(tiny_onnx, sets, tmp_path / "off", target_error_increase_deg=50.0)  # the default: off
+    judged = next(d for d in plan["decisions"] if d.startswith(label))
+    assert "without: mean difference" in judged and f"with {label}: mean difference" in judged
+    kept = judged.startswith(f"{label} kept:")
+    assert (plan["weights"][key] == on) is kept
+    default, doc = compile_ptq(tiny_onnx, sets, tmp_path / "off", target_error_increase_deg=50.0)  # the default: off
     plan = doc["quantization"]["plan"]
-    assert plan["weights"]["bias_correction"] is False and not any(d.startswith("bias") for d in plan["decisions"])
-    # the artifact is the judged plan's: its int32 biases differ from the uncorrected ones exactly when it was kept
-    a, b = int32_biases(Path(on.artifact)), int32_biases(Path(off.artifact))
+    assert plan["weights"][key] != on and not any(d.startswith(label) for d in plan["decisions"])
+    # the artifact is the judged plan's: its constants differ from the default's exactly when the edit was kept
+    a, b = constants(Path(with_edit.artifact)), constants(Path(default.artifact))
     assert a.keys() == b.keys() and len(a) == 3
     assert any(not np.array_equal(a[k], b[k]) for k in a) is kept
 
