@@ -81,7 +81,7 @@ class InputCorrelations:
     def add(self, tensor: str, batch: np.ndarray) -> None:
         for name in self.readers.get(tensor, ()):
             node, weight = self.nodes[name], self.weights[name]
-            rows = _patches(node, weight, batch, self._rows(weight, len(batch)), self._rng)
+            rows = _patches(node, weight, batch, self._rows(node, weight, len(batch)), self._rng)
             if rows is None:
                 continue
             groups = _attributes(node).get("group", 1) if node.op_type == "Conv" else 1
@@ -89,10 +89,9 @@ class InputCorrelations:
             h = np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
             self.sums[name] = self.sums.get(name, 0) + h
 
-    def _rows(self, weight: np.ndarray, batch: int) -> int:
+    def _rows(self, node, weight: np.ndarray, batch: int) -> int:
         """This batch's share of the layer's rows."""
-        columns = int(np.prod(weight.shape[1:])) if weight.ndim > 2 else max(weight.shape)
-        return math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * columns) * batch / self.samples)
+        return math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * _columns(node, weight)) * batch / self.samples)
 
 
 def _patches(node, weight: np.ndarray, x: np.ndarray, rows: int, rng) -> np.ndarray | None:
