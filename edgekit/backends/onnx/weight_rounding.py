@@ -82,8 +82,6 @@ class InputCorrelations:
         for name in self.readers.get(tensor, ()):
             node, weight = self.nodes[name], self.weights[name]
             rows = _patches(node, weight, batch, self._rows(node, weight, len(batch)), self._rng)
-            if rows is None:
-                continue
             groups = _attributes(node).get("group", 1) if node.op_type == "Conv" else 1
             rows = rows.reshape(len(rows), groups, -1).transpose(1, 0, 2)  # [group, rows, columns]
             h = np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
@@ -94,7 +92,7 @@ class InputCorrelations:
         return math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * _columns(node, weight)) * batch / self.samples)
 
 
-def _patches(node, weight: np.ndarray, x: np.ndarray, rows: int, rng) -> np.ndarray | None:
+def _patches(node, weight: np.ndarray, x: np.ndarray, rows: int, rng) -> np.ndarray:
     """`rows` of the layer's input as it multiplies them by its weights ([rows, columns], a convolution's patches in
     its weights' (channel, kernel position) order), sampled without replacement; all of them when there are fewer."""
     x = x.astype(np.float32, copy=False)
