@@ -17,7 +17,7 @@ from edgekit.backends.onnx.qdq import apply_plan, quantizable_layers  # noqa: E4
 from edgekit.quant.calibration import calibration_run  # noqa: E402
 from edgekit.quant.observers import observe  # noqa: E402
 from edgekit.quant.plan import QuantPlan, tensor_key  # noqa: E402
-from tests.backends.onnx.test_qdq import export_two_conv, images, run  # noqa: E402
+from tests.backends.onnx.test_qdq import export_two_conv, images, quantized_input, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,7 @@ def calibrated(fp32):
 def _dequantized(model, node_name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     """A quantized node's weights (index 1) or bias (2) as the runtime sees them (integers times their
     per-output-channel scale), and that scale."""
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    dq = producer[next(n for n in model.graph.node if n.name == node_name).input[index]]
-    values, scale = inits[dq.input[0]].astype(np.float64), inits[dq.input[1]].astype(np.float64)
+    values, scale = (a.astype(np.float64) for a in quantized_input(model, node_name, index))
     return values * scale.reshape(-1, *[1] * (values.ndim - 1)), scale
 
 

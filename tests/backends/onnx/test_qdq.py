@@ -67,6 +67,15 @@ def run(path: Path, x: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
 
 
+def quantized_input(model, node_name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stored integers and scale behind a node's input `index` (1: weights, 2: bias), read from its
+    DequantizeLinear."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    dq = producer[next(n for n in model.graph.node if n.name == node_name).input[index]]
+    return inits[dq.input[0]], inits[dq.input[1]]
+
+
 def weight_is_quantized(model, node) -> bool:
     """Whether a node's weight input comes from a DequantizeLinear (QDQ), not straight from a float initializer."""
     producer = {o: n for n in model.graph.node for o in n.output}

@@ -21,7 +21,7 @@ from edgekit.backends.onnx.weight_rounding import (GPTQRounding, InputCorrelatio
 from edgekit.quant.calibration import calibration_run  # noqa: E402
 from edgekit.quant.observers import observe  # noqa: E402
 from edgekit.quant.plan import QuantPlan, tensor_key  # noqa: E402
-from tests.backends.onnx.test_qdq import export_two_conv, images  # noqa: E402
+from tests.backends.onnx.test_qdq import export_two_conv, images, quantized_input  # noqa: E402
 
 
 def test_gptq_is_nearest_rounding_for_uncorrelated_inputs_and_beats_it_for_correlated_ones():
@@ -51,14 +51,6 @@ def test_conv_patches_are_the_unfolded_input_in_the_weights_order(stride, pads, 
     assert len(fewer) == 7 and all(any(np.array_equal(r, a) for a in rows) for r in fewer)
 
 
-def _int8(model, node_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A quantized node's integer weights and their scale."""
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    dq = producer[next(n for n in model.graph.node if n.name == node_name).input[1]]
-    return inits[dq.input[0]], inits[dq.input[1]]
-
-
 def test_rounded_layers_keep_their_scales_and_miss_their_float_outputs_by_less(tmp_path):
     fp32 = export_two_conv(tmp_path / "two_conv.onnx")
     model = onnx.load(str(fp32))
@@ -77,16 +69,16 @@ def test_rounded_layers_keep_their_scales_and_miss_their_float_outputs_by_less(t
     weight = torch.from_numpy(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "conv2.weight")).copy())
     inputs = torch.relu(F.conv2d(torch.from_numpy(x), torch.from_numpy(numpy_helper.to_array(
         next(i for i in model.graph.initializer if i.name == "conv1.weight"))), stride=2, padding=1))
-    errors = {}
+    quantized = {}
     for label, m in (("nearest", nearest), ("gptq", rounded)):
-        ints, scale = _int8(m, "/conv2/Conv")
+        ints, scale = quantized_input(m, "/conv2/Conv", 1)
         assert ints.dtype == np.int8 and np.abs(ints).max() <= 64  # 7-bit weights: the quantizer's reduce_range
-        errors[label] = (ints, scale)
-    assert np.array_equal(errors["nearest"][1], errors["gptq"][1])  # the same scales: only the integers moved
-    assert not np.array_equal(errors["nearest"][0], errors["gptq"][0])
+        quantized[label] = (ints, scale)
+    assert np.array_equal(quantized["nearest"][1], quantized["gptq"][1])  # the same scales: only the integers moved
+    assert not np.array_equal(quantized["nearest"][0], quantized["gptq"][0])
     miss = {label: float(((F.conv2d(inputs, torch.from_numpy(ints * scale[:, None, None, None]), stride=2, padding=1)
                            - F.conv2d(inputs, weight, stride=2, padding=1)) ** 2).mean())
-            for label, (ints, scale) in errors.items()}  # conv2 on its FP32 inputs, the ones H was summed from
+            for label, (ints, scale) in quantized.items()}  # conv2 on its FP32 inputs, the ones H was summed from
     assert miss["gptq"] < 0.8 * miss["nearest"], miss
     mixed = plan.with_float({"conv2"}, "test")  # a float layer has no integers to round
     a = onnx.load(str(apply_plan(fp32, mixed, tmp_path / "a.onnx", [rounding])))
