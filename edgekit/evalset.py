@@ -40,6 +40,10 @@ class ModelInputs:
     def take(self, n: int) -> ModelInputs:
         return ModelInputs({k: v[:n] for k, v in self.arrays.items()}, self.truth[:n])
 
+    def pick(self, indices: np.ndarray) -> ModelInputs:
+        """The samples at `indices`, in that order."""
+        return ModelInputs({k: v[indices] for k, v in self.arrays.items()}, self.truth[indices])
+
 
 def is_temporal(card: ModelCard) -> bool:
     return card.image_input.layout == "NTCHW"

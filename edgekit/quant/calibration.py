@@ -68,6 +68,16 @@ def resolve_calibration(spec: CalibrationSpec, card) -> GazeSet:
     return default_eval_set(card, spec.size, role=spec.seed_role)
 
 
+def _fitted_rows(value: np.ndarray, fitted: np.ndarray) -> np.ndarray | None:
+    """The rows of one batch's tensor that belong to the fitted samples; None when its first axis cannot be split by
+    sample. A temporal model folds its frames into the first axis sample by sample (x.view(B * T, ...))."""
+    if fitted.all():
+        return value
+    if value.ndim == 0 or len(value) % len(fitted):
+        return None
+    return value[np.repeat(fitted, len(value) // len(fitted))]
+
+
 def exposed_model(path: Path):
     """The ONNX model with every typed intermediate tensor added as a graph output."""
     onnx = require("onnx", "calibration")
@@ -88,12 +98,13 @@ def collect(path: Path, arrays: dict[str, np.ndarray], batch: int = 64) -> dict[
 
 
 def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64, mean_of: Collection[str] = (),
-                    also_read: Mapping[str, Callable[[np.ndarray], None]] | None = None
+                    also_read: Mapping[str, Callable[[np.ndarray], None]] | None = None, fit: np.ndarray | None = None
                     ) -> tuple[dict[str, TensorStats], np.ndarray]:
     """(statistics of every graph input and intermediate float tensor, the model's first output on every sample): the
     range sweep runs the FP32 model on the calibration set anyway, so its outputs are the FP32 reference there. The
     tensors named in `mean_of` also get their mean over the samples (TensorStats.mean: bias correction's inputs), and
-    each batch of a tensor named in `also_read` is handed to its function there (GPTQ's input correlations)."""
+    each batch of a tensor named in `also_read` is handed to its function there (GPTQ's input correlations); both
+    over the samples at the indices `fit` only, when given (what the weight edits fit: ptq judges them on the rest)."""
     ort = require("onnxruntime", "calibration")
     opts = ort.SessionOptions()
     # basic optimisations only: every intermediate tensor is a graph output, so no fusion can remove one, and they ran
@@ -108,6 +119,8 @@ def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64, 
     input_names = [i.name for i in session.get_inputs()]
     stats: dict[str, TensorStats] = {}
     n = len(next(iter(arrays.values())))
+    fitted = np.zeros(n, bool)
+    fitted[np.arange(n) if fit is None else fit] = True
     sweeps = [(sweep, start) for sweep in ("range", "hist") for start in range(0, n, batch)]
     outputs = []
     for sweep, start in track(sweeps, description=f"calibrating on {n} samples (every tensor's range, then histograms)"):
@@ -120,8 +133,11 @@ def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64, 
                 continue
             s = stats.setdefault(name, TensorStats())
             s.update_range(value) if sweep == "range" else s.update_hist(value)
-            if sweep == "range" and name in mean_of:
-                s.update_mean(value)
-            if sweep == "range" and also_read and name in also_read:
-                also_read[name](value)
+            read = also_read.get(name) if also_read else None
+            if sweep == "range" and (read or name in mean_of):
+                part = _fitted_rows(value, fitted[start:start + batch])
+                if part is not None and part.size and name in mean_of:
+                    s.update_mean(part)
+                if part is not None and part.size and read:
+                    read(part)
     return stats, np.concatenate(outputs)

@@ -10,8 +10,9 @@ family (no per-layer optimisation loop). Its libraries (AutoGPTQ, GPTQModel, onn
 round transformer MatMuls only, not convolutions in a QDQ model, so it is written here.
 
 X is each layer's input as the layer reads it (a convolution's input patches), from the FP32 calibration run
-(quant.calibration.calibration_run's `also_read`); rows are a fixed pseudo-random sample of the (image, position)
-pairs, at most ROWS_PER_COLUMN per weight column, so its cost grows with the layer's width squared, not the images'.
+(quant.calibration.calibration_run's `also_read`) on the even-numbered calibration samples (ptq judges the rounding on
+the others); rows are a fixed pseudo-random sample of the (image, position) pairs, at most ROWS_PER_COLUMN per weight
+column, so its cost grows with the layer's width squared, not the images'.
 """
 
 from __future__ import annotations

@@ -210,6 +210,7 @@ def test_a_weight_edit_is_judged_by_the_output_when_asked_for(tiny_onnx, sets, t
     plan = doc["quantization"]["plan"]
     judged = next(d for d in plan["decisions"] if d.startswith(label))
     assert "without: mean difference" in judged and f"with {label}: mean difference" in judged
+    assert "on the 16 calibration samples they did not fit" in judged  # fitted on the 16 even-numbered of 32
     kept = judged.startswith(f"{label} kept:")
     assert (plan["weights"][key] == on) is kept
     default, doc = compile_ptq(tiny_onnx, sets, tmp_path / "off", target_error_increase_deg=50.0)  # the default: off
@@ -219,6 +220,21 @@ def test_a_weight_edit_is_judged_by_the_output_when_asked_for(tiny_onnx, sets, t
     a, b = constants(Path(with_edit.artifact)), constants(Path(default.artifact))
     assert a.keys() == b.keys() and len(a) == 3
     assert any(not np.array_equal(a[k], b[k]) for k in a) is kept
+
+
+def test_the_weight_edits_fit_the_even_samples_and_are_judged_on_the_odd_ones():
+    from edgekit.backends.onnx.ptq import CalibEval, fit_and_held_out
+    from edgekit.evalset import ModelInputs
+
+    fit, held_out = fit_and_held_out(7)
+    assert fit.tolist() == [0, 2, 4, 6] and held_out.tolist() == [1, 3, 5]
+    assert fit_and_held_out(1)[0].tolist() == [0] and fit_and_held_out(1)[1] is None  # one sample: fitted and judged
+    # a temporal judge with two gaze vectors per sample keeps each judged sample's own two FP32 vectors
+    inputs = ModelInputs({"frames": np.arange(7, dtype=np.float32)[:, None]}, np.zeros((7, 2, 3)))
+    ref = np.arange(14 * 3, dtype=np.float64).reshape(14, 3)
+    judge = CalibEval(Path("unused.onnx"), inputs, card=None, n=7, ref=ref).subset(held_out)
+    assert judge.inputs.arrays["frames"].ravel().tolist() == [1, 3, 5]
+    np.testing.assert_array_equal(judge.ref, ref[[2, 3, 6, 7, 10, 11]])
 
 
 def test_choose_observer_weighs_the_mean_and_the_largest_difference():

@@ -1,0 +1,111 @@
+"""How much does "the largest difference from FP32 on 2,000 unseen images" move from one unseen set to another?
+
+int8_peers.md compares edgekit with its peers by the mean and the largest angular difference from FP32 on one set of
+2,000 unseen images (seed 424242). The largest is one image. This runs the same ONNX variants (edgekit onnx-int8 as
+shipped and with `weight_rounding: gptq`, ORT default, ORT best; int8_peers.py builds the peers) on 5 disjoint unseen
+sets of 2,000 (seeds 424242..424246; no role draws them) and gives each set's mean and largest, and over all 10,000
+images the 99th and 99.9th percentiles, which rest on 100 and 10 images instead of one.
+
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_unseen_sets.py [--models itracker,stn_gaze]
+         [--out benchmarks/int8_unseen_sets.md]
+Writes the Markdown (--out) and a JSON of every number next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+
+from int8_peers import UNSEEN_SEED, model_source, ort_best, ort_default, recipe_with  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = 5
+PER_SET = 2000
+
+
+def variants(name: str, tmp: Path) -> tuple[Path, dict[str, Path], object]:
+    import edgekit.compiler as ek
+    from edgekit.evalset import default_eval_set, model_inputs
+    from edgekit.source import load_source
+
+    src = model_source(name)
+    card = load_source(src["model"], tmp / "load", arch=src.get("arch"),
+                       card=Path(src["card"]) if "card" in src else None).card
+    fp32 = ek.compile(**src, target="onnx", out=tmp / "onnx", cache=False).artifact
+    calib = model_inputs(card, default_eval_set(card, 512, role="calib")).arrays
+    gptq = recipe_with("onnx-int8", "ptq", {"weight_rounding": "gptq"}, tmp)
+    return fp32, {"edgekit onnx-int8": ek.compile(**src, target="onnx-int8", out=tmp / "q", cache=False).artifact,
+                  "edgekit, weight_rounding: gptq": ek.compile(**src, target=str(gptq), out=tmp / "g", cache=False).artifact,
+                  "ORT default": ort_default(fp32, calib, tmp / "ort-default.onnx"),
+                  "ORT best": ort_best(fp32, calib, tmp / "ort-best.onnx")}, card
+
+
+def bench_model(name: str) -> dict:
+    from edgekit.backends.onnx.runner import OnnxRunner
+    from edgekit.data.metrics import angular_error_deg
+    from edgekit.evalset import default_eval_set, model_inputs, run_all, to_vectors
+
+    with tempfile.TemporaryDirectory() as d:
+        fp32, quantized, card = variants(name, Path(d))
+        diffs: dict[str, list[np.ndarray]] = {k: [] for k in quantized}
+        for seed in range(UNSEEN_SEED, UNSEEN_SEED + SETS):
+            evals = model_inputs(card, default_eval_set(card, PER_SET, seed=seed))
+            vectors = lambda path: to_vectors(run_all(OnnxRunner(path).run, evals), card).reshape(-1, 3)  # noqa: E731
+            ref = vectors(fp32)
+            for k, path in quantized.items():
+                diffs[k].append(angular_error_deg(vectors(path), ref))
+    rows = []
+    for k, sets in diffs.items():
+        every = np.concatenate(sets)
+        rows.append({"variant": k, "mean_per_set": [float(s.mean()) for s in sets], "max_per_set": [float(s.max()) for s in sets],
+                     "mean": float(every.mean()), "p99": float(np.percentile(every, 99)),
+                     "p999": float(np.percentile(every, 99.9)), "max": float(every.max())})
+    return {"model": name, "rows": rows}
+
+
+def markdown(results: list[dict], host: dict) -> str:
+    out = [f"# INT8 on {SETS} unseen sets of {PER_SET:,}: how far one set's largest difference is to be trusted", "",
+           f"Machine: {host['cpu']}, {host['cores']} cores. Produced by `benchmarks/int8_unseen_sets.py`; every variant "
+           f"calibrated on the same 512 samples, each set's differences from the FP32 ONNX model in onnxruntime (seeds "
+           f"{UNSEEN_SEED}..{UNSEEN_SEED + SETS - 1}; the first is int8_peers.md's set).", ""]
+    for r in results:
+        out += [f"## {r['model']}", "", "| variant | mean per set (deg) | largest per set | all 10,000: mean | p99 | p99.9 | largest |",
+                "|---|---|---|---|---|---|---|"]
+        for row in r["rows"]:
+            out.append(f"| {row['variant']} | {' '.join(f'{v:.3f}' for v in row['mean_per_set'])} | "
+                       f"{' '.join(f'{v:.3f}' for v in row['max_per_set'])} | {row['mean']:.3f} | {row['p99']:.3f} | "
+                       f"{row['p999']:.3f} | {row['max']:.3f} |")
+        ours, peers = r["rows"][0], [row for row in r["rows"] if not row["variant"].startswith("edgekit")]
+        best = [min(row["max_per_set"][i] for row in peers) for i in range(SETS)]
+        wins = sum(o <= b for o, b in zip(ours["max_per_set"], best))
+        out += ["", f"- edgekit onnx-int8's largest difference at most the best peer's on {wins} of {SETS} sets; "
+                f"p99.9 over all {ours['p999']:.3f} vs best peer {min(row['p999'] for row in peers):.3f}", ""]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="itracker,mpiigaze_lenet,stn_gaze,preact_resnet_gaze,gaze_transformer")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "int8_unseen_sets.md"))
+    args = ap.parse_args()
+    from edgekit.environment import host_info
+
+    host = host_info()
+    results = []
+    for name in args.models.split(","):
+        results.append(bench_model(name))
+        print(name, "done", flush=True)
+    out = Path(args.out)
+    out.write_text(markdown(results, host))
+    out.with_suffix(".json").write_text(json.dumps({"host": host, "python": platform.python_version(), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
