@@ -5,8 +5,9 @@ Gemm is linear, so that shift is exactly the layer applied, with weights W_q - W
 mean input (a map: padding and borders included), averaged over the output positions. The INT8 bias gets the opposite,
 as NNCF's fast bias correction and Nagel et al. 2019 ("Data-Free Quantization", section 4.2, the empirical form) do.
 The mean inputs come from the FP32 calibration run (quant.calibration.calibration_run's `mean_of`), one run for every
-plan judged, over the even-numbered calibration samples: ptq judges the correction on the others. A prototype that took them from each quantized model instead (session 30, 4 models, both weight widths)
-gave mean differences from FP32 within 0.002 deg of these; the largest moved both ways, by up to 0.18 deg.
+plan judged, over the even-numbered calibration samples: ptq judges the correction on the others. A prototype that
+took them from each quantized model instead (session 30, 4 models, both weight widths) gave mean differences from
+FP32 within 0.002 deg of these; the largest moved both ways, by up to 0.18 deg.
 ptq judges the corrected plan against the uncorrected one (benchmarks/int8_bias_correction.md says why).
 """
 
