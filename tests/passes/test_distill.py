@@ -19,9 +19,11 @@ from edgekit.recipe import TARGETS_DIR
 
 @pytest.mark.slow
 def test_student_learns_the_teachers_gaze():
-    card = ModelCard.load(WEIGHTS_DIR / "gazeresnet18.json")
-    teacher = build("gazeresnet18")
-    load_into(teacher, read_state_dict(WEIGHTS_DIR / "gazeresnet18.safetensors"), "shipped")
+    # the teacher's loss on its own: a trained TinyGaze teaches a fresh one (GazeResNet18 teaching through the distill
+    # pass is the test below; as the teacher here its forward over the 1,280 training images took 9 of this test's 12 s)
+    card = ModelCard.load(WEIGHTS_DIR / "tinygaze.json")
+    teacher = build("tinygaze")
+    load_into(teacher, read_state_dict(WEIGHTS_DIR / "tinygaze.safetensors"), "shipped")
     ev = synthetic.standard_set("eval", 64, card.image_size)
     x = torch.from_numpy(model_inputs(card, ev).arrays[card.image_input.name])
     torch.manual_seed(0)
@@ -29,7 +31,7 @@ def test_student_learns_the_teachers_gaze():
     with torch.no_grad():
         taught = teacher.eval()(x).numpy()
         before = float(angular_error_deg(student.eval()(x).numpy(), taught).mean())
-    fine_tune(student, card, 40, 32, 3e-3, teacher=teacher, teacher_weight=1.0, one_cycle=True)  # 12.2 deg after (80: 10.7)
+    fine_tune(student, card, 40, 32, 3e-3, teacher=teacher, teacher_weight=1.0, one_cycle=True)  # 93.4 -> 12.9 deg (80: 9.9)
     with torch.no_grad():
         after = float(angular_error_deg(student(x).numpy(), taught).mean())
     assert after < 15 and after < before / 3, (before, after)
