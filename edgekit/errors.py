@@ -4,6 +4,7 @@ Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 missing dependency, 13
 """
 
 import errno
+import os
 import signal
 
 
@@ -77,8 +78,9 @@ def from_os_error(exc: OSError) -> EdgekitError | None:
     """One line with the fix for the OS errors a user can act on (full disk, read-only or unwritable folder);
     None for the others, which are bugs and keep their traceback."""
     where = f"{exc.filename}: " if exc.filename else "writing output: "
-    if exc.errno in _DISK_FULL:
-        return BadInputError(f"{where}{_DISK_FULL[exc.errno]}; fix: free space there, or write elsewhere "
+    code = exc.errno if exc.errno is not None else _disk_full_in_text(str(exc))  # shutil.Error lists its files' errors
+    if code in _DISK_FULL:
+        return BadInputError(f"{where}{_DISK_FULL[code]}; fix: free space there, or write elsewhere "
                              f"(--out, --dist, or TMPDIR for edgekit's work folders)")
     if exc.errno in _NOT_WRITABLE:
         return BadInputError(f"{where}{_NOT_WRITABLE[exc.errno]}; fix: choose a folder you can write (--out, --dist), "
@@ -86,3 +88,26 @@ def from_os_error(exc: OSError) -> EdgekitError | None:
     if exc.errno == errno.ENOTDIR:
         return BadInputError(f"{where}a part of this path is a file, not a folder; fix: choose a folder path")
     return None
+
+
+def _disk_full_in_text(text: str) -> int | None:
+    """The errno whose OS wording ("No space left on device") a message quotes, among the full-disk ones."""
+    return next((code for code in _DISK_FULL if os.strerror(code) in text), None)
+
+
+def disk_full(exc: BaseException | None) -> EdgekitError | None:
+    """The one-line full-disk error when `exc`, or an exception it was raised while handling, is the OS saying a disk is
+    full: a pass's converter may wrap it in its own error (safetensors' SafetensorError keeps only the OS's words, the
+    ONNX exporter's error is re-raised as a trace failure), which would otherwise send the user to their model."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            err = from_os_error(exc)
+            if err is not None and "; fix: free space" in str(err):
+                return err
+        elif _disk_full_in_text(str(exc)) is not None:
+            return from_os_error(OSError(_disk_full_in_text(str(exc)), str(exc)))
+        exc = exc.__cause__ or exc.__context__
+    return None
+

@@ -14,7 +14,7 @@ from edgekit.cache import REBUILT, Cache, cache_key
 from edgekit.environment import host_info, tool_versions
 from edgekit.code_digest import code_digest
 from edgekit.context import Context
-from edgekit.errors import BadInputError, EdgekitError, PassFailedError, first_line, from_os_error
+from edgekit.errors import BadInputError, EdgekitError, PassFailedError, disk_full, first_line, from_os_error
 from edgekit.passes.base import Pass
 
 
@@ -34,10 +34,16 @@ def _run_checked(p: Pass, src: Artifact, ctx: Context, out_dir, done: list[str])
     try:
         result = p.run(src, ctx, out_dir)
     except EdgekitError as exc:
+        full = disk_full(exc.__cause__ or exc.__context__)  # a pass that took the OS's full disk for a model problem
+        if full is not None:
+            raise full from None
         raise type(exc)(f"{exc} [in pass {p.name}{after}]") from None
     except Exception as exc:  # a converter or runtime crash: one line with the pass, never a traceback
-        if isinstance(exc, OSError) and from_os_error(exc) is not None:  # a full disk: the CLI says so in one line
+        if isinstance(exc, OSError) and from_os_error(exc) is not None:  # an unwritable folder: the CLI says so
             raise
+        full = disk_full(exc)  # a full disk, under a converter's own error type
+        if full is not None:
+            raise full from None
         raise PassFailedError(f"pass {p.name}{after} failed: {_described(exc)}") from exc
     broken = _contract_violation(p, src, result, out_dir)
     if broken:

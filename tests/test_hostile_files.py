@@ -140,6 +140,61 @@ def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, capsys
     assert list(tmp_path.iterdir()) == []  # no output, no staging folder, no temporary file
 
 
+def test_a_full_disk_under_a_converters_own_error_is_named_as_the_disk():
+    """safetensors keeps only the OS's words, shutil.copytree lists its files' errors, the ONNX export pass re-raises
+    as a trace failure: each is the one-line full-disk error, and an ordinary failure is not."""
+    import shutil
+
+    from edgekit.errors import BadInputError, disk_full, from_os_error
+
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    wrapped = RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+    try:
+        try:
+            raise enospc
+        except OSError:
+            raise BadInputError("export_onnx failed: [Errno 28] No space left on device; fix: check the model traces") from None
+    except BadInputError as exc:
+        rewrapped = exc
+    copied = shutil.Error([("a", "b", "[Errno 28] No space left on device: 'b'")])
+    for exc in (enospc, wrapped, rewrapped.__context__, copied):
+        assert "no space left on the device; fix: free space there" in str(disk_full(exc)), exc
+    assert "no space left on the device" in str(from_os_error(copied))
+    assert disk_full(RuntimeError("Wire format was corrupt")) is None and disk_full(None) is None
+    assert disk_full(OSError(errno.EACCES, "Permission denied")) is None  # not a full disk (from_os_error names it)
+
+
+@pytest.mark.slow
+def test_a_compile_on_a_really_full_disk_fails_in_one_line_wherever_it_fills(tmp_path, capsys, monkeypatch):
+    """A tmpfs as small as the work folders: the disk fills in fold_bn (safetensors), the export, the pass cache's
+    copy (shutil.Error) or PTQ (whose shape inference once wrote a truncated model without an error), depending on
+    the size and on what else this host writes there (the reference's worker, when a core is spare)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    failed = 0
+    for size_mb in (6, 9, 12, 14, 16):
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root in a mount namespace)")
+        try:
+            monkeypatch.setenv("TMPDIR", str(mount))
+            monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(mount / "cache"))
+            monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+            out = tmp_path / f"out{size_mb}"
+            code = run(["compile", "-t", "onnx-int8", "--out", str(out)])
+            err = capsys.readouterr().err
+            assert "Traceback" not in err, err
+            if code != 0:
+                failed += 1
+                assert code == 2 and err.strip().splitlines()[-1].startswith(
+                    "error: writing output: no space left on the device; fix: free space there"), (size_mb, err)
+                assert not out.exists()
+        finally:
+            monkeypatch.setattr(tempfile, "tempdir", None)
+            subprocess.run(["umount", str(mount)], check=True)
+    assert failed >= 1  # the sizes fill it: a compile that never ran short proves nothing
+
+
 def test_unwritable_and_read_only_out(tmp_path, capsys, monkeypatch):
     # root ignores mode bits: then a folder in which no one may create anything (sysfs)
     locked = Path("/sys") if os.geteuid() == 0 else tmp_path / "locked"

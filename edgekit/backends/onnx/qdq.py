@@ -77,6 +77,17 @@ def quantized_op_types() -> list[str]:
     return [op for op in QDQRegistry if op not in NO_INTEGER_KERNEL]
 
 
+def _with_inferred_shapes(path: Path):
+    """onnxruntime's load_model_with_shape_infer, in memory: it writes the inferred copy with onnx's C++ writer, which
+    on a full disk leaves a truncated file without an error, and the quantizer then failed on "Wire format was
+    corrupt" instead of the disk (measured on a 16 MB tmpfs). Models over 2 GB would need its file round trip."""
+    from onnxruntime.quantization.quant_utils import add_infer_metadata
+
+    model = require("onnx", "quantization").shape_inference.infer_shapes(require("onnx", "quantization").load(str(path)))
+    add_infer_metadata(model)
+    return model
+
+
 def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] = ()) -> Path:
     """The plan as a QDQ model written to `out`, `edits` applied to it in order: GPTQ's rounding of the INT8 weights
     (weight_rounding.py), then bias correction (bias_correction.py), which reads the weights as rounded."""
@@ -84,13 +95,12 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] 
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
     ranges = tensor_ranges(fp32, plan)
     data = TensorsData(CalibrationMethod.MinMax, {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
                                                   for k, (lo, hi) in ranges.items()})
     excluded = [lp.node for lp in plan.layers if not lp.int8]
     logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs a pre-processing hint on every call
-    quantizer = QDQQuantizer(load_model_with_shape_infer(Path(fp32)), True, plan.weights.get("bits", 8) < 8,
+    quantizer = QDQQuantizer(_with_inferred_shapes(Path(fp32)), True, plan.weights.get("bits", 8) < 8,
                              QuantType.QInt8, QuantType.QUInt8, data, [], excluded, quantized_op_types(),
                              {"WeightSymmetric": True, "ActivationSymmetric": False})
     quantizer.quantize_model()
