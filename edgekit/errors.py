@@ -102,12 +102,8 @@ def disk_full(exc: BaseException | None) -> EdgekitError | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError):
-            err = from_os_error(exc)
-            if err is not None and "; fix: free space" in str(err):
-                return err
-        elif _disk_full_in_text(str(exc)) is not None:
-            return from_os_error(OSError(_disk_full_in_text(str(exc)), str(exc)))
+        code = exc.errno if isinstance(exc, OSError) and exc.errno is not None else _disk_full_in_text(str(exc))
+        if code in _DISK_FULL:
+            return from_os_error(exc if isinstance(exc, OSError) else OSError(code, str(exc)))
         exc = exc.__cause__ or exc.__context__
     return None
-

@@ -39,8 +39,8 @@ def _run_checked(p: Pass, src: Artifact, ctx: Context, out_dir, done: list[str])
             raise full from None
         raise type(exc)(f"{exc} [in pass {p.name}{after}]") from None
     except Exception as exc:  # a converter or runtime crash: one line with the pass, never a traceback
-        if isinstance(exc, OSError) and from_os_error(exc) is not None:  # an unwritable folder: the CLI says so
-            raise
+        if isinstance(exc, OSError) and from_os_error(exc) is not None:  # a full disk or an unwritable folder:
+            raise  # the CLI says so in one line
         full = disk_full(exc)  # a full disk, under a converter's own error type
         if full is not None:
             raise full from None
