@@ -83,7 +83,8 @@ def _with_inferred_shapes(path: Path):
     corrupt" instead of the disk (measured on a 16 MB tmpfs). Models over 2 GB would need its file round trip."""
     from onnxruntime.quantization.quant_utils import add_infer_metadata
 
-    model = require("onnx", "quantization").shape_inference.infer_shapes(require("onnx", "quantization").load(str(path)))
+    onnx = require("onnx", "quantization")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     add_infer_metadata(model)
     return model
 
