@@ -74,33 +74,31 @@ def bench_model(name: str, runtime: str = "onnx") -> dict:
     from edgekit.backends.onnx.runner import OnnxRunner
     from edgekit.backends.tflite.runner import LiteRTRunner
     from edgekit.data.metrics import angular_error_deg
+    from edgekit.errors import BadInputError
     from edgekit.evalset import default_eval_set, model_inputs, run_all, to_vectors
 
-    from edgekit.errors import BadInputError
-
     runner = LiteRTRunner if runtime == "tflite" else OnnxRunner
-    failed = {}
     with tempfile.TemporaryDirectory() as d:
         fp32, quantized, card = (tflite_variants if runtime == "tflite" else variants)(name, Path(d))
-        for k, path in list(quantized.items()):
-            # a peer that failed is a result (litert-torch cannot convert stn_gaze, LiteRT refuses its l2cs_bins:
-            # int8_peers.md): attempt() gave its error instead of a path, or the runtime refuses the file
-            why = path if isinstance(path, str) else None
+        # a peer that failed is a result (litert-torch cannot convert stn_gaze, LiteRT refuses its l2cs_bins:
+        # int8_peers.md): attempt() gave its error instead of a path, or the runtime refuses the file
+        runs, failed = {}, {}
+        for k, path in quantized.items():
+            if isinstance(path, str):
+                failed[k] = path
+                continue
             try:
-                if why is None:
-                    runner(path)
+                runs[k] = runner(path).run
             except BadInputError as exc:
-                why = str(exc)
-            if why:
-                failed[k] = why
-                del quantized[k]
-        diffs: dict[str, list[np.ndarray]] = {k: [] for k in quantized}
+                failed[k] = str(exc)
+        reference = runner(fp32).run
+        diffs: dict[str, list[np.ndarray]] = {k: [] for k in runs}
         for seed in range(UNSEEN_SEED, UNSEEN_SEED + SETS):
             evals = model_inputs(card, default_eval_set(card, PER_SET, seed=seed))
-            vectors = lambda path: to_vectors(run_all(runner(path).run, evals), card).reshape(-1, 3)  # noqa: E731
-            ref = vectors(fp32)
-            for k, path in quantized.items():
-                diffs[k].append(angular_error_deg(vectors(path), ref))
+            vectors = lambda run: to_vectors(run_all(run, evals), card).reshape(-1, 3)  # noqa: E731
+            ref = vectors(reference)
+            for k, run in runs.items():
+                diffs[k].append(angular_error_deg(vectors(run), ref))
     rows = []
     for k, sets in diffs.items():
         every = np.concatenate(sets)
