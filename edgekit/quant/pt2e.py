@@ -24,6 +24,11 @@ from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_
 from edgekit.quiet import quiet
 
 
+# the ops that multiply-accumulate, as torch.export names them
+MAC_OPS = ("conv1d", "conv2d", "convolution", "conv_transpose2d", "linear", "addmm", "mm", "bmm", "matmul", "baddbmm",
+           "einsum")
+
+
 def aten_name(node) -> str:
     return getattr(node.target, "__name__", "").split(".")[0] if node.op == "call_function" else ""
 

@@ -33,12 +33,11 @@ from edgekit.passes.int8_options import Int8Options
 from edgekit.passes.recurrent import unroll_recurrent
 from edgekit.progress import step
 from edgekit.quant import pt2e
-from edgekit.quant.pt2e import aten_name, in_module, node_location
+from edgekit.quant.pt2e import MAC_OPS, aten_name, in_module, node_location
 from edgekit.quiet import quiet
 
 WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying (quant/plan.py ISA_PROFILES["xnnpack"])
 WHO = "to_executorch"
-_MAC_OPS = ("conv1d", "conv2d", "convolution", "conv_transpose2d", "linear", "addmm", "mm", "bmm", "matmul")
 
 
 class ToExecuTorch(Int8Options):
@@ -178,7 +177,7 @@ def _check_int8_share(graph: pte.Program, converted, plan, min_fraction: float) 
     if share >= min_fraction or plan.int8_fraction("macs") < min_fraction:
         return  # met, or mixed precision itself chose this (its decisions say why)
     in_float_layer = [in_module(lp.name) for lp in plan.float_layers]
-    float_ops = [n for n in converted.graph.nodes if aten_name(n) in _MAC_OPS and not _computes_int8(n)
+    float_ops = [n for n in converted.graph.nodes if aten_name(n) in MAC_OPS and not _computes_int8(n)
                  and not any(f(n) for f in in_float_layer)]
     first = f"aten.{aten_name(float_ops[0])} `{float_ops[0].name}` in {node_location(float_ops[0])}" if float_ops \
         else "MAC ops the plan left INT8"

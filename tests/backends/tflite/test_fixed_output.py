@@ -75,12 +75,12 @@ def _samples(n: int, seed: int = 0) -> torch.Tensor:
 def _to_int8_tflite(model: nn.Module, path: Path, plan: QuantPlan | None = None,
                     calib: torch.Tensor | None = None, **options) -> tuple[Path, list[str]]:
     """to_tflite's INT8 route without a card or calibration set: edgekit's quantizer, PT2E, litert-torch, float input.
-    options: more ToTFLite fields."""
+    options: more ToTFLite fields (fixed_output_ops int8 unless given: these tests are about LiteRT's fixed scales)."""
     from litert_torch.quantize import quant_config
 
     calib = _samples(64, seed=1) if calib is None else calib
     args = (torch.zeros(1, *calib.shape[1:]),)
-    quantizer = ToTFLite(precision="int8", **options)._quantizer(plan or QuantPlan())
+    quantizer = ToTFLite(precision="int8", **{"fixed_output_ops": "int8", **options})._quantizer(plan or QuantPlan())
     converted, decisions = _quantize_pt2e(model, args, quantizer, [(calib[i:i + 1],) for i in range(len(calib))])
     edge = _convert(litert_torch, converted, args, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer),
                     original=model)
@@ -103,7 +103,7 @@ def test_softmax_int_gets_litert_fixed_output_quantization():
     from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
 
     model = _model()
-    quantizer = ToTFLite(precision="int8")._quantizer(QuantPlan())
+    quantizer = ToTFLite(precision="int8", fixed_output_ops="int8")._quantizer(QuantPlan())
     graph = quantizer.annotate(quantizer.transform_for_annotation(_export(model, (torch.zeros(SHAPE),)).module()))
     softmaxes = [n for n in graph.graph.nodes if _aten_name(n) in FIXED_OUTPUT_QPARAMS]
     assert [str(n.target) for n in softmaxes] == ["aten.softmax.int", "aten.softmax.int"]
@@ -126,8 +126,8 @@ class ReshapedSoftmax(nn.Module):
         return p + torch.sigmoid(x).sum(dim=1, keepdim=True)
 
 
-def _annotated(model, args, plan=None):
-    quantizer = ToTFLite(precision="int8")._quantizer(plan or QuantPlan())
+def _annotated(model, args, plan=None, fixed_output_ops="int8"):
+    quantizer = ToTFLite(precision="int8", fixed_output_ops=fixed_output_ops)._quantizer(plan or QuantPlan())
     graph = quantizer.annotate(quantizer.transform_for_annotation(_export(model, args).module()))
     return {_aten_name(n): n.meta.get("quantization_annotation") for n in graph.graph.nodes
             if _aten_name(n) in FIXED_OUTPUT_QPARAMS}
@@ -251,7 +251,47 @@ def test_l2cs_bins_zoo_model_compiles_for_tflite_int8(tmp_path):
     assert res.report.gates and res.report.passed, [g for g in res.report.gates if not g.passed]
     assert res.report.accuracy.error_increase_deg <= 0.3
     assert res.report.runtime.op_histogram["SOFTMAX"] == 2
-    assert sum("softmax" in n and "scale 1/256" in n for n in res.report.notes) == 2
+    # fixed_output_ops auto: only the expectation's MUL and sum read each softmax, so both stay float (no MACs move)
+    assert sum("softmax" in n and "fixed_output_ops: auto: no conv, linear or matmul reads it" in n
+               for n in res.report.notes) == 2
+    assert res.report.quantization.int8_mac_fraction == 1.0
+
+
+class Attention(nn.Module):
+    """softmax(q k^T * scale) v, as the zoo's GazeTransformer writes it: a matmul reads the softmax (the scaling mul
+    gives the softmax an INT8 input: litert-torch 0.10 annotates no matmul of two activations)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        scores = torch.matmul(self.q(x), self.k(x).transpose(1, 2)) * 0.5
+        return torch.matmul(F.softmax(scores, dim=-1), self.v(x))
+
+
+def test_fixed_output_ops_auto_is_float_unless_a_mac_op_reads_the_op():
+    """auto: an expectation head's softmaxes (read by MUL) float, an attention's (read by a matmul) INT8 at LiteRT's
+    fixed scale, so the INT8 MAC share never moves; int8 and float as configured."""
+    head = _annotated(_model(), (torch.zeros(SHAPE),), fixed_output_ops="auto")
+    assert head["softmax"].output_qspec is None  # the float choice: no output quantization
+    attention = _annotated(Attention().eval(), (torch.zeros(1, 3, 4),), fixed_output_ops="auto")
+    assert (attention["softmax"].output_qspec.scale, attention["softmax"].output_qspec.zero_point) == (1 / 256, -128)
+    assert _annotated(Attention().eval(), (torch.zeros(1, 3, 4),), fixed_output_ops="float")["softmax"].output_qspec is None
+    assert ToTFLite(precision="int8").fixed_output_ops == "auto"
+
+
+def test_fixed_output_ops_auto_leaves_an_expectation_heads_softmaxes_float_and_runs(tmp_path):
+    model = _model()
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", fixed_output_ops="auto")
+    runner = LiteRTRunner(path)
+    assert _op_outputs(runner, "SOFTMAX") == [("float32", (0.0, 0))] * 2
+    assert {dtype for dtype, _ in _op_outputs(runner, "FULLY_CONNECTED")} == {"int8"}
+    assert sum("kept float (fixed_output_ops: auto: no conv, linear or matmul reads it" in d for d in decisions) == 2
+    x = _samples(32, seed=2)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(runner.run({"image": x.numpy()}) - ref).max() < 0.02
 
 
 class ResidualsIntoLayerNorm(nn.Module):
