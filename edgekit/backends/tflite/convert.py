@@ -52,9 +52,10 @@ class ToTFLite(Int8Options):
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="fp16: float16 weights; int8: INT8 weights and activations")
     io: Literal["float", "int8"] = Field(
         "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
-    # auto by default since 2026-12-05: float changes nothing but l2cs_bins among the zoo's models where no MAC op reads
-    # the softmax (0.347 -> 0.326 deg mean difference from FP32 over 10,000 unseen images, INT8 MAC share still 1.0;
-    # benchmarks/int8_unseen_sets_tflite.md); where a matmul reads it (attention), float moves MACs out of INT8
+    # auto by default since 2026-12-05: of the zoo and built-in models only l2cs_bins has such an op that no MAC op
+    # reads, and float brings it closer to FP32 (0.347 -> 0.326 deg mean difference over 10,000 unseen images, INT8 MAC
+    # share still 1.0; benchmarks/int8_unseen_sets_tflite.md); where a matmul reads it (attention), float would move
+    # MACs out of INT8
     fixed_output_ops: Literal["auto", "int8", "float"] = Field(
         "auto", description="int8 models only: softmax, sigmoid, tanh and log_softmax in INT8 at the output scale LiteRT "
         "fixes (1/256 for softmax), or float with the ops that read them (on the zoo's transformer float was faster and "
