@@ -18,6 +18,7 @@ import torch
 
 from edgekit.build import build
 from edgekit.cli import run
+from tests.fixtures.cli_child import EDGEKIT_CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("onnx", "onnx-fp16", "onnx-int8")  # three cheap targets sharing fold_bn and export
@@ -192,7 +193,7 @@ def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_output(tmp_path, sig
     project = _project(tmp_path, ("executorch-int8", "snn"))  # 12 s and 26 s tasks: both still compiling
     dist = tmp_path / "dist"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}  # cold: long enough
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "build", str(project), "--dist", str(dist),
+    proc = subprocess.Popen([*EDGEKIT_CLI, "build", str(project), "--dist", str(dist),
                              "--executor", "ray", "--jobs", "2"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120

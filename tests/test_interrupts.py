@@ -8,13 +8,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from edgekit.outdir import MARKER
+from tests.fixtures.cli_child import EDGEKIT_CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = {"model.onnx", "io.json", "report.json", "report.md", "report.html", MARKER}
@@ -33,14 +33,8 @@ def _env(place: Path) -> dict:
             "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-# edgekit's CLI with SIGINT as a terminal's user has it: a non-interactive shell starts background jobs (perhaps a CI
-# runner's pytest) with SIGINT ignored, which the children inherit, and edgekit rightly keeps an ignored SIGINT ignored
-EDGEKIT = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-           "from edgekit.cli import main; main()"]
-
-
 def _start(place: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*EDGEKIT, *args], cwd=place, env=_env(place), stdout=subprocess.PIPE,
+    return subprocess.Popen([*EDGEKIT_CLI, *args], cwd=place, env=_env(place), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -155,7 +149,7 @@ def test_signal_during_a_parallel_build_stops_the_workers_and_leaves_no_partial_
     """SIGTERM to the build process alone, or Ctrl-C as a terminal sends it (to the whole process group)."""
     project = place / "edgekit.yaml"
     project.write_text("models:\n  - name: tinygaze\ntargets: [onnx, onnx-fp16, onnx-int8]\n")
-    proc = subprocess.Popen([*EDGEKIT, "build", "edgekit.yaml", "--dist", "dist", "--jobs", "2"],
+    proc = subprocess.Popen([*EDGEKIT_CLI, "build", "edgekit.yaml", "--dist", "dist", "--jobs", "2"],
                             cwd=place, env=_env(place), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     _wait_for(lambda: list((place / "dist").glob("tinygaze/.*.staging-*")), proc)
