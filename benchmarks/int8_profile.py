@@ -125,6 +125,9 @@ PERF_CHILD = textwrap.dedent('''
     it.allocate_tensors()
     d = it.get_input_details()[0]
     x = np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32)
+    if d["dtype"] != np.float32:  # an int8 interface (litert-torch's own PT2E route): quantized as a caller must
+        scale, zero = d["quantization"]
+        x = np.clip(np.round(x / scale) + zero, -128, 127).astype(d["dtype"])
     for _ in range(20):
         it.set_tensor(d["index"], x); it.invoke()
     start = time.perf_counter()

@@ -6,9 +6,9 @@ shipped and with `weight_rounding: gptq`, ORT default, ORT best; int8_peers.py b
 sets of 2,000 (seeds 424242..424246; no role draws them) and gives each set's mean and largest, and over all 10,000
 images the 99th and 99.9th percentiles, which rest on 100 and 10 images instead of one.
 
-With --runtime tflite, the same on LiteRT: edgekit tflite-int8 as shipped and with to_tflite's `fixed_output_ops` and
-`adds_into_float_ops` both float (the ops litert-torch leaves float), against litert-torch's PT2E route, each against
-the FP32 TFLite artifact.
+With --runtime tflite, the same on LiteRT: edgekit tflite-int8 as shipped and with to_tflite's `activation_matmuls:
+int8` (the default until 2026-12-05; before that commit this variant was `fixed_output_ops` and `adds_into_float_ops`
+both float), against litert-torch's PT2E route, each against the FP32 TFLite artifact.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_unseen_sets.py [--models itracker,stn_gaze]
          [--runtime onnx|tflite] [--out benchmarks/int8_unseen_sets.md]
@@ -61,11 +61,10 @@ def tflite_variants(name: str, tmp: Path) -> tuple[Path, dict[str, Path], object
                          card=Path(src["card"]) if "card" in src else None)
     fp32 = ek.compile(**src, target="tflite", out=tmp / "tflite", cache=False).artifact
     calib = model_inputs(loaded.card, default_eval_set(loaded.card, 512, role="calib")).arrays
-    both_float = recipe_with("tflite-int8", "to_tflite", {"fixed_output_ops": "float", "adds_into_float_ops": "float"}, tmp)
-    # force: that variant leaves the attention matmuls float, below the shipped INT8 MAC gate on gaze_transformer
+    int8_matmuls = recipe_with("tflite-int8", "to_tflite", {"activation_matmuls": "int8"}, tmp)
     return fp32, {"edgekit tflite-int8": ek.compile(**src, target="tflite-int8", out=tmp / "q", cache=False).artifact,
-                  "edgekit, fixed-output ops and adds into float ops float": ek.compile(
-                      **src, target=str(both_float), out=tmp / "f", cache=False, force=True).artifact,
+                  "edgekit, activation_matmuls: int8 (shipped until 2026-12-05)": ek.compile(
+                      **src, target=str(int8_matmuls), out=tmp / "f", cache=False, force=True).artifact,
                   "litert-torch PT2E": attempt("pt2e", lambda: litert_pt2e(loaded.module, loaded.card, calib,
                                                                            tmp / "pt2e.tflite"))}, loaded.card
 

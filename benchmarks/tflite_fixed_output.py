@@ -98,12 +98,16 @@ def markdown(results: list[dict], host: dict, version: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="gaze_transformer,l2cs_bins,preact_resnet_gaze")
+def run(doc: str, bench_one, markdown_of, default_models: str, default_out: str, runs: int = 300, **extra) -> None:
+    """The command line shared with benchmarks/tflite_activation_matmuls.py: each model benched in its own temporary
+    folder, then the Markdown and a JSON of every number written. `extra`: more integer options for bench_one."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--models", default=default_models)
     ap.add_argument("--unseen", type=int, default=2000)
-    ap.add_argument("--runs", type=int, default=300, help="latency runs per variant")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "tflite_fixed_output.md"))
+    ap.add_argument("--runs", type=int, default=runs, help="latency runs per variant")
+    for name, default in extra.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / default_out))
     args = ap.parse_args()
     from edgekit import progress
     from edgekit.backends.tflite.runner import runtime_version
@@ -113,11 +117,15 @@ def main() -> None:
     results = []
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            results.append(bench(name, Path(tmp), args.unseen, args.runs))
+            results.append(bench_one(name, Path(tmp), args.unseen, args.runs, *(getattr(args, k) for k in extra)))
     out = Path(args.out)
-    out.write_text(markdown(results, host_info(), runtime_version()) + "\n")
+    out.write_text(markdown_of(results, host_info(), runtime_version()) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"host": host_info(), "results": results}, indent=1) + "\n")
     print(out.read_text())
+
+
+def main() -> None:
+    run(__doc__, bench, markdown, "gaze_transformer,l2cs_bins,preact_resnet_gaze", "tflite_fixed_output.md")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,29 @@ def counts_from_rows(rows: list[dict], params_how: str, macs_from: str) -> dict:
             "macs_how": f"{macs_from}, batch 1: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in macs_by_op.items() if v)}
 
 
+def weight_int8_share(rows: list[dict]) -> tuple[float, list[dict]]:
+    """(the share of MACs against stored weights whose activation input is INT8, the MAC rows without a stored weight).
+
+    What min_int8_mac_fraction checks in every backend: the layers with weights (conv, fully connected), the ones
+    edgekit's plan quantizes and the ONNX plan's figure counts. A matmul of two activations (an attention's query x key,
+    probabilities x value) is reported apart: LiteRT 2.3 runs its INT8 form only in a reference kernel and ExecuTorch's
+    XNNPACK has none, so float there is no quantizer's slip (benchmarks/tflite_activation_matmuls.md)."""
+    weighted = [r for r in rows if r["macs"] and r.get("weight_elems")]
+    total = sum(r["macs"] for r in weighted)
+    share = sum(r["macs"] for r in weighted if r["precision"] == "int8") / total if total else 1.0
+    return share, [r for r in rows if r["macs"] and not r.get("weight_elems")]
+
+
+def activation_matmul_note(matmuls: list[dict], rows: list[dict]) -> str:
+    """One clause on the matmuls of two activations: their MACs' share of all and their precision."""
+    if not matmuls:
+        return ""
+    share = sum(r["macs"] for r in matmuls) / (sum(r["macs"] for r in rows if r["macs"]) or 1)
+    precisions = sorted({"INT8" if r["precision"] == "int8" else "float" for r in matmuls})
+    return (f"; {len(matmuls)} matmul(s) of two activations ({share:.1%} of all MACs, not in that share) compute in "
+            f"{' and '.join(precisions)}")
+
+
 class SpikingSections:
     """For the spiking backends (snn, lava): their `spiking()` section carries the energy measured from spikes, which
     replaces the placeholder their `energy()` gives."""

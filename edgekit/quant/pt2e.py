@@ -25,8 +25,8 @@ from edgekit.quiet import quiet
 
 
 # the ops that multiply-accumulate, as torch.export names them
-MAC_OPS = ("conv1d", "conv2d", "convolution", "conv_transpose2d", "linear", "addmm", "mm", "bmm", "matmul", "baddbmm",
-           "einsum")
+WEIGHTED_MAC_OPS = ("conv1d", "conv2d", "convolution", "conv_transpose2d", "linear", "addmm")
+MAC_OPS = WEIGHTED_MAC_OPS + ("mm", "bmm", "matmul", "baddbmm", "einsum")
 
 
 def aten_name(node) -> str:

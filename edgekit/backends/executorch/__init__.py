@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgekit.artifact import Format
-from edgekit.backends.base import Backend, counts_from_rows
+from edgekit.backends.base import Backend, activation_matmul_note, counts_from_rows
 from edgekit.backends.executorch import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.executorch import program as pte
 from edgekit.backends.executorch.runner import ExecuTorchRunner
@@ -41,9 +41,10 @@ class ExecuTorchBackend(Backend):
         notes = [f"XNNPACK runs {program.delegated_share():.1%} of MACs in {len(program.delegates)} delegate call(s); "
                  "portable kernels run " + (", ".join(f"{op} x{n}" for op, n in program.portable_ops().items()) or "nothing")]
         if art.meta.precision == "int8":
-            int8 = program.int8_share()
+            int8, matmuls = program.int8_share()
             float_ops = [{"op": r["op"], "layer": r["layer"], "macs": r["macs"], "activation_dtype": r["activation_dtype"]}
                          for r in rows if r["precision"] != "int8"]
             details |= {"int8_mac_fraction_measured": int8, "float_ops": float_ops}
-            notes.append(f"INT8 program as lowered: {int8:.1%} of MACs in INT8; {len(float_ops)} MAC op(s) compute in float")
+            notes.append(f"INT8 program as lowered: {int8:.1%} of the conv and fully-connected MACs in INT8"
+                         f"{activation_matmul_note(matmuls, rows)}; {len(float_ops)} MAC op(s) compute in float")
         return details, notes

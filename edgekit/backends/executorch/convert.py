@@ -33,7 +33,7 @@ from edgekit.passes.int8_options import Int8Options
 from edgekit.passes.recurrent import unroll_recurrent
 from edgekit.progress import step
 from edgekit.quant import pt2e
-from edgekit.quant.pt2e import MAC_OPS, aten_name, in_module, node_location
+from edgekit.quant.pt2e import WEIGHTED_MAC_OPS, aten_name, in_module, node_location
 from edgekit.quiet import quiet
 
 WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying (quant/plan.py ISA_PROFILES["xnnpack"])
@@ -170,22 +170,23 @@ def _failing_op(exc: Exception, graph) -> str:
 
 
 def _check_int8_share(graph: pte.Program, converted, plan, min_fraction: float) -> None:
-    """Refuse an INT8 program whose measured INT8 MAC share (as lowered) misses min_int8_mac_fraction though the plan
-    met it, naming the float MAC ops: attention's q.k^T and attn.v (GazeTransformer: 30% of MACs) run in float in
-    ExecuTorch, which onnx-int8 and tflite-int8 run in INT8. A gate failure would say only `int8_macs 0.695<0.9`."""
-    share = graph.int8_share()
+    """Refuse an INT8 program whose measured INT8 share of conv and linear MACs (as lowered) misses
+    min_int8_mac_fraction though the plan met it, naming the float conv and linear ops: the quantizer or the lowering
+    left a layer float that the plan had in INT8. A gate failure would say only `int8_macs 0.695<0.9`. Matmuls of two
+    activations are not in that share (backends.base.weight_int8_share): XNNPACK's batch matmul is FP32-only."""
+    share, _ = graph.int8_share()
     if share >= min_fraction or plan.int8_fraction("macs") < min_fraction:
         return  # met, or mixed precision itself chose this (its decisions say why)
     in_float_layer = [in_module(lp.name) for lp in plan.float_layers]
-    float_ops = [n for n in converted.graph.nodes if aten_name(n) in MAC_OPS and not _computes_int8(n)
+    float_ops = [n for n in converted.graph.nodes if aten_name(n) in WEIGHTED_MAC_OPS and not _computes_int8(n)
                  and not any(f(n) for f in in_float_layer)]
     first = f"aten.{aten_name(float_ops[0])} `{float_ops[0].name}` in {node_location(float_ops[0])}" if float_ops \
-        else "MAC ops the plan left INT8"
-    more = f" and {len(float_ops) - 1} more MAC op(s)" if len(float_ops) > 1 else ""
-    raise BadInputError(f"{WHO}: only {share:.1%} of MACs run in INT8 (min_int8_mac_fraction {min_fraction:g}): "
-                        f"{first}{more} compute in float (XNNPACK's batch matmul is FP32-only; XNNPACKQuantizer "
-                        "quantizes conv and linear); fix: set to_executorch's min_int8_mac_fraction and the gate to "
-                        f"{math.floor(share * 100) / 100:g} or lower, or use the onnx-int8 or tflite-int8 target")
+        else "conv or linear ops the plan left INT8"
+    more = f" and {len(float_ops) - 1} more" if len(float_ops) > 1 else ""
+    raise BadInputError(f"{WHO}: only {share:.1%} of conv and linear MACs run in INT8 (min_int8_mac_fraction "
+                        f"{min_fraction:g}): {first}{more} compute in float, though the plan had them in INT8; fix: keep "
+                        f"those layers float with keep_float and set to_executorch's min_int8_mac_fraction and the gate "
+                        f"to {math.floor(share * 100) / 100:g} or lower, or use the onnx-int8 or tflite-int8 target")
 
 
 def _computes_int8(node) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.backends.base import weight_int8_share
 from edgekit.errors import BadInputError
 
 # ScalarType codes of executorch/schema/scalar_type.fbs that an I/O tensor can have here
@@ -44,10 +45,10 @@ class Program:
         total = sum(r["macs"] for r in self.layers)
         return sum(r["macs"] for r in self.layers if r["delegated"]) / total if total else 1.0
 
-    def int8_share(self) -> float:
-        """Share of the program's MACs whose activation input is INT8 (1.0 when it has no MACs at all)."""
-        total = sum(r["macs"] for r in self.layers)
-        return sum(r["macs"] for r in self.layers if r["precision"] == "int8") / total if total else 1.0
+    def int8_share(self) -> tuple[float, list[dict]]:
+        """(share of the MACs against stored weights whose activation input is INT8, the MAC rows of matmuls of two
+        activations): backends.base.weight_int8_share."""
+        return weight_int8_share(self.layers)
 
     def portable_ops(self) -> dict[str, int]:
         return dict(Counter(self.portable))

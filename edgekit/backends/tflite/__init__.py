@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgekit.artifact import Format
-from edgekit.backends.base import Backend, counts_from_rows
+from edgekit.backends.base import Backend, activation_matmul_note, counts_from_rows, weight_int8_share
 from edgekit.backends.tflite import convert  # noqa: F401  (registers the pass)
 from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.backends.tflite.runner import LiteRTRunner, layers_of
@@ -39,13 +39,13 @@ class TFLiteBackend(Backend):
                    "op_histogram": dict(Counter(r["op"] for r in rows))}
         if art.meta.precision != "int8":
             return details, []
-        macs = sum(r["macs"] for r in rows) or 1
-        int8 = sum(r["macs"] for r in rows if r["precision"] == "int8") / macs
+        int8, matmuls = weight_int8_share(rows)
         float_ops = [{"op": r["op"], "layer": r["layer"], "macs": r["macs"], "activation_dtype": r["activation_dtype"]}
                      for r in rows if r["precision"] != "int8" and r["op"] not in tflite_graph._DATA_OPS]
         details |= {"int8_mac_fraction_measured": int8, "float_ops": float_ops}
         mac_ops = [f"{f['op']} ({f['layer']})" for f in float_ops if f["macs"]]
-        note = (f"INT8 model as converted: {int8:.1%} of MACs in INT8; {len(float_ops)} compute op(s) stay float"
+        note = (f"INT8 model as converted: {int8:.1%} of the conv and fully-connected MACs in INT8"
+                + activation_matmul_note(matmuls, rows) + f"; {len(float_ops)} compute op(s) stay float"
                 + (f", with MACs: {', '.join(mac_ops)}" if mac_ops else " (none with MACs)")
                 + (f"; the rest: {', '.join(sorted({f['op'] for f in float_ops if not f['macs']}))}"
                    if any(not f["macs"] for f in float_ops) else ""))

@@ -70,12 +70,21 @@ class ToTFLite(Int8Options):
         "into LayerNorm, a pre-activation block's add into an unfolded BatchNorm) left float, the rounding to INT8 and "
         "back saved (litert-torch's own route leaves them float), or int8 (benchmarks/tflite_fixed_output.md)")
 
+    # float by default since 2026-12-05: LiteRT 2.3 runs an INT8 BATCH_MATMUL only in its reference kernel (XNNPACK
+    # delegates the float one), which took 65% of the zoo's transformer's INT8 time; with them float it ran 3.3x faster
+    # (0.399 -> 0.122 ms, FP32 0.112) and closer to FP32 (0.437 -> 0.391 deg mean over 2,000 unseen images;
+    # benchmarks/tflite_activation_matmuls.md). No stored weight is involved, so the artifact's size is the same.
+    activation_matmuls: Literal["int8", "float"] = Field(
+        "float", description="int8 models only: a matmul of two activations (an attention's query x key and "
+        "probabilities x value) in float, run by XNNPACK, or int8, run by LiteRT's reference kernel (several times "
+        "slower: benchmarks/tflite_activation_matmuls.md); not counted in min_int8_mac_fraction either way")
+
     @model_validator(mode="after")
     def _int8_io_needs_int8(self) -> ToTFLite:
         """Refused when the recipe loads, not after the passes before it have run."""
         if self.io == "int8" and self.precision != "int8":
             raise ValueError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
-        for option in ("fixed_output_ops", "adds_into_float_ops"):  # set by the recipe: a default means nothing in FP32
+        for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls"):  # set by the recipe: a default means nothing in FP32
             if option in self.model_fields_set and getattr(self, option) == "float" and self.precision != "int8":
                 raise ValueError(f"to_tflite {option}=float needs precision int8, got {self.precision}; fix: set "
                                  f"precision: int8 or drop {option}")
@@ -145,6 +154,7 @@ class ToTFLite(Int8Options):
         quantizer = _quantizer_class()().set_global(pt2e.with_edgekit_observers(base, plan, self))
         quantizer.fixed_output_ops = self.fixed_output_ops
         quantizer.adds_into_float_ops = self.adds_into_float_ops
+        quantizer.activation_matmuls = self.activation_matmuls
         for lp in plan.float_layers:
             quantizer.set_module_name(lp.name, None)
         return quantizer
@@ -193,6 +203,7 @@ def _quantizer_class():
     class EdgekitPT2EQuantizer(pt2e_quantizer.PT2EQuantizer):
         fixed_output_ops = "auto"
         adds_into_float_ops = "int8"
+        activation_matmuls = "float"
         STATIC_OPS = [op for op in pt2e_quantizer.PT2EQuantizer.STATIC_OPS if op not in ("gru_io_only", "fixed_qparams")]
 
         def set_module_name(self, module_name, quantization_config):
@@ -218,6 +229,8 @@ def _quantizer_class():
             if self.global_config is None or self.global_config.input_activation is None:
                 return model  # dynamic quantization: no activation scales at all
             in_float_module = [in_module(name) for name, config in self.module_name_config.items() if config is None]
+            if self.activation_matmuls == "float":
+                _activation_matmuls_left_float(model)
             for node in model.graph.nodes:
                 name = aten_name(node)
                 if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or not quantized_output(node.args[0]) \
@@ -235,6 +248,7 @@ def _quantizer_class():
             pt2e.averages_own_output_range(model, self.global_config.output_activation)
             if self.adds_into_float_ops == "float":
                 _adds_into_float_ops_left_float(model)
+            _float_islands_left_float(model)
             return model
 
     return EdgekitPT2EQuantizer
@@ -259,16 +273,39 @@ _DATA_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "t", "
 
 
 def _feeds_mac_op(node) -> bool:
-    """A conv, linear or matmul reads the node's output, directly or through ops that only move data."""
+    """An INT8 conv, linear or matmul reads the node's output, directly or through ops that only move data."""
     readers = list(node.users)
     while readers:
         reader = readers.pop()
         name = aten_name(reader)
-        if name in MAC_OPS:
+        if name in MAC_OPS and not reader.meta.get("edgekit_float_by_option"):
             return True
         if name in _DATA_MOVES:
             readers.extend(reader.users)
     return False
+
+
+_MATMULS = ("matmul", "bmm", "mm", "baddbmm", "einsum")
+
+
+def _from_constant(node) -> bool:
+    """The node is a stored tensor (a weight), or only moves one."""
+    while hasattr(node, "op"):
+        if node.op == "get_attr":
+            return True
+        if aten_name(node) not in _DATA_MOVES or not node.args:
+            return False
+        node = node.args[0]
+    return False
+
+
+def _activation_matmuls_left_float(model) -> None:
+    """Every matmul whose inputs are all activations (no stored weight) left float, before the fixed-output ops are
+    decided: an attention's softmax then has no INT8 reader, and fixed_output_ops auto leaves it float too."""
+    for node in model.graph.nodes:
+        if aten_name(node) in _MATMULS and not any(_from_constant(a) for a in node.all_input_nodes):
+            _leave_float(node)
+            node.meta["edgekit_float_matmul"] = True
 
 
 _ADDS = ("add", "add_")
@@ -293,6 +330,34 @@ def _adds_into_float_ops_left_float(model) -> None:
                 _leave_float(node)
                 node.meta["edgekit_float_add"] = True
                 changed = True
+
+
+def _float_islands_left_float(model) -> None:
+    """Every op whose inputs edgekit has all left float (besides stored constants) and whose readers all read float
+    left float too, to a fixed point: quantizing its output would only round it to INT8 and back (an attention's logit
+    scaling between a float matmul and a float softmax). Only edgekit's own float choices start one: an op that
+    litert-torch fused to its producer (the relu of a conv-relu) has an unquantized input too."""
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.nodes:
+            annotation = node.meta.get("quantization_annotation")
+            inputs = [i for i in node.all_input_nodes if i.op != "get_attr"]
+            if annotation is None or annotation.output_qspec is None or "edgekit_float_by_option" in node.meta \
+                    or not inputs or not all("edgekit_float_by_option" in i.meta for i in inputs):
+                continue
+            readers = [u.meta.get("quantization_annotation") for u in node.users]
+            if not any(r is not None and node in r.input_qspec_map for r in readers):
+                _leave_float(node)
+                node.meta["edgekit_float_by_option"] = False  # float by edgekit, by no option: no decision line
+                changed = True
+
+
+def float_matmul_decisions(prepared) -> list[str]:
+    """One line per matmul of two activations left float by activation_matmuls."""
+    return [f"{aten_name(node)} `{node.name}` in {node_location(node)} kept float (activation_matmuls: float): it "
+            "multiplies two activations, which LiteRT runs in INT8 only in its reference kernel"
+            for node in prepared.graph.nodes if node.meta.get("edgekit_float_matmul")]
 
 
 def float_add_decisions(prepared) -> list[str]:
@@ -338,7 +403,8 @@ def recurrent_decisions(graph_module) -> list[str]:
 def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     """The shared PT2E sweep (edgekit.quant.pt2e.quantize) with LiteRT's own decision lines."""
     return pt2e.quantize(module, args, quantizer, samples, "to_tflite", "onnx-int8",
-                         lambda prepared: fixed_output_decisions(prepared) + float_add_decisions(prepared)
+                         lambda prepared: float_matmul_decisions(prepared) + fixed_output_decisions(prepared)
+                         + float_add_decisions(prepared)
                          + recurrent_decisions(prepared))
 
 

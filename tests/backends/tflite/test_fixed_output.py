@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit._optional import require
+from edgekit.backends.base import weight_int8_share
 from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.backends.tflite.convert import FIXED_OUTPUT_QPARAMS, ToTFLite, _convert, _export, _quantize_pt2e
 from edgekit.quant.pt2e import aten_name as _aten_name
@@ -126,8 +127,8 @@ class ReshapedSoftmax(nn.Module):
         return p + torch.sigmoid(x).sum(dim=1, keepdim=True)
 
 
-def _annotated(model, args, plan=None, fixed_output_ops="int8"):
-    quantizer = ToTFLite(precision="int8", fixed_output_ops=fixed_output_ops)._quantizer(plan or QuantPlan())
+def _annotated(model, args, plan=None, fixed_output_ops="int8", **options):
+    quantizer = ToTFLite(precision="int8", fixed_output_ops=fixed_output_ops, **options)._quantizer(plan or QuantPlan())
     graph = quantizer.annotate(quantizer.transform_for_annotation(_export(model, args).module()))
     return {_aten_name(n): n.meta.get("quantization_annotation") for n in graph.graph.nodes
             if _aten_name(n) in FIXED_OUTPUT_QPARAMS}
@@ -261,8 +262,8 @@ def test_l2cs_bins_zoo_model_compiles_for_tflite_int8(tmp_path):
 
 
 class Attention(nn.Module):
-    """softmax(q k^T * scale) v, as the zoo's GazeTransformer writes it: a matmul reads the softmax (the scaling mul
-    gives the softmax an INT8 input: litert-torch 0.10 annotates no matmul of two activations)."""
+    """softmax(q k^T * scale) v, as the zoo's GazeTransformer writes it: a matmul reads the softmax, and two matmuls
+    multiply activations (no stored weight)."""
 
     def __init__(self):
         super().__init__()
@@ -273,16 +274,47 @@ class Attention(nn.Module):
         return torch.matmul(F.softmax(scores, dim=-1), self.v(x))
 
 
-def test_fixed_output_ops_auto_is_float_unless_a_mac_op_reads_the_op():
-    """auto: an expectation head's softmaxes (read by MUL) float, an attention's (read by a matmul) INT8 at LiteRT's
-    fixed scale, so the INT8 MAC share never moves; int8 and float as configured."""
+def test_fixed_output_ops_auto_is_float_unless_an_int8_mac_op_reads_the_op():
+    """auto: an expectation head's softmaxes (read by MUL) float; an attention's float too while its matmuls are float
+    (activation_matmuls: float, the default), INT8 at LiteRT's fixed scale when they are INT8; int8 and float as
+    configured."""
     head = _annotated(_model(), (torch.zeros(SHAPE),), fixed_output_ops="auto")
     assert head["softmax"].output_qspec is None  # the float choice: no output quantization
-    attention = _annotated(Attention().eval(), (torch.zeros(1, 3, 4),), fixed_output_ops="auto")
+    args = (torch.zeros(1, 3, 4),)
+    attention = _annotated(Attention().eval(), args, fixed_output_ops="auto", activation_matmuls="int8")
     assert (attention["softmax"].output_qspec.scale, attention["softmax"].output_qspec.zero_point) == (1 / 256, -128)
-    assert _annotated(Attention().eval(), (torch.zeros(1, 3, 4),), fixed_output_ops="float")["softmax"].output_qspec is None
-    assert ToTFLite(precision="int8").fixed_output_ops == "auto"
+    assert _annotated(Attention().eval(), args, fixed_output_ops="auto")["softmax"].output_qspec is None
+    assert _annotated(Attention().eval(), args, fixed_output_ops="float", activation_matmuls="int8")["softmax"].output_qspec is None
+    assert (ToTFLite(precision="int8").fixed_output_ops, ToTFLite(precision="int8").activation_matmuls) == ("auto", "float")
 
+
+@pytest.mark.parametrize("option", ["float", "int8"])
+def test_activation_matmuls_run_in_litert_and_stay_out_of_the_int8_share(tmp_path, option):
+    """float (the default): both matmuls, the logit scaling and the softmax compute in float with no INT8 round trip
+    between them (no QUANTIZE), the decisions name both matmuls; int8: the softmax INT8 at LiteRT's scale and the
+    query x key matmul INT8 (the last one stays float here: litert-torch quantizes a matmul's output only for an INT8
+    reader, and this one feeds the model output). Either way the linear layers are INT8, the share
+    min_int8_mac_fraction checks is 1.0, the matmuls are reported apart, and LiteRT matches float."""
+    torch.manual_seed(0)
+    model = Attention().eval()
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (64, 3, 4)).astype(np.float32))
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x, fixed_output_ops="auto",
+                                      activation_matmuls=option)
+    assert sum("kept float (activation_matmuls: float)" in d for d in decisions) == (2 if option == "float" else 0)
+    runner = LiteRTRunner(path)
+    ops = [d["op_name"] for d in runner.interpreter._get_ops_details()]
+    if option == "float":  # the scaling feeds the softmax in float: no QUANTIZE / DEQUANTIZE between them
+        assert ops[ops.index("SOFTMAX") - 1] == "MUL" and _op_outputs(runner, "MUL")[0][0] == "float32"
+        assert _op_outputs(runner, "SOFTMAX")[0][0] == "float32"
+    else:
+        assert _op_outputs(runner, "SOFTMAX") == [("int8", (1 / 256, -128))]
+    share, matmuls = weight_int8_share(tflite_graph.layer_rows(tflite_graph.read(path)))
+    assert share == 1.0 and len(matmuls) == 2
+    precisions = {m["precision"] for m in matmuls}
+    assert precisions == {"fp32"} if option == "float" else "int8" in precisions
+    with torch.no_grad():
+        ref = model(x[:16]).numpy()
+    assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05
 
 
 class ResidualsIntoLayerNorm(nn.Module):
