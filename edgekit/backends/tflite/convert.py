@@ -54,14 +54,13 @@ class ToTFLite(Int8Options):
         "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
     # auto by default since 2026-12-05: of the zoo and built-in models only l2cs_bins has such an op that no MAC op
     # reads, and float brings it closer to FP32 (0.347 -> 0.326 deg mean difference over 10,000 unseen images, INT8 MAC
-    # share still 1.0; benchmarks/int8_unseen_sets_tflite.md); where a matmul reads it (attention), float would move
-    # MACs out of INT8
+    # share still 1.0; benchmarks/int8_unseen_sets_tflite.md); where an INT8 matmul reads it (attention with
+    # activation_matmuls: int8), float would move MACs out of INT8
     fixed_output_ops: Literal["auto", "int8", "float"] = Field(
         "auto", description="int8 models only: softmax, sigmoid, tanh and log_softmax in INT8 at the output scale LiteRT "
-        "fixes (1/256 for softmax), or float with the ops that read them (on the zoo's transformer float was faster and "
-        "closer to FP32, its attention matmul then float: benchmarks/tflite_fixed_output.md); auto: float where no "
-        "conv, linear or matmul reads the op (an L2CS-style expectation over softmax bins), so no MACs leave INT8, "
-        "else int8")
+        "fixes (1/256 for softmax), or float with the ops that read them (benchmarks/tflite_fixed_output.md); auto: "
+        "float where no INT8 conv, linear or matmul reads the op (an L2CS-style expectation over softmax bins, an "
+        "attention's softmax while activation_matmuls is float), so no MACs leave INT8, else int8")
     # float by default since 2026-12-04: on the two zoo models with such adds, closer to FP32 on both the mean and the
     # largest difference over 2,000 unseen images (gaze_transformer 0.507 / 2.925 -> 0.437 / 2.251 deg,
     # preact_resnet_gaze 0.450 / 1.829 -> 0.394 / 1.828), no slower, no MACs moved; the other 8 have none
@@ -179,10 +178,13 @@ def _quantizer_class():
       quantization LiteRT requires (then propagated on the same way); one with a float input stays float.
     - fixed_output_ops = "float" (the pass's option) leaves each of those ops float instead, and the ops reading it
       read float (LiteRT then runs them in float, the next INT8 op quantizing again); "auto" (the default) does so
-      only where no MAC op reads the op (_feeds_mac_op), else quantizes it as "int8" does.
+      only where no INT8 MAC op reads the op (_feeds_mac_op), else quantizes it as "int8" does.
+    - activation_matmuls = "float" (the pass's option, the default) leaves every matmul of two activations float
+      before the fixed-output ops are decided: LiteRT runs their INT8 form only in its reference kernel.
     - adds_into_float_ops = "float" (the pass's option) leaves float each add whose every reader is float (after the
       above; an add reading into another such add counts as float), so its result is not rounded to INT8 only to be
-      dequantized by the next op.
+      dequantized by the next op. Then any op whose inputs edgekit left float and whose readers all read float
+      stays float too (_float_islands_left_float).
     - A global average (a pool to 1x1, a mean) gets its own observed output range: litert-torch shares its input's (a
       view's rule), but the average of a feature map spans far less than the map, so the shared scale left the pooled
       features a few INT8 steps (pt2e.averages_own_output_range).
