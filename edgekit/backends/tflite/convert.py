@@ -378,7 +378,7 @@ def fixed_output_decisions(prepared) -> list[str]:
         annotation = node.meta.get("quantization_annotation")
         op = f"{name.lstrip('_')} `{node.name}` in {node_location(node)}"
         if node.meta.get("edgekit_float_by_option"):
-            why = ("auto: no conv, linear or matmul reads it, so no MACs leave INT8"
+            why = ("auto: no INT8 conv, linear or matmul reads it, so no MACs leave INT8"
                    if node.meta.get("edgekit_fixed_output_ops") == "auto" else "float")
             lines.append(f"{op} kept float (fixed_output_ops: {why}), and the ops reading it read float")
         elif annotation is not None and annotation.output_qspec is not None:

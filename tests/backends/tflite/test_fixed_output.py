@@ -183,7 +183,7 @@ def test_softmax_expectation_head_runs_in_litert_and_matches_float(tmp_path):
 
 
 @pytest.mark.parametrize("option, why", [("float", "float"),
-                                         ("auto", "auto: no conv, linear or matmul reads it, so no MACs leave INT8")])
+                                         ("auto", "auto: no INT8 conv, linear or matmul reads it, so no MACs leave INT8")])
 def test_fixed_output_ops_float_leaves_the_softmaxes_and_their_readers_float_and_runs(tmp_path, option, why):
     """fixed_output_ops: float (and auto, where only the expectation's MUL reads each softmax): no INT8 SOFTMAX at all
     (not one with the reader's scale, which LiteRT refuses) and the expectation's MUL reads float; the INT8 layers
@@ -256,7 +256,7 @@ def test_l2cs_bins_zoo_model_compiles_for_tflite_int8(tmp_path):
     assert res.report.accuracy.error_increase_deg <= 0.3
     assert res.report.runtime.op_histogram["SOFTMAX"] == 2
     # fixed_output_ops auto: only the expectation's MUL and sum read each softmax, so both stay float (no MACs move)
-    assert sum("softmax" in n and "fixed_output_ops: auto: no conv, linear or matmul reads it" in n
+    assert sum("softmax" in n and "fixed_output_ops: auto: no INT8 conv, linear or matmul reads it" in n
                for n in res.report.notes) == 2
     assert res.report.quantization.int8_mac_fraction == 1.0
 
