@@ -39,9 +39,9 @@ class Gates(BaseModel):
     max_lava_mismatched_messages: int | None = Field(
         None, ge=0, description="loihi-sdnn: graded messages (readout included) that differ between Lava's simulator and "
                                 "edgekit's fixed-point mirror")
-    min_int8_mac_fraction: float | None = Field(None, ge=0, le=1, description="share of the conv and linear MACs (the "
-                                                "layers with weights) executed in INT8; matmuls of two activations are "
-                                                "reported apart")
+    min_int8_mac_fraction: float | None = Field(None, ge=0, le=1, description="share of the MACs of the layers the plan "
+                                                "quantizes executed in INT8 (TFLite, ExecuTorch: conv and linear; ONNX: "
+                                                "also matmuls of two activations)")
     min_delegated_mac_fraction: float | None = Field(
         None, ge=0, le=1, description="executorch: share of MACs run by the XNNPACK delegate, not the portable kernels")
 

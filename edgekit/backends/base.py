@@ -70,10 +70,12 @@ def counts_from_rows(rows: list[dict], params_how: str, macs_from: str) -> dict:
 def weight_int8_share(rows: list[dict]) -> tuple[float, list[dict]]:
     """(the share of MACs against stored weights whose activation input is INT8, the MAC rows without a stored weight).
 
-    What min_int8_mac_fraction checks in every backend: the layers with weights (conv, fully connected), the ones
-    edgekit's plan quantizes and the ONNX plan's figure counts. A matmul of two activations (an attention's query x key,
-    probabilities x value) is reported apart: LiteRT 2.3 runs its INT8 form only in a reference kernel and ExecuTorch's
-    XNNPACK has none, so float there is no quantizer's slip (benchmarks/tflite_activation_matmuls.md)."""
+    What min_int8_mac_fraction checks for TFLite and ExecuTorch, read from the artifact: the layers their plan
+    quantizes (quant.torch_plan.layer_table: conv and linear, the layers with weights). A matmul of two activations (an
+    attention's query x key, probabilities x value) is reported apart: LiteRT 2.3 runs its INT8 form only in a reference
+    kernel and ExecuTorch's XNNPACK has none, so float there is a choice, not a quantizer's slip
+    (benchmarks/tflite_activation_matmuls.md). The ONNX plan counts such matmuls as layers: onnxruntime has integer
+    kernels for them."""
     weighted = [r for r in rows if r["macs"] and r.get("weight_elems")]
     total = sum(r["macs"] for r in weighted)
     share = sum(r["macs"] for r in weighted if r["precision"] == "int8") / total if total else 1.0

@@ -75,7 +75,7 @@ def check_gates(recipe: Recipe, report: Report) -> list[Gate]:
              for name, limit, value, detail in checks if limit is not None]
     lower_bounds = [  # at least
         ("min_int8_mac_fraction", g.min_int8_mac_fraction,
-         report.quantization.int8_mac_fraction if report.quantization else None, "share of conv and linear MACs in INT8 (at least)"),
+         report.quantization.int8_mac_fraction if report.quantization else None, "share of the quantized layers' MACs in INT8 (at least)"),
         ("min_delegated_mac_fraction", g.min_delegated_mac_fraction, report.runtime.delegated_mac_fraction if report.runtime
          else None, "share of MACs run by the XNNPACK delegate, not ExecuTorch's portable kernels (at least)"),
     ]
