@@ -70,8 +70,8 @@ class ToTFLite(Int8Options):
         "back saved (litert-torch's own route leaves them float), or int8 (benchmarks/tflite_fixed_output.md)")
 
     # float by default since 2026-12-05: LiteRT 2.3 runs an INT8 BATCH_MATMUL only in its reference kernel (XNNPACK
-    # delegates the float one), which took 65% of the zoo's transformer's INT8 time; with them float it ran 3.3x faster
-    # (0.399 -> 0.122 ms, FP32 0.112) and closer to FP32 (0.437 -> 0.391 deg mean over 2,000 unseen images;
+    # delegates the float one), which took 60% of the zoo's transformer's INT8 time; with them float it ran 3.4x faster
+    # (0.394 -> 0.115 ms, FP32 0.106) and closer to FP32 (0.437 -> 0.390 deg mean over 2,000 unseen images;
     # benchmarks/tflite_activation_matmuls.md). No stored weight is involved, so the artifact's size is the same.
     activation_matmuls: Literal["int8", "float"] = Field(
         "float", description="int8 models only: a matmul of two activations (an attention's query x key and "
@@ -83,7 +83,8 @@ class ToTFLite(Int8Options):
         """Refused when the recipe loads, not after the passes before it have run."""
         if self.io == "int8" and self.precision != "int8":
             raise ValueError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
-        for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls"):  # set by the recipe: a default means nothing in FP32
+        # set by the recipe: a default means nothing in FP32
+        for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls"):
             if option in self.model_fields_set and getattr(self, option) == "float" and self.precision != "int8":
                 raise ValueError(f"to_tflite {option}=float needs precision int8, got {self.precision}; fix: set "
                                  f"precision: int8 or drop {option}")
