@@ -311,7 +311,7 @@ def test_activation_matmuls_run_in_litert_and_stay_out_of_the_int8_share(tmp_pat
     share, matmuls = weight_int8_share(tflite_graph.layer_rows(tflite_graph.read(path)))
     assert share == 1.0 and len(matmuls) == 2
     precisions = {m["precision"] for m in matmuls}
-    assert precisions == {"fp32"} if option == "float" else "int8" in precisions
+    assert (precisions == {"fp32"}) if option == "float" else ("int8" in precisions)
     with torch.no_grad():
         ref = model(x[:16]).numpy()
     assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05
