@@ -7,7 +7,7 @@ repr), and each section is a list of (label, text) facts or a header plus rows o
 from __future__ import annotations
 
 from edgekit.report.model import Measurement, Report
-from edgekit.report.summary import energy_range
+from edgekit.report.summary import energy_range, speed_against_fp32
 
 
 def plain(value, nested: bool = False) -> str:
@@ -111,7 +111,7 @@ def quant_facts(report: Report) -> list[tuple[str, str]]:
         return []
     plan = q.plan
     cal = plan.calibration
-    facts = [("INT8 share", f"{q.int8_mac_fraction:.1%} of MACs, {q.int8_weight_fraction:.1%} of weights"),
+    facts = [("INT8 share", f"{q.int8_mac_fraction:.1%} of the quantized layers' MACs, {q.int8_weight_fraction:.1%} of weights"),
              ("float layers", ", ".join(f"{f.name} ({f.reason})" for f in q.float_layers) or "none"),
              ("weights", plain(plan.weights)), ("activations", plain(plan.activations)),
              ("calibration", f"{cal.get('source')}, {cal.get('n')} samples, digest {str(cal.get('digest'))[:16]}"),
@@ -120,7 +120,7 @@ def quant_facts(report: Report) -> list[tuple[str, str]]:
         facts.append(("against FP32 (same pipeline, measured interleaved in one run)",
                       f"size {c.size_fp32_bytes / 1e6:.2f} -> {c.size_int8_bytes / 1e6:.2f} MB ({c.size_ratio:.2f}x smaller); "
                       f"latency p50 {c.latency_fp32['p50'].value:.3f} -> {c.latency_int8['p50'].value:.3f} ms "
-                      f"({c.speedup_p50:.2f}x)"))
+                      f"({speed_against_fp32(c.speedup_p50)})"))
     measured = any(lp.sensitivity_deg is not None for lp in q.layers)
     facts.append(("sensitivity", SENSITIVITY_MEANS if measured else SENSITIVITY_SKIPPED))
     return facts

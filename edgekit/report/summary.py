@@ -14,6 +14,13 @@ def energy_range(low_uj: float, high_uj: float) -> str:
     return f"{lo:.3g}" if abs(hi - lo) <= 1e-9 * max(abs(hi), 1) else f"{lo:.3g}-{hi:.3g}"
 
 
+def speed_against_fp32(speedup: float) -> str:
+    """'3.06x faster', or '3.20x slower' for an INT8 artifact that ran slower than its FP32 counterpart (a small model
+    whose quantize and dequantize steps outweigh its integer kernels, or a host whose INT8 kernels suit it badly),
+    rather than '0.31x faster'."""
+    return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
+
+
 def network_energy(report: Report) -> dict:
     """The whole-network compute estimate as the comparison page shows it (same row, label and 'not a saving on this
     device' note, from edgekit.report.whole_network); {"why": ...} when the report has none."""
@@ -59,8 +66,8 @@ def summary(report: Report, out_dir: Path) -> str:
     if q:
         float_macs = sorted({f"{f.op} ({f.layer})" for f in report.runtime.float_ops or [] if f.macs})
         floats = [f.name for f in q.float_layers] + float_macs  # planned float layers, then what the artifact shows
-        lines.append(f"  int8     {q.int8_mac_fraction:.1%} of MACs; float: {', '.join(floats) or 'none'}"
-                     + (f"; vs FP32 {c.size_ratio:.2f}x smaller, {c.speedup_p50:.2f}x faster (p50, interleaved)" if c else ""))
+        lines.append(f"  int8     {q.int8_mac_fraction:.1%} of the quantized layers' MACs; float: {', '.join(floats) or 'none'}"
+                     + (f"; vs FP32 {c.size_ratio:.2f}x smaller, {speed_against_fp32(c.speedup_p50)} (p50, interleaved)" if c else ""))
     if report.runtime.delegated_mac_fraction is not None:  # executorch: what XNNPACK runs, what falls to portable kernels
         portable = ", ".join(f"{op} x{n}" for op, n in (report.runtime.portable_ops or {}).items()) or "nothing"
         lines.append(f"  delegate XNNPACK runs {report.runtime.delegated_mac_fraction:.1%} of MACs; portable kernels: {portable}")

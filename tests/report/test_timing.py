@@ -20,6 +20,7 @@ from edgekit.backends.tflite.runner import LiteRTRunner
 from edgekit.data.synthetic import standard_set
 from edgekit.environment import host_info
 from edgekit.report.model import Timing
+from edgekit.report.summary import speed_against_fp32
 from edgekit.report.timing import describe, timing_line
 
 require("litert_torch", "TFLite tests")
@@ -133,3 +134,9 @@ def test_describe_names_time_load_and_host():
                load_end=[2.0, 1.0, 0.5])
     assert describe(t) == ("latency measured at 2026-12-01T22:00:00+00:00 under load 1.50/0.75 (at the end 2.00/1.00) "
                            "on AMD EPYC 7B13")
+
+
+def test_an_int8_artifact_slower_than_fp32_is_said_to_be_slower():
+    """The summary and the report say '3.20x slower', not '0.31x faster' (itracker's tflite-int8 on an AMX host)."""
+    assert speed_against_fp32(3.06) == "3.06x faster" and speed_against_fp32(1.0) == "1.00x faster"
+    assert speed_against_fp32(0.3125) == "3.20x slower"
