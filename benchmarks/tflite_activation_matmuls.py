@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import int8_peers as peers  # noqa: E402
 from int8_profile import litert_perf  # noqa: E402
-from tflite_fixed_output import float_compute_ops, run  # noqa: E402
+from tflite_fixed_output import float_compute_ops, header, run, tables  # noqa: E402
 
 SHIPPED = "edgekit, activation_matmuls: float (shipped)"
 
@@ -72,30 +72,19 @@ def bench(name: str, tmp: Path, unseen: int, runs: int, perf_runs: int) -> dict:
 
 
 def markdown(results: list[dict], host: dict, version: str) -> str:
-    lines = ["# TFLite INT8: matmuls of two activations in float or INT8", "",
-             f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}). LiteRT {version}. Produced "
-             "by `benchmarks/tflite_activation_matmuls.py`: every variant calibrated on the same 512 samples, measured on "
-             f"{results[0]['unseen'] if results else 0} unseen samples (seed {peers.UNSEEN_SEED}) against the FP32 "
-             "artifact; latency interleaved in one loop, batch 1, 1 thread. Gate share: conv and fully-connected MACs in "
-             "INT8 (what min_int8_mac_fraction checks); matmuls: the matmuls of two activations, their share of all "
-             "MACs and their precision. Time: perf samples of a child invoking the interpreter alone (its start-up "
-             "included), the symbols above 2%.", ""]
-    for res in results:
-        lines += [f"## {res['model']}", "",
-                  "| variant | mean diff (deg) | p95 diff | max diff | p50 (ms) | gate share | matmuls | where the time goes |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in res["rows"]:
-            if "failed" in r:
-                lines.append(f"| {r['variant']} | failed: {r['failed'][:160]} |  |  |  |  |  |  |")
-                continue
-            matmuls = (f"{r['matmul_mac_share']:.1%} of MACs, {' / '.join(r['matmul_precisions'])}"
-                       if r.get("matmul_precisions") else "")
-            share = f"{r['gate_share']:.3f}" if "gate_share" in r else ""
-            top = "; ".join(f"{sym.split('(')[0][:60]} {pct:.0f}%" for pct, sym in r["perf"]["symbols"] if pct >= 2)
-            lines.append(f"| {r['variant']} | {r['mean_diff']:.3f} | {r['p95_diff']:.3f} | {r['max_diff']:.3f} | "
-                         f"{r['p50_ms']:.3f} | {share} | {matmuls} | {top} |")
-        lines.append("")
-    return "\n".join(lines)
+    lines = header("TFLite INT8: matmuls of two activations in float or INT8", "tflite_activation_matmuls.py", results,
+                   host, version, "Gate share: conv and fully-connected MACs in INT8 (what min_int8_mac_fraction "
+                   "checks); matmuls: the matmuls of two activations, their share of all MACs and their precision. Time: "
+                   "perf samples of a child invoking the interpreter alone (its start-up included), the symbols above 2%.")
+
+    def cells(r: dict) -> list[str]:
+        matmuls = (f"{r['matmul_mac_share']:.1%} of MACs, {' / '.join(r['matmul_precisions'])}"
+                   if r.get("matmul_precisions") else "")
+        share = f"{r['gate_share']:.3f}" if "gate_share" in r else ""
+        top = "; ".join(f"{sym.split('(')[0][:60]} {pct:.0f}%" for pct, sym in r["perf"]["symbols"] if pct >= 2)
+        return [share, matmuls, top]
+
+    return "\n".join(lines + tables(results, ["gate share", "matmuls", "where the time goes"], cells))
 
 
 def main() -> None:

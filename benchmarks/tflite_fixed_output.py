@@ -76,25 +76,40 @@ def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     return {"model": name, "rows": rows, "unseen": unseen}
 
 
-def markdown(results: list[dict], host: dict, version: str) -> str:
-    lines = ["# TFLite INT8: LiteRT's fixed-output ops, and adds read only by float ops, in INT8 or float", "",
-             f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}). LiteRT {version}. Produced "
-             "by `benchmarks/tflite_fixed_output.py`: every variant calibrated on the same 512 samples, measured on "
-             f"{results[0]['unseen'] if results else 0} unseen samples (seed {peers.UNSEEN_SEED}) against the FP32 "
-             "artifact; latency interleaved in one loop, batch 1, 1 thread. Float ops: compute ops LiteRT runs with a "
-             "float input or output (XNNPACK's delegated partitions not counted).", ""]
+def header(title: str, script: str, results: list[dict], host: dict, version: str, columns_mean: str) -> list[str]:
+    """The title and the machine paragraph shared by this benchmark and tflite_activation_matmuls.py."""
+    return [f"# {title}", "",
+            f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}). LiteRT {version}. Produced "
+            f"by `benchmarks/{script}`: every variant calibrated on the same 512 samples, measured on "
+            f"{results[0]['unseen'] if results else 0} unseen samples (seed {peers.UNSEEN_SEED}) against the FP32 "
+            f"artifact; latency interleaved in one loop, batch 1, 1 thread. {columns_mean}", ""]
+
+
+def tables(results: list[dict], columns: list[str], cells) -> list[str]:
+    """Per model, a table: variant, mean / p95 / max difference, p50, then `columns` filled by `cells(row)`; a variant
+    that failed gets its reason instead."""
+    lines = []
     for res in results:
-        lines += [f"## {res['model']}", "",
-                  "| variant | mean diff (deg) | p95 diff | max diff | p50 (ms) | INT8 MAC share | float ops |",
-                  "|---|---|---|---|---|---|---|"]
+        head = ["variant", "mean diff (deg)", "p95 diff", "max diff", "p50 (ms)", *columns]
+        lines += [f"## {res['model']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in res["rows"]:
             if "failed" in r:
-                lines.append(f"| {r['variant']} | failed: {r['failed'][:160]} |  |  |  |  |  |")
+                lines.append(f"| {r['variant']} | failed: {r['failed'][:160]} |" + "  |" * (len(head) - 2))
                 continue
-            ops = ", ".join(f"{k} {v}" for k, v in sorted(r["float_ops"].items()))
-            lines.append(f"| {r['variant']} | {r['mean_diff']:.3f} | {r['p95_diff']:.3f} | {r['max_diff']:.3f} | "
-                         f"{r['p50_ms']:.3f} | {r['int8_mac_share']} | {ops} |")
+            own = [r["variant"], f"{r['mean_diff']:.3f}", f"{r['p95_diff']:.3f}", f"{r['max_diff']:.3f}",
+                   f"{r['p50_ms']:.3f}", *cells(r)]
+            lines.append("| " + " | ".join(own) + " |")
         lines.append("")
+    return lines
+
+
+def markdown(results: list[dict], host: dict, version: str) -> str:
+    lines = header("TFLite INT8: LiteRT's fixed-output ops, and adds read only by float ops, in INT8 or float",
+                   "tflite_fixed_output.py", results, host, version,
+                   "Float ops: compute ops LiteRT runs with a float input or output (XNNPACK's delegated partitions not "
+                   "counted).")
+    lines += tables(results, ["INT8 MAC share", "float ops"], lambda r: [
+        str(r["int8_mac_share"]), ", ".join(f"{k} {v}" for k, v in sorted(r["float_ops"].items()))])
     return "\n".join(lines)
 
 

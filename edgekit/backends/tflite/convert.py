@@ -321,39 +321,43 @@ def _reads_int8(node) -> bool:
             and (annotation.output_qspec is not None or bool(annotation.input_qspec_map)))
 
 
+def _leave_float_until_stable(model, should_leave, mark: str) -> None:
+    """_leave_float every node `should_leave` picks, marked `mark`, until a sweep of the graph picks none: leaving one
+    op float can make its neighbours qualify."""
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.nodes:
+            if should_leave(node):
+                _leave_float(node)
+                node.meta[mark] = True
+                changed = True
+
+
 def _adds_into_float_ops_left_float(model) -> None:
     """Every INT8 add whose readers are all float (the graph output included), to a fixed point: an add feeding only
     LayerNorm and the next residual add is float once that add is. An add the quantizer left float is not named."""
-    changed = True
-    while changed:
-        changed = False
-        for node in model.graph.nodes:
-            if aten_name(node) in _ADDS and _reads_int8(node) and node.users \
-                    and not any(_reads_int8(user) for user in node.users):
-                _leave_float(node)
-                node.meta["edgekit_float_add"] = True
-                changed = True
+    _leave_float_until_stable(model, lambda node: aten_name(node) in _ADDS and _reads_int8(node) and bool(node.users)
+                              and not any(_reads_int8(user) for user in node.users), "edgekit_float_add")
+
+
+def _float_island(node) -> bool:
+    """The node quantizes its output, every input but stored constants is one edgekit left float, and no reader takes
+    that output as INT8: quantizing it would only round it to INT8 and back (an attention's logit scaling between a
+    float matmul and a float softmax). Only edgekit's own float choices start one: an op that litert-torch fused to its
+    producer (the relu of a conv-relu) has an unquantized input too."""
+    annotation = node.meta.get("quantization_annotation")
+    inputs = [i for i in node.all_input_nodes if i.op != "get_attr"]
+    if annotation is None or annotation.output_qspec is None or node.meta.get("edgekit_float_by_option") \
+            or not inputs or not all(i.meta.get("edgekit_float_by_option") for i in inputs):
+        return False
+    readers = [u.meta.get("quantization_annotation") for u in node.users]
+    return not any(r is not None and node in r.input_qspec_map for r in readers)
 
 
 def _float_islands_left_float(model) -> None:
-    """Every op whose inputs edgekit has all left float (besides stored constants) and whose readers all read float
-    left float too, to a fixed point: quantizing its output would only round it to INT8 and back (an attention's logit
-    scaling between a float matmul and a float softmax). Only edgekit's own float choices start one: an op that
-    litert-torch fused to its producer (the relu of a conv-relu) has an unquantized input too."""
-    changed = True
-    while changed:
-        changed = False
-        for node in model.graph.nodes:
-            annotation = node.meta.get("quantization_annotation")
-            inputs = [i for i in node.all_input_nodes if i.op != "get_attr"]
-            if annotation is None or annotation.output_qspec is None or "edgekit_float_by_option" in node.meta \
-                    or not inputs or not all("edgekit_float_by_option" in i.meta for i in inputs):
-                continue
-            readers = [u.meta.get("quantization_annotation") for u in node.users]
-            if not any(r is not None and node in r.input_qspec_map for r in readers):
-                _leave_float(node)
-                node.meta["edgekit_float_by_option"] = False  # float by edgekit, by no option: no decision line
-                changed = True
+    """Every _float_island left float, to a fixed point (an island's neighbour may then be one)."""
+    _leave_float_until_stable(model, _float_island, "edgekit_float_island")
 
 
 def float_matmul_decisions(prepared) -> list[str]:
@@ -378,7 +382,7 @@ def fixed_output_decisions(prepared) -> list[str]:
             continue
         annotation = node.meta.get("quantization_annotation")
         op = f"{name.lstrip('_')} `{node.name}` in {node_location(node)}"
-        if node.meta.get("edgekit_float_by_option"):
+        if "edgekit_fixed_output_ops" in node.meta:  # left float by that option (not as an island after it)
             why = ("auto: no INT8 conv, linear or matmul reads it, so no MACs leave INT8"
                    if node.meta.get("edgekit_fixed_output_ops") == "auto" else "float")
             lines.append(f"{op} kept float (fixed_output_ops: {why}), and the ops reading it read float")
