@@ -6,7 +6,10 @@ by up to 9% here (ORT best on GazeResNet18: 1.650 then 1.506 ms), so a few perce
 little. This builds, per model, the FP32 artifact, edgekit's INT8 one and the peers' (ONNX: ORT default and ORT best;
 LiteRT: litert-torch's PT2E), then times them in ROUNDS interleaved rounds and gives each variant's median p50 over
 the rounds, and per round the ratio of edgekit's p50 to the fastest peer's: its median and range. A verdict "holds"
-when the median ratio is at most 1; "within noise" when it is above 1 but the rounds' range reaches 1.
+when the median ratio is at most 1; "within noise" when it is above 1 but the rounds' range reaches 1. Each round is
+edgekit.report.measure.interleaved_latency: since 2026-12-05 the variants take turns in blocks of runs, each after
+untimed settling runs; before, run by run, which made whichever variant followed FP32 slower
+(benchmarks/interleave_order.md).
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_latency_rounds.py [--models gazeresnet18,itracker]
          [--runtime onnx|tflite] [--rounds 7] [--runs 300] [--avx2-only] [--out benchmarks/int8_latency_rounds.md]
@@ -84,12 +87,15 @@ def verdict(ratios: list[float]) -> str:
 
 
 def markdown(results: list[dict], host: dict, masked: bool) -> str:
+    from edgekit.report.measure import INTERLEAVE_BLOCK, SETTLE_S
+
     kernels = (" Run with --avx2-only: CPUID masked (tests/avx2_only.c), every runtime and compile on its AVX2 kernels."
                if masked else "")
     lines = ["# INT8 latency against the peers, in interleaved rounds", "",
              f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}).{kernels} Produced by "
-             f"`benchmarks/int8_latency_rounds.py`: batch 1, 1 thread, each round one interleaved loop of "
-             f"{results[0]['runs'] if results else 0} runs per variant after warm-up; the peers built as in "
+             f"`benchmarks/int8_latency_rounds.py`: batch 1, 1 thread, each round {results[0]['runs'] if results else 0} "
+             f"runs per variant after warm-up, interleaved in blocks of {INTERLEAVE_BLOCK} runs, each after "
+             f"{SETTLE_S:g} s of untimed ones (edgekit.report.measure); the peers built as in "
              "`int8_peers.py` (calibrated on the same 512 samples).", "",
              "| model | runtime | variant | p50 ms, median of rounds | p50 range | x FP32 |", "|---|---|---|---|---|---|"]
     for res in results:

@@ -40,18 +40,51 @@ def compare(ref_out: np.ndarray, art_out: np.ndarray, inputs: ModelInputs, card:
         how=how)
 
 
+# Interleaved runners take turns in blocks of this many timed runs, each block after SETTLE_S of untimed runs.
+# Alternating run by run, no runner ran as it runs alone: GazeResNet18's INT8 ONNX model took 1.9 ms alternating with
+# its FP32 model against 1.25 ms alone, and of two equally fast INT8 models the one placed after the FP32 model measured
+# 3% slower. Not the caches alone: after 0.1 s of sleep or of a Python loop its FP32 model too needs about 0.1 s of runs
+# to come down from 6.5 to 4.7 ms, after an INT8 model's runs the same (benchmarks/interleave_order.md). Blocks still let
+# the machine's load hit every runner alike (each lasts a fraction of a second).
+INTERLEAVE_BLOCK = 50
+SETTLE_S = 0.1
+
+
+def _settle(run: Runner, sample: dict[str, np.ndarray]) -> None:
+    """Untimed runs, at least one, until SETTLE_S has passed."""
+    end = time.perf_counter() + SETTLE_S
+    run(sample)
+    while time.perf_counter() < end:
+        run(sample)
+
+
+def _round_order(labels: list[str], round_index: int) -> list[str]:
+    """The runners' order in one round: rotated every second round and reversed every other, so each runner follows
+    each other one equally often."""
+    k = (round_index // 2) % len(labels)
+    order = labels[k:] + labels[:k]
+    return order[::-1] if round_index % 2 else order
+
+
 def _time_runs(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, np.ndarray]:
-    """Milliseconds per run of each runner, measured alternately in one loop after `warmup` untimed rounds."""
+    """Milliseconds per run of each runner after `warmup` untimed rounds: one runner run after run; several in
+    alternating blocks (INTERLEAVE_BLOCK runs after SETTLE_S of untimed ones), in _round_order."""
     for _ in range(warmup):
         for run in runs_by_label.values():
             run(sample)
-    times = {label: np.empty(runs) for label in runs_by_label}
-    for i in range(runs):
-        for label, run in runs_by_label.items():
-            start = time.perf_counter()
-            run(sample)
-            times[label][i] = (time.perf_counter() - start) * 1e3
-    return times
+    labels = list(runs_by_label)
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    block = runs if len(labels) == 1 else INTERLEAVE_BLOCK
+    for round_index in range(-(-runs // block)):
+        for label in _round_order(labels, round_index):
+            run = runs_by_label[label]
+            if len(labels) > 1:
+                _settle(run, sample)
+            for _ in range(min(block, runs - len(times[label]))):
+                start = time.perf_counter()
+                run(sample)
+                times[label].append((time.perf_counter() - start) * 1e3)
+    return {label: np.array(t) for label, t in times.items()}
 
 
 def _percentiles(times: np.ndarray, detail: str) -> dict[str, Measurement]:
@@ -78,8 +111,10 @@ def latency_histogram(times: np.ndarray, bins: int = 30) -> LatencyHistogram:
 
 def interleaved_latency(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int,
                         how: str) -> dict[str, dict[str, Measurement]]:
-    """Latency of several runners measured alternately in one loop, so machine noise hits them alike."""
-    detail = f"{how}; batch 1, {runs} runs after {warmup} warm-up, interleaved with {', '.join(runs_by_label)}"
+    """Latency of several runners measured alternately in one loop (in blocks: _time_runs), so machine noise hits
+    them alike."""
+    detail = (f"{how}; batch 1, {runs} runs after {warmup} warm-up, interleaved in blocks of {INTERLEAVE_BLOCK} runs, "
+              f"each after {SETTLE_S:g} s of untimed ones, with {', '.join(runs_by_label)}")
     return {label: _percentiles(t, detail) for label, t in _time_runs(runs_by_label, sample, runs, warmup).items()}
 
 

@@ -1,5 +1,7 @@
 """Latency percentiles: computed from the timed runs alone, warm-up excluded, checked against known run times."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -43,9 +45,40 @@ def test_latency_percentiles_come_from_the_timed_runs_only(monkeypatch):
 def test_interleaved_latency_keeps_each_runners_times_apart(monkeypatch):
     clock = _Clock()
     monkeypatch.setattr(measure.time, "perf_counter", clock.perf_counter)
-    fast = _runner(clock, [1.0] * 11)
-    slow = _runner(clock, [7.0] * 11)
+    fast = _runner(clock, itertools.repeat(1.0))  # warm-up and settling runs too
+    slow = _runner(clock, itertools.repeat(7.0))
     lat = measure.interleaved_latency({"fast": fast, "slow": slow}, {}, runs=10, warmup=1, how="fake")
     assert {q: m.value for q, m in lat["fast"].items()} == pytest.approx({"p50": 1.0, "p90": 1.0, "p99": 1.0})
     assert {q: m.value for q, m in lat["slow"].items()} == pytest.approx({"p50": 7.0, "p90": 7.0, "p99": 7.0})
-    assert "interleaved with fast, slow" in lat["slow"]["p99"].how
+    assert "interleaved in blocks of 50 runs, each after 0.1 s of untimed ones, with fast, slow" in lat["slow"]["p99"].how
+
+
+def test_interleaved_runners_are_timed_only_once_settled(monkeypatch):
+    """A run right after another runner's is slow (caches, clock): alternating run by run timed only such runs, which
+    blocks after untimed settling runs avoid; the order alternates so neither always goes first."""
+    clock = _Clock()
+    monkeypatch.setattr(measure.time, "perf_counter", clock.perf_counter)
+    calls = []
+
+    def runner(label):
+        def run(sample):
+            clock.t += (1.0 if calls and calls[-1] == label else 1000 * measure.SETTLE_S) / 1e3
+            calls.append(label)
+        return run
+
+    block = measure.INTERLEAVE_BLOCK
+    lat = measure.interleaved_latency({"a": runner("a"), "b": runner("b")}, {}, runs=2 * block, warmup=1, how="fake")
+    for label in "ab":
+        assert {q: m.value for q, m in lat[label].items()} == pytest.approx({"p50": 1.0, "p90": 1.0, "p99": 1.0})
+    turn = 1 + block  # after the other runner, one slow run settles it; then the timed ones
+    settled = int(1000 * measure.SETTLE_S)  # b again after b: it settles for SETTLE_S all the same, in 1 ms runs
+    assert calls == ["a", "b"] + ["a"] * turn + ["b"] * turn + ["b"] * (settled + block) + ["a"] * turn
+
+
+def test_interleaved_rounds_let_each_runner_follow_each_other_equally_often():
+    follows = {}
+    for r in range(6):
+        order = measure._round_order(["fp32", "ours", "peer"], r)
+        for before, after in zip(order, order[1:]):
+            follows[(before, after)] = follows.get((before, after), 0) + 1
+    assert len(follows) == 6 and set(follows.values()) == {2}
