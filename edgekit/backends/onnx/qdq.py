@@ -71,10 +71,87 @@ NO_INTEGER_KERNEL = ("BatchNormalization", "LayerNormalization", "InstanceNormal
 FLOAT_OUTPUT_OK = ("Gemm", "MatMul")
 
 
+# Ops that join or pool tensors, which onnxruntime's QDQ registry leaves out but its CPU execution provider runs in
+# integer (QLinearAdd, QLinearConcat, QLinearGlobalAveragePool) when the tensors around them are quantized; its
+# quantize_static quantizes them by default. edgekit quantizes one only where that adds no rounding (integer_joins).
+JOINING_OPS = ("Add", "Concat", "GlobalAveragePool")
+
+
 def quantized_op_types() -> list[str]:
     from onnxruntime.quantization.registry import QDQRegistry
 
     return [op for op in QDQRegistry if op not in NO_INTEGER_KERNEL]
+
+
+def integer_joins(model, float_nodes: set[str]) -> set[str]:
+    """Names of the JOINING_OPS nodes whose quantization adds no rounding step, only removes a DequantizeLinear ->
+    float op -> QuantizeLinear detour: every tensor a join reads is rounded already (an INT8 layer's output, a kept
+    join's, or either through ops that pass quantized values on: ReLU, reshapes, max-pooling), and every op its
+    output reaches through such ops is an INT8 layer or a kept join, at least one of them a layer, which rounds it
+    anyway. The largest set that holds, found by dropping the joins that break it until none does.
+
+    Measured (2026-12-05, 2,000 unseen images): gaze360_temporal's and l2cs_bins' pooling between an INT8 conv and an
+    INT8 linear layer now runs in integer, the same mean, p99 and largest difference from FP32, 2-3% faster. Quantizing
+    every join instead, as ORT's quantize_static does: GazeResNet18's last residual Add and pooling (rounding the
+    block's output before the pooling) cost 0.019 deg of mean difference for 1.5% of latency, and StnGaze's pooling
+    read by a float layer raised its largest difference from 4.6 to 12.4 deg."""
+    integer = set(quantized_op_types())
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    initializers = {i.name for i in graph.initializer}
+    joins = {n.name for n in graph.node if n.op_type in JOINING_OPS and n.name not in float_nodes}
+
+    def is_layer(node) -> bool:
+        return node.op_type in QUANTIZABLE_OPS and node.name not in float_nodes
+
+    def passes_on(node) -> bool:
+        return node.op_type in integer and node.op_type not in QUANTIZABLE_OPS and node.name not in float_nodes
+
+    def rounded(tensor: str) -> bool:
+        """Whether the tensor is an INT8 tensor before any join is quantized (or a kept join's output). A graph
+        input is when an INT8 layer reads it; a constant never is (a join would round it to the activations' scale)."""
+        node = producer.get(tensor)
+        if node is None:
+            return tensor not in initializers and any(is_layer(r) for r in readers.get(tensor, []))
+        if node.name in joins:
+            return True
+        if is_layer(node):
+            # a Gemm/MatMul read only by float ops keeps a float output (_float_outputs_for_float_consumers)
+            return node.op_type not in FLOAT_OUTPUT_OK or any(
+                is_layer(r) or passes_on(r) for r in readers.get(tensor, []))
+        return passes_on(node) and bool(node.input) and rounded(node.input[0])
+
+    def reached(tensor: str) -> list | None:
+        """The ops `tensor` reaches through ops that pass quantized values on; None when it reaches a graph output."""
+        if tensor in outputs:
+            return None
+        found = []
+        for r in readers.get(tensor, []):
+            if passes_on(r):
+                further = [reached(o) for o in r.output]
+                if any(f is None for f in further):
+                    return None
+                found += [node for f in further for node in f]
+            else:
+                found.append(r)
+        return found
+
+    changed = True
+    while changed:
+        changed = False
+        for n in [n for n in graph.node if n.name in joins]:
+            reads = all(rounded(i) for i in n.input if i)
+            ends = [reached(o) for o in n.output]
+            if not (reads and all(e is not None and e and all(is_layer(r) or r.name in joins for r in e)
+                                  and any(is_layer(r) for r in e) for e in ends)):
+                joins.discard(n.name)
+                changed = True
+    return joins
 
 
 def _with_inferred_shapes(path: Path):
@@ -99,13 +176,17 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] 
     ranges = tensor_ranges(fp32, plan)
     data = TensorsData(CalibrationMethod.MinMax, {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
                                                   for k, (lo, hi) in ranges.items()})
-    excluded = [lp.node for lp in plan.layers if not lp.int8]
+    model = _with_inferred_shapes(Path(fp32))
+    excluded = {lp.node for lp in plan.layers if not lp.int8}
+    joins = integer_joins(model, excluded)
+    excluded |= {n.name for n in model.graph.node if n.op_type in JOINING_OPS and n.name not in joins}
     logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs a pre-processing hint on every call
-    quantizer = QDQQuantizer(_with_inferred_shapes(Path(fp32)), True, plan.weights.get("bits", 8) < 8,
-                             QuantType.QInt8, QuantType.QUInt8, data, [], excluded, quantized_op_types(),
+    quantizer = QDQQuantizer(model, True, plan.weights.get("bits", 8) < 8,
+                             QuantType.QInt8, QuantType.QUInt8, data, [], sorted(excluded),
+                             quantized_op_types() + list(JOINING_OPS),
                              {"WeightSymmetric": True, "ActivationSymmetric": False})
     quantizer.quantize_model()
-    _float_outputs_for_float_consumers(quantizer.model.model, require("onnx", "quantization").load(str(fp32)))
+    _float_outputs_for_float_consumers(quantizer.model.model, require("onnx", "quantization").load(str(fp32)), joins)
     for edit in edits:
         edit.apply(quantizer.model.model)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,13 +194,13 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] 
     return out
 
 
-def _float_outputs_for_float_consumers(model, fp32_model) -> None:
+def _float_outputs_for_float_consumers(model, fp32_model, joins: set[str]) -> None:
     """Drop the Q/DQ pair on a Gemm/MatMul output read only by float ops (the gaze head feeding the output
     normalisation, a projection feeding Softmax): the layer still runs in integer, its output is not rounded to 8 bits
     nor clipped at the calibrated range (which clips every sample beyond the calibration extremes: the largest
     differences from FP32). Conv outputs keep theirs: onnxruntime's integer Conv needs a quantized output. Nor when the
     quantizer folded a following Relu/Clip into the output's range (the layer then writes the activation's tensor):
-    the Q/DQ pair is that activation."""
+    the Q/DQ pair is that activation. Nor when a quantized join (`joins`, integer_joins) reads it."""
     graph = model.graph
     own_output = {n.name: n.output[0] for n in fp32_model.graph.node}
     producer = {o: n for n in graph.node for o in n.output}
@@ -137,7 +218,7 @@ def _float_outputs_for_float_consumers(model, fp32_model) -> None:
         if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or len(consumers.get(q.input[0], [])) != 1:
             continue
         readers = consumers.get(dqs[0].output[0], [])
-        if any(r.op_type in quantized for r in readers) or dqs[0].output[0] in {o.name for o in graph.output}:
+        if any(r.op_type in quantized or r.name in joins for r in readers) or dqs[0].output[0] in {o.name for o in graph.output}:
             continue
         for r in readers:
             for k, name in enumerate(r.input):

@@ -147,3 +147,56 @@ def test_matmuls_of_two_activations_are_plan_layers_that_can_go_float(tmp_path):
     assert "QuantizeLinear" not in ops(all_float)  # before: q k^T and att v were quantized whatever the plan said
     only_scores = plan.with_float({"q", "k", "v", "MatMul_1"}, "test")
     assert "MatMul" in quantized_inputs(apply_plan(fp32, only_scores, tmp_path / "scores.onnx"))
+
+
+class PooledHead(nn.Module):
+    """conv -> ReLU -> global average pool -> Linear (-> + a constant): the pooling joins nothing float."""
+
+    def __init__(self, residual: bool = False, constant: bool = False):
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(1, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 1, 1)
+        self.pool, self.fc, self.fc2 = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.out = nn.Linear(10, 3)
+        self.residual, self.constant = residual, constant
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        if self.residual:  # a ResNet's last block: its Add read only by the pooling
+            y = torch.relu(self.conv2(y) + y)
+        y = self.pool(y).flatten(1)
+        # a Concat with a constant: rounding the constant to the activations' scale would be new error
+        other = torch.full((y.shape[0], 2), 0.37) if self.constant else torch.relu(self.fc2(y))
+        return self.out(torch.cat([torch.relu(self.fc(y)), other], dim=1))
+
+
+def integer_ops(path: Path) -> set[str]:
+    """Op types of the model as onnxruntime's CPU provider runs it (after its QDQ fusions)."""
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(path.with_suffix(".optimized.onnx"))
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+
+
+def test_a_pooling_and_a_concat_between_int8_layers_run_in_integer(tmp_path):
+    torch.manual_seed(0)
+    x = np.random.default_rng(4).normal(size=(32, 1, 8, 8)).astype(np.float32)
+    fp32 = export(PooledHead(), (1, 8, 8), tmp_path / "pooled.onnx")
+    plan = planned(fp32, x)
+    int8 = apply_plan(fp32, plan, tmp_path / "int8.onnx")
+    assert {"QLinearGlobalAveragePool", "QLinearConcat"} <= integer_ops(int8)
+    np.testing.assert_allclose(run(int8, x), run(fp32, x), atol=0.05 * np.abs(run(fp32, x)).max())
+    # the Linear reading the pooling in float: quantizing the pooling would round what that layer reads
+    fc_float = apply_plan(fp32, plan.with_float({"fc"}, "test"), tmp_path / "fc_float.onnx")
+    assert "GlobalAveragePool" in integer_ops(fc_float) and "QLinearConcat" not in integer_ops(fc_float)
+
+
+def test_a_join_that_would_round_a_float_tensor_stays_float(tmp_path):
+    """The residual Add read only by the pooling (its output would be rounded where FP32 is not), and a Concat with a
+    constant, stay float; the layers around them are INT8."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(5).normal(size=(32, 1, 8, 8)).astype(np.float32)
+    for name, module in (("residual", PooledHead(residual=True)), ("constant", PooledHead(constant=True))):
+        fp32 = export(module, (1, 8, 8), tmp_path / f"{name}.onnx")
+        int8 = apply_plan(fp32, planned(fp32, x), tmp_path / f"{name}_int8.onnx")
+        kept = {"residual": {"Add", "GlobalAveragePool"}, "constant": {"Concat"}}[name]
+        assert "QLinearConv" in integer_ops(int8) and kept <= integer_ops(int8), name
