@@ -218,7 +218,9 @@ def _float_outputs_for_float_consumers(model, fp32_model, joins: set[str]) -> No
         if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or len(consumers.get(q.input[0], [])) != 1:
             continue
         readers = consumers.get(dqs[0].output[0], [])
-        if any(r.op_type in quantized or r.name in joins for r in readers) or dqs[0].output[0] in {o.name for o in graph.output}:
+        if any(r.op_type in quantized or r.name in joins for r in readers):
+            continue
+        if dqs[0].output[0] in {o.name for o in graph.output}:
             continue
         for r in readers:
             for k, name in enumerate(r.input):
