@@ -22,7 +22,7 @@ that every library picks the kernels of a CPU without AVX-512 and VNNI (a host w
 Every peer gets the FP32 model edgekit starts from (the `onnx` target's artifact; the module for litert-torch)
 and the 512 calibration samples edgekit uses (synthetic-512). Every variant is measured the same way: the angular
 difference from the same runtime's FP32 artifact on N unseen samples (default 2000, seed 424242: a seed no
-role draws), mean / p95 / max, and latency interleaved in one loop (batch 1, 1 thread, p50).
+role draws), mean / p95 / max, and latency interleaved in blocks (edgekit.report.measure; batch 1, 1 thread, p50).
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_peers.py [--models tinygaze,gazeresnet18,zoo]
          [--nncf /tmp/nncf-pkgs] [--out benchmarks/int8_peers.md] [--avx2-only] [--ptq bias_correction=true]
@@ -140,7 +140,7 @@ def differences(runner, evals, card, ref: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def measure_runtime(label: str, variants: dict, make_runner, evals, card, runs: int) -> list[dict]:
     """Every variant against the runtime's FP32 (the first one): differences on the unseen samples, latency
-    interleaved in one loop."""
+    interleaved in blocks (edgekit.report.measure)."""
     from edgekit.report.measure import interleaved_latency
 
     runners = {}
@@ -266,7 +266,8 @@ def markdown(results: list[dict], host: dict, versions: dict, masked: bool = Fal
              f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}).{kernels} {versions}. "
              "Produced by `benchmarks/int8_peers.py`; every variant calibrated on the same 512 samples (synthetic-512) "
              f"and measured on {results[0]['unseen'] if results else 0} unseen samples (seed {UNSEEN_SEED}) against "
-             "the same runtime's FP32 artifact; latency interleaved in one loop, batch 1, 1 thread.", ""]
+             "the same runtime's FP32 artifact; latency interleaved in blocks of runs (edgekit.report.measure), batch 1, "
+             "1 thread.", ""]
     for res in results:
         lines += [f"## {res['model']}", "",
                   "| runtime | variant | mean diff (deg) | p95 diff | max diff | size (MB) | p50 (ms) | x FP32 speed |",
