@@ -186,7 +186,7 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] 
                              quantized_op_types() + list(JOINING_OPS),
                              {"WeightSymmetric": True, "ActivationSymmetric": False})
     quantizer.quantize_model()
-    _float_outputs_for_float_consumers(quantizer.model.model, require("onnx", "quantization").load(str(fp32)), joins)
+    _float_outputs_for_float_consumers(quantizer.model.model, require("onnx", "quantization").load(str(fp32)))
     for edit in edits:
         edit.apply(quantizer.model.model)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -194,13 +194,14 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] 
     return out
 
 
-def _float_outputs_for_float_consumers(model, fp32_model, joins: set[str]) -> None:
+def _float_outputs_for_float_consumers(model, fp32_model) -> None:
     """Drop the Q/DQ pair on a Gemm/MatMul output read only by float ops (the gaze head feeding the output
     normalisation, a projection feeding Softmax): the layer still runs in integer, its output is not rounded to 8 bits
     nor clipped at the calibrated range (which clips every sample beyond the calibration extremes: the largest
     differences from FP32). Conv outputs keep theirs: onnxruntime's integer Conv needs a quantized output. Nor when the
     quantizer folded a following Relu/Clip into the output's range (the layer then writes the activation's tensor):
-    the Q/DQ pair is that activation. Nor when a quantized join (`joins`, integer_joins) reads it."""
+    the Q/DQ pair is that activation. (A quantized join never reads such an output alone: integer_joins counts a
+    Gemm/MatMul output as INT8 only when an op quantized anyway reads it too.)"""
     graph = model.graph
     own_output = {n.name: n.output[0] for n in fp32_model.graph.node}
     producer = {o: n for n in graph.node for o in n.output}
@@ -218,9 +219,7 @@ def _float_outputs_for_float_consumers(model, fp32_model, joins: set[str]) -> No
         if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or len(consumers.get(q.input[0], [])) != 1:
             continue
         readers = consumers.get(dqs[0].output[0], [])
-        if any(r.op_type in quantized or r.name in joins for r in readers):
-            continue
-        if dqs[0].output[0] in {o.name for o in graph.output}:
+        if any(r.op_type in quantized for r in readers) or dqs[0].output[0] in {o.name for o in graph.output}:
             continue
         for r in readers:
             for k, name in enumerate(r.input):
