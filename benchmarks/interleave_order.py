@@ -8,7 +8,7 @@ artifacts (one model; FP32, edgekit's INT8 and one peer per runtime) under four 
   run by run, edgekit after FP32   the alternation edgekit used until 2026-12-05
   run by run, peer after FP32      the same with the two INT8 variants swapped
   blocks                           edgekit.report.measure's alternation now: blocks of INTERLEAVE_BLOCK runs, each after
-                                   one untimed run, the order rotated every round
+                                   SETTLE_S of untimed runs, the order changing every round
   alone                            each variant's runs one after the other, the variants one after another
 
 and gives each variant's median p50 over the rounds, edgekit / peer and FP32 / edgekit per schedule. A second table
@@ -52,7 +52,7 @@ def run_by_run(runners: dict, sample, runs: int) -> dict[str, list[float]]:
     return times
 
 
-def schedules(ours: str, peer: str, runs: int) -> dict:
+def schedules(ours: str, peer: str) -> dict:
     from edgekit.report.measure import _time_runs
 
     def alone(runners, sample, n):
@@ -106,9 +106,9 @@ def bench(model: str, runtime: str, rounds: int, runs: int) -> dict:
         for run in runners.values():  # warm-up: first runs allocate
             for _ in range(max(runs // 10, 5)):
                 run(sample)
-        p50 = {name: {k: [] for k in runners} for name in schedules(ours, peer, runs)}
+        p50 = {name: {k: [] for k in runners} for name in schedules(ours, peer)}
         for _ in range(rounds):
-            for name, (order, schedule) in schedules(ours, peer, runs).items():
+            for name, (order, schedule) in schedules(ours, peer).items():
                 times = schedule({k: runners[k] for k in order}, sample, runs)
                 for k in order:
                     p50[name][k].append(float(np.median(times[k])))

@@ -150,7 +150,8 @@ def test_matmuls_of_two_activations_are_plan_layers_that_can_go_float(tmp_path):
 
 
 class PooledHead(nn.Module):
-    """conv -> ReLU -> global average pool -> Linear (-> + a constant): the pooling joins nothing float."""
+    """conv -> ReLU -> global average pool -> two Linears, concatenated -> Linear: the pooling and the Concat join only
+    INT8 tensors. Variants: a residual block before the pooling, a constant in the Concat."""
 
     def __init__(self, residual: bool = False, constant: bool = False):
         super().__init__()
