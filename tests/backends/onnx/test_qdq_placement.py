@@ -70,7 +70,9 @@ def planned(path: Path, x: np.ndarray) -> QuantPlan:
     producers = {out: tensor_key(n.name, i) for n in graph.node for i, out in enumerate(n.output)}
     ranges = {producers.get(t, f"input:{t}"): [float(v) for v in observe(s, "minmax")]
               for t, s in collect(path, {"x": x}).items()}
-    return QuantPlan(weights={"bits": 8}, layers=quantizable_layers(path), ranges=ranges)
+    # 7-bit weights, the portable profile's: 8-bit ones saturate in onnxruntime's AVX2 kernels (a CPU without VNNI),
+    # and the closeness checks failed there
+    return QuantPlan(weights={"bits": 7}, layers=quantizable_layers(path), ranges=ranges)
 
 
 def run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -107,8 +109,7 @@ def test_a_gemm_read_only_by_float_ops_keeps_a_float_output(tmp_path):
     torch.manual_seed(0)
     x = np.random.default_rng(1).normal(size=(32, 1, 8, 8)).astype(np.float32)
     fp32 = export(Head(), (1, 8, 8), tmp_path / "head.onnx")
-    plan = planned(fp32, x)
-    int8 = apply_plan(fp32, plan, tmp_path / "int8.onnx")
+    int8 = apply_plan(fp32, planned(fp32, x), tmp_path / "int8.onnx")
     g = onnx.load(str(int8)).graph
     gemm = next(n for n in g.node if n.op_type == "Gemm")
     producer = {o: n for n in g.node for o in n.output}
