@@ -130,9 +130,11 @@ def _worker_started(jobs: int = 1) -> None:
     import signal
 
     from edgekit import progress
+    from edgekit._optional import freeze_imports
     from edgekit.environment import set_parallel_compiles
 
     set_parallel_compiles(jobs)
+    freeze_imports()  # a worker of edgekit's own (edgekit._optional)
 
     global _IN_WORKER
     _IN_WORKER = True

@@ -74,6 +74,9 @@ def write_committed() -> None:
 
 
 if __name__ == "__main__":
+    from edgekit._optional import freeze_imports
+
+    freeze_imports()  # a process of edgekit's own, as the CLI's (its bytes do not depend on it)
     if sys.argv[1:] == ["--write"]:
         write_committed()
     else:

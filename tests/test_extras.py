@@ -153,3 +153,26 @@ def test_versioned_distributions_start_with_edgekit_and_core_and_have_no_duplica
         if e.versioned:
             assert set(e.distributions + e.also_versioned) <= set(names)
     assert "ray" not in names  # it schedules builds: a report must not change with whether it is installed
+
+
+FREEZE_PROBE = """
+import gc, sys
+from edgekit._optional import freeze_imports, require
+require("colorsys", "a caller's process")
+caller = gc.get_freeze_count()  # the API alone freezes nothing in its caller's process
+freeze_imports()
+frozen = gc.get_freeze_count()
+require("xml.dom.minidom", "edgekit's own process")  # a first import: what it holds leaves full collections too
+after = gc.get_freeze_count()
+require("xml.dom.minidom", "edgekit's own process")  # imported already: nothing more
+print(caller, frozen, after, gc.get_freeze_count())
+"""
+
+
+def test_freeze_imports_keeps_the_modules_out_of_full_collections_in_edgekits_own_processes_only():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FREEZE_PROBE], capture_output=True, text=True, check=True).stdout
+    caller, frozen, after, again = map(int, out.split())
+    assert caller == 0 and frozen > 1000 and after > frozen and again == after

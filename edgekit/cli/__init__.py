@@ -108,6 +108,9 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
+    from edgekit._optional import freeze_imports
+
+    freeze_imports()  # this process is edgekit's own: the converters it imports stay out of full garbage collections
     code = run(sys.argv[1:])
     try:
         sys.stdout.flush()
