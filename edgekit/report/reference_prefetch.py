@@ -11,7 +11,8 @@ worker is `python -m edgekit.report.reference_prefetch`, never a re-run of the c
 spawn would re-import the user's __main__); it loads the source artifact the pipeline starts from (an edgekit module
 folder: built-in models, weights files, module folders) with the same architecture, runs it at the same batch and
 thread count, and writes .npy files read back without pickle. Idle means: the cores this process may use hold torch's
-thread count twice (passes and reference) for every compile running side by side (`edgekit build --jobs N`).
+thread count twice (passes and reference) for every compile running side by side (`edgekit build --jobs N`), beside
+what the load average says other processes keep busy.
 """
 
 from __future__ import annotations
@@ -27,9 +28,21 @@ import numpy as np
 from edgekit.environment import parallel_compiles, usable_cores
 
 
-def spare_core(threads: int, cores: int | None = None) -> bool:
-    """Whether a second torch thread pool fits beside the passes of every compile running now."""
-    return 2 * threads * parallel_compiles() <= (usable_cores() if cores is None else cores)
+def spare_core(threads: int, cores: int | None = None, load: float | None = None) -> bool:
+    """Whether a second torch thread pool fits beside the passes of every compile running now and what else keeps the
+    machine busy: the 1-minute load average beyond these compiles' own threads (another test worker, another build).
+    On a busy machine the worker would only share a core and cost a Python start (1.3 CPU-s, measured 11 times in one
+    test suite run on 2 cores)."""
+    own = threads * parallel_compiles()
+    others = max(0.0, (_load_average() if load is None else load) - own)
+    return 2 * own + others <= (usable_cores() if cores is None else cores)
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # no load average on this platform: assume nothing else runs
+        return 0.0
 
 
 class ReferencePrefetch:

@@ -17,10 +17,20 @@ from edgekit.source import load_source
 
 def test_a_spare_core_means_room_for_a_second_thread_pool_beside_every_compile(monkeypatch):
     monkeypatch.setattr(environment, "_parallel_compiles", 1)  # one compile (pytest-xdist workers set theirs)
-    assert spare_core(1, cores=2) and spare_core(2, cores=4)
-    assert not spare_core(1, cores=1) and not spare_core(2, cores=2)
+    assert spare_core(1, cores=2, load=0.0) and spare_core(2, cores=4, load=0.0)
+    assert not spare_core(1, cores=1, load=0.0) and not spare_core(2, cores=2, load=0.0)
     monkeypatch.setattr(environment, "_parallel_compiles", 2)  # edgekit build --jobs 2
-    assert not spare_core(1, cores=2) and spare_core(1, cores=4)
+    assert not spare_core(1, cores=2, load=0.0) and spare_core(1, cores=4, load=0.0)
+
+
+def test_a_core_another_process_keeps_busy_is_not_spare(monkeypatch):
+    """The load average counts this compile's own thread too: only what runs beyond it takes the spare core."""
+    monkeypatch.setattr(environment, "_parallel_compiles", 1)
+    assert spare_core(1, cores=2, load=1.0)  # this compile alone
+    assert not spare_core(1, cores=2, load=2.0)  # and another busy process (the test suite's other worker)
+    assert spare_core(1, cores=4, load=3.0) and not spare_core(1, cores=4, load=3.5)
+    monkeypatch.setattr(reference_prefetch, "_load_average", lambda: 2.0)
+    assert not spare_core(1, cores=2)
 
 
 @pytest.mark.parametrize("model", ["tinygaze", "temporalgaze"])
