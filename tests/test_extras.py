@@ -156,7 +156,7 @@ def test_versioned_distributions_start_with_edgekit_and_core_and_have_no_duplica
 
 
 FREEZE_PROBE = """
-import gc, sys
+import gc
 from edgekit._optional import freeze_imports, require
 require("colorsys", "a caller's process")
 caller = gc.get_freeze_count()  # the API alone freezes nothing in its caller's process
