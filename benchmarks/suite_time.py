@@ -27,6 +27,8 @@ def _idle_cpu_s() -> float:
 
 
 def measure(jobs: int) -> dict:
+    from edgekit.environment import host_info
+
     with tempfile.TemporaryDirectory() as records:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "SUITE_TIME_DIR": records,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")]))}
@@ -38,19 +40,12 @@ def measure(jobs: int) -> dict:
         workers = [json.loads(p.read_text()) for p in sorted(Path(records).glob("gw*.json"))]
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     tests = [t for w in workers for t in w["tests"]]
-    return {"exit_code": proc.returncode, "summary": summary, "jobs": jobs, "cpu": _cpu_name(), "load_at_start": load,
+    return {"exit_code": proc.returncode, "summary": summary, "jobs": jobs, "cpu": host_info()["cpu"], "load_at_start": load,
             "wall_s": wall, "idle_cpu_s": idle, "busy_cpu_s": os.cpu_count() * wall - idle,
             "workers": [{"worker": w["worker"], "first_test_s": min(t["start"] for t in w["tests"]) - started,
                          "last_end_s": max(t["start"] + t["wall_s"] for t in w["tests"]) - started,
                          "tests_cpu_s": sum(t["cpu_s"] for t in w["tests"]), "gc": w["gc"]} for w in workers],
             "files": _by_file(tests), "tests": sorted(tests, key=lambda t: -t["wall_s"])[:25]}
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def _by_file(tests: list[dict]) -> list[dict]:
