@@ -112,20 +112,20 @@ def markdown(results: list[dict], host: dict, masked: bool) -> str:
 
 
 def main() -> None:
+    from tests import avx2_only
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="gazeresnet18,itracker,mpiigaze_lenet,gaze360_temporal")
     ap.add_argument("--runtime", choices=("onnx", "tflite"), default="onnx")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=300)
-    ap.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 and VNNI (CPUID masked)")
+    avx2_only.add_option(ap)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "int8_latency_rounds.md"))
     args = ap.parse_args()
     from edgekit import progress
     from edgekit.environment import host_info
-    from tests import avx2_only
 
-    if args.avx2_only and not os.environ.get(avx2_only.MASKED):
-        avx2_only.rerun_masked("int8_latency_rounds")
+    avx2_only.rerun_if_asked(args.avx2_only, "int8_latency_rounds")
     progress.configure(progress.QUIET)
     results = [bench(name, args.runtime, args.rounds, args.runs) for name in args.models.split(",")]
     out = Path(args.out)

@@ -298,6 +298,9 @@ def zoo_models() -> list[str]:
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # tests: the zoo architectures and the CPUID mask
+    from tests import avx2_only
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="tinygaze,gazeresnet18,zoo", help="comma-separated; 'zoo' = every tests/zoo model")
     ap.add_argument("--unseen", type=int, default=2000)
@@ -305,18 +308,15 @@ def main() -> None:
     ap.add_argument("--nncf", help="a folder holding nncf and its extra dependencies (pip --target)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "int8_peers.md"))
     ap.add_argument("--update", action="store_true", help="rerun only --models into the existing JSON beside --out")
-    ap.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 and VNNI (CPUID masked)")
+    avx2_only.add_option(ap)
     ap.add_argument("--ptq", action="append", default=[], metavar="OPTION=YAML",
                     help="a ptq option for edgekit's onnx-int8 rows, e.g. --ptq bias_correction=true (repeatable)")
     args = ap.parse_args()
     import yaml
 
     ptq = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.ptq)}
-    sys.path.insert(0, str(ROOT))  # tests.zoo.models: the zoo architectures
-    from tests import avx2_only
 
-    if args.avx2_only and not os.environ.get(avx2_only.MASKED):
-        avx2_only.rerun_masked("int8_peers")
+    avx2_only.rerun_if_asked(args.avx2_only, "int8_peers")
     masked = avx2_only.masked()
     from edgekit import progress
     from edgekit.backends.onnx.runner import runtime_version as ort_version

@@ -290,19 +290,19 @@ def host(masked: bool) -> dict:
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    from tests import avx2_only
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="gazeresnet18")
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "int8_profile.md"))
-    ap.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 and VNNI (CPUID masked)")
+    avx2_only.add_option(ap)
     args = ap.parse_args()
     if not shutil.which("perf"):
         sys.exit("int8_profile: needs Linux perf for the LiteRT samples; fix: apt-get install linux-perf")
-    sys.path.insert(0, str(ROOT))
-    from tests import avx2_only
 
-    if args.avx2_only and not os.environ.get(avx2_only.MASKED):
-        avx2_only.rerun_masked("int8_profile")
+    avx2_only.rerun_if_asked(args.avx2_only, "int8_profile")
     masked = avx2_only.masked()
     from edgekit import progress
     from edgekit.backends.onnx.runner import runtime_version as ort_version

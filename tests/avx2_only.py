@@ -54,6 +54,17 @@ def rerun_masked(program: str) -> None:
         sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
 
 
+def add_option(parser) -> None:
+    """A benchmark's --avx2-only flag (rerun_if_asked acts on it)."""
+    parser.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 and VNNI (CPUID masked)")
+
+
+def rerun_if_asked(avx2_only: bool, program: str) -> None:
+    """With --avx2-only, outside the mask: run the same command again under it (rerun_masked; exits)."""
+    if avx2_only and not os.environ.get(MASKED):
+        rerun_masked(program)
+
+
 def masked() -> bool:
     """This process runs under the mask, and the mask took: numpy's own CPUID probe (at its import) saw no AVX-512."""
     if not os.environ.get(MASKED):
