@@ -113,9 +113,13 @@ def markdown(results: list[dict], host: dict, version: str) -> str:
     return "\n".join(lines)
 
 
-def run(doc: str, bench_one, markdown_of, default_models: str, default_out: str, runs: int = 300, **extra) -> None:
-    """The command line shared with benchmarks/tflite_activation_matmuls.py: each model benched in its own temporary
-    folder, then the Markdown and a JSON of every number written. `extra`: more integer options for bench_one."""
+def run(doc: str, bench_one, markdown_of, default_models: str, default_out: str, runs: int = 300, masks: bool = False,
+        **extra) -> None:
+    """The command line shared with benchmarks/tflite_activation_matmuls.py and single_channel_convs.py: each model
+    benched in its own temporary folder, then the Markdown and a JSON of every number written. `extra`: more integer
+    options for bench_one; `masks`: an --avx2-only option (the run as on a CPU without AVX-512 and VNNI)."""
+    from tests import avx2_only
+
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--models", default=default_models)
     ap.add_argument("--unseen", type=int, default=2000)
@@ -123,7 +127,10 @@ def run(doc: str, bench_one, markdown_of, default_models: str, default_out: str,
     for name, default in extra.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / default_out))
+    if masks:
+        avx2_only.add_option(ap)
     args = ap.parse_args()
+    avx2_only.rerun_if_asked(masks and args.avx2_only, Path(sys.argv[0]).stem)
     from edgekit import progress
     from edgekit.backends.tflite.runner import runtime_version
     from edgekit.environment import host_info
@@ -135,7 +142,8 @@ def run(doc: str, bench_one, markdown_of, default_models: str, default_out: str,
             results.append(bench_one(name, Path(tmp), args.unseen, args.runs, *(getattr(args, k) for k in extra)))
     out = Path(args.out)
     out.write_text(markdown_of(results, host_info(), runtime_version()) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"host": host_info(), "results": results}, indent=1) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"host": host_info(), "avx2_only": avx2_only.masked(), "results": results},
+                                                   indent=1) + "\n")
     print(out.read_text())
 
 

@@ -57,9 +57,11 @@ def in_module(name: str):
     return inside
 
 
-def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_bits: int) -> QuantPlan:
+def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_bits: int,
+         float_macs_outside: int = 0) -> QuantPlan:
     """edgekit's plan for a PT2E quantizer: layers with MACs, observer ranges, keep_float, and mixed precision scored
-    in torch with fake quantization. `options`: the pass's Int8Options fields."""
+    in torch with fake quantization. `options`: the pass's XnnpackInt8Options fields; `float_macs_outside`: float MACs
+    that the backend's measured INT8 share counts but the plan's layers do not hold (recurrent_macs)."""
     result = QuantPlan(weights={"dtype": "int8", "bits": weight_bits, "scheme": "symmetric", "granularity": "per_output_channel"},
                        activations={"dtype": "int8", "scheme": "asymmetric", "granularity": "per_tensor",
                                     "observer": options.observer,
@@ -84,8 +86,57 @@ def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_b
         result = with_observer(result, observer, result.ranges, options.percentile)
     result = mixed_precision(result, judge, options.target_error_increase_deg, options.min_int8_mac_fraction,
                              options.mixed_precision, options.target_p95_diff_deg, options.target_max_diff_deg)
+    if options.single_channel_convs == "float":  # after mixed precision: the MAC share it needed goes first
+        result = single_channel_convs_float(result, module, options.min_int8_mac_fraction, float_macs_outside)
     return result.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()},
                                      "decisions": decision + result.decisions})
+
+
+def single_channel_convs_float(plan: QuantPlan, module, min_int8_mac_fraction: float, float_macs_outside: int = 0) -> QuantPlan:
+    """Convolutions over one input channel go float, smallest first, while at least min_int8_mac_fraction of the MACs
+    (`float_macs_outside` counted as float too) stays INT8: XNNPACK's INT8 convolutions pad each kernel tap's input
+    channels to 8, so such a conv does 8x its MACs (GazeResNet18's 1-channel 7x7 stem alone on AVX2 kernels: 0.81 ms
+    INT8, 0.15 ms float: benchmarks/int8_ceiling.md; the models: benchmarks/single_channel_convs.md)."""
+    total = sum(lp.macs for lp in plan.layers)
+    share = (lambda p: p.int8_fraction("macs") * total / (total + float_macs_outside)) if total else (lambda p: 0.0)
+    modules = dict(module.named_modules())
+    for lp in sorted((lp for lp in plan.layers if lp.int8 and lp.op == "Conv"
+                      and getattr(modules.get(lp.name), "in_channels", None) == 1), key=lambda lp: lp.macs):
+        candidate = plan.with_float({lp.name}, "float: one input channel, which XNNPACK's INT8 conv pads to 8 "
+                                    "(single_channel_convs)")
+        if share(candidate) < min_int8_mac_fraction:
+            break
+        plan = candidate
+    return plan
+
+
+def recurrent_macs(module, args) -> int:
+    """Multiply-accumulates of the LSTM, GRU and RNN layers in one forward on `args`: not plan layers, but lowered to
+    ExecuTorch they become float linear ops, which the program's INT8 share counts."""
+    import torch
+
+    gates = {torch.nn.LSTM: 4, torch.nn.GRU: 3, torch.nn.RNN: 1}
+    total = 0
+
+    def count(m, inputs, _out) -> None:
+        nonlocal total
+        x = inputs[0]
+        if x.dim() == 2:  # unbatched: (steps, features)
+            steps, batch = x.shape[0], 1
+        else:
+            steps, batch = (x.shape[1], x.shape[0]) if m.batch_first else (x.shape[0], x.shape[1])
+        directions = 2 if m.bidirectional else 1
+        for layer in range(m.num_layers):
+            width = m.input_size if layer == 0 else m.hidden_size * directions
+            total += batch * steps * directions * gates[type(m)] * m.hidden_size * (width + m.hidden_size)
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if type(m) in gates]
+    if hooks:
+        with torch.no_grad():
+            module(*args)
+    for h in hooks:
+        h.remove()
+    return total
 
 
 def _choose_observer(plan: QuantPlan, options, judge_with, first) -> tuple[str, dict, FakeQuantJudge, list[str]]:

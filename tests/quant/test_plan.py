@@ -60,6 +60,48 @@ def test_keep_float_matches_module_names_with_fnmatch():
     assert keep_float(plan, []) is plan
 
 
+def test_single_channel_convs_go_float_smallest_first_while_the_int8_share_holds():
+    """XNNPACK pads a conv's input channels to 8 per kernel tap: 1-channel convs go float (pt2e plans), but never
+    below min_int8_mac_fraction, and a layer already float keeps its first reason."""
+    from torch import nn
+
+    from edgekit.quant.pt2e import single_channel_convs_float
+
+    module = nn.ModuleDict({"eye": nn.Conv2d(1, 8, 3), "face": nn.Conv2d(1, 8, 3), "body": nn.Conv2d(8, 8, 3),
+                            "fc": nn.Linear(1, 3)})
+    plan = plan_of(eye=5, face=20, body=80)
+    plan = plan.model_copy(update={"layers": [*plan.layers, LayerPlan(name="fc", op="Gemm", node="/fc/Gemm", macs=5,
+                                                                      weights=1)]})
+    reason = "float: one input channel, which XNNPACK's INT8 conv pads to 8 (single_channel_convs)"
+    both = single_channel_convs_float(plan, module, 0.7)  # 85 of 110 MACs stay INT8: both 1-channel convs go
+    assert [(lp.name, lp.reason) for lp in both.float_layers] == [("eye", reason), ("face", reason)]
+    one = single_channel_convs_float(plan, module, 0.8)  # face too would leave 0.77: only the smaller one goes
+    assert [lp.name for lp in one.float_layers] == ["eye"] and one.int8_fraction("macs") == pytest.approx(105 / 110)
+    assert single_channel_convs_float(plan, module, 0.99) is plan
+    kept = single_channel_convs_float(keep_float(plan, ["eye"]), module, 0.0)
+    assert [(lp.name, lp.reason) for lp in kept.float_layers] == [("eye", "kept float by keep_float ['eye']"),
+                                                                  ("face", reason)]
+
+
+def test_float_macs_outside_the_plan_count_against_the_int8_share():
+    """ExecuTorch lowers an LSTM to float linear ops that its measured share counts: the 1-channel conv then stays
+    INT8 where going float would leave that share under the minimum (the zoo's Gaze360 model failed its compile)."""
+    import torch
+    from torch import nn
+
+    from edgekit.quant.pt2e import recurrent_macs, single_channel_convs_float
+
+    lstm = nn.LSTM(6, 5, num_layers=2, batch_first=True, bidirectional=True)
+    # per step and direction: 4 gates x 5 hidden x (6 inputs + 5 recurrent), then (10 + 5) in layer 2; 7 steps, batch 2
+    assert recurrent_macs(lstm, (torch.zeros(2, 7, 6),)) == 2 * 7 * 2 * 4 * 5 * (11 + 15)
+    assert recurrent_macs(nn.GRU(6, 5), (torch.zeros(7, 6),)) == 7 * 3 * 5 * 11  # unbatched
+    assert recurrent_macs(nn.Conv2d(1, 1, 1), (torch.zeros(1, 1, 2, 2),)) == 0
+    module = nn.ModuleDict({"stem": nn.Conv2d(1, 8, 3), "body": nn.Conv2d(8, 8, 3)})
+    plan = plan_of(stem=5, body=95)
+    assert [lp.name for lp in single_channel_convs_float(plan, module, 0.9).float_layers] == ["stem"]
+    assert single_channel_convs_float(plan, module, 0.9, float_macs_outside=6) is plan  # 95 / 106 < 0.9
+
+
 def test_weight_bits_of_each_isa_profile_follow_from_u8s8_saturation():
     """VPMADDUBSW adds two u8*s8 products into a signed 16-bit lane: with 8-bit weights 2*255*127 overflows, with 7-bit
     weights 2*255*64 does not. Profiles whose kernels can saturate must use 7 bits."""

@@ -29,7 +29,7 @@ from edgekit.backends.executorch import program as pte
 from edgekit.backends.onnx.export import load_torch_artifact
 from edgekit.errors import BadInputError, first_line
 from edgekit.evalset import model_inputs
-from edgekit.passes.int8_options import Int8Options
+from edgekit.passes.int8_options import XnnpackInt8Options
 from edgekit.passes.recurrent import unroll_recurrent
 from edgekit.progress import step
 from edgekit.quant import pt2e
@@ -40,21 +40,13 @@ WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying (quant
 WHO = "to_executorch"
 
 
-class ToExecuTorch(Int8Options):
+class ToExecuTorch(XnnpackInt8Options):
     name: ClassVar[str] = "to_executorch"
     version: ClassVar[int] = 2  # 2: INT8 unshares weights and keeps the plan's float layers; stacked RNNs lowered
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.pte
     summary: ClassVar[str] = "lower to an ExecuTorch .pte with the XNNPACK delegate (FP32, or INT8 from edgekit's plan)"
 
-    # off by default here: the torch fake-quantization judge quantizes conv and linear inputs only, not the converter's
-    # other INT8 tensors (residual adds, pooling); on GazeResNet18 it chose minmax, whose TFLite artifact was further from
-    # FP32 on 2,000 unseen images (mean 0.463 deg against 0.395 for the configured percentile; benchmarks/int8_peers.md).
-    # A judge on the converted PT2E graph (every INT8 tensor) was no better: its pick was further from FP32 in the
-    # TFLite artifact on 5 of 10 models, closer on 1 (benchmarks/tflite_observers.md, rerun 2026-12-04)
-    observer_search: bool = Field(False, description="judge every observer's all-INT8 plan in torch fake quantization "
-                                  "and keep the closest to FP32 (off: that judge leaves the converter's other INT8 tensors "
-                                  "float)")
     precision: Literal["fp32", "int8"] = Field("fp32", description="int8: INT8 weights and activations (PT2E, XNNPACKQuantizer)")
 
     def host_dependence(self) -> str | None:
@@ -104,7 +96,8 @@ class ToExecuTorch(Int8Options):
             raise BadInputError("to_executorch precision=int8 needs a calibration set; fix: add `calibration:` to the recipe")
         inputs = model_inputs(ctx.card, ctx.calib)
         tensors = [torch.from_numpy(inputs.arrays[s.name]) for s in ctx.card.inputs]
-        plan = pt2e.plan(self, module, args, ctx, inputs, tensors, "xnnpack", WEIGHT_BITS)
+        plan = pt2e.plan(self, module, args, ctx, inputs, tensors, "xnnpack", WEIGHT_BITS,
+                         float_macs_outside=pt2e.recurrent_macs(module, args))  # lowered to float linear ops
         base = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         quantizer = _quantizer_class()().set_global(pt2e.with_edgekit_observers(base, plan, self))
         # XNNPACKQuantizer.set_module_name asserts on a None config (executorch 1.5): the plan's float layers are

@@ -25,7 +25,7 @@ from edgekit.backends.onnx.export import load_torch_artifact
 from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.errors import BadInputError, first_line
 from edgekit.evalset import model_inputs
-from edgekit.passes.int8_options import Int8Options
+from edgekit.passes.int8_options import XnnpackInt8Options
 from edgekit.progress import step
 from edgekit.quant import pt2e
 from edgekit.quant.pt2e import MAC_OPS, aten_name, in_module, node_location, unshare_weights
@@ -34,21 +34,13 @@ from edgekit.quiet import quiet
 WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8s8 saturation (see quant/plan.py)
 
 
-class ToTFLite(Int8Options):
+class ToTFLite(XnnpackInt8Options):
     name: ClassVar[str] = "to_tflite"
     version: ClassVar[int] = 1
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.tflite
     summary: ClassVar[str] = "convert to a .tflite flatbuffer with litert-torch (FP32, FP16 weights or INT8 from edgekit's plan)"
 
-    # off by default here: the torch fake-quantization judge quantizes conv and linear inputs only, not the converter's
-    # other INT8 tensors (residual adds, pooling); on GazeResNet18 it chose minmax, whose TFLite artifact was further from
-    # FP32 on 2,000 unseen images (mean 0.463 deg against 0.395 for the configured percentile; benchmarks/int8_peers.md).
-    # A judge on the converted PT2E graph (every INT8 tensor) was no better: its pick was further from FP32 in the
-    # TFLite artifact on 5 of 10 models, closer on 1 (benchmarks/tflite_observers.md, rerun 2026-12-04)
-    observer_search: bool = Field(False, description="judge every observer's all-INT8 plan in torch fake quantization "
-                                  "and keep the closest to FP32 (off: that judge leaves the converter's other INT8 tensors "
-                                  "float)")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="fp16: float16 weights; int8: INT8 weights and activations")
     io: Literal["float", "int8"] = Field(
         "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
@@ -83,8 +75,11 @@ class ToTFLite(Int8Options):
         """Refused when the recipe loads, not after the passes before it have run."""
         if self.io == "int8" and self.precision != "int8":
             raise ValueError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
+        if self.io == "int8" and "single_channel_convs" in self.model_fields_set and self.single_channel_convs == "float":
+            raise ValueError("to_tflite single_channel_convs=float needs io float: with int8 I/O the model is integer "
+                             "from its input on; fix: drop single_channel_convs or set io: float")
         # set by the recipe: a default means nothing in FP32
-        for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls"):
+        for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls", "single_channel_convs"):
             if option in self.model_fields_set and getattr(self, option) == "float" and self.precision != "int8":
                 raise ValueError(f"to_tflite {option}=float needs precision int8, got {self.precision}; fix: set "
                                  f"precision: int8 or drop {option}")
@@ -136,7 +131,9 @@ class ToTFLite(Int8Options):
             raise BadInputError("to_tflite precision=int8 needs a calibration set; fix: add `calibration:` to the recipe")
         inputs = model_inputs(ctx.card, ctx.calib)
         tensors = [torch.from_numpy(inputs.arrays[s.name]) for s in ctx.card.inputs]
-        plan = pt2e.plan(self, module, args, ctx, inputs, tensors, "xnnpack", WEIGHT_BITS)
+        # int8 I/O is a full-integer model (for integer-only accelerators): its first conv stays INT8 whatever its inputs
+        options = self if self.io == "float" else self.model_copy(update={"single_channel_convs": "int8"})
+        plan = pt2e.plan(options, module, args, ctx, inputs, tensors, "xnnpack", WEIGHT_BITS)
         quantizer = self._quantizer(plan)
         converted, decisions = _quantize_pt2e(module, args, quantizer, [tuple(t[i:i + 1] for t in tensors)
                                                                         for i in range(len(inputs))])

@@ -39,7 +39,8 @@ def test_a_module_called_twice_is_int8_in_both_calls_and_loads(tmp_path):
 
 @pytest.mark.slow
 def test_keep_float_leaves_that_layer_float_in_the_program(tmp_path):
-    code, report = _compile(tmp_path, "SharedTowerGaze", extra="      keep_float: [head]\n      min_int8_mac_fraction: 0.5\n")
+    code, report = _compile(tmp_path, "SharedTowerGaze", extra="      keep_float: [head]\n      min_int8_mac_fraction: 0.5\n"
+                                                              "      single_channel_convs: int8\n")
     assert code == 0, report
     assert [f["name"] for f in report["quantization"]["float_layers"]] == ["head"]
     float_macs = [f for f in report["runtime"]["float_ops"] if f["macs"]]

@@ -62,9 +62,11 @@ def test_tinygaze_macs_per_node_match_the_torch_model(tinygaze_builds):
     assert _pte_macs(fp32) == expected and all(r["delegated"] and r["precision"] == "fp32" for r in fp32.layers)
     assert sum(m for _, m, _ in expected) == tinygaze_builds["executorch"].report.compute["macs"].value
     int8 = pte.read(tinygaze_builds["executorch-int8"].artifact)
-    assert _pte_macs(int8) == expected  # the same nodes, now with INT8 activations
-    assert all(r["precision"] == "int8" and r["activation_dtype"] in ("qint8", "qdint8") for r in int8.layers)
-    assert all(r["weight_bytes"] == r["weight_elems"] for r in int8.layers)  # one byte per INT8 weight
+    assert _pte_macs(int8) == expected  # the same nodes, now with INT8 activations but the 1-channel stem's
+    stem, *rest = int8.layers  # float by single_channel_convs (XNNPACK would pad its one input channel to 8)
+    assert stem["precision"] == "fp32" and stem["delegated"]
+    assert all(r["precision"] == "int8" and r["activation_dtype"] in ("qint8", "qdint8") for r in rest)
+    assert all(r["weight_bytes"] == r["weight_elems"] for r in rest)  # one byte per INT8 weight
 
 
 def test_depthwise_conv_and_activation_matmul_counted_per_node(tmp_path):

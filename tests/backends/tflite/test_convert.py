@@ -97,3 +97,13 @@ def test_float_fixed_output_ops_need_int8_precision():
     with pytest.raises(ValidationError, match="to_tflite fixed_output_ops=float needs precision int8, got fp16; fix: "):
         ToTFLite(precision="fp16", fixed_output_ops="float")
     assert ToTFLite(precision="int8", fixed_output_ops="float").options() == {"precision": "int8", "fixed_output_ops": "float"}
+
+
+def test_float_single_channel_convs_need_float_io():
+    """int8 I/O is a full-integer model: a float first conv would make its input float (the default yields there)."""
+    with pytest.raises(ValidationError, match="to_tflite single_channel_convs=float needs io float: with int8 I/O the "
+                                              "model is integer from its input on; fix: drop single_channel_convs"):
+        ToTFLite(precision="int8", io="int8", single_channel_convs="float")
+    assert ToTFLite(precision="int8", io="int8").single_channel_convs == "float"  # the default, set aside at the plan
+    with pytest.raises(ValidationError, match="to_tflite single_channel_convs=float needs precision int8, got fp32"):
+        ToTFLite(single_channel_convs="float")
