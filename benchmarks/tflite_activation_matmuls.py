@@ -14,6 +14,7 @@ Writes benchmarks/tflite_activation_matmuls.md and .json (needs `perf`: apt-get 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -27,7 +28,6 @@ import int8_peers as peers  # noqa: E402
 from int8_profile import litert_perf  # noqa: E402
 from tflite_fixed_output import float_compute_ops, header, run, tables  # noqa: E402
 
-SHIPPED = "edgekit, activation_matmuls: float (shipped)"
 
 
 def matmul_facts(path: Path) -> dict:
@@ -42,7 +42,9 @@ def matmul_facts(path: Path) -> dict:
             "matmul_precisions": sorted({r["precision"] for r in matmuls})}
 
 
-def bench(name: str, tmp: Path, unseen: int, runs: int, perf_runs: int) -> dict:
+def bench_option(option: str, name: str, tmp: Path, unseen: int, runs: int, perf_runs: int) -> dict:
+    """One to_tflite option's float and int8 settings against FP32 and litert-torch's PT2E route on one model (shared
+    with benchmarks/tflite_reference_ops.py): differences, latency, gate share, float ops, perf samples."""
     import edgekit.compiler as ek
     from edgekit.backends.tflite.runner import LiteRTRunner
     from edgekit.evalset import default_eval_set, model_inputs
@@ -50,9 +52,10 @@ def bench(name: str, tmp: Path, unseen: int, runs: int, perf_runs: int) -> dict:
 
     src = peers.model_source(name)
     variants = {"FP32": ek.compile(**src, target="tflite", out=tmp / "fp32", cache=False).artifact}
-    for option, label in (("float", SHIPPED), ("int8", "edgekit, activation_matmuls: int8")):
-        recipe = peers.recipe_with("tflite-int8", "to_tflite", {"activation_matmuls": option}, tmp)
-        variants[label] = ek.compile(**src, target=str(recipe), out=tmp / option, cache=False, force=True).artifact
+    for setting in ("float", "int8"):
+        recipe = peers.recipe_with("tflite-int8", "to_tflite", {option: setting}, tmp)
+        label = f"edgekit, {option}: {setting}" + (" (shipped)" if setting == "float" else "")
+        variants[label] = ek.compile(**src, target=str(recipe), out=tmp / setting, cache=False, force=True).artifact
     loaded = load_source(src["model"], tmp / "load", arch=src.get("arch"), card=Path(src["card"]) if "card" in src else None)
     card = loaded.card
     calib = model_inputs(card, default_eval_set(card, 512, role="calib")).arrays
@@ -69,6 +72,9 @@ def bench(name: str, tmp: Path, unseen: int, runs: int, perf_runs: int) -> dict:
         row["float_ops"] = float_compute_ops(path) if row["variant"] != "FP32" else {}
         row["perf"] = litert_perf(path, perf_runs, tmp)
     return {"model": name, "rows": rows, "unseen": unseen}
+
+
+bench = functools.partial(bench_option, "activation_matmuls")
 
 
 def markdown(results: list[dict], host: dict, version: str) -> str:

@@ -69,6 +69,13 @@ class ToTFLite(XnnpackInt8Options):
         "float", description="int8 models only: a matmul of two activations (an attention's query x key and "
         "probabilities x value) in float, run by XNNPACK, or int8, run by LiteRT's reference kernel (several times "
         "slower: benchmarks/tflite_activation_matmuls.md); not counted in min_int8_mac_fraction either way")
+    # float by default since 2026-12-05 (session 38): LiteRT 2.3 runs an INT8 HARD_SWISH only in its reference kernel
+    # (XNNPACK delegates the float one); in the zoo's MobileGaze it took 74% of the INT8 model's time (perf samples)
+    # and the INT8 model ran 5x slower than FP32 (benchmarks/tflite_reference_ops.md)
+    reference_kernel_ops: Literal["int8", "float"] = Field(
+        "float", description="int8 models only: ops whose INT8 form LiteRT runs only in its slow reference kernel "
+        "(hardswish) in float, run by XNNPACK between a dequantize and a quantize, or int8 "
+        "(benchmarks/tflite_reference_ops.md)")
 
     @model_validator(mode="after")
     def _int8_io_needs_int8(self) -> ToTFLite:
@@ -79,7 +86,8 @@ class ToTFLite(XnnpackInt8Options):
             raise ValueError("to_tflite single_channel_convs=float needs io float: with int8 I/O the model is integer "
                              "from its input on; fix: drop single_channel_convs or set io: float")
         # set by the recipe: a default means nothing in FP32
-        for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls", "single_channel_convs"):
+        for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls", "single_channel_convs",
+                       "reference_kernel_ops"):
             if option in self.model_fields_set and getattr(self, option) == "float" and self.precision != "int8":
                 raise ValueError(f"to_tflite {option}=float needs precision int8, got {self.precision}; fix: set "
                                  f"precision: int8 or drop {option}")
@@ -152,6 +160,7 @@ class ToTFLite(XnnpackInt8Options):
         quantizer.fixed_output_ops = self.fixed_output_ops
         quantizer.adds_into_float_ops = self.adds_into_float_ops
         quantizer.activation_matmuls = self.activation_matmuls
+        quantizer.reference_kernel_ops = self.reference_kernel_ops
         for lp in plan.float_layers:
             quantizer.set_module_name(lp.name, None)
         return quantizer
@@ -178,7 +187,8 @@ def _quantizer_class():
       read float (LiteRT then runs them in float, the next INT8 op quantizing again); "auto" (the default) does so
       only where no INT8 MAC op reads the op (_feeds_mac_op), else quantizes it as "int8" does.
     - activation_matmuls = "float" (the pass's option, the default) leaves every matmul of two activations float
-      before the fixed-output ops are decided: LiteRT runs their INT8 form only in its reference kernel.
+      before the fixed-output ops are decided: LiteRT runs their INT8 form only in its reference kernel; so does
+      reference_kernel_ops = "float" with hardswish (_REFERENCE_KERNEL_OPS).
     - adds_into_float_ops = "float" (the pass's option) leaves float each add whose every reader is float (after the
       above; an add reading into another such add counts as float), so its result is not rounded to INT8 only to be
       dequantized by the next op. Then any op whose inputs edgekit left float and whose readers all read float
@@ -204,6 +214,7 @@ def _quantizer_class():
         fixed_output_ops = "auto"
         adds_into_float_ops = "int8"
         activation_matmuls = "float"
+        reference_kernel_ops = "float"
         STATIC_OPS = [op for op in pt2e_quantizer.PT2EQuantizer.STATIC_OPS if op not in ("gru_io_only", "fixed_qparams")]
 
         def set_module_name(self, module_name, quantization_config):
@@ -225,12 +236,16 @@ def _quantizer_class():
 
         def annotate(self, model):
             unshare_weights(model)
+            if self.reference_kernel_ops == "float":
+                _decompose_reference_kernel_ops(model)
             model = super().annotate(model)
             if self.global_config is None or self.global_config.input_activation is None:
                 return model  # dynamic quantization: no activation scales at all
             in_float_module = [in_module(name) for name, config in self.module_name_config.items() if config is None]
             if self.activation_matmuls == "float":
                 _activation_matmuls_left_float(model)
+            if self.reference_kernel_ops == "float":
+                _reference_kernel_ops_left_float(model)
             for node in model.graph.nodes:
                 name = aten_name(node)
                 if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or not quantized_output(node.args[0]) \
@@ -308,6 +323,48 @@ def _activation_matmuls_left_float(model) -> None:
             node.meta["edgekit_float_matmul"] = True
 
 
+# ops LiteRT 2.3 runs in INT8 only in its reference kernel, that XNNPACK runs in float (MobileNetV3's hardswish: its
+# INT8 form took 74% of the zoo's MobileGaze's time; benchmarks/tflite_reference_ops.md)
+_REFERENCE_KERNEL_OPS = ("hardswish", "hardswish_")
+
+
+def _decompose_reference_kernel_ops(model) -> None:
+    """Before annotation: each hardswish as x * clamp(x / 6 + 1/2, 0, 1), its four ops marked to stay float. A lone
+    float op between an INT8 producer and an INT8 reader lowers to LiteRT's INT8 op all the same (dequantize -> op ->
+    quantize is fused), so the single op cannot stay float; nor can x * relu6(x + 3) / 6, which the converter fuses
+    back into HARD_SWISH. This chain stays float: XNNPACK runs the multiplies and the add, LiteRT the clamp
+    (RELU_0_TO_1)."""
+    import torch
+
+    graph = model.graph
+    for node in list(graph.nodes):
+        if aten_name(node) not in _REFERENCE_KERNEL_OPS:
+            continue
+        x = node.args[0]
+        with graph.inserting_before(node):
+            scaled = graph.call_function(torch.ops.aten.mul.Tensor, (x, 1 / 6))
+            shifted = graph.call_function(torch.ops.aten.add.Tensor, (scaled, 0.5))
+            gate = graph.call_function(torch.ops.aten.clamp.default, (shifted, 0.0, 1.0))
+            out = graph.call_function(torch.ops.aten.mul.Tensor, (x, gate))
+        for new in (scaled, shifted, gate, out):
+            new.meta.update({k: v for k, v in node.meta.items() if k in ("val", "nn_module_stack", "stack_trace")})
+            new.meta["edgekit_float_reference_op"] = aten_name(node)
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+    graph.lint()
+    model.recompile()
+
+
+def _reference_kernel_ops_left_float(model) -> None:
+    """After annotation: the decomposed ops compute in float (no input or output quantization); an INT8 op reading
+    the last one still quantizes its input."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for node in model.graph.nodes:
+        if node.meta.get("edgekit_float_reference_op"):
+            node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=None, _annotated=True)
+
+
 _ADDS = ("add", "add_")
 
 
@@ -364,6 +421,15 @@ def float_matmul_decisions(prepared) -> list[str]:
             for node in prepared.graph.nodes if node.meta.get("edgekit_float_matmul")]
 
 
+def float_reference_op_decisions(prepared) -> list[str]:
+    """One line per op left float by reference_kernel_ops (the last of its decomposed ops names it)."""
+    return [f"{node.meta['edgekit_float_reference_op']} in {node_location(node)} kept float (reference_kernel_ops: "
+            "float): LiteRT runs it in INT8 only in its reference kernel, so it computes as float multiplies, an add "
+            "and a clamp" for node in prepared.graph.nodes
+            if node.meta.get("edgekit_float_reference_op") and not any(
+                u.meta.get("edgekit_float_reference_op") for u in node.users)]
+
+
 def float_add_decisions(prepared) -> list[str]:
     """One line per add left float by adds_into_float_ops."""
     return [f"add `{node.name}` in {node_location(node)} kept float (adds_into_float_ops: float): every op reading it "
@@ -407,8 +473,8 @@ def recurrent_decisions(graph_module) -> list[str]:
 def _quantize_pt2e(module, args, quantizer, samples: list[tuple]):
     """The shared PT2E sweep (edgekit.quant.pt2e.quantize) with LiteRT's own decision lines."""
     return pt2e.quantize(module, args, quantizer, samples, "to_tflite", "onnx-int8",
-                         lambda prepared: float_matmul_decisions(prepared) + fixed_output_decisions(prepared)
-                         + float_add_decisions(prepared)
+                         lambda prepared: float_matmul_decisions(prepared) + float_reference_op_decisions(prepared)
+                         + fixed_output_decisions(prepared) + float_add_decisions(prepared)
                          + recurrent_decisions(prepared))
 
 

@@ -393,3 +393,40 @@ def test_average_pools_get_their_own_output_range(tmp_path):
     with torch.no_grad():
         ref = model(x[:16]).numpy()
     assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05 * np.abs(ref).max()
+
+
+class HardswishNet(nn.Module):
+    """MobileNetV3-style: convs with a hardswish between them (nn.Hardswish and F.hardswish)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.act, self.conv2 = nn.Conv2d(1, 8, 3, 2, 1), nn.Hardswish(), nn.Conv2d(8, 8, 3, 2, 1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.hardswish(self.conv2(self.act(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("option", ["float", "int8"])
+def test_hardswish_runs_in_float_between_int8_convs_unless_asked(tmp_path, option):
+    """float (the default): no HARD_SWISH op at all (LiteRT runs its INT8 form only in the reference kernel; the
+    converter fused a lone float one, and x * relu6(x + 3) / 6, back into it), each hardswish a float chain between
+    a dequantize and a quantize, named in the decisions; the convs stay INT8. int8: two INT8 HARD_SWISH ops."""
+    torch.manual_seed(0)
+    model = HardswishNet().eval()
+    x = _samples(64, seed=1)
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x, reference_kernel_ops=option)
+    assert sum("kept float (reference_kernel_ops: float)" in d for d in decisions) == (2 if option == "float" else 0)
+    runner = LiteRTRunner(path)
+    ops = [d["op_name"] for d in runner.interpreter._get_ops_details()]
+    if option == "float":
+        assert "HARD_SWISH" not in ops and ops.count("RELU_0_TO_1") == 2
+        assert {dtype for dtype, _ in _op_outputs(runner, "RELU_0_TO_1")} == {"float32"}
+    else:
+        assert _op_outputs(runner, "HARD_SWISH")[0][0] == "int8" and ops.count("HARD_SWISH") == 2
+    share, _ = weight_int8_share(tflite_graph.layer_rows(tflite_graph.read(path)))
+    assert share == 1.0
+    with torch.no_grad():
+        ref = model(x[:16]).numpy()
+    assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05
