@@ -97,14 +97,17 @@ def single_channel_convs_float(plan: QuantPlan, module, min_int8_mac_fraction: f
     (`float_macs_outside` counted as float too) stays INT8: XNNPACK's INT8 convolutions pad each kernel tap's input
     channels to 8, so such a conv does 8x its MACs (GazeResNet18's 1-channel 7x7 stem alone on AVX2 kernels: 0.81 ms
     INT8, 0.15 ms float: benchmarks/int8_ceiling.md; the models: benchmarks/single_channel_convs.md)."""
-    total = sum(lp.macs for lp in plan.layers)
-    share = (lambda p: p.int8_fraction("macs") * total / (total + float_macs_outside)) if total else (lambda p: 0.0)
+    total = sum(lp.macs for lp in plan.layers) + float_macs_outside
+
+    def int8_share(p: QuantPlan) -> float:
+        return sum(lp.macs for lp in p.layers if lp.int8) / total if total else 0.0
+
     modules = dict(module.named_modules())
     for lp in sorted((lp for lp in plan.layers if lp.int8 and lp.op == "Conv"
                       and getattr(modules.get(lp.name), "in_channels", None) == 1), key=lambda lp: lp.macs):
         candidate = plan.with_float({lp.name}, "float: one input channel, which XNNPACK's INT8 conv pads to 8 "
                                     "(single_channel_convs)")
-        if share(candidate) < min_int8_mac_fraction:
+        if int8_share(candidate) < min_int8_mac_fraction:
             break
         plan = candidate
     return plan
