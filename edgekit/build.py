@@ -162,12 +162,17 @@ def _result(fut, job: Job) -> dict:
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)  # forgets the manager thread: the `with` exit cannot join it
     for p in processes:
         if p.is_alive():
             p.terminate()  # SIGTERM: Interrupted in the worker, whose compile cleans up
     for p in processes:
         p.join(timeout=60)
+    if manager is not None:
+        # joined here: still closing its wakeup pipe at exit, it raced concurrent.futures' exit hook writing to that
+        # pipe (CPython 3.11: "Exception ignored ... OSError: [Errno 9] Bad file descriptor" after the error line)
+        manager.join(timeout=60)
 
 
 def run_job(job: Job) -> dict:
