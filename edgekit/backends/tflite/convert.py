@@ -70,8 +70,8 @@ class ToTFLite(XnnpackInt8Options):
         "probabilities x value) in float, run by XNNPACK, or int8, run by LiteRT's reference kernel (several times "
         "slower: benchmarks/tflite_activation_matmuls.md); not counted in min_int8_mac_fraction either way")
     # float by default since 2026-12-05 (session 38): LiteRT 2.3 runs an INT8 HARD_SWISH only in its reference kernel
-    # (XNNPACK delegates the float one); in the zoo's MobileGaze it took 74% of the INT8 model's time (perf samples)
-    # and the INT8 model ran 5x slower than FP32 (benchmarks/tflite_reference_ops.md)
+    # (XNNPACK delegates the float one); in the zoo's MobileGaze it took 68-75% of the INT8 model's time (perf samples)
+    # and the INT8 model ran 5-6x slower than FP32 (benchmarks/tflite_reference_ops.md)
     reference_kernel_ops: Literal["int8", "float"] = Field(
         "float", description="int8 models only: ops whose INT8 form LiteRT runs only in its slow reference kernel "
         "(hardswish) in float, run by XNNPACK between a dequantize and a quantize, or int8 "
@@ -324,7 +324,7 @@ def _activation_matmuls_left_float(model) -> None:
 
 
 # ops LiteRT 2.3 runs in INT8 only in its reference kernel, that XNNPACK runs in float (MobileNetV3's hardswish: its
-# INT8 form took 74% of the zoo's MobileGaze's time; benchmarks/tflite_reference_ops.md)
+# INT8 form took 68-75% of the zoo's MobileGaze's time; benchmarks/tflite_reference_ops.md)
 _REFERENCE_KERNEL_OPS = ("hardswish", "hardswish_")
 
 
@@ -337,9 +337,8 @@ def _decompose_reference_kernel_ops(model) -> None:
     import torch
 
     graph = model.graph
-    for node in list(graph.nodes):
-        if aten_name(node) not in _REFERENCE_KERNEL_OPS:
-            continue
+    found = [node for node in graph.nodes if aten_name(node) in _REFERENCE_KERNEL_OPS]
+    for node in found:
         x = node.args[0]
         with graph.inserting_before(node):
             scaled = graph.call_function(torch.ops.aten.mul.Tensor, (x, 1 / 6))
@@ -351,8 +350,9 @@ def _decompose_reference_kernel_ops(model) -> None:
             new.meta["edgekit_float_reference_op"] = aten_name(node)
         node.replace_all_uses_with(out)
         graph.erase_node(node)
-    graph.lint()
-    model.recompile()
+    if found:  # most models have none: their graph is left as exported
+        graph.lint()
+        model.recompile()
 
 
 def _reference_kernel_ops_left_float(model) -> None:
