@@ -36,7 +36,7 @@ WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8
 
 class ToTFLite(XnnpackInt8Options):
     name: ClassVar[str] = "to_tflite"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: an INT8 max pool of a ReLU reads a zero pad (_zero_padded_max_pools)
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.tflite
     summary: ClassVar[str] = "convert to a .tflite flatbuffer with litert-torch (FP32, FP16 weights or INT8 from edgekit's plan)"
@@ -206,10 +206,6 @@ def _quantizer_class():
     from litert_torch.quantize.pt2e_quantizer_utils import _is_annotated, propagate_annotation
     from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec, QuantizationAnnotation
 
-    def quantized_output(node) -> bool:
-        annotation = node.meta.get("quantization_annotation") if hasattr(node, "meta") else None
-        return annotation is not None and annotation._annotated and annotation.output_qspec is not None
-
     class EdgekitPT2EQuantizer(pt2e_quantizer.PT2EQuantizer):
         fixed_output_ops = "auto"
         adds_into_float_ops = "int8"
@@ -238,9 +234,11 @@ def _quantizer_class():
             unshare_weights(model)
             if self.reference_kernel_ops == "float":
                 _decompose_reference_kernel_ops(model)
+            _zero_padded_max_pools(model)
             model = super().annotate(model)
             if self.global_config is None or self.global_config.input_activation is None:
                 return model  # dynamic quantization: no activation scales at all
+            _zero_pads_share_their_input_scale(model)
             in_float_module = [in_module(name) for name, config in self.module_name_config.items() if config is None]
             if self.activation_matmuls == "float":
                 _activation_matmuls_left_float(model)
@@ -248,7 +246,7 @@ def _quantizer_class():
                 _reference_kernel_ops_left_float(model)
             for node in model.graph.nodes:
                 name = aten_name(node)
-                if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or not quantized_output(node.args[0]) \
+                if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or not _quantized_output(node.args[0]) \
                         or any(f(node) for f in in_float_module):
                     continue
                 if self.fixed_output_ops == "float" or (self.fixed_output_ops == "auto" and not _feeds_mac_op(node)):
@@ -267,6 +265,11 @@ def _quantizer_class():
             return model
 
     return EdgekitPT2EQuantizer
+
+
+def _quantized_output(node) -> bool:
+    annotation = node.meta.get("quantization_annotation") if hasattr(node, "meta") else None
+    return annotation is not None and annotation._annotated and annotation.output_qspec is not None
 
 
 def _leave_float(node) -> None:
@@ -353,6 +356,52 @@ def _decompose_reference_kernel_ops(model) -> None:
     if found:  # most models have none: their graph is left as exported
         graph.lint()
         model.recompile()
+
+
+def _zero_padded_max_pools(model) -> None:
+    """Before annotation: a padded max pool of a ReLU's output as a zero pad, then the pool unpadded. LiteRT lowers
+    max pooling's implicit padding (-inf) to an INT8 PADV2 of the lowest value, which it runs in its reference kernel;
+    a zero PAD is XNNPACK's. The same values: every window of an undilated pool holds an input element, all >= 0."""
+    import torch
+
+    graph = model.graph
+    found = []
+    for pool in graph.nodes:
+        if aten_name(pool) != "max_pool2d" or pool.kwargs or aten_name(pool.args[0]) not in ("relu", "relu_"):
+            continue
+        args = list(pool.args) + [[], 0, 1, False][len(pool.args) - 2:]  # the schema's defaults after kernel_size
+        padding, dilation, ceil_mode = args[3:6]
+        ph, pw = [padding] * 2 if isinstance(padding, int) else padding * (3 - len(padding))
+        if (ph or pw) and dilation in (1, [1], [1, 1]) and not ceil_mode:
+            found.append((pool, args, ph, pw))
+    for pool, args, ph, pw in found:
+        with graph.inserting_before(pool):
+            padded = graph.call_function(torch.ops.aten.constant_pad_nd.default, (args[0], [pw, pw, ph, ph], 0.0))
+        # a source of its own: with the pool's module stack alone, litert-torch's annotator took the pad for the pool
+        padded.meta.update({k: v for k, v in pool.meta.items() if k in ("nn_module_stack", "stack_trace")},
+                           source_fn_stack=[(padded.name, torch.nn.functional.pad)], edgekit_zero_pad=True)
+        pool.args = (padded, *args[1:3], [0, 0], *args[4:])
+    if found:
+        graph.lint()
+        model.recompile()
+
+
+def _zero_pads_share_their_input_scale(model) -> None:
+    """After annotation: each zero pad of _zero_padded_max_pools, and the pool reading it, INT8 with the scale of the
+    pad's input (litert-torch annotates no pad, and a pool only after an annotated op), as a max pool is."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    for pad in model.graph.nodes:
+        x = pad.args[0] if pad.meta.get("edgekit_zero_pad") else None
+        if x is None or not _quantized_output(x) or pad.meta.get("quantization_annotation") is not None:
+            continue
+        shared = SharedQuantizationSpec(x)
+        pad.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map={x: shared}, output_qspec=shared,
+                                                                     _annotated=True)
+        for pool in pad.users:
+            if pool.meta.get("quantization_annotation") is None:
+                pool.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map={pad: shared},
+                                                                              output_qspec=shared, _annotated=True)
 
 
 def _reference_kernel_ops_left_float(model) -> None:

@@ -1,7 +1,7 @@
 """TFLite INT8 ops whose output quantization LiteRT fixes (SOFTMAX, LOGISTIC, LOG_SOFTMAX, TANH): to_tflite gives them
 the scale and zero point the kernels require (a softmax that took an observed range crashed LiteRT at prepare), a
 kept-float layer is left float without crashing, and a LiteRT error at prepare or invoke is one line with a fix; the
-options that leave more ops float; average pools observe their own output range."""
+options that leave more ops float; average pools observe their own output range; a max pool of a ReLU pads with zeros."""
 
 from __future__ import annotations
 
@@ -430,3 +430,50 @@ def test_hardswish_runs_in_float_between_int8_convs_unless_asked(tmp_path, optio
     with torch.no_grad():
         ref = model(x[:16]).numpy()
     assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05
+
+
+class StemNet(nn.Module):
+    """A ResNet stem: conv, ReLU, a padded 3x3 max pool (then a plain one, and one with ceil_mode), a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = nn.Conv2d(1, 8, 3, 1, 1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(8, 8, 3, 1, 1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = F.max_pool2d(F.max_pool2d(self.conv2(x), 3, 1, 1), 2, 2, 0, ceil_mode=True)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_padded_max_pool_of_a_relu_pads_with_zeros_the_same_values():
+    """Only the pool reading a ReLU gets a zero pad (its -inf padding never wins: every window holds an input >= 0);
+    the pool of a conv's signed output keeps its own padding, the ceil_mode one its windows; outputs bit for bit."""
+    from edgekit.backends.tflite.convert import _zero_padded_max_pools
+
+    torch.manual_seed(0)
+    model = StemNet().eval()
+    exported = _export(model, (torch.zeros(4, *SHAPE[1:]),), strict=True).module()
+    x = _samples(4)
+    before = exported(x)
+    _zero_padded_max_pools(exported)
+    pads = [n for n in exported.graph.nodes if _aten_name(n) == "constant_pad_nd"]
+    assert [(_aten_name(p.args[0]), p.args[1:], list(next(iter(p.users)).args[3])) for p in pads] == \
+        [("relu", ([1, 1, 1, 1], 0.0), [0, 0])]
+    assert torch.equal(exported(x), before)
+
+
+def test_int8_max_pool_after_relu_reads_a_zero_pad_not_padv2(tmp_path):
+    """LiteRT runs an INT8 PADV2 (how litert-torch lowers max pooling's padding) only in its reference kernel; the
+    zero pad lowers to PAD, INT8 with the ReLU's scale, as is the pool (benchmarks/tflite_zero_pad_pools.md)."""
+    torch.manual_seed(0)
+    model = StemNet().eval()
+    x = _samples(64, seed=1)
+    path, _ = _to_int8_tflite(model, tmp_path / "m.tflite", calib=x)
+    runner = LiteRTRunner(path)
+    ops = [d["op_name"] for d in runner.interpreter._get_ops_details()]
+    assert "PADV2" not in ops and ops.count("PAD") == 1
+    assert _op_outputs(runner, "PAD")[0] == _op_outputs(runner, "MAX_POOL_2D")[0] and _op_outputs(runner, "PAD")[0][0] == "int8"
+    with torch.no_grad():
+        ref = model(x[:16]).numpy()
+    assert np.abs(runner.run({"x": x[:16].numpy()}) - ref).max() < 0.05 * np.abs(ref).max()
