@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -142,12 +143,39 @@ def _lower(module, args):
 
     exported = pt2e.export(module, args, WHO)
     try:
-        with step("lowering to ExecuTorch with the XNNPACK partitioner"), quiet():
+        with step("lowering to ExecuTorch with the XNNPACK partitioner"), quiet(), \
+                _only_matchable_xnnpack_patterns(exported.graph):
             return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as exc:
         raise BadInputError(f"{WHO}: ExecuTorch could not lower {_failing_op(exc, exported.graph)} "
                             f"({first_line(exc, 200)}); fix: replace that layer with supported ops, or use the onnx "
                             "target") from None
+
+
+# XNNPACK's lowering turns a decomposed bilinear upsample and a decomposed masked SDPA back into its own ops by matching
+# pattern graphs, which it exports and lowers on first use in each process (1.4 s and 1.0 s here, a fifth of a cold
+# TinyGaze compile). A model whose exported graph calls neither op cannot hold their decomposition (unless written out
+# by hand, which then runs as the ops it is written in): for it the patterns are left empty, the program the same.
+_PATTERNS_NEEDING = {"bilinear_2d": ("get_graphs_dict", "upsample_bilinear2d"), "sdpa": ("get_graphs", "scaled_dot_product")}
+
+
+@contextmanager
+def _only_matchable_xnnpack_patterns(graph):
+    """While lowering `graph`: the XNNPACK pattern graphs of ops the graph never calls, empty."""
+    import importlib
+
+    called = {aten_name(node) for node in graph.nodes}
+    swapped = []
+    for name, (getter, op) in _PATTERNS_NEEDING.items():
+        if not any(op in c for c in called):
+            module = importlib.import_module(f"executorch.backends.xnnpack.partition.graphs.{name}")
+            swapped.append((module, getter, getattr(module, getter)))
+            setattr(module, getter, dict if getter == "get_graphs_dict" else list)
+    try:
+        yield
+    finally:
+        for module, getter, original in swapped:
+            setattr(module, getter, original)
 
 
 def _failing_op(exc: Exception, graph) -> str:

@@ -99,3 +99,26 @@ def test_builtin_models_pass_in_fp32(tmp_path, model):
     assert res.report.accuracy.diff_from_reference.max_deg < 0.01
     assert res.report.runtime.delegated_mac_fraction >= 0.95
     _check_sidecar_against_runtime(res)
+
+
+def test_xnnpack_patterns_of_ops_a_graph_never_calls_are_left_empty_while_it_lowers():
+    """XNNPACK's bilinear-upsample and SDPA pattern graphs (built on first use, 2.5 s a process) are empty while a
+    graph calling neither op lowers, the upsample ones kept for a graph that upsamples, and both restored after."""
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+    from torch import nn
+    from torch.nn import functional as F
+
+    from edgekit.backends.executorch.convert import WHO, _only_matchable_xnnpack_patterns
+    from edgekit.quant import pt2e
+
+    class Upsampling(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=2, mode="bilinear")
+
+    originals = (bilinear_2d.get_graphs_dict, sdpa.get_graphs)
+    x = (torch.zeros(1, 1, 8, 8),)
+    with _only_matchable_xnnpack_patterns(pt2e.export(nn.Conv2d(1, 2, 3), x, WHO).graph):
+        assert bilinear_2d.get_graphs_dict() == {} and sdpa.get_graphs() == []
+    with _only_matchable_xnnpack_patterns(pt2e.export(Upsampling(), x, WHO).graph):
+        assert bilinear_2d.get_graphs_dict is originals[0] and sdpa.get_graphs() == []
+    assert (bilinear_2d.get_graphs_dict, sdpa.get_graphs) == originals
