@@ -25,6 +25,7 @@ from edgekit.backends.onnx.export import load_torch_artifact
 from edgekit.backends.tflite import graph as tflite_graph
 from edgekit.errors import BadInputError, first_line
 from edgekit.evalset import model_inputs
+from edgekit.passes.base import Pass
 from edgekit.passes.int8_options import XnnpackInt8Options
 from edgekit.progress import step
 from edgekit.quant import pt2e
@@ -41,7 +42,9 @@ class ToTFLite(XnnpackInt8Options):
     produces: ClassVar[Format] = Format.tflite
     summary: ClassVar[str] = "convert to a .tflite flatbuffer with litert-torch (FP32, FP16 weights or INT8 from edgekit's plan)"
 
-    precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="fp16: float16 weights; int8: INT8 weights and activations")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="fp16: float16 weights (the tflite-fp16 target "
+                                                        "casts the FP32 conversion instead: tflite_fp16); int8: INT8 weights "
+                                                        "and activations")
     io: Literal["float", "int8"] = Field(
         "float", description="int8 models only: float32 I/O (QUANTIZE inside) or int8 I/O quantized by the caller")
     # auto by default since 2026-12-05: of the zoo and built-in models only l2cs_bins has such an op that no MAC op
@@ -119,7 +122,7 @@ class ToTFLite(XnnpackInt8Options):
         model = tflite_graph.read(path)
         if self.precision == "fp16":
             model = tflite_graph.read_bytes(_cast_weights_fp16(path))
-            notes.append("weights stored as float16 (ai-edge-quantizer float casting); CPU kernels compute in float32")
+            notes.append(FP16_NOTE)
         if self.precision == "int8":
             if self.io == "float":
                 tflite_graph.float_inputs(model)
@@ -560,6 +563,32 @@ def op_location(module, args, op: str) -> str:
             paths = [path for path, _ in stack.values() if path]
             return paths[-1].replace("L['self'].", "") if paths else "(top level)"
     return "unknown module"
+
+
+FP16_NOTE = "weights stored as float16 (ai-edge-quantizer float casting); CPU kernels compute in float32"
+
+
+class TFLiteFp16(Pass):
+    """An FP32 .tflite with its weights cast to float16: the same bytes as to_tflite(precision=fp16), whose conversion
+    it shares with the FP32 target through the pass cache (a build of both converts once)."""
+
+    name: ClassVar[str] = "tflite_fp16"
+    uses_calibration: ClassVar[bool] = False
+    consumes: ClassVar[frozenset[Format]] = frozenset({Format.tflite})
+    produces: ClassVar[Format] = Format.tflite
+    summary: ClassVar[str] = "store an FP32 .tflite's weights as float16 (ai-edge-quantizer float casting; LiteRT's CPU " \
+                             "kernels compute in float32)"
+
+    def run(self, src: Artifact, ctx, out_dir: Path) -> Artifact:
+        if src.meta.precision not in (None, "fp32"):
+            raise BadInputError(f"tflite_fp16 needs an FP32 .tflite, got {src.meta.precision}; fix: put it right after "
+                                "to_tflite without precision")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "model.tflite"
+        tflite_graph.write(tflite_graph.read_bytes(_cast_weights_fp16(src.path)), path)
+        io = tflite_graph.io_details(tflite_graph.read(path))
+        return Artifact.create(path, Format.tflite, src, **src.meta.carried("precision", "io"), precision="fp16", io=io,
+                               notes=[FP16_NOTE])
 
 
 def _cast_weights_fp16(path: Path) -> bytes:

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from edgekit.artifact import Format
-from edgekit.backends.tflite.convert import ToTFLite, _convert, _export, op_location
+from edgekit.artifact import Artifact, ArtifactMeta
+from edgekit.backends.tflite.convert import TFLiteFp16, ToTFLite, _convert, _export, op_location
 from edgekit.errors import BadInputError
 from tests.fixtures.gaze_models import UnsupportedOpGaze
 
@@ -27,6 +28,13 @@ def test_formats_and_one_line_form():
     assert ToTFLite.produces == Format.tflite
     assert str(ToTFLite()) == "to_tflite"
     assert str(ToTFLite(precision="fp16")) == "to_tflite(precision=fp16)"
+
+
+def test_the_fp16_cast_takes_only_an_fp32_tflite(tmp_path):
+    assert TFLiteFp16.consumes == frozenset({Format.tflite}) and str(TFLiteFp16()) == "tflite_fp16"
+    int8 = Artifact(path=tmp_path / "model.tflite", format=Format.tflite, sha256="0" * 64, meta=ArtifactMeta(precision="int8"))
+    with pytest.raises(BadInputError, match="tflite_fp16 needs an FP32 .tflite, got int8; fix: put it right after to_tflite"):
+        TFLiteFp16().run(int8, None, tmp_path / "out")
 
 
 def test_only_int8_depends_on_the_host():

@@ -46,6 +46,18 @@ def test_fp16_stores_half_precision_weights(compiled):
     rows = [r for r in tflite_graph.layer_rows(tflite_graph.read(fp16.artifact)) if r["macs"]]
     assert rows and all(r["weight_dtype"] == "float16" for r in rows)
     assert fp16.report.size["artifact"].value < 0.55 * fp32.report.size["artifact"].value
+    # the shipped target casts the FP32 conversion, found in the pass cache (converted once for both targets)
+    assert [s.pass_ for s in fp16.report.steps] == ["fold_bn", "to_tflite", "tflite_fp16"] and fp16.report.steps[1].cached
+
+
+@pytest.mark.slow
+def test_the_fp16_cast_of_the_fp32_conversion_is_to_tflites_own_fp16(compiled, tmp_path):
+    """The same bytes as to_tflite(precision=fp16) converting on its own (what the target ran before, and a user's
+    recipe may still ask for)."""
+    recipe = tmp_path / "own.yaml"
+    recipe.write_text("name: own-fp16\nbackend: tflite\npasses:\n  - fold_bn\n  - to_tflite:\n      precision: fp16\n")
+    own = ek.compile(None, str(recipe), out=tmp_path / "own")
+    assert own.artifact.read_bytes() == compiled["tflite-fp16"].artifact.read_bytes()
 
 
 @pytest.mark.slow
