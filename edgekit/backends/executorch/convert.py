@@ -156,7 +156,9 @@ def _lower(module, args):
 # pattern graphs, which it exports and lowers on first use in each process (1.4 s and 1.0 s here, a fifth of a cold
 # TinyGaze compile). A model whose exported graph calls neither op cannot hold their decomposition (unless written out
 # by hand, which then runs as the ops it is written in): for it the patterns are left empty, the program the same.
-_PATTERNS_NEEDING = {"bilinear_2d": ("get_graphs_dict", "upsample_bilinear2d"), "sdpa": ("get_graphs", "scaled_dot_product")}
+# module -> (its getter, what the getter returns when empty, the op a graph must call for the patterns to match)
+_PATTERNS_NEEDING = {"bilinear_2d": ("get_graphs_dict", dict, "upsample_bilinear2d"),
+                     "sdpa": ("get_graphs", list, "scaled_dot_product")}
 
 
 @contextmanager
@@ -166,11 +168,11 @@ def _only_matchable_xnnpack_patterns(graph):
 
     called = {aten_name(node) for node in graph.nodes}
     swapped = []
-    for name, (getter, op) in _PATTERNS_NEEDING.items():
+    for name, (getter, empty, op) in _PATTERNS_NEEDING.items():
         if not any(op in c for c in called):
             module = importlib.import_module(f"executorch.backends.xnnpack.partition.graphs.{name}")
             swapped.append((module, getter, getattr(module, getter)))
-            setattr(module, getter, dict if getter == "get_graphs_dict" else list)
+            setattr(module, getter, empty)
     try:
         yield
     finally:
