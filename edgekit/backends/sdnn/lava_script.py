@@ -56,9 +56,10 @@ class PyFramesModel(PyLoihiProcessModel):
 def main(folder: str, inputs: str, out: str) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.join(os.path.dirname(here), "lava"))
-    from lava_script import load_network, recorder, stub_torch_only_modules  # the CUBA script's (same folder tree)
+    from lava_script import load_network, recorder, stub_torch_only_modules, use_sparse_conv  # the CUBA script's
 
     stub_torch_only_modules()
+    use_sparse_conv()  # graded messages too: each kernel's matrix is checked against Lava's scipy convolution first
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
