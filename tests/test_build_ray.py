@@ -284,17 +284,22 @@ def test_without_ray_installed_the_error_names_the_extra(tmp_path, monkeypatch, 
     assert err[-1].endswith("fix: pip install 'edgekit[ray]'")
 
 
-def test_a_local_ray_gets_the_cores_this_process_may_run_on(monkeypatch):
-    """Only the sizing: ray.init's options, recorded instead of starting Ray (the builds above start real ones)."""
+def test_a_local_ray_gets_the_cores_this_process_may_run_on_and_the_cache_in_its_environment(monkeypatch):
+    """Only the sizing and environment: ray.init's options, recorded instead of starting Ray (the builds above start real ones)."""
     from edgekit import build_ray
 
     class Recorder:
         def init(self, **options):
-            self.options = options
+            self.options, self.cache = options, os.environ.get("EDGEKIT_CACHE_DIR")
 
     monkeypatch.setattr(build_ray, "usable_cores", lambda: 3)  # e.g. a container pinned to 3 of the host's cores
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", "relative/cache")
     ray = Recorder()
     build_ray._init(ray, None, None)
     assert ray.options["address"] == "local" and ray.options["num_cpus"] == 3
     build_ray._init(ray, None, 2)  # --jobs wins
     assert ray.options["num_cpus"] == 2
+    # the local raylet inherits the environment ray.init runs in (no runtime_env: it would start idle workers), with
+    # the cache as an absolute path; this process gets its own back
+    assert "runtime_env" not in ray.options and ray.cache == str(Path("relative/cache").absolute())
+    assert os.environ["EDGEKIT_CACHE_DIR"] == "relative/cache"
