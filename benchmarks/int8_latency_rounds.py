@@ -94,8 +94,9 @@ def markdown(results: list[dict], host: dict, masked: bool) -> str:
     lines = ["# INT8 latency against the peers, in interleaved rounds", "",
              f"Machine: {host['cpu']}, {host['cores']} cores ({', '.join(host['isa_flags'])}).{kernels} Produced by "
              f"`benchmarks/int8_latency_rounds.py`: batch 1, 1 thread, each round {results[0]['runs'] if results else 0} "
-             f"runs per variant after warm-up, interleaved in blocks of {INTERLEAVE_BLOCK} runs, each after "
-             f"{SETTLE_S:g} s of untimed ones (edgekit.report.measure); the peers built as in "
+             f"runs per variant after warm-up, interleaved in blocks of {INTERLEAVE_BLOCK} runs (more where they take "
+             f"under {SETTLE_S:g} s, two blocks at least), each after {SETTLE_S:g} s of untimed ones "
+             "(edgekit.report.measure); the peers built as in "
              "`int8_peers.py` (calibrated on the same 512 samples).", "",
              "| model | runtime | variant | p50 ms, median of rounds | p50 range | x FP32 |", "|---|---|---|---|---|---|"]
     for res in results:

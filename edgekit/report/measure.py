@@ -40,22 +40,33 @@ def compare(ref_out: np.ndarray, art_out: np.ndarray, inputs: ModelInputs, card:
         how=how)
 
 
-# Interleaved runners take turns in blocks of this many timed runs, each block after SETTLE_S of untimed runs.
+# Interleaved runners take turns in blocks of at least this many timed runs, each block after SETTLE_S of untimed runs.
 # Alternating run by run, no runner ran as it runs alone: GazeResNet18's INT8 ONNX model took 1.9 ms alternating with
 # its FP32 model against 1.25 ms alone, and of two equally fast INT8 models the one placed after the FP32 model measured
 # 3% slower. Not the caches alone: after 0.1 s of sleep or of a Python loop its FP32 model too needs about 0.1 s of runs
 # to come down from 6.5 to 4.7 ms, after an INT8 model's runs the same (benchmarks/interleave_order.md). Blocks still let
-# the machine's load hit every runner alike (each lasts a fraction of a second).
+# the machine's load hit every runner alike (each lasts a fraction of a second). Where 50 runs take less than the
+# settling, a block holds as many runs as the settling did (it lasts about as long), but at most half the runs, so each
+# runner is timed in two blocks at least, once in each order: TinyGaze's 200 runs of 0.1 ms then take two rounds
+# instead of four, and its onnx-int8 compile settles 0.4 s instead of 0.8 s.
 INTERLEAVE_BLOCK = 50
 SETTLE_S = 0.1
 
 
-def _settle(run: Runner, sample: dict[str, np.ndarray]) -> None:
-    """Untimed runs, at least one, until SETTLE_S has passed."""
+def _settle(run: Runner, sample: dict[str, np.ndarray]) -> int:
+    """Untimed runs, at least one, until SETTLE_S has passed; how many ran."""
     end = time.perf_counter() + SETTLE_S
     run(sample)
+    count = 1
     while time.perf_counter() < end:
         run(sample)
+        count += 1
+    return count
+
+
+def _block(runs: int, settled: int) -> int:
+    """Timed runs per block of a runner whose first settling took `settled` runs (see INTERLEAVE_BLOCK)."""
+    return max(INTERLEAVE_BLOCK, min(settled, -(-runs // 2)))
 
 
 def _round_order(labels: list[str], round_index: int) -> list[str]:
@@ -68,22 +79,27 @@ def _round_order(labels: list[str], round_index: int) -> list[str]:
 
 def _time_runs(runs_by_label: dict[str, Runner], sample: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, np.ndarray]:
     """Milliseconds per run of each runner after `warmup` untimed rounds: one runner run after run; several in
-    alternating blocks (INTERLEAVE_BLOCK runs after SETTLE_S of untimed ones), in _round_order."""
+    alternating blocks (_block's runs after SETTLE_S of untimed ones), in _round_order."""
     for _ in range(warmup):
         for run in runs_by_label.values():
             run(sample)
     labels = list(runs_by_label)
     times: dict[str, list[float]] = {label: [] for label in labels}
-    block = runs if len(labels) == 1 else INTERLEAVE_BLOCK
-    for round_index in range(-(-runs // block)):
+    blocks: dict[str, int] = {label: runs for label in labels} if len(labels) == 1 else {}
+    round_index = 0
+    while any(len(t) < runs for t in times.values()):
         for label in _round_order(labels, round_index):
             run = runs_by_label[label]
+            if len(times[label]) == runs:
+                continue
             if len(labels) > 1:
-                _settle(run, sample)
-            for _ in range(min(block, runs - len(times[label]))):
+                settled = _settle(run, sample)
+                blocks.setdefault(label, _block(runs, settled))
+            for _ in range(min(blocks[label], runs - len(times[label]))):
                 start = time.perf_counter()
                 run(sample)
                 times[label].append((time.perf_counter() - start) * 1e3)
+        round_index += 1
     return {label: np.array(t) for label, t in times.items()}
 
 
@@ -113,8 +129,9 @@ def interleaved_latency(runs_by_label: dict[str, Runner], sample: dict[str, np.n
                         how: str) -> dict[str, dict[str, Measurement]]:
     """Latency of several runners measured alternately in one loop (in blocks: _time_runs), so machine noise hits
     them alike."""
-    detail = (f"{how}; batch 1, {runs} runs after {warmup} warm-up, interleaved in blocks of {INTERLEAVE_BLOCK} runs, "
-              f"each after {SETTLE_S:g} s of untimed ones, with {', '.join(runs_by_label)}")
+    detail = (f"{how}; batch 1, {runs} runs after {warmup} warm-up, interleaved in blocks of {INTERLEAVE_BLOCK} runs "
+              f"(more where they take under {SETTLE_S:g} s, two blocks at least), each after {SETTLE_S:g} s of untimed "
+              f"ones, with {', '.join(runs_by_label)}")
     return {label: _percentiles(t, detail) for label, t in _time_runs(runs_by_label, sample, runs, warmup).items()}
 
 

@@ -50,7 +50,8 @@ def test_interleaved_latency_keeps_each_runners_times_apart(monkeypatch):
     lat = measure.interleaved_latency({"fast": fast, "slow": slow}, {}, runs=10, warmup=1, how="fake")
     assert {q: m.value for q, m in lat["fast"].items()} == pytest.approx({"p50": 1.0, "p90": 1.0, "p99": 1.0})
     assert {q: m.value for q, m in lat["slow"].items()} == pytest.approx({"p50": 7.0, "p90": 7.0, "p99": 7.0})
-    assert "interleaved in blocks of 50 runs, each after 0.1 s of untimed ones, with fast, slow" in lat["slow"]["p99"].how
+    assert ("interleaved in blocks of 50 runs (more where they take under 0.1 s, two blocks at least), each after 0.1 s "
+            "of untimed ones, with fast, slow") in lat["slow"]["p99"].how
 
 
 def test_interleaved_runners_are_timed_only_once_settled(monkeypatch):
@@ -73,6 +74,30 @@ def test_interleaved_runners_are_timed_only_once_settled(monkeypatch):
     turn = 1 + block  # after the other runner, one slow run settles it; then the timed ones
     settled = int(1000 * measure.SETTLE_S)  # b again after b: it settles for SETTLE_S all the same, in 1 ms runs
     assert calls == ["a", "b"] + ["a"] * turn + ["b"] * turn + ["b"] * (settled + block) + ["a"] * turn
+
+
+def test_fast_runners_are_timed_in_blocks_as_long_as_their_settling_and_in_two_at_least(monkeypatch):
+    """50 runs of 1 ms take less than the settling: a block holds as many runs as it did (100), and 200 runs take
+    two rounds, a then b, b then a, instead of four blocks of 50 each after its own 0.1 s of settling."""
+    import itertools as it
+
+    clock, calls = _Clock(), []
+    monkeypatch.setattr(measure.time, "perf_counter", clock.perf_counter)
+
+    def runner(label):
+        def run(sample):
+            clock.t += 1e-3
+            calls.append(label)
+        return run
+
+    lat = measure.interleaved_latency({"a": runner("a"), "b": runner("b")}, {}, runs=200, warmup=0, how="fake")
+    assert lat["a"]["p50"].value == pytest.approx(1.0)
+    groups = [(label, len(list(g))) for label, g in it.groupby(calls)]
+    assert [label for label, _ in groups] == ["a", "b", "a"]  # b's two blocks back to back: a, b | b, a
+    settle_and_block = groups[0][1]
+    assert 200 <= settle_and_block <= 202 and [n for _, n in groups] == [settle_and_block, 2 * settle_and_block,
+                                                                          settle_and_block]
+    assert measure._block(200, settled=3) == measure.INTERLEAVE_BLOCK and measure._block(200, settled=1000) == 100
 
 
 def test_interleaved_rounds_let_each_runner_follow_each_other_equally_often():
