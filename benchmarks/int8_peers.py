@@ -328,7 +328,9 @@ def main() -> None:
     out = Path(args.out)
     kept = json.loads(out.with_suffix(".json").read_text())["results"] if args.update else []
     results = [r for r in kept if r["model"] not in models]
-    order = {m: i for i, m in enumerate([r["model"] for r in kept] + models)}
+    order: dict[str, int] = {}
+    for m in [r["model"] for r in kept] + models:  # a rerun model keeps its place
+        order.setdefault(m, len(order))
     for name in models:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

@@ -125,7 +125,9 @@ def switch_decision(label: str, kept: bool, trials: list[ObserverTrial], where: 
 
 class PTQ(Int8Options):
     name: ClassVar[str] = "ptq"
-    version: ClassVar[int] = 4  # 2: bias correction; 3: GPTQ weight rounding; 4: the edits judged on held-out samples
+    # 2: bias correction; 3: GPTQ weight rounding; 4: the edits judged on held-out samples; 5: a Gemm/MatMul writing a
+    # graph output keeps a float output
+    version: ClassVar[int] = 5
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.onnx})
     produces: ClassVar[Format] = Format.onnx
     summary: ClassVar[str] = "INT8 post-training quantization (per-channel weights, calibrated activations, mixed precision)"

@@ -38,7 +38,7 @@ from edgekit.torch_module import load_module, save_module
 
 class QAT(TrainingPass):
     name: ClassVar[str] = "qat"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: the PTQ it scores leaves a graph output float
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch})
     produces: ClassVar[Format] = Format.torch
     summary: ClassVar[str] = "quantization-aware fine-tuning with fake quantization, only when PTQ misses its target"

@@ -196,12 +196,14 @@ def apply_plan(fp32: Path, plan: QuantPlan, out: Path, edits: Sequence[QDQEdit] 
 
 def _float_outputs_for_float_consumers(model, fp32_model) -> None:
     """Drop the Q/DQ pair on a Gemm/MatMul output read only by float ops (the gaze head feeding the output
-    normalisation, a projection feeding Softmax): the layer still runs in integer, its output is not rounded to 8 bits
-    nor clipped at the calibrated range (which clips every sample beyond the calibration extremes: the largest
-    differences from FP32). Conv outputs keep theirs: onnxruntime's integer Conv needs a quantized output. Nor when the
-    quantizer folded a following Relu/Clip into the output's range (the layer then writes the activation's tensor):
-    the Q/DQ pair is that activation. (A quantized join never reads such an output alone: integer_joins counts a
-    Gemm/MatMul output as INT8 only when an op quantized anyway reads it too.)"""
+    normalisation, a projection feeding Softmax) or that is the graph output itself (a head regressing pitch and yaw):
+    the layer still runs in integer (QGemm with a float output), its output is not rounded to 8 bits nor clipped at the
+    calibrated range (which clips every sample beyond the calibration extremes: the largest differences from FP32;
+    mpiigaze_lenet's yaw of -0.745 rad was clipped at -0.685, 3.3 deg). Conv outputs keep theirs: onnxruntime's
+    integer Conv needs a quantized output. Nor when the quantizer folded a following Relu/Clip into the output's range
+    (the layer then writes the activation's tensor): the Q/DQ pair is that activation. (A quantized join never reads
+    such an output alone: integer_joins counts a Gemm/MatMul output as INT8 only when an op quantized anyway reads it
+    too.)"""
     graph = model.graph
     own_output = {n.name: n.output[0] for n in fp32_model.graph.node}
     producer = {o: n for n in graph.node for o in n.output}
@@ -210,21 +212,29 @@ def _float_outputs_for_float_consumers(model, fp32_model) -> None:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     quantized = set(quantized_op_types()) | {"QuantizeLinear", "DequantizeLinear"}
+    graph_outputs = {o.name for o in graph.output}
     drop = []
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
         src = producer.get(q.input[0])
-        if src is None or src.op_type not in FLOAT_OUTPUT_OK or own_output.get(src.name) != q.input[0]:
+        if src is None or src.op_type not in FLOAT_OUTPUT_OK:
             continue
         dqs = consumers.get(q.output[0], [])
         if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or len(consumers.get(q.input[0], [])) != 1:
             continue
-        readers = consumers.get(dqs[0].output[0], [])
-        if any(r.op_type in quantized for r in readers) or dqs[0].output[0] in {o.name for o in graph.output}:
+        # the layer's own output (for a graph output the quantizer renames the layer's side: DequantizeLinear writes it)
+        graph_output = dqs[0].output[0] if dqs[0].output[0] in graph_outputs else None
+        if own_output.get(src.name) not in (q.input[0], graph_output):
             continue
-        for r in readers:
-            for k, name in enumerate(r.input):
-                if name == dqs[0].output[0]:
-                    r.input[k] = q.input[0]
+        readers = consumers.get(dqs[0].output[0], [])
+        if any(r.op_type in quantized for r in readers):
+            continue
+        if graph_output:
+            src.output[0] = graph_output  # the layer writes the graph output itself (its readers read it by name)
+        else:
+            for r in readers:
+                for k, name in enumerate(r.input):
+                    if name == dqs[0].output[0]:
+                        r.input[k] = q.input[0]
         drop += [q, dqs[0]]
     for n in drop:
         graph.node.remove(n)

@@ -202,3 +202,33 @@ def test_a_join_that_would_round_a_float_tensor_stays_float(tmp_path):
         int8 = apply_plan(fp32, planned(fp32, x), tmp_path / f"{name}_int8.onnx")
         kept = {"residual": {"Add", "GlobalAveragePool"}, "constant": {"Concat"}}[name]
         assert "QLinearConv" in integer_ops(int8) and kept <= integer_ops(int8), name
+
+
+class Regressor(nn.Module):
+    """conv -> pool -> Linear, the Linear's output the graph output (a head regressing pitch and yaw)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 8, 3, 2, 1), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_a_gemm_writing_the_graph_output_is_not_clipped_at_its_calibrated_range(tmp_path):
+    """The Gemm writes the graph output in float: an output beyond every calibration output (here: a calibrated output
+    range narrowed to +-0.01) comes out as FP32 gives it, not clipped at the range as an output Q/DQ pair would."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(3).normal(size=(32, 1, 8, 8)).astype(np.float32)
+    fp32 = export(Regressor(), (1, 8, 8), tmp_path / "regressor.onnx")
+    plan = planned(fp32, x)
+    gemm = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "Gemm")
+    assert tensor_key(gemm.name) in plan.ranges
+    plan.ranges[tensor_key(gemm.name)] = [-0.01, 0.01]
+    int8 = apply_plan(fp32, plan, tmp_path / "int8.onnx")
+    g = onnx.load(str(int8)).graph
+    assert [o.name for o in g.output] == ["out"]
+    assert next(n for n in g.node if "out" in n.output).op_type == "Gemm"
+    ref = run(fp32, x)
+    assert np.abs(ref).max() > 0.1
+    np.testing.assert_allclose(run(int8, x), ref, atol=0.02 * np.abs(ref).max())
