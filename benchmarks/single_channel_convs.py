@@ -38,6 +38,13 @@ def float_layers(artifact: Path) -> str:
 
 
 def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
+    return bench_option(name, tmp, unseen, runs, "single_channel_convs")
+
+
+def bench_option(name: str, tmp: Path, unseen: int, runs: int, option: str, more: dict | None = None) -> dict:
+    """One model on both XNNPACK runtimes: FP32, the INT8 target with `option` float (shipped) and int8, and `more`
+    variants ({label: the pass's options}), each against its runtime's FP32 artifact on the unseen samples and
+    interleaved in latency (shared with benchmarks/tflite_output_layers.py)."""
     import edgekit.compiler as ek
     from edgekit.backends.executorch.runner import ExecuTorchRunner
     from edgekit.backends.tflite.runner import LiteRTRunner
@@ -50,10 +57,12 @@ def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     rows = []
     for runtime, (target, pass_name) in RUNTIMES.items():
         variants = {f"{runtime} FP32": ek.compile(**src, target=target, out=tmp / target, cache=False).artifact}
-        for option in ("float", "int8"):
-            recipe = peers.recipe_with(f"{target}-int8", pass_name, {"single_channel_convs": option}, tmp)
-            label = f"{runtime} INT8, single_channel_convs: {option}" + (" (shipped)" if option == SHIPPED else "")
-            variants[label] = peers.attempt(label, lambda: ek.compile(**src, target=str(recipe), out=tmp / f"{target}-{option}",
+        changes = {f"{option}: {value}" + (" (shipped)" if value == SHIPPED else ""): {option: value}
+                   for value in ("float", "int8")} | (more or {})
+        for i, (change, options) in enumerate(changes.items()):
+            recipe = peers.recipe_with(f"{target}-int8", pass_name, options, tmp)
+            label = f"{runtime} INT8, {change}"
+            variants[label] = peers.attempt(label, lambda: ek.compile(**src, target=str(recipe), out=tmp / f"{target}-{i}",
                                                                       cache=False, force=True).artifact)
         make = LiteRTRunner if runtime == "LiteRT" else ExecuTorchRunner
         measured = peers.measure_runtime(runtime, variants, make, evals, loaded.card, runs)
@@ -65,19 +74,25 @@ def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     return {"model": name, "rows": rows, "unseen": unseen}
 
 
-def markdown(results: list[dict], host: dict, version: str) -> str:
-    import importlib.metadata
+def xnnpack_markdown(title: str, script: str):
+    """The Markdown writer of one of these benchmarks (shared with benchmarks/tflite_output_layers.py)."""
 
-    from tests import avx2_only
+    def markdown(results: list[dict], host: dict, version: str) -> str:
+        import importlib.metadata
 
-    masked = ("Run with --avx2-only: CPUID masked (tests/avx2_only.c), so XNNPACK ran its AVX2 kernels, as on a CPU "
-              "without AVX-512 and VNNI. " if avx2_only.masked() else "")
-    lines = header("XNNPACK INT8: convolutions over one input channel in float or INT8", "single_channel_convs.py",
-                   results, host, f"{version}, ExecuTorch {importlib.metadata.version('executorch')}", masked
-                   + "Each runtime's variants are measured against its own FP32 artifact, interleaved with each "
-                   "other. Float layers: the plan's (report.json).")
-    lines += tables(results, ["x FP32", "float layers"], lambda r: [f"{r['x_fp32']:.2f}", r["float_layers"]])
-    return "\n".join(lines)
+        from tests import avx2_only
+
+        masked = ("Run with --avx2-only: CPUID masked (tests/avx2_only.c), so XNNPACK ran its AVX2 kernels, as on a CPU "
+                  "without AVX-512 and VNNI. " if avx2_only.masked() else "")
+        lines = header(title, script, results, host, f"{version}, ExecuTorch {importlib.metadata.version('executorch')}",
+                       masked + "Each runtime's variants are measured against its own FP32 artifact, interleaved with "
+                       "each other. Float layers: the plan's (report.json).")
+        lines += tables(results, ["x FP32", "float layers"], lambda r: [f"{r['x_fp32']:.2f}", r["float_layers"]])
+        return "\n".join(lines)
+    return markdown
+
+
+markdown = xnnpack_markdown("XNNPACK INT8: convolutions over one input channel in float or INT8", "single_channel_convs.py")
 
 
 def main() -> None:

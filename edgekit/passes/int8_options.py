@@ -52,3 +52,9 @@ class XnnpackInt8Options(Int8Options):
         "float", description="int8 models only: a convolution over one input channel (a grayscale image's first conv) "
         "in float, or int8 (XNNPACK pads each kernel tap to 8 input channels: 8x the work); float only while "
         "min_int8_mac_fraction still holds (benchmarks/int8_ceiling.md)")
+    # float by default since 2026-12-05: LiteRT's and XNNPACK's INT8 fully connected write INT8, so a head writing the
+    # model's output rounded it to 8 bits and clipped it at the calibrated range (benchmarks/tflite_output_layers.md)
+    output_layers: Literal["float", "int8"] = Field(
+        "float", description="int8 models only: a layer whose output is the model's output (a head regressing pitch "
+        "and yaw) in float, reading its INT8 input dequantized, or int8 (its output rounded to 8 bits and clipped at the "
+        "calibrated range); float only while min_int8_mac_fraction still holds")

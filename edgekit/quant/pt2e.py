@@ -20,7 +20,8 @@ from edgekit.quant.fake_quant import batched, observed_stats
 from edgekit.quant.observers import observe
 from edgekit.quant.plan import (ObserverTrial, QuantPlan, choose_observer, keep_float, observer_decision, observers_to_try,
                                 target_distance, with_observer)
-from edgekit.quant.torch_plan import FakeQuantJudge, calibrate_observers, layer_table, mixed_precision, range_observer_class
+from edgekit.quant.torch_plan import (FakeQuantJudge, calibrate_observers, layer_table, mixed_precision,
+                                      output_layer_names, range_observer_class)
 from edgekit.quiet import quiet
 
 
@@ -88,6 +89,8 @@ def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_b
                              options.mixed_precision, options.target_p95_diff_deg, options.target_max_diff_deg)
     if options.single_channel_convs == "float":  # after mixed precision: the MAC share it needed goes first
         result = single_channel_convs_float(result, module, options.min_int8_mac_fraction, float_macs_outside)
+    if options.output_layers == "float":
+        result = output_layers_float(result, module, args, options.min_int8_mac_fraction, float_macs_outside)
     return result.model_copy(update={"ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()},
                                      "decisions": decision + result.decisions})
 
@@ -97,16 +100,35 @@ def single_channel_convs_float(plan: QuantPlan, module, min_int8_mac_fraction: f
     (`float_macs_outside` counted as float too) stays INT8: XNNPACK's INT8 convolutions pad each kernel tap's input
     channels to 8, so such a conv does 8x its MACs (GazeResNet18's 1-channel 7x7 stem alone on AVX2 kernels: 0.81 ms
     INT8, 0.15 ms float: benchmarks/int8_ceiling.md; the models: benchmarks/single_channel_convs.md)."""
+    modules = dict(module.named_modules())
+    convs = [lp for lp in plan.layers if lp.op == "Conv" and getattr(modules.get(lp.name), "in_channels", None) == 1]
+    return _float_while_share_holds(plan, convs, "float: one input channel, which XNNPACK's INT8 conv pads to 8 "
+                                    "(single_channel_convs)", min_int8_mac_fraction, float_macs_outside)
+
+
+def output_layers_float(plan: QuantPlan, module, args, min_int8_mac_fraction: float,
+                        float_macs_outside: int = 0) -> QuantPlan:
+    """Layers whose output is the model's output (a head regressing pitch and yaw) go float, smallest first, while
+    min_int8_mac_fraction holds: XNNPACK's and LiteRT's INT8 fully connected and conv write INT8, so the output was
+    rounded to 8 bits and clipped at its calibrated range; in float the layer reads its INT8 input dequantized
+    (benchmarks/tflite_output_layers.md). onnx-int8 gets the same from an integer Gemm with a float output."""
+    names = output_layer_names(module, args)
+    return _float_while_share_holds(plan, [lp for lp in plan.layers if lp.name in names],
+                                    "float: writes the model's output, which INT8 would round and clip at its calibrated "
+                                    "range (output_layers)", min_int8_mac_fraction, float_macs_outside)
+
+
+def _float_while_share_holds(plan: QuantPlan, candidates: list, reason: str, min_int8_mac_fraction: float,
+                             float_macs_outside: int) -> QuantPlan:
+    """The INT8 ones of `candidates` go float with `reason`, smallest first, while at least min_int8_mac_fraction of
+    the MACs (`float_macs_outside` counted as float too) stays INT8."""
     total = sum(lp.macs for lp in plan.layers) + float_macs_outside
 
     def int8_share(p: QuantPlan) -> float:
         return sum(lp.macs for lp in p.layers if lp.int8) / total if total else 0.0
 
-    modules = dict(module.named_modules())
-    for lp in sorted((lp for lp in plan.layers if lp.int8 and lp.op == "Conv"
-                      and getattr(modules.get(lp.name), "in_channels", None) == 1), key=lambda lp: lp.macs):
-        candidate = plan.with_float({lp.name}, "float: one input channel, which XNNPACK's INT8 conv pads to 8 "
-                                    "(single_channel_convs)")
+    for lp in sorted((lp for lp in candidates if lp.int8), key=lambda lp: lp.macs):
+        candidate = plan.with_float({lp.name}, reason)
         if int8_share(candidate) < min_int8_mac_fraction:
             break
         plan = candidate

@@ -41,6 +41,28 @@ def layer_table(module, args) -> list[LayerPlan]:
                       macs=count, weights=int(modules[name].weight.numel())) for name, count in macs.items()]
 
 
+def output_layer_names(module, args) -> set[str]:
+    """The Conv/Linear layers whose output tensor is the module's output or a view of it (same storage), from one
+    forward: a head returned as it is, not one whose output an op (a normalisation) computes on first."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    written: list[tuple[str, object]] = []  # held until the end: a freed output's memory can hold the model's output
+
+    def hook(name, m, inputs, out):
+        written.append((name, out))
+
+    hooks = [m.register_forward_hook(functools.partial(hook, name)) for name, m in module.named_modules()
+             if isinstance(m, QUANTIZABLE)]
+    try:
+        with torch.no_grad():
+            outputs = {t.untyped_storage().data_ptr() for t in tree_leaves(module(*args)) if isinstance(t, torch.Tensor)}
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name for name, out in written if out.untyped_storage().data_ptr() in outputs}
+
+
 class FakeQuantJudge:
     """Scores a set of INT8 layers by fake-quantizing them in torch on calibration inputs. `float_outputs`: the
     module's float outputs on those inputs when a calibration sweep already computed them (else run here)."""

@@ -83,6 +83,51 @@ def test_single_channel_convs_go_float_smallest_first_while_the_int8_share_holds
                                                                   ("face", reason)]
 
 
+class _Heads:
+    """Modules whose last layers write the output directly, through a view, or through an op (not output layers)."""
+
+    @staticmethod
+    def build(kind: str):
+        import torch.nn.functional as F
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 6)  # same sizes: fc1's freed output is reusable
+
+            def forward(self, x):
+                y = self.fc2(F.relu(self.fc1(x)))
+                return {"direct": y, "view": y.reshape(2, 3), "normalised": F.normalize(y, dim=-1),
+                        "tuple": (y, F.relu(self.fc1(x)))}[kind]
+        return Net().eval()
+
+
+@pytest.mark.parametrize("kind, names", [("direct", {"fc2"}), ("view", {"fc2"}), ("normalised", set()),
+                                         ("tuple", {"fc2"})])
+def test_output_layers_are_those_whose_output_is_the_models(kind, names):
+    """By storage, with every layer output held until the end: fc1's output is freed before the model's output is
+    allocated and the allocator could hand its memory out again (a false match by address)."""
+    import torch
+
+    from edgekit.quant.torch_plan import output_layer_names
+
+    assert output_layer_names(_Heads.build(kind), (torch.zeros(1, 6),)) == names
+
+
+def test_output_layers_go_float_while_the_int8_share_holds():
+    import torch
+
+    from edgekit.quant.pt2e import output_layers_float
+
+    module = _Heads.build("direct")
+    plan = QuantPlan(layers=[LayerPlan(name=n, op="Gemm", node=f"/{n}/Gemm", macs=36, weights=36) for n in ("fc1", "fc2")])
+    reason = "float: writes the model's output, which INT8 would round and clip at its calibrated range (output_layers)"
+    assert [(lp.name, lp.reason) for lp in output_layers_float(plan, module, (torch.zeros(1, 6),), 0.5).float_layers] \
+        == [("fc2", reason)]
+    assert output_layers_float(plan, module, (torch.zeros(1, 6),), 0.6) is plan  # 36 of 72 MACs would be under 0.6
+
+
 def test_float_macs_outside_the_plan_count_against_the_int8_share():
     """ExecuTorch lowers an LSTM to float linear ops that its measured share counts: the 1-channel conv then stays
     INT8 where going float would leave that share under the minimum (the zoo's Gaze360 model failed its compile)."""

@@ -43,7 +43,8 @@ WHO = "to_executorch"
 
 class ToExecuTorch(XnnpackInt8Options):
     name: ClassVar[str] = "to_executorch"
-    version: ClassVar[int] = 2  # 2: INT8 unshares weights and keeps the plan's float layers; stacked RNNs lowered
+    # 2: INT8 unshares weights and keeps the plan's float layers; stacked RNNs lowered; 3: output_layers float
+    version: ClassVar[int] = 3
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.pte
     summary: ClassVar[str] = "lower to an ExecuTorch .pte with the XNNPACK delegate (FP32, or INT8 from edgekit's plan)"

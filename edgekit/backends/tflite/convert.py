@@ -37,7 +37,8 @@ WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8
 
 class ToTFLite(XnnpackInt8Options):
     name: ClassVar[str] = "to_tflite"
-    version: ClassVar[int] = 2  # 2: an INT8 max pool of a ReLU reads a zero pad (_zero_padded_max_pools)
+    # 2: an INT8 max pool of a ReLU reads a zero pad (_zero_padded_max_pools); 3: output_layers float
+    version: ClassVar[int] = 3
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.tflite
     summary: ClassVar[str] = "convert to a .tflite flatbuffer with litert-torch (FP32, FP16 weights or INT8 from edgekit's plan)"
@@ -85,12 +86,13 @@ class ToTFLite(XnnpackInt8Options):
         """Refused when the recipe loads, not after the passes before it have run."""
         if self.io == "int8" and self.precision != "int8":
             raise ValueError(f"to_tflite io=int8 needs precision int8, got {self.precision}; fix: set precision: int8")
-        if self.io == "int8" and "single_channel_convs" in self.model_fields_set and self.single_channel_convs == "float":
-            raise ValueError("to_tflite single_channel_convs=float needs io float: with int8 I/O the model is integer "
-                             "from its input on; fix: drop single_channel_convs or set io: float")
+        for option, where in (("single_channel_convs", "from its input on"), ("output_layers", "up to its output")):
+            if self.io == "int8" and option in self.model_fields_set and getattr(self, option) == "float":
+                raise ValueError(f"to_tflite {option}=float needs io float: with int8 I/O the model is integer {where}; "
+                                 f"fix: drop {option} or set io: float")
         # set by the recipe: a default means nothing in FP32
         for option in ("fixed_output_ops", "adds_into_float_ops", "activation_matmuls", "single_channel_convs",
-                       "reference_kernel_ops"):
+                       "reference_kernel_ops", "output_layers"):
             if option in self.model_fields_set and getattr(self, option) == "float" and self.precision != "int8":
                 raise ValueError(f"to_tflite {option}=float needs precision int8, got {self.precision}; fix: set "
                                  f"precision: int8 or drop {option}")
@@ -142,8 +144,10 @@ class ToTFLite(XnnpackInt8Options):
             raise BadInputError("to_tflite precision=int8 needs a calibration set; fix: add `calibration:` to the recipe")
         inputs = model_inputs(ctx.card, ctx.calib)
         tensors = [torch.from_numpy(inputs.arrays[s.name]) for s in ctx.card.inputs]
-        # int8 I/O is a full-integer model (for integer-only accelerators): its first conv stays INT8 whatever its inputs
-        options = self if self.io == "float" else self.model_copy(update={"single_channel_convs": "int8"})
+        # int8 I/O is a full-integer model (for integer-only accelerators): its first conv and its output layers stay
+        # INT8 whatever the options
+        options = self if self.io == "float" else self.model_copy(update={"single_channel_convs": "int8",
+                                                                          "output_layers": "int8"})
         plan = pt2e.plan(options, module, args, ctx, inputs, tensors, "xnnpack", WEIGHT_BITS)
         quantizer = self._quantizer(plan)
         converted, decisions = _quantize_pt2e(module, args, quantizer, [tuple(t[i:i + 1] for t in tensors)

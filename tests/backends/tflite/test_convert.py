@@ -107,11 +107,14 @@ def test_float_fixed_output_ops_need_int8_precision():
     assert ToTFLite(precision="int8", fixed_output_ops="float").options() == {"precision": "int8", "fixed_output_ops": "float"}
 
 
-def test_float_single_channel_convs_need_float_io():
-    """int8 I/O is a full-integer model: a float first conv would make its input float (the default yields there)."""
-    with pytest.raises(ValidationError, match="to_tflite single_channel_convs=float needs io float: with int8 I/O the "
-                                              "model is integer from its input on; fix: drop single_channel_convs"):
-        ToTFLite(precision="int8", io="int8", single_channel_convs="float")
-    assert ToTFLite(precision="int8", io="int8").single_channel_convs == "float"  # the default, set aside at the plan
-    with pytest.raises(ValidationError, match="to_tflite single_channel_convs=float needs precision int8, got fp32"):
-        ToTFLite(single_channel_convs="float")
+@pytest.mark.parametrize("option, where", [("single_channel_convs", "from its input on"),
+                                           ("output_layers", "up to its output")])
+def test_float_single_channel_convs_and_output_layers_need_float_io(option, where):
+    """int8 I/O is a full-integer model: a float first conv would make its input float, a float output layer its output
+    (the defaults yield there)."""
+    with pytest.raises(ValidationError, match=f"to_tflite {option}=float needs io float: with int8 I/O the "
+                                              f"model is integer {where}; fix: drop {option}"):
+        ToTFLite(precision="int8", io="int8", **{option: "float"})
+    assert getattr(ToTFLite(precision="int8", io="int8"), option) == "float"  # the default, set aside at the plan
+    with pytest.raises(ValidationError, match=f"to_tflite {option}=float needs precision int8, got fp32"):
+        ToTFLite(**{option: "float"})
