@@ -8,7 +8,9 @@ images the 99th and 99.9th percentiles, which rest on 100 and 10 images instead 
 
 With --runtime tflite, the same on LiteRT: edgekit tflite-int8 as shipped and with to_tflite's `activation_matmuls:
 int8` (the default until 2026-12-05; before that commit this variant was `fixed_output_ops` and `adds_into_float_ops`
-both float), against litert-torch's PT2E route, each against the FP32 TFLite artifact.
+both float), and for the models whose head feeds an output normalisation that head kept float (keep_float; not
+shipped: benchmarks/tflite_output_layers.md), against litert-torch's PT2E route, each against the FP32 TFLite
+artifact.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_unseen_sets.py [--models itracker,stn_gaze]
          [--runtime onnx|tflite] [--out benchmarks/int8_unseen_sets.md]
@@ -28,6 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from int8_peers import UNSEEN_SEED, attempt, litert_pt2e, model_source, ort_best, ort_default, recipe_with  # noqa: E402
+from tflite_output_layers import NORMALISED_HEADS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = 5
@@ -62,11 +65,15 @@ def tflite_variants(name: str, tmp: Path) -> tuple[Path, dict[str, Path], object
     fp32 = ek.compile(**src, target="tflite", out=tmp / "tflite", cache=False).artifact
     calib = model_inputs(loaded.card, default_eval_set(loaded.card, 512, role="calib")).arrays
     int8_matmuls = recipe_with("tflite-int8", "to_tflite", {"activation_matmuls": "int8"}, tmp)
-    return fp32, {"edgekit tflite-int8": ek.compile(**src, target="tflite-int8", out=tmp / "q", cache=False).artifact,
-                  "edgekit, activation_matmuls: int8 (shipped until 2026-12-05)": ek.compile(
-                      **src, target=str(int8_matmuls), out=tmp / "f", cache=False, force=True).artifact,
-                  "litert-torch PT2E": attempt("pt2e", lambda: litert_pt2e(loaded.module, loaded.card, calib,
-                                                                           tmp / "pt2e.tflite"))}, loaded.card
+    found = {"edgekit tflite-int8": ek.compile(**src, target="tflite-int8", out=tmp / "q", cache=False).artifact,
+             "edgekit, activation_matmuls: int8 (shipped until 2026-12-05)": ek.compile(
+                 **src, target=str(int8_matmuls), out=tmp / "f", cache=False, force=True).artifact}
+    if name in NORMALISED_HEADS:  # not shipped: the head before an output normalisation kept float too
+        head = recipe_with("tflite-int8", "to_tflite", {"keep_float": [NORMALISED_HEADS[name]]}, tmp)
+        found[f"edgekit, normalised head {NORMALISED_HEADS[name]} float (keep_float)"] = ek.compile(
+            **src, target=str(head), out=tmp / "h", cache=False, force=True).artifact
+    found["litert-torch PT2E"] = attempt("pt2e", lambda: litert_pt2e(loaded.module, loaded.card, calib, tmp / "pt2e.tflite"))
+    return fp32, found, loaded.card
 
 
 def bench_model(name: str, runtime: str = "onnx") -> dict:
