@@ -34,9 +34,16 @@ NORMALISED_HEADS = {"tinygaze": "head", "gazeresnet18": "head", "itracker": "fc2
                     "gaze_transformer": "fc", "stn_gaze": "fc"}
 
 
+# L2CS's two bin heads, each read by a softmax expectation (also not output layers by that rule)
+EXPECTATION_HEADS = {"l2cs_bins": ["fc_pitch", "fc_yaw"]}
+
+
 def bench(name: str, tmp: Path, unseen: int, runs: int) -> dict:
     head = NORMALISED_HEADS.get(name)
     more = {f"normalised head {head} float (keep_float)": {"keep_float": [head]}} if head else None
+    if name in EXPECTATION_HEADS:
+        heads = EXPECTATION_HEADS[name]
+        more = {f"expectation heads {', '.join(heads)} float (keep_float)": {"keep_float": heads}}
     return bench_option(name, tmp, unseen, runs, "output_layers", more)
 
 

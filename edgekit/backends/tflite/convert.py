@@ -37,8 +37,9 @@ WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8
 
 class ToTFLite(XnnpackInt8Options):
     name: ClassVar[str] = "to_tflite"
-    # 2: an INT8 max pool of a ReLU reads a zero pad (_zero_padded_max_pools); 3: output_layers float
-    version: ClassVar[int] = 3
+    # 2: an INT8 max pool of a ReLU reads a zero pad (_zero_padded_max_pools); 3: output_layers float; 4: a softmax
+    # after a float layer is read in float under fixed_output_ops auto / float
+    version: ClassVar[int] = 4
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.tflite
     summary: ClassVar[str] = "convert to a .tflite flatbuffer with litert-torch (FP32, FP16 weights or INT8 from edgekit's plan)"
@@ -192,7 +193,9 @@ def _quantizer_class():
       quantization LiteRT requires (then propagated on the same way); one with a float input stays float.
     - fixed_output_ops = "float" (the pass's option) leaves each of those ops float instead, and the ops reading it
       read float (LiteRT then runs them in float, the next INT8 op quantizing again); "auto" (the default) does so
-      only where no INT8 MAC op reads the op (_feeds_mac_op), else quantizes it as "int8" does.
+      only where no INT8 MAC op reads the op (_feeds_mac_op), else quantizes it as "int8" does. One whose input is
+      float (a float layer before it) is float under every setting; under these two its readers read float as well
+      (an L2CS head kept float: its expectation's MUL and SUM had gone INT8 where the INT8 head left them float).
     - activation_matmuls = "float" (the pass's option, the default) leaves every matmul of two activations float
       before the fixed-output ops are decided: LiteRT runs their INT8 form only in its reference kernel; so does
       reference_kernel_ops = "float" with hardswish (_REFERENCE_KERNEL_OPS).
@@ -253,10 +256,17 @@ def _quantizer_class():
                 _reference_kernel_ops_left_float(model)
             for node in model.graph.nodes:
                 name = aten_name(node)
-                if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or not _quantized_output(node.args[0]) \
-                        or any(f(node) for f in in_float_module):
+                if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or any(f(node) for f in in_float_module):
                     continue
-                if self.fixed_output_ops == "float" or (self.fixed_output_ops == "auto" and not _feeds_mac_op(node)):
+                float_choice = self.fixed_output_ops == "float" or (self.fixed_output_ops == "auto"
+                                                                    and not _feeds_mac_op(node))
+                if not _quantized_output(node.args[0]):
+                    # a float input (a float layer): float either way, but its readers read float only by this choice
+                    if float_choice:
+                        _leave_float(node)
+                        node.meta["edgekit_fixed_output_ops"] = "float input"
+                    continue
+                if float_choice:
                     _leave_float(node)
                     node.meta["edgekit_fixed_output_ops"] = self.fixed_output_ops
                     continue
@@ -501,9 +511,12 @@ def fixed_output_decisions(prepared) -> list[str]:
             continue
         annotation = node.meta.get("quantization_annotation")
         op = f"{name.lstrip('_')} `{node.name}` in {node_location(node)}"
-        if "edgekit_fixed_output_ops" in node.meta:  # left float by that option (not as an island after it)
-            why = ("auto: no INT8 conv, linear or matmul reads it, so no MACs leave INT8"
-                   if node.meta.get("edgekit_fixed_output_ops") == "auto" else "float")
+        choice = node.meta.get("edgekit_fixed_output_ops")  # left float by that option (not as an island after it)
+        if choice == "float input":
+            lines.append(f"{op} kept float: its input is float (a float layer), and the ops reading it read float (no "
+                         "INT8 conv, linear or matmul reads it)")
+        elif choice is not None:
+            why = "auto: no INT8 conv, linear or matmul reads it, so no MACs leave INT8" if choice == "auto" else "float"
             lines.append(f"{op} kept float (fixed_output_ops: {why}), and the ops reading it read float")
         elif annotation is not None and annotation.output_qspec is not None:
             scale, zero = FIXED_OUTPUT_QPARAMS[name]

@@ -245,6 +245,24 @@ def test_float_layer_before_a_softmax_keeps_it_float_and_runs(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_float_layer_before_a_softmax_leaves_the_expectation_float_under_auto(tmp_path):
+    """auto (the default): a float head's softmax has a float input and no INT8 MAC reader, so the expectation reading
+    it (MUL, SUM) reads float too, as behind an INT8 head; before, the MUL quantized the softmax's float output."""
+    model = _model()
+    plan = QuantPlan(layers=[LayerPlan(name="fc_yaw", op="Gemm", node="fc_yaw", macs=192, weights=192, int8=False)])
+    path, decisions = _to_int8_tflite(model, tmp_path / "m.tflite", plan, fixed_output_ops="auto")
+    runner = LiteRTRunner(path)
+    assert [dtype for dtype, _ in _op_outputs(runner, "MUL") + _op_outputs(runner, "SUM")] == ["float32"] * 4
+    assert sum("kept float: its input is float (a float layer), and the ops reading it read float" in d
+               for d in decisions) == 1
+    assert sum("kept float (fixed_output_ops: auto" in d for d in decisions) == 1
+    x = _samples(16, seed=2)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(runner.run({"image": x.numpy()}) - ref).max() < 0.02
+
+
+@pytest.mark.slow
 def test_l2cs_bins_zoo_model_compiles_for_tflite_int8(tmp_path):
     """The zoo's L2CS model (softmax expectation heads) gets a report with gates, not a LiteRT crash."""
     import edgekit.compiler as ek
