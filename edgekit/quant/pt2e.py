@@ -58,6 +58,71 @@ def in_module(name: str):
     return inside
 
 
+def leave_float(node) -> None:
+    """An op float by choice: no output quantization, and no op reading it quantizes that input (a consumer's input
+    observer would otherwise become the op's INT8 output at conversion, with a scale LiteRT refuses)."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=None, _annotated=True)
+    node.meta["edgekit_float_by_option"] = True
+    for user in node.users:
+        annotation = user.meta.get("quantization_annotation")
+        if annotation is not None:
+            annotation.input_qspec_map.pop(node, None)
+
+
+def leave_float_until_stable(model, should_leave, mark: str) -> None:
+    """leave_float every node `should_leave` picks, marked `mark`, until a sweep of the graph picks none: leaving one
+    op float can make its neighbours qualify."""
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.nodes:
+            if should_leave(node):
+                leave_float(node)
+                node.meta[mark] = True
+                changed = True
+
+
+def _reads_int8(reader, node) -> bool:
+    annotation = reader.meta.get("quantization_annotation")
+    return annotation is not None and node in annotation.input_qspec_map
+
+
+def _float_producer(node) -> bool:
+    """Its output is float: edgekit left it float, or the quantizer annotated nothing of it (a softmax XNNPACKQuantizer
+    has no pattern for; a model input). A conv whose ReLU carries the output quantization is annotated (its input and
+    weight), so never counts: leaving the ReLU float would take the conv out of INT8."""
+    return bool(node.meta.get("edgekit_float_by_option")) or (
+        node.op in ("call_function", "placeholder") and "quantization_annotation" not in node.meta)
+
+
+def _rounding_island(node) -> bool:
+    """An op that is no conv, linear or matmul, that the quantizer gave INT8 inputs or output, whose every input but
+    stored constants is float (_float_producer) and whose output no op reads as INT8: in INT8 it would only round
+    float values (and its constants) to 8 bits and back."""
+    annotation = node.meta.get("quantization_annotation")
+    if annotation is None or node.meta.get("edgekit_float_by_option") or aten_name(node) in MAC_OPS \
+            or (annotation.output_qspec is None and not annotation.input_qspec_map):
+        return False
+    inputs = [i for i in node.all_input_nodes if i.op != "get_attr"]
+    return bool(inputs) and all(_float_producer(i) for i in inputs) \
+        and not any(_reads_int8(user, node) for user in node.users)
+
+
+def rounding_islands_left_float(model) -> None:
+    """After annotation: every _rounding_island left float, to a fixed point (an L2CS head's expectation over a float
+    softmax: its MUL quantized the probabilities and the bin centres, then its SUM read them in float)."""
+    leave_float_until_stable(model, _rounding_island, "edgekit_rounding_island")
+
+
+def rounding_island_decisions(prepared) -> list[str]:
+    """One line per op rounding_islands_left_float left float."""
+    return [f"{aten_name(node)} `{node.name}` in {node_location(node)} kept float: its inputs are float (an op the "
+            "quantizer has no INT8 pattern for) and nothing reads it as INT8, so INT8 would only round it"
+            for node in prepared.graph.nodes if node.meta.get("edgekit_rounding_island")]
+
+
 def plan(options, module, args, ctx, inputs, tensors, isa_profile: str, weight_bits: int,
          float_macs_outside: int = 0) -> QuantPlan:
     """edgekit's plan for a PT2E quantizer: layers with MACs, observer ranges, keep_float, and mixed precision scored

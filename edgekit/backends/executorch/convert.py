@@ -43,8 +43,9 @@ WHO = "to_executorch"
 
 class ToExecuTorch(XnnpackInt8Options):
     name: ClassVar[str] = "to_executorch"
-    # 2: INT8 unshares weights and keeps the plan's float layers; stacked RNNs lowered; 3: output_layers float
-    version: ClassVar[int] = 3
+    # 2: INT8 unshares weights and keeps the plan's float layers; stacked RNNs lowered; 3: output_layers float;
+    # 4: ops that would round only float values stay float (pt2e.rounding_islands_left_float)
+    version: ClassVar[int] = 4
     consumes: ClassVar[frozenset[Format]] = frozenset({Format.torch, Format.exported_program})
     produces: ClassVar[Format] = Format.pte
     summary: ClassVar[str] = "lower to an ExecuTorch .pte with the XNNPACK delegate (FP32, or INT8 from edgekit's plan)"
@@ -107,7 +108,8 @@ class ToExecuTorch(XnnpackInt8Options):
         in_float_layer = [in_module(lp.name) for lp in plan.float_layers]
         quantizer.set_filter_function(lambda node: not any(inside(node) for inside in in_float_layer))
         samples = [tuple(t[i:i + 1] for t in tensors) for i in range(len(inputs))]
-        converted, decisions = pt2e.quantize(module, args, quantizer, samples, WHO, "onnx-int8", fold_quantize=True)
+        converted, decisions = pt2e.quantize(module, args, quantizer, samples, WHO, "onnx-int8", fold_quantize=True,
+                                             decisions_of=pt2e.rounding_island_decisions)
         return converted, plan.model_copy(update={"decisions": plan.decisions + decisions})
 
 
@@ -116,7 +118,9 @@ def _quantizer_class():
     """XNNPACKQuantizer, with one weight node per conv / linear call before annotation (pt2e.unshare_weights): a module
     called twice (ITracker's eye tower) otherwise had its first call float and its second INT8 with a float bias,
     and XNNPACK refused that program when the runtime loaded it ("Failed to create depthwise convolution node").
-    Global averages (a pool to 1x1, a mean) observe their own output range (pt2e.averages_own_output_range)."""
+    Global averages (a pool to 1x1, a mean) observe their own output range (pt2e.averages_own_output_range). An op it
+    quantizes whose inputs are all float and whose output nothing reads as INT8 stays float
+    (pt2e.rounding_islands_left_float: an L2CS head's expectation over a softmax, which it does not quantize)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
     class UnsharedWeightsXNNPACKQuantizer(XNNPACKQuantizer):
@@ -132,6 +136,7 @@ def _quantizer_class():
         def annotate(self, model):
             model = super().annotate(model)
             pt2e.averages_own_output_range(model, self.global_config.output_activation)
+            pt2e.rounding_islands_left_float(model)
             return model
 
     return UnsharedWeightsXNNPACKQuantizer

@@ -29,7 +29,8 @@ from edgekit.passes.base import Pass
 from edgekit.passes.int8_options import XnnpackInt8Options
 from edgekit.progress import step
 from edgekit.quant import pt2e
-from edgekit.quant.pt2e import MAC_OPS, aten_name, in_module, node_location, unshare_weights
+from edgekit.quant.pt2e import (MAC_OPS, aten_name, in_module, leave_float, leave_float_until_stable, node_location,
+                                unshare_weights)
 from edgekit.quiet import quiet
 
 WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8s8 saturation (see quant/plan.py)
@@ -263,11 +264,11 @@ def _quantizer_class():
                 if not _quantized_output(node.args[0]):
                     # a float input (a float layer): float either way, but its readers read float only by this choice
                     if float_choice:
-                        _leave_float(node)
+                        leave_float(node)
                         node.meta["edgekit_fixed_output_ops"] = "float input"
                     continue
                 if float_choice:
-                    _leave_float(node)
+                    leave_float(node)
                     node.meta["edgekit_fixed_output_ops"] = self.fixed_output_ops
                     continue
                 scale, zero_point = FIXED_OUTPUT_QPARAMS[name]
@@ -287,19 +288,6 @@ def _quantizer_class():
 def _quantized_output(node) -> bool:
     annotation = node.meta.get("quantization_annotation") if hasattr(node, "meta") else None
     return annotation is not None and annotation._annotated and annotation.output_qspec is not None
-
-
-def _leave_float(node) -> None:
-    """An op float by choice: no output quantization, and no op reading it quantizes that input (a consumer's input
-    observer would otherwise become the op's INT8 output at conversion, with a scale LiteRT refuses)."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=None, _annotated=True)
-    node.meta["edgekit_float_by_option"] = True
-    for user in node.users:
-        annotation = user.meta.get("quantization_annotation")
-        if annotation is not None:
-            annotation.input_qspec_map.pop(node, None)
 
 
 # ops that only move data between an op and its readers
@@ -339,7 +327,7 @@ def _activation_matmuls_left_float(model) -> None:
     decided: an attention's softmax then has no INT8 reader, and fixed_output_ops auto leaves it float too."""
     for node in model.graph.nodes:
         if aten_name(node) in _MATMULS and not any(_from_constant(a) for a in node.all_input_nodes):
-            _leave_float(node)
+            leave_float(node)
             node.meta["edgekit_float_matmul"] = True
 
 
@@ -441,23 +429,10 @@ def _reads_int8(node) -> bool:
             and (annotation.output_qspec is not None or bool(annotation.input_qspec_map)))
 
 
-def _leave_float_until_stable(model, should_leave, mark: str) -> None:
-    """_leave_float every node `should_leave` picks, marked `mark`, until a sweep of the graph picks none: leaving one
-    op float can make its neighbours qualify."""
-    changed = True
-    while changed:
-        changed = False
-        for node in model.graph.nodes:
-            if should_leave(node):
-                _leave_float(node)
-                node.meta[mark] = True
-                changed = True
-
-
 def _adds_into_float_ops_left_float(model) -> None:
     """Every INT8 add whose readers are all float (the graph output included), to a fixed point: an add feeding only
     LayerNorm and the next residual add is float once that add is. An add the quantizer left float is not named."""
-    _leave_float_until_stable(model, lambda node: aten_name(node) in _ADDS and _reads_int8(node) and bool(node.users)
+    leave_float_until_stable(model, lambda node: aten_name(node) in _ADDS and _reads_int8(node) and bool(node.users)
                               and not any(_reads_int8(user) for user in node.users), "edgekit_float_add")
 
 
@@ -477,7 +452,7 @@ def _float_island(node) -> bool:
 
 def _float_islands_left_float(model) -> None:
     """Every _float_island left float, to a fixed point (an island's neighbour may then be one)."""
-    _leave_float_until_stable(model, _float_island, "edgekit_float_island")
+    leave_float_until_stable(model, _float_island, "edgekit_float_island")
 
 
 def float_matmul_decisions(prepared) -> list[str]:

@@ -54,3 +54,20 @@ class SharedTowerGaze(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left, right = x[..., :32], x[..., 32:]
         return F.normalize(self.head(torch.cat([self.tower(left).flatten(1), self.tower(right).flatten(1)], 1)), dim=1)
+
+
+class ExpectationHeadGaze(nn.Module):
+    """L2CS-style: conv features, two linear heads of bin scores, each angle the softmax expectation over 12 bin
+    centres (tests/zoo/models.py's L2CSBins in miniature). Output (B, 2) pitch and yaw in radians."""
+
+    def __init__(self, bins: int = 12):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc_pitch, self.fc_yaw = nn.Linear(16, bins), nn.Linear(16, bins)
+        self.register_buffer("centres", torch.deg2rad(torch.linspace(-16.5, 16.5, bins)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return torch.cat([(F.softmax(fc(f), dim=1) * self.centres).sum(1, keepdim=True)
+                          for fc in (self.fc_pitch, self.fc_yaw)], dim=1)

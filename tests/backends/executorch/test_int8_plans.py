@@ -1,5 +1,6 @@
 """executorch-int8 on the model shapes that broke it while the zoo matrix was built: a module called twice, a plan
-that keeps a layer float, and a matmul of two activations, which XNNPACK runs in float only."""
+that keeps a layer float, and a matmul of two activations, which XNNPACK runs in float only; and an expectation over
+softmax bins, which stays float."""
 
 import json
 
@@ -15,7 +16,7 @@ SMALL_INT8 = ("name: executorch-int8-small\nbackend: executorch\ncalibration: sy
               "  threads: 1\n")
 
 
-def _compile(tmp_path, arch: str, extra: str = "") -> tuple[int, dict | None]:
+def _compile(tmp_path, arch: str, extra: str = "", more: tuple = ()) -> tuple[int, dict | None]:
     from tests.backends.executorch import models
 
     torch.manual_seed(0)
@@ -24,7 +25,7 @@ def _compile(tmp_path, arch: str, extra: str = "") -> tuple[int, dict | None]:
     recipe.write_text(SMALL_INT8.format(extra=extra))
     out = tmp_path / "out"
     code = run(["compile", str(weights), "--arch", f"tests.backends.executorch.models:{arch}", "--input-shape",
-                "1x1x40x64", "-t", str(recipe), "--out", str(out), "--no-cache", "-q"])
+                "1x1x40x64", "-t", str(recipe), "--out", str(out), "--no-cache", "-q", *more])
     report = out / "report.json"
     return code, json.loads(report.read_text()) if report.is_file() else None
 
@@ -98,3 +99,53 @@ def test_average_pools_get_their_own_output_range():
     with torch.no_grad():
         ref, got = model(x[:16]), converted(x[:16])
     assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def _expectation_quantized(x):
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    from edgekit.backends.executorch.convert import ToExecuTorch, _quantizer_class
+    from edgekit.quant import pt2e
+    from edgekit.quant.plan import QuantPlan
+    from tests.backends.executorch.models import ExpectationHeadGaze
+
+    torch.manual_seed(0)
+    model = ExpectationHeadGaze().eval()
+    config = pt2e.with_edgekit_observers(get_symmetric_quantization_config(is_per_channel=True), QuantPlan(),
+                                         ToExecuTorch(precision="int8"))
+    quantizer = _quantizer_class()().set_global(config)
+    converted, decisions = pt2e.quantize(model, (x[:1],), quantizer, [(x[i:i + 1],) for i in range(len(x))], "test",
+                                         "onnx-int8", fold_quantize=True, decisions_of=pt2e.rounding_island_decisions)
+    return model, converted, decisions
+
+
+def test_an_expectation_over_softmax_bins_stays_float():
+    """XNNPACKQuantizer leaves a softmax float but quantizes the MUL after it (the probabilities and the bin centres
+    to 8 bits), whose SUM then reads float: that MUL stays float (pt2e.rounding_islands_left_float, named in the
+    decisions), the linear heads stay INT8, and the graph is as close to float as the INT8 heads allow."""
+    from edgekit.quant import pt2e
+
+    x = torch.rand(64, 1, 40, 64)
+    model, converted, decisions = _expectation_quantized(x)
+    nodes = list(converted.graph.nodes)
+    muls = [n for n in nodes if pt2e.aten_name(n) == "mul"]
+    assert len(muls) == 2
+    for mul in muls:
+        assert not any("dequantize" in str(i.target) for i in mul.all_input_nodes)
+        assert not any("quantize" in str(u.target) for u in mul.users)
+    linears = [n for n in nodes if pt2e.aten_name(n) == "linear"]
+    assert len(linears) == 2 and all("dequantize" in str(n.args[0].target) for n in linears)
+    assert sum("kept float: its inputs are float" in d and d.startswith("mul") for d in decisions) == 2
+    with torch.no_grad():
+        ref, got = model(x[:16]), converted(x[:16])
+    assert (got - ref).abs().max() < 0.01  # radians; the bins span 0.58
+
+
+@pytest.mark.slow
+def test_an_expectation_head_model_compiles_runs_and_keeps_its_heads_int8(tmp_path):
+    code, report = _compile(tmp_path, "ExpectationHeadGaze", more=("--output-convention", "pitchyaw"))
+    assert code == 0, report
+    # every conv and linear INT8 (the 1-channel stem too: float, it would take the share under min_int8_mac_fraction)
+    assert report["runtime"]["int8_mac_fraction_measured"] == 1.0
+    # the expectation's two multiplies, then the concatenation of the two float sums
+    assert sorted(n.split()[0] for n in report["notes"] if "kept float: its inputs are float" in n) == ["cat", "mul", "mul"]
