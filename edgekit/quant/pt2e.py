@@ -84,7 +84,8 @@ def leave_float_until_stable(model, should_leave, mark: str) -> None:
                 changed = True
 
 
-def _reads_int8(reader, node) -> bool:
+def read_as_int8(reader, node) -> bool:
+    """`reader` quantizes `node`'s output as its input."""
     annotation = reader.meta.get("quantization_annotation")
     return annotation is not None and node in annotation.input_qspec_map
 
@@ -107,7 +108,7 @@ def _rounding_island(node) -> bool:
         return False
     inputs = [i for i in node.all_input_nodes if i.op != "get_attr"]
     return bool(inputs) and all(_float_producer(i) for i in inputs) \
-        and not any(_reads_int8(user, node) for user in node.users)
+        and not any(read_as_int8(user, node) for user in node.users)
 
 
 def rounding_islands_left_float(model) -> None:

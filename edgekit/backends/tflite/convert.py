@@ -30,7 +30,7 @@ from edgekit.passes.int8_options import XnnpackInt8Options
 from edgekit.progress import step
 from edgekit.quant import pt2e
 from edgekit.quant.pt2e import (MAC_OPS, aten_name, in_module, leave_float, leave_float_until_stable, node_location,
-                                unshare_weights)
+                                read_as_int8, unshare_weights)
 from edgekit.quiet import quiet
 
 WEIGHT_BITS = 8  # XNNPACK's signed int8 kernels widen before multiplying: no u8s8 saturation (see quant/plan.py)
@@ -433,7 +433,7 @@ def _adds_into_float_ops_left_float(model) -> None:
     """Every INT8 add whose readers are all float (the graph output included), to a fixed point: an add feeding only
     LayerNorm and the next residual add is float once that add is. An add the quantizer left float is not named."""
     leave_float_until_stable(model, lambda node: aten_name(node) in _ADDS and _reads_int8(node) and bool(node.users)
-                              and not any(_reads_int8(user) for user in node.users), "edgekit_float_add")
+                             and not any(_reads_int8(user) for user in node.users), "edgekit_float_add")
 
 
 def _float_island(node) -> bool:
@@ -446,8 +446,7 @@ def _float_island(node) -> bool:
     if annotation is None or annotation.output_qspec is None or node.meta.get("edgekit_float_by_option") \
             or not inputs or not all(i.meta.get("edgekit_float_by_option") for i in inputs):
         return False
-    readers = [u.meta.get("quantization_annotation") for u in node.users]
-    return not any(r is not None and node in r.input_qspec_map for r in readers)
+    return not any(read_as_int8(user, node) for user in node.users)
 
 
 def _float_islands_left_float(model) -> None:
