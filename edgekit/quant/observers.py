@@ -136,7 +136,8 @@ def observe(stats: TensorStats, method: str, percentile: float = 99.99) -> tuple
         return float(min(stats.lo, 0.0)) if np.isfinite(stats.lo) else 0.0, float(max(stats.hi, 1e-6))
     signed = stats.lo < 0
     levels = 127 if signed else 255
-    if method == "minmax":
+    # no histogram collected: a tensor whose range nothing reads (calibration.folded_activation_inputs)
+    if method == "minmax" or not stats.abs_hist.any():
         return stats.lo, stats.hi
     if method == "percentile":
         return percentile_range(stats, percentile)

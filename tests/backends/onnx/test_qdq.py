@@ -117,6 +117,27 @@ def test_all_int8_plan_puts_qdq_on_both_convs_and_stays_close_to_float(fp32, pla
     assert 0 < err < 0.05  # quantized (not bit-identical), but within a few percent of the output range
 
 
+def test_a_tensor_read_only_by_a_relu_gets_no_histogram_and_its_range_is_never_read(fp32, plan, tmp_path):
+    """calibration.folded_activation_inputs: conv1's output, read only by its ReLU, which onnxruntime's QDQ quantizer
+    folds into conv1 (the ReLU's range is conv1's output quantization). The calibration run collects its range but no
+    histogram (every observer then gives its min-max), and a plan with an absurd range for it writes the same QDQ
+    model."""
+    from edgekit.quant.calibration import calibration_run, folded_activation_inputs
+
+    graph = onnx.load(str(fp32)).graph
+    conv1 = next(n for n in graph.node if n.name == "/conv1/Conv")
+    relu = next(n for n in graph.node if n.op_type == "Relu")
+    assert folded_activation_inputs(onnx.load(str(fp32))) == {conv1.output[0]}
+    stats, _ = calibration_run(fp32, {"image": images("calib", 32)})
+    hidden, kept = stats[conv1.output[0]], stats[relu.output[0]]
+    assert not hidden.hist.any() and hidden.lo < 0 < hidden.hi
+    assert observe(hidden, "percentile") == observe(hidden, "mse") == (hidden.lo, hidden.hi)
+    assert kept.hist.sum() == 32 * 8 * (H // 2) * (W // 2) and observe(kept, "percentile") != (kept.lo, kept.hi)
+    absurd = plan.model_copy(update={"ranges": {**plan.ranges, tensor_key(conv1.name, 0): [-1000.0, 1000.0]}})
+    assert apply_plan(fp32, absurd, tmp_path / "absurd.onnx").read_bytes() == \
+        apply_plan(fp32, plan, tmp_path / "plan.onnx").read_bytes()
+
+
 def test_float_layer_of_the_plan_keeps_float_weights(fp32, plan, tmp_path):
     mixed = plan.with_float({"conv2"}, "test")
     out = apply_plan(fp32, mixed, tmp_path / "mixed.onnx")
