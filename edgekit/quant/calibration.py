@@ -1,8 +1,8 @@
 """Calibration: resolve the declared set, and collect every tensor's statistics in one calibration run.
 
 The run exposes every intermediate tensor of the FP32 ONNX model, sweeps the calibration inputs once
-for ranges and once for 2048-bin histograms (of the tensors whose ranges can be read: folded_activation_inputs), and keeps all observers' inputs, so min-max, percentile,
-entropy and MSE ranges all come from the same collection.
+for ranges and once for 2048-bin histograms (of the tensors whose ranges can be read: folded_activation_inputs),
+and keeps all observers' inputs, so min-max, percentile, entropy and MSE ranges all come from the same collection.
 """
 
 from __future__ import annotations
