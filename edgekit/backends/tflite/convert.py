@@ -259,17 +259,12 @@ def _quantizer_class():
                 name = aten_name(node)
                 if name not in FIXED_OUTPUT_QPARAMS or _is_annotated([node]) or any(f(node) for f in in_float_module):
                     continue
-                float_choice = self.fixed_output_ops == "float" or (self.fixed_output_ops == "auto"
-                                                                    and not _feeds_mac_op(node))
-                if not _quantized_output(node.args[0]):
-                    # a float input (a float layer): float either way, but its readers read float only by this choice
-                    if float_choice:
-                        leave_float(node)
-                        node.meta["edgekit_fixed_output_ops"] = "float input"
+                float_input = not _quantized_output(node.args[0])  # a float layer before it: float either way
+                if self.fixed_output_ops == "float" or (self.fixed_output_ops == "auto" and not _feeds_mac_op(node)):
+                    leave_float(node)  # and its readers read float
+                    node.meta["edgekit_fixed_output_ops"] = "float input" if float_input else self.fixed_output_ops
                     continue
-                if float_choice:
-                    leave_float(node)
-                    node.meta["edgekit_fixed_output_ops"] = self.fixed_output_ops
+                if float_input:
                     continue
                 scale, zero_point = FIXED_OUTPUT_QPARAMS[name]
                 spec = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=scale, zero_point=zero_point, quant_min=-128,
