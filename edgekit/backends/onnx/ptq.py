@@ -37,7 +37,7 @@ from pydantic import Field
 from edgekit.artifact import Artifact, Format
 from edgekit.backends.onnx.bias_correction import BiasCorrection, correctable_inputs
 from edgekit.backends.onnx.weight_rounding import GPTQRounding, InputCorrelations, roundable_layers
-from edgekit.backends.onnx.qdq import apply_plan, quantizable_layers, weight_error
+from edgekit.backends.onnx.qdq import QDQBuilder, quantizable_layers, weight_error
 from edgekit.backends.onnx.runner import OnnxRunner
 from edgekit.data.metrics import angular_error_deg
 from edgekit.errors import BadInputError
@@ -189,9 +189,10 @@ class PTQ(Int8Options):
                          isa_profile=self.isa_profile, layers=layers, ranges=ranges,
                          calibration={"source": ctx.calib.meta.get("source"), "n": len(inputs), "digest": ctx.calib.digest()})
         plan = keep_float(plan, self.keep_float)
-        plan, judged = self._mixed_precision(plan, src.path, inputs, fp32_outputs, ctx, out_dir, ranges_for, edits,
-                                             held_out)
-        final = judged or apply_plan(src.path, plan, out_dir / "model.onnx", edits.for_plan(plan))
+        with QDQBuilder(src.path) as builder:
+            plan, judged = self._mixed_precision(plan, builder, src.path, inputs, fp32_outputs, ctx, out_dir,
+                                                 ranges_for, edits, held_out)
+            final = judged or builder.build(plan, out_dir / "model.onnx", edits.for_plan(plan))
         meta = src.meta.carried("precision")
         corrected = ((f"; weights rounded by GPTQ on {len(fit)} calibration samples"
                       if plan.weights.get("rounding") == "gptq" else "")
@@ -204,8 +205,9 @@ class PTQ(Int8Options):
         return Artifact.create(final, Format.onnx, src, **meta, precision="int8", quant_plan=plan,
                                notes=notes)
 
-    def _mixed_precision(self, plan, fp32: Path, inputs, fp32_outputs: np.ndarray, ctx, out_dir: Path, ranges_for=None,
-                         edits: WeightEdits | None = None, held_out: np.ndarray | None = None):
+    def _mixed_precision(self, plan, builder: QDQBuilder, fp32: Path, inputs, fp32_outputs: np.ndarray, ctx,
+                         out_dir: Path, ranges_for=None, edits: WeightEdits | None = None,
+                         held_out: np.ndarray | None = None):
         edits = edits or WeightEdits()
         scratch = out_dir / "candidates"
         scratch.mkdir(parents=True, exist_ok=True)
@@ -218,17 +220,21 @@ class PTQ(Int8Options):
         aim = lambda t: None if t is None else round(t * margin, 6)  # noqa: E731
         p95_aim, max_aim = aim(self.target_p95_diff_deg), aim(self.target_max_diff_deg)
 
-        # whole plans already judged, and their QDQ models: the search and the mixed-precision rounds start from the
-        # same one, and the chosen plan's model is the artifact
+        # whole plans already judged, and their QDQ models (built in the builder's thread): the search and the
+        # mixed-precision rounds start from the same one, and the chosen plan's model is the artifact
         measured, models = {}, {}
         plan_key = lambda candidate: (candidate.activations.get("observer"), frozenset(candidate.weights.items()),  # noqa: E731
                                       frozenset(lp.name for lp in candidate.layers if lp.int8))
 
-        def model_of(candidate) -> Path:
+        def build_ahead(candidate) -> None:
             key = plan_key(candidate)
             if key not in models:
-                models[key] = apply_plan(fp32, candidate, scratch / f"plan{len(models)}.onnx", edits.for_plan(candidate))
-            return models[key]
+                models[key] = builder.build_ahead(candidate, scratch / f"plan{len(models)}.onnx",
+                                                  edits.for_plan(candidate))
+
+        def model_of(candidate) -> Path:
+            build_ahead(candidate)
+            return models[plan_key(candidate)].result()
 
         def measure(candidate):
             key = plan_key(candidate)
@@ -248,8 +254,12 @@ class PTQ(Int8Options):
             # the observer is chosen first, by the output: every observer's all-INT8 plan judged on the calibration
             # samples (quant.plan.choose_observer says which wins)
             candidates = observers_to_try(self.observer)
+            plans = {observer: plan if observer == self.observer else
+                     with_observer(plan, observer, ranges_for(observer), self.percentile) for observer in candidates}
+            for candidate in plans.values():  # each builds while the one before is judged
+                build_ahead(candidate)
             for observer in track(candidates, description=f"observer choice: all-INT8 plans with {', '.join(candidates)} ranges"):
-                candidate = plan if observer == self.observer else with_observer(plan, observer, ranges_for(observer), self.percentile)
+                candidate = plans[observer]
                 (increase, _, _), distance, mean_diff, largest = measure(candidate)
                 trials.append(ObserverTrial(observer, candidate, increase, mean_diff, largest, distance))
             chosen, why = choose_observer(trials)
@@ -275,12 +285,14 @@ class PTQ(Int8Options):
         def sensitivity() -> dict[str, float]:
             # each layer alone in INT8, its mean angular difference from FP32 on `sensitivity_samples` calibration
             # samples (the mean error increase of one layer is mostly noise: errors against the labels move both ways)
-            sens = {}
-            for lp in track(plan.layers, description=f"INT8 sensitivity: each of {len(plan.layers)} layers alone on "
-                                                     f"{len(probe.inputs)} samples"):
-                alone = plan.with_float(set(names) - {lp.name}, "scratch")
-                model = apply_plan(fp32, alone, scratch / "alone.onnx", edits.for_plan(alone))
-                sens[lp.name] = float(probe.differences(model)[1].mean())
+            alone = [plan.with_float(set(names) - {name}, "scratch") for name in names]
+            # layer k + 1's model builds while layer k's is judged (two files in turn)
+            ahead = lambda k: builder.build_ahead(alone[k], scratch / f"alone{k % 2}.onnx", edits.for_plan(alone[k]))  # noqa: E731
+            sens, next_model = {}, ahead(0)
+            for k, name in enumerate(track(names, description=f"INT8 sensitivity: each of {len(names)} layers alone on "
+                                                              f"{len(probe.inputs)} samples")):
+                model, next_model = next_model.result(), ahead(k + 1) if k + 1 < len(names) else None
+                sens[name] = float(probe.differences(model)[1].mean())
             return sens
 
         def score(candidate):
@@ -304,6 +316,6 @@ class PTQ(Int8Options):
                                                          *plan.decisions]})
         judged = models.get(plan_key(plan))
         if judged is not None:
-            judged = judged.replace(out_dir / "model.onnx")
+            judged = judged.result().replace(out_dir / "model.onnx")
         shutil.rmtree(scratch, ignore_errors=True)
         return plan, judged

@@ -192,3 +192,20 @@ def test_weight_error_of_gemm_is_per_output_channel_for_both_layouts(tmp_path):
     transposed = weight_error(_single_node_model(tmp_path / "t", "Gemm", w_in_out.T.copy(), transB=1), _layer("Gemm"), 8)
     assert plain == pytest.approx(transposed, rel=1e-6)
     assert plain < 0.01
+
+
+def test_one_builder_writes_every_plan_as_apply_plan_does_in_its_thread_too(fp32, plan, tmp_path):
+    """QDQBuilder infers the model's shapes once and quantizes a copy per plan: a plan built after another, or in the
+    builder's thread while the caller goes on, has the same bytes as apply_plan's fresh build (were the shared model
+    edited by a build, the next one would differ)."""
+    from edgekit.backends.onnx.qdq import QDQBuilder
+
+    mixed = plan.with_float({"conv2"}, "test")
+    fresh = [apply_plan(fp32, p, tmp_path / f"fresh{k}.onnx").read_bytes() for k, p in enumerate((plan, mixed))]
+    assert fresh[0] != fresh[1]
+    with QDQBuilder(fp32) as builder:
+        ahead = builder.build_ahead(mixed, tmp_path / "ahead.onnx")
+        assert builder.build(plan, tmp_path / "first.onnx").read_bytes() == fresh[0]
+        assert ahead.result().read_bytes() == fresh[1]
+        assert builder.build(mixed, tmp_path / "again.onnx").read_bytes() == fresh[1]
+        assert builder.build(plan, tmp_path / "last.onnx").read_bytes() == fresh[0]
