@@ -56,15 +56,30 @@ class TensorStats:
         self.abs_hist += counts if counts is not None and self.lo == 0.0 else _bin_counts(np.abs(x), 0.0, self.amax)
 
 
+# Values binned per step: the step's temporaries (float32 values and their bin indices, 12 MB) are allocated once per
+# tensor and stay in cache. Whole tensors at once took a 25 MB and a 50 MB temporary per tensor of GazeResNet18's first
+# stages: its calibration's histograms 0.68-0.87 s -> 0.57-0.61 s, the same counts (2026-12-06, AMD EPYC).
+BIN_CHUNK = 1 << 20
+
+
 def _bin_counts(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Counts of x (every value within [lo, hi]) in BINS equal bins over [lo, hi], the top edge in the last bin: as
     np.histogram, without its float64 copy and edge corrections (2-4x faster; a value within float32 rounding of an
     edge may land in the neighbouring bin)."""
-    scaled = np.subtract(np.asarray(x, dtype=np.float32), np.float32(lo))
-    scaled *= np.float32(BINS / (hi - lo))  # in place: the same arithmetic with one temporary less (20% faster)
-    index = scaled.astype(np.intp)
-    np.clip(index, 0, BINS - 1, out=index)
-    return np.bincount(index, minlength=BINS)
+    x = x.reshape(-1)
+    offset, scale = np.float32(lo), np.float32(BINS / (hi - lo))
+    values = np.empty(min(x.size, BIN_CHUNK), np.float32)
+    index = np.empty(len(values), np.intp)
+    counts = np.zeros(BINS, np.int64)
+    for start in range(0, x.size, BIN_CHUNK):
+        part = x[start:start + BIN_CHUNK]
+        scaled, bins = values[:len(part)], index[:len(part)]
+        np.subtract(part, offset, out=scaled, dtype=np.float32)
+        scaled *= scale
+        np.copyto(bins, scaled, casting="unsafe")  # truncation toward zero, as astype
+        np.clip(bins, 0, BINS - 1, out=bins)
+        counts += np.bincount(bins, minlength=BINS)
+    return counts
 
 
 def _clip_symmetric(stats: TensorStats, t: float) -> tuple[float, float]:

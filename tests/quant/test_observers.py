@@ -72,3 +72,18 @@ def test_histogram_is_torchaos_histogram_observer_on_the_same_data():
     width = (x.max() - x.min()) / BINS
     assert lo == pytest.approx(float(want[0]), abs=float(width)) and hi == pytest.approx(float(want[1]), abs=float(width))
     assert 0 < hi < 0.2 * x.max()  # it cut the far tail (its search stops once the error rises: here at the top end)
+
+
+def test_histograms_binned_in_steps_count_as_the_whole_tensor_at_once(monkeypatch):
+    """_bin_counts bins BIN_CHUNK values per step: a step boundary anywhere (here every 7 values, and a last short
+    step) gives the counts of one pass over the tensor, float64 input included."""
+    from edgekit.quant import observers
+
+    rng = np.random.default_rng(5)
+    for x in (rng.standard_normal(1000).astype(np.float32), np.maximum(rng.standard_normal((3, 5, 7)), 0)):
+        lo, hi = float(x.min()), float(x.max())
+        whole = observers._bin_counts(x, lo, hi)
+        monkeypatch.setattr(observers, "BIN_CHUNK", 7)
+        steps = observers._bin_counts(x, lo, hi)
+        monkeypatch.undo()
+        assert whole.sum() == x.size and (steps == whole).all()
