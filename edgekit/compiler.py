@@ -163,17 +163,31 @@ class _Run:
     calib_set: GazeSet | None
     data_notes: list
     ctx: Context
+    reference: object = None  # reference_prefetch.ReferencePrefetch, waiting for its inputs
 
 
 def _prepare(work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape, output_convention,
-             output_frame, card, cache: bool, resize: bool, log) -> _Run:
-    """Load the model, check that the target can take it, and resolve the sets, as every compile of it does."""
+             output_frame, card, cache: bool, resize: bool, log, prefetch: bool = False) -> _Run:
+    """Load the model, check that the target can take it, and resolve the sets, as every compile of it does;
+    `prefetch`: start the reference's worker (reference_prefetch) before rendering the sets."""
     src = load_source(model, work, arch=arch, arch_config=arch_config, input_shapes=input_shape,
                       output_convention=output_convention, output_frame=output_frame, card=Path(card) if card else None,
                       eval_samples=len(eval) if eval is not None else recipe.verify.eval_images)
     pipeline = recipe.pipeline()
     pipeline.runnable_from(src.artifact.format)  # exit 2 before any work if this input cannot reach the target
     pipeline.preflight(src.card)  # or if a pass cannot take this model's inputs
+    reference = reference_prefetch.start(src, recipe.verify.batch, work) if prefetch else None
+    try:
+        return _resolve_sets(src, pipeline, work, recipe, calib=calib, eval=eval, cache=cache, resize=resize, log=log,
+                             reference=reference)
+    except BaseException:
+        if reference is not None:
+            reference.cancel()
+        raise
+
+
+def _resolve_sets(src, pipeline, work: Path, recipe: Recipe, *, calib, eval, cache: bool, resize: bool, log,
+                  reference) -> _Run:
     eval_set = eval or default_eval_set(src.card, recipe.verify.eval_images)
     calib_set = calib or _recipe_calibration(recipe, src.card)
     eval_set, calib_set, data_notes = _fit_sets(eval_set, calib_set, src.card, resize)
@@ -182,7 +196,7 @@ def _prepare(work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_confi
     _refuse_overlap(calib_set, eval_set)
     ctx = Context(work_dir=work / "passes", card=src.card, calib=calib_set, eval=eval_set,
                   cache_dir=cache_root() / "passes" if cache else None)
-    return _Run(src, pipeline, eval_set, calib_set, data_notes, ctx)
+    return _Run(src, pipeline, eval_set, calib_set, data_notes, ctx, reference)
 
 
 def run_shared_passes(model: ModelLike, target: str | Path, passes: int, *, calib: DataLike = None,
@@ -201,18 +215,21 @@ def run_shared_passes(model: ModelLike, target: str | Path, passes: int, *, cali
 def _compile_into(output: outdir.Output, work: Path, model, recipe: Recipe, *, calib, eval, arch, arch_config, input_shape,
                   output_convention, output_frame, card, cache: bool, remeasure: bool, resize: bool, progress: bool,
                   log) -> CompileResult:
+    # the reference's outputs do not depend on the passes: on a spare core they are computed while the passes run
     run = _prepare(work, model, recipe, calib=calib, eval=eval, arch=arch, arch_config=arch_config,
                    input_shape=input_shape, output_convention=output_convention, output_frame=output_frame, card=card,
-                   cache=cache, resize=resize, log=log)
-    src, pipeline, eval_set, calib_set, data_notes, ctx = (run.src, run.pipeline, run.eval_set, run.calib_set,
-                                                           run.data_notes, run.ctx)
-    inputs = model_inputs(src.card, eval_set)
-    _progress.detail(f"pipeline: {pipeline}")
-    # the reference's outputs do not depend on the passes: on a spare core they are computed while the passes run
-    batch = recipe.verify.batch
-    cached = reference_cache.is_cached(reference_cache.cache_key(src, eval_set.digest(), batch, cache), len(inputs))
-    reference = reference_prefetch.start(src, inputs.arrays, batch, work, cached)
+                   cache=cache, resize=resize, log=log, prefetch=True)
+    src, pipeline, eval_set, calib_set, data_notes, ctx, reference = (
+        run.src, run.pipeline, run.eval_set, run.calib_set, run.data_notes, run.ctx, run.reference)
     try:
+        inputs = model_inputs(src.card, eval_set)
+        _progress.detail(f"pipeline: {pipeline}")
+        if reference is not None:
+            key = reference_cache.cache_key(src, eval_set.digest(), recipe.verify.batch, cache)
+            if reference_cache.is_cached(key, len(inputs)):
+                reference.cancel()
+            else:
+                reference.feed(inputs.arrays)
         steps = pipeline.run(src.artifact, ctx)
         final = steps[-1].artifact if steps else src.artifact
         shipped = _place_artifact(final, output.staging)

@@ -1,9 +1,10 @@
 """The reference's outputs computed on a spare core while the passes run.
 
 Verification runs the reference (the model as loaded, before any pass) on the evaluation set at the artifact's batch,
-after the passes: GazeResNet18 at batch 1 spends 5-14 s there. Those outputs depend only on the model, the set and the
+after the passes: GazeResNet18 at batch 1 spends 4-14 s there. Those outputs depend only on the model, the set and the
 batch, so when this process leaves a core idle, a second Python process computes them while the passes run, and
-verification takes them.
+verification takes them. The worker starts as soon as the model is loaded and imports torch and loads the module while
+the sets are rendered; it reads the path of its inputs from its stdin once they exist.
 
 A process, not a thread: torch.fx tracing and torch.export patch torch.nn.Module.__call__ process-wide while they
 trace, and an eager forward in another thread then fails (measured: "module is not installed as a submodule"). The
@@ -46,27 +47,37 @@ def _load_average() -> float:
 
 
 class ReferencePrefetch:
-    """The reference on `arrays` at `batch`, computed by a worker process started now; `take` waits for it."""
+    """The reference at `batch`, computed by a worker process started now: it imports torch and loads the module while
+    the caller renders its sets; `feed` hands it the inputs, `take` waits for the outputs."""
 
-    def __init__(self, module_folder: Path, arch: str, arrays: dict[str, np.ndarray], batch: int, threads: int,
-                 work: Path):
+    def __init__(self, module_folder: Path, arch: str, batch: int, threads: int, work: Path):
         import edgekit
 
-        self.batch, self.out = batch, work / "reference-outputs.npy"
-        inputs = work / "reference-inputs.npz"
-        np.savez(inputs, **{f"input{k}": v for k, v in enumerate(arrays.values())})
+        self.batch, self.work, self.out, self.fed = batch, work, work / "reference-outputs.npy", False
         code = str(Path(edgekit.__file__).resolve().parents[1])  # the worker imports this very edgekit
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")])),
                "OMP_NUM_THREADS": str(threads)}
         self._worker = subprocess.Popen([sys.executable, "-m", "edgekit.report.reference_prefetch", str(module_folder),
-                                         arch, str(inputs), str(batch), str(threads), str(self.out)],
-                                        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         arch, str(batch), str(threads), str(self.out)],
+                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
+
+    def feed(self, arrays: dict[str, np.ndarray]) -> ReferencePrefetch:
+        """Hand the worker the inputs (a .npz file it reads without pickle): it runs the reference on them now."""
+        inputs = self.work / "reference-inputs.npz"
+        np.savez(inputs, **{f"input{k}": v for k, v in enumerate(arrays.values())})
+        try:
+            self._worker.stdin.write(f"{inputs}\n".encode())
+            self._worker.stdin.close()
+        except OSError:  # the worker ended already (it could not load the module): take() says so
+            pass
+        self.fed = True
+        return self
 
     def take(self, batch: int) -> np.ndarray | None:
         """The outputs, when the artifact ran at the batch the worker ran the reference at and it succeeded; else None
         (verification runs the reference itself, and reports its errors the usual way)."""
-        if batch != self.batch:
+        if batch != self.batch or not self.fed:
             self.cancel()
             return None
         if self._worker.wait() != 0:
@@ -80,22 +91,26 @@ class ReferencePrefetch:
         if self._worker.poll() is None:
             self._worker.kill()
             self._worker.wait()
+        if self._worker.stdin is not None and not self._worker.stdin.closed:
+            self._worker.stdin.close()
 
 
-def start(src, arrays: dict[str, np.ndarray], batch: int, work: Path, cached: bool) -> ReferencePrefetch | None:
+def start(src, batch: int, work: Path) -> ReferencePrefetch | None:
     """A prefetch when a core is spare and the source is an edgekit module folder (not a module handed over live,
-    whose class the worker cannot import), unless the reference cache already holds the outputs (`cached`)."""
+    whose class the worker cannot import). Started as soon as the model is loaded, before the sets are rendered: the
+    caller feeds it the inputs, or cancels it when the reference cache holds the outputs already (the worker then
+    spent its start on a core nobody used)."""
     import torch
 
     from edgekit.artifact import Format  # why here: the worker runs this module and needs none of it
 
     threads = torch.get_num_threads()
-    if cached or src.kind == "module" or src.artifact.format != Format.torch or not spare_core(threads):
+    if src.kind == "module" or src.artifact.format != Format.torch or not spare_core(threads):
         return None
-    return ReferencePrefetch(src.artifact.path, src.card.arch, arrays, batch, threads, work)
+    return ReferencePrefetch(src.artifact.path, src.card.arch, batch, threads, work)
 
 
-def _worker(module_folder: str, arch: str, inputs: str, batch: str, threads: str, out: str) -> None:
+def _worker(module_folder: str, arch: str, batch: str, threads: str, out: str) -> None:
     import torch
 
     from edgekit.evalset import ModelInputs, run_batches
@@ -104,6 +119,9 @@ def _worker(module_folder: str, arch: str, inputs: str, batch: str, threads: str
 
     torch.set_num_threads(int(threads))
     module = load_module(Path(module_folder), trusted_arch=arch)[0].eval()
+    inputs = sys.stdin.readline().strip()  # the caller's inputs, once it has them
+    if not inputs:  # it needs no reference after all (cached), or it stopped
+        return
     with np.load(inputs, allow_pickle=False) as data:
         arrays = {k: data[k] for k in sorted(data.files, key=lambda k: int(k.removeprefix("input")))}
     outputs = run_batches(torch_runner(module), ModelInputs(arrays, np.zeros((len(next(iter(arrays.values()))), 3))),

@@ -37,16 +37,18 @@ def test_a_core_another_process_keeps_busy_is_not_spare(monkeypatch):
 def test_the_workers_outputs_are_the_references_bit_for_bit(tmp_path, model):
     src = load_source(model, tmp_path)
     inputs = model_inputs(src.card, default_eval_set(src.card, 12))  # temporalgaze: sequences of frames
-    prefetch = ReferencePrefetch(src.artifact.path, src.card.arch, inputs.arrays, 1, 1, tmp_path)
+    prefetch = ReferencePrefetch(src.artifact.path, src.card.arch, 1, 1, tmp_path).feed(inputs.arrays)
     np.testing.assert_array_equal(prefetch.take(1), run_batches(src.reference, inputs, 1))
 
 
 def test_another_batch_or_a_failed_worker_gives_nothing(tmp_path):
     src = load_source("tinygaze", tmp_path)
     inputs = model_inputs(src.card, default_eval_set(src.card, 4))
-    assert ReferencePrefetch(src.artifact.path, src.card.arch, inputs.arrays, 1, 1, tmp_path).take(4) is None
-    missing = ReferencePrefetch(tmp_path / "no-such-folder", src.card.arch, inputs.arrays, 1, 1, tmp_path)
-    assert missing.take(1) is None
+    assert ReferencePrefetch(src.artifact.path, src.card.arch, 1, 1, tmp_path).feed(inputs.arrays).take(4) is None
+    missing = ReferencePrefetch(tmp_path / "no-such-folder", src.card.arch, 1, 1, tmp_path)
+    assert missing.feed(inputs.arrays).take(1) is None
+    unfed = ReferencePrefetch(src.artifact.path, src.card.arch, 1, 1, tmp_path)
+    assert unfed.take(1) is None and unfed._worker.poll() is not None  # never fed: stopped, nothing to wait for
 
 
 def test_a_compile_reports_the_same_numbers_with_and_without_the_worker(tmp_path, monkeypatch):
@@ -59,3 +61,24 @@ def test_a_compile_reports_the_same_numbers_with_and_without_the_worker(tmp_path
         assert any("computed on a spare core while the passes ran" in line for line in logs) == spare, logs
         reports[spare] = result.report.accuracy
     assert reports[True] == reports[False]
+
+
+def test_a_reference_already_cached_stops_the_worker_started_for_it(tmp_path, monkeypatch):
+    """The worker starts before the sets exist, so before the reference cache can be asked: the second compile of the
+    same model and set finds the outputs cached and stops its worker unfed; no worker outlives its compile."""
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(reference_prefetch, "spare_core", lambda threads, cores=None: True)
+    started = []
+
+    class Recorded(ReferencePrefetch):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(reference_prefetch, "ReferencePrefetch", Recorded)
+    eval_set = standard_set("eval", 24)
+    for k in range(2):
+        logs = []
+        ek.compile(None, "onnx", eval=eval_set, out=tmp_path / str(k), cache=True, log=logs.append)
+    assert [p.fed for p in started] == [True, False]
+    assert all(p._worker.poll() is not None for p in started)
