@@ -36,6 +36,40 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def spare_memory_bytes() -> int:
+    """Memory this process can take without pushing other work out: the kernel's MemAvailable, within what the
+    cgroup's limit leaves where one is set (a container's /proc/meminfo shows the whole host's memory); without
+    /proc, the free memory, or a quarter of the physical memory (macOS)."""
+    spare = _meminfo_available()
+    limit, used = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if limit is not None and used is not None:
+        spare = min(spare, max(limit - used, 0))
+    return spare
+
+
+def _meminfo_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    for name, share in (("SC_AVPHYS_PAGES", 1), ("SC_PHYS_PAGES", 4)):
+        try:
+            return os.sysconf(name) * os.sysconf("SC_PAGE_SIZE") // share
+        except (ValueError, OSError, AttributeError):
+            continue
+    return 256 << 20  # no sysconf (Windows): assume little
+
+
+def _read_int(path: str) -> int | None:
+    """An integer file's value; None where it is missing or not a number (a cgroup without a limit reads "max")."""
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def cache_root() -> Path:
     """Where edgekit keeps rendered sets, pass outputs and reports: $EDGEKIT_CACHE_DIR, else the user cache folder."""
     return Path(os.environ.get("EDGEKIT_CACHE_DIR")

@@ -38,3 +38,17 @@ def test_frames_folded_into_the_first_axis_follow_their_sample():
     assert _fitted_rows(value[:5], np.array([True, False])) is None  # no whole number of rows per sample
     assert _fitted_rows(np.float32(1.0), np.array([True, False])) is None
     assert _fitted_rows(value, np.array([True, True])) is value
+
+
+def test_the_calibration_keeps_at_most_a_quarter_of_the_memory_a_cgroup_leaves(monkeypatch):
+    """A container's /proc/meminfo shows the host's memory: the cgroup's limit, less what the group uses, bounds the
+    spare memory, and the range sweep keeps at most a quarter of it (and 1 GiB)."""
+    from edgekit import environment
+    from edgekit.quant.calibration import RETAIN_CAP_BYTES, retained_bytes_budget
+
+    files = {"/sys/fs/cgroup/memory.max": 2 << 30, "/sys/fs/cgroup/memory.current": 1 << 30}
+    monkeypatch.setattr(environment, "_meminfo_available", lambda: 64 << 30)
+    monkeypatch.setattr(environment, "_read_int", files.get)
+    assert environment.spare_memory_bytes() == 1 << 30 and retained_bytes_budget() == 256 << 20
+    files["/sys/fs/cgroup/memory.max"] = None  # "max": no limit
+    assert environment.spare_memory_bytes() == 64 << 30 and retained_bytes_budget() == RETAIN_CAP_BYTES

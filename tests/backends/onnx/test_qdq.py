@@ -209,3 +209,28 @@ def test_one_builder_writes_every_plan_as_apply_plan_does_in_its_thread_too(fp32
         assert ahead.result().read_bytes() == fresh[1]
         assert builder.build(mixed, tmp_path / "again.onnx").read_bytes() == fresh[1]
         assert builder.build(plan, tmp_path / "last.onnx").read_bytes() == fresh[0]
+
+
+def test_the_histogram_sweep_reads_the_batches_the_range_sweep_kept_and_runs_the_model_only_for_the_rest(fp32, monkeypatch):
+    """calibration_run keeps batches' tensors within `retain_bytes` for the histograms: with room for none, two or
+    every one of four batches, onnxruntime runs the model 8, 6 or 4 times, and every statistic is the same."""
+    from edgekit.quant.calibration import calibration_run
+
+    runs = []
+    real_run = ort.InferenceSession.run
+    monkeypatch.setattr(ort.InferenceSession, "run", lambda self, *a, **k: runs.append(1) or real_run(self, *a, **k))
+    x = {"image": images("calib", 32)}
+    per_batch = 8 * (8 * (H // 2) * (W // 2) + 4 * (H // 4) * (W // 4)) * 4  # the ReLU's and conv2's outputs, float32
+    results = {}
+    for room in (0, 2, 4):
+        runs.clear()
+        stats, out = calibration_run(fp32, x, batch=8, retain_bytes=int((room + 0.5) * per_batch))
+        results[room] = (len(runs), stats, out)
+    assert [results[room][0] for room in (0, 2, 4)] == [8, 6, 4]
+    for room in (2, 4):
+        _, stats, out = results[room]
+        assert np.array_equal(out, results[0][2]) and stats.keys() == results[0][1].keys()
+        for name, s in stats.items():
+            base = results[0][1][name]
+            assert (s.lo, s.hi) == (base.lo, base.hi) and np.array_equal(s.hist, base.hist), name
+            assert np.array_equal(s.abs_hist, base.abs_hist), name
