@@ -14,21 +14,23 @@ import numpy as np
 from edgekit.artifact import Format
 from edgekit.backends.base import Availability, Backend
 from edgekit.energy.section import energy_section
-from edgekit.torch_module import load_module
+from edgekit.torch_module import load_module, torch_runner
 
 
 class TorchRunner:
+    """The artifact run as verification runs the reference (torch_runner: a convolutional model as a channels-last
+    copy), so that an identity pipeline's artifact agrees with its reference bit for bit."""
+
     def __init__(self, path: Path, threads: int = 1):
         import torch
 
         self.torch, self.threads = torch, threads
         self.module = load_module(Path(path))[0].eval()
+        self._run = torch_runner(self.module)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         self.torch.set_num_threads(self.threads)
-        with self.torch.no_grad():
-            out = self.module(*(self.torch.from_numpy(np.ascontiguousarray(v, np.float32)) for v in inputs.values()))
-        return out.double().numpy()
+        return self._run({k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()})
 
     def describe(self) -> str:
         return f"PyTorch {self.torch.__version__} eager, CPU, {self.threads} thread(s) (null backend: no conversion)"
@@ -46,7 +48,8 @@ class TorchRunner:
         names = {m: n for n, m in self.module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
         handles = [m.register_forward_hook(hook) for m in names]
         try:
-            self.run(sample)
+            with self.torch.no_grad():  # the module itself, whose layers hold the hooks (run() may call its copy)
+                self.module(*(self.torch.from_numpy(np.ascontiguousarray(v, np.float32)) for v in sample.values()))
         finally:
             for h in handles:
                 h.remove()
