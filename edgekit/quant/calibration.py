@@ -157,9 +157,9 @@ def calibration_run(path: Path, arrays: dict[str, np.ndarray], batch: int = 64, 
         if sweep == "range":
             outputs.append(values[0])  # the graph's own outputs come first in the exposed model
             kept = [value for name, value in zip(names, values) if name not in folded]
-            if sum(value.nbytes for value in kept) <= budget:
-                retained[start] = kept
-                budget -= sum(value.nbytes for value in kept)
+            size = sum(value.nbytes for value in kept)
+            if size <= budget:
+                retained[start], budget = kept, budget - size
         for name, value in [*zip(fetched, values), *feed.items()]:
             if value.dtype.kind != "f":
                 continue
