@@ -38,7 +38,18 @@ def test_the_workers_outputs_are_the_references_bit_for_bit(tmp_path, model):
     src = load_source(model, tmp_path)
     inputs = model_inputs(src.card, default_eval_set(src.card, 12))  # temporalgaze: sequences of frames
     prefetch = ReferencePrefetch(src.artifact.path, src.card.arch, 1, 1, tmp_path).feed(inputs.arrays)
+    assert prefetch.started(timeout=120) and prefetch.ready.exists()  # the module loaded: it computes
     np.testing.assert_array_equal(prefetch.take(1), run_batches(src.reference, inputs, 1))
+
+
+def test_a_worker_still_starting_is_stopped_and_gives_nothing(tmp_path, monkeypatch):
+    """A small model's passes end before the worker has imported torch: verification then runs the reference itself
+    rather than wait for the worker."""
+    src = load_source("tinygaze", tmp_path)
+    inputs = model_inputs(src.card, default_eval_set(src.card, 4))
+    prefetch = ReferencePrefetch(src.artifact.path, src.card.arch, 1, 1, tmp_path).feed(inputs.arrays)
+    monkeypatch.setattr(prefetch, "started", lambda timeout=0.0: False)
+    assert prefetch.take(1) is None and prefetch._worker.poll() is not None
 
 
 def test_another_batch_or_a_failed_worker_gives_nothing(tmp_path):
@@ -51,7 +62,16 @@ def test_another_batch_or_a_failed_worker_gives_nothing(tmp_path):
     assert unfed.take(1) is None and unfed._worker.poll() is not None  # never fed: stopped, nothing to wait for
 
 
+class _Patient(ReferencePrefetch):
+    """Waits for its worker to load the module before taking its outputs (TinyGaze's passes end sooner)."""
+
+    def take(self, batch):
+        self.started(timeout=120)
+        return super().take(batch)
+
+
 def test_a_compile_reports_the_same_numbers_with_and_without_the_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(reference_prefetch, "ReferencePrefetch", _Patient)
     eval_set = standard_set("eval", 24)
     reports = {}
     for spare in (True, False):
