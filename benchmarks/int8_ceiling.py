@@ -16,7 +16,8 @@ this model can reach in that runtime on this core, whatever is quantized and how
   input row for every kernel tap (so it stays in L1).
 - The FP32 FMA limit of this core, measured (int8_ceiling.c's fma_peak: 10 independent FMAs per step from L1), in
   place of int8_profile.py's nominal-clock estimate.
-- Whole models, interleaved in blocks (edgekit.report.measure): FP32 and INT8 artifacts of both runtimes.
+- Whole models, interleaved in blocks (edgekit.report.measure): FP32 and INT8 artifacts of both runtimes, and the
+  LiteRT ones again without the XNNPACK delegate (LiteRT's builtin kernels).
 
 --avx2-only reruns under tests/avx2_only.c's CPUID mask, so onnxruntime picks its AVX2 kernels (the XNNPACK
 kernels are named, so they are AVX2 either way). Needs `cc` and `nm` (binutils).
@@ -206,6 +207,24 @@ def xnnpack_layer_ms(lib: ctypes.CDLL, address: int, precision: str, layer: dict
     return min(lib.time_igemm(*args, repeats) / repeats for _ in range(trials)) / 1e6
 
 
+class BuiltinKernels:
+    """The same .tflite in LiteRT without its default XNNPACK delegate: LiteRT's own CPU kernels (ruy, its optimized
+    ops), the one other way LiteRT runs an INT8 conv on this CPU."""
+
+    def __init__(self, path: Path):
+        from edgekit.backends.tflite.runner import LiteRTRunner
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.inner = LiteRTRunner(path)
+        self.inner.interpreter = Interpreter(
+            model_path=str(path), num_threads=1,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.inner.interpreter.allocate_tensors()  # same model, same tensor indices as the runner read them
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.inner.run(inputs)
+
+
 def whole_models(paths: dict[str, Path], card, rounds: int, runs: int) -> dict[str, list[float]]:
     from edgekit.backends.onnx.runner import OnnxRunner
     from edgekit.backends.tflite.runner import LiteRTRunner
@@ -213,7 +232,9 @@ def whole_models(paths: dict[str, Path], card, rounds: int, runs: int) -> dict[s
     from edgekit.report.measure import interleaved_latency
 
     runners = {"onnxruntime FP32": OnnxRunner(paths["onnx"]), "onnxruntime INT8": OnnxRunner(paths["onnx-int8"]),
-               "LiteRT FP32": LiteRTRunner(paths["tflite"]), "LiteRT INT8": LiteRTRunner(paths["tflite-int8"])}
+               "LiteRT FP32": LiteRTRunner(paths["tflite"]), "LiteRT INT8": LiteRTRunner(paths["tflite-int8"]),
+               "LiteRT builtin FP32": BuiltinKernels(paths["tflite"]),
+               "LiteRT builtin INT8": BuiltinKernels(paths["tflite-int8"])}
     sample = model_inputs(card, default_eval_set(card, 1, seed=424242)).sample(0)
     p50 = {k: [] for k in runners}
     for _ in range(rounds):
@@ -291,6 +312,11 @@ def markdown(res: dict, host: dict, masked: bool, versions: str) -> str:
         lines.append(f"| {runtime} | {s['model_ms'][f'{runtime} FP32']:.3f} | {s['model_ms'][f'{runtime} INT8']:.3f} | "
                      f"{r['model_ratio']:.2f} | {r['layers_fastest_ms']:.3f} | {r['bound']:.2f} | "
                      f"{r['fp32_model_over_fma_limit']:.2f} |")
+    builtin = {p: s["model_ms"].get(f"LiteRT builtin {p}") for p in ("FP32", "INT8")}
+    if all(builtin.values()):
+        lines += ["", "LiteRT without its XNNPACK delegate (its builtin kernels, the same artifacts, timed in the same "
+                  f"rounds): FP32 {builtin['FP32']:.3f} ms, INT8 {builtin['INT8']:.3f} ms, "
+                  f"{s['model_ms']['LiteRT FP32'] / builtin['INT8']:.2f}x the XNNPACK FP32 model's speed."]
     lines += ["", f"FMA limit: {s['conv_macs'] / 1e6:.1f} M conv MACs at {res['fma_peak_macs_per_ns']:.1f} MACs/ns "
               f"(measured, int8_ceiling.c's fma_peak, best of 5) = {s['fma_limit_ms']:.3f} ms. Bound = the FP32 model's "
               "time over the sum of its conv layers alone, each in the faster of its FP32 and INT8 kernels: no INT8 "
