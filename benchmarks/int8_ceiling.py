@@ -207,24 +207,6 @@ def xnnpack_layer_ms(lib: ctypes.CDLL, address: int, precision: str, layer: dict
     return min(lib.time_igemm(*args, repeats) / repeats for _ in range(trials)) / 1e6
 
 
-class BuiltinKernels:
-    """The same .tflite in LiteRT without its default XNNPACK delegate: LiteRT's own CPU kernels (ruy, its optimized
-    ops), the one other way LiteRT runs an INT8 conv on this CPU."""
-
-    def __init__(self, path: Path):
-        from edgekit.backends.tflite.runner import LiteRTRunner
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        self.inner = LiteRTRunner(path)
-        self.inner.interpreter = Interpreter(
-            model_path=str(path), num_threads=1,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        self.inner.interpreter.allocate_tensors()  # same model, same tensor indices as the runner read them
-
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return self.inner.run(inputs)
-
-
 def whole_models(paths: dict[str, Path], card, rounds: int, runs: int) -> dict[str, list[float]]:
     from edgekit.backends.onnx.runner import OnnxRunner
     from edgekit.backends.tflite.runner import LiteRTRunner
@@ -233,8 +215,9 @@ def whole_models(paths: dict[str, Path], card, rounds: int, runs: int) -> dict[s
 
     runners = {"onnxruntime FP32": OnnxRunner(paths["onnx"]), "onnxruntime INT8": OnnxRunner(paths["onnx-int8"]),
                "LiteRT FP32": LiteRTRunner(paths["tflite"]), "LiteRT INT8": LiteRTRunner(paths["tflite-int8"]),
-               "LiteRT builtin FP32": BuiltinKernels(paths["tflite"]),
-               "LiteRT builtin INT8": BuiltinKernels(paths["tflite-int8"])}
+               # LiteRT's own kernels (ruy, its optimized ops): the one other way it runs an INT8 conv on this CPU
+               "LiteRT builtin FP32": LiteRTRunner(paths["tflite"], xnnpack=False),
+               "LiteRT builtin INT8": LiteRTRunner(paths["tflite-int8"], xnnpack=False)}
     sample = model_inputs(card, default_eval_set(card, 1, seed=424242)).sample(0)
     p50 = {k: [] for k in runners}
     for _ in range(rounds):

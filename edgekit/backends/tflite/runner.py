@@ -27,14 +27,17 @@ def runtime_version() -> str:
 
 
 class LiteRTRunner:
-    """One LiteRT interpreter, batch 1 (as converted); run() loops over a batch and returns float64 outputs."""
+    """One LiteRT interpreter, batch 1 (as converted); run() loops over a batch and returns float64 outputs.
+    `xnnpack=False`: LiteRT's builtin kernels only, without its default XNNPACK delegate (benchmarks compare them)."""
 
-    def __init__(self, path: Path, threads: int = 1):
+    def __init__(self, path: Path, threads: int = 1, xnnpack: bool = True):
         interpreter = require("ai_edge_litert.interpreter", "running TFLite artifacts")
-        self.threads = threads
+        self.threads, self.xnnpack = threads, xnnpack
         self.path = Path(path)
+        resolver = {} if xnnpack else {
+            "experimental_op_resolver_type": interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
         with quiet(), _litert_errors(self.path, "prepare"):  # it prints "Created TensorFlow Lite XNNPACK delegate for CPU"
-            self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads, **resolver)
             self.interpreter.allocate_tensors()
         self.inputs = _inputs_in_argument_order(self.interpreter)
         self.output = self.interpreter.get_output_details()[0]
@@ -51,7 +54,8 @@ class LiteRTRunner:
         return np.concatenate(outs).astype(np.float64)
 
     def describe(self) -> str:
-        return f"LiteRT interpreter (ai-edge-litert {runtime_version()}) with the XNNPACK delegate, {self.threads} thread(s)"
+        kernels = "the XNNPACK delegate" if self.xnnpack else "its builtin kernels (no XNNPACK delegate)"
+        return f"LiteRT interpreter (ai-edge-litert {runtime_version()}) with {kernels}, {self.threads} thread(s)"
 
 
 _NODE = re.compile(r"Node number (\d+) \((\w+)\) failed to (\w+)")

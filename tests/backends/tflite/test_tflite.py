@@ -40,6 +40,19 @@ def test_fp32_matches_pytorch_within_the_gate(compiled):
 
 
 @pytest.mark.slow
+def test_litert_without_xnnpack_runs_the_same_artifacts_in_its_builtin_kernels(compiled):
+    """benchmarks/int8_ceiling.py times LiteRT's own kernels beside XNNPACK's: the same model, the same outputs up to
+    float rounding (FP32) and one INT8 step (INT8: their requantization rounds differently)."""
+    for target, atol in (("tflite", 1e-5), ("tflite-int8", 0.05)):
+        artifact = compiled[target].artifact
+        builtin = LiteRTRunner(artifact, xnnpack=False)
+        shape = (4, *builtin.inputs[0]["shape"][1:])
+        x = {"image": np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)}
+        assert "builtin kernels (no XNNPACK delegate)" in builtin.describe()
+        np.testing.assert_allclose(builtin.run(x), LiteRTRunner(artifact).run(x), atol=atol)
+
+
+@pytest.mark.slow
 def test_fp16_stores_half_precision_weights(compiled):
     fp32, fp16 = compiled["tflite"], compiled["tflite-fp16"]
     assert fp16.report.passed and fp16.report.accuracy.diff_from_reference.max_deg <= 0.1
