@@ -102,7 +102,9 @@ def test_a_ray_build_gives_the_same_outputs_as_a_local_build(tmp_path, monkeypat
         assert _compare(ray) == _compare(local) and "tinygaze / onnx-int8" in _compare(ray)
         err = capsys.readouterr().err
         assert re.search(r"\[1/3\] tinygaze -> \S+: ok.*; 0 queued, 2 running, ETA \d+s", err), err
-        assert re.search(r"\[3/3\] tinygaze -> \S+: ok\n", err), err
+        # the last line ends without a queue: whichever target finishes last (onnx's passes all ran in the shared task,
+        # so it says "(cached)"; Ray does not promise it finishes first)
+        assert re.search(r"\[3/3\] tinygaze -> \S+: ok( \(cached\))?\n", err), err
         assert not list(ray.rglob(".*staging*"))
 
 
